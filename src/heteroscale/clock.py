@@ -1,0 +1,44 @@
+"""Time is injected through a Clock. This is the only module that reads real time."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now_s(self) -> float: ...
+
+    def sleep_s(self, seconds: float) -> None: ...
+
+
+class WallClock:
+    """Real time: epoch seconds for timestamps, ``time.sleep`` for waits."""
+
+    def now_s(self) -> float:
+        return time.time()
+
+    def sleep_s(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def monotonic_s(self) -> float:
+        return time.monotonic()
+
+
+class ManualClock:
+    """A clock moved by hand (virtual time); used by the simulator and by tests."""
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self._now_s = start_s
+
+    def now_s(self) -> float:
+        return self._now_s
+
+    def sleep_s(self, seconds: float) -> None:
+        if seconds > 0:
+            self._now_s += seconds
+
+    def advance_to(self, t_s: float) -> None:
+        if t_s > self._now_s:
+            self._now_s = t_s

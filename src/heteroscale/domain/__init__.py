@@ -1,0 +1,1 @@
+"""Pure value types. Imports nothing else of HeteroScale's."""

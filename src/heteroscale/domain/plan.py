@@ -1,0 +1,50 @@
+"""PlacementPlan (concrete actions) and ActuationResult (what the world accepted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from heteroscale.domain.hardware import InstanceShape, Role
+from heteroscale.domain.state import ScaleInMode
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    service: str
+    role: Role
+    shape: InstanceShape
+    dg: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    instance_id: str
+    mode: ScaleInMode = ScaleInMode.DRAIN
+    grace_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaced:
+    service: str
+    role: Role
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementPlan:
+    launches: tuple[Launch, ...] = ()
+    removals: tuple[Remove, ...] = ()
+    unplaced: tuple[Unplaced, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.launches and not self.removals
+
+
+@dataclass(frozen=True, slots=True)
+class ActuationResult:
+    launched: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    errors: tuple[str, ...] = field(default=())

@@ -1,0 +1,38 @@
+"""One root for every error HeteroScale raises on purpose.
+
+A user sees ``str(error)``: one line naming the place (file, line, field) and the problem.
+"""
+
+from __future__ import annotations
+
+
+class HeteroScaleError(Exception):
+    """Root of all deliberate errors."""
+
+
+class ConfigError(HeteroScaleError):
+    """A scenario, topology, catalog or controller configuration is invalid."""
+
+
+class TraceError(HeteroScaleError):
+    """A request trace or rate curve cannot be read."""
+
+
+class MetricsUnavailable(HeteroScaleError):
+    """Metrics could not be read (HTTP error, time-out, stale or partial data)."""
+
+
+class PlacementInfeasible(HeteroScaleError):
+    """A placement cannot be satisfied at all."""
+
+
+class TransientActuationError(HeteroScaleError):
+    """The cluster refused an action for now; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentActuationError(HeteroScaleError):
+    """The cluster refused an action for good (e.g. 4xx other than 409)."""

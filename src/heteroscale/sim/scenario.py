@@ -1,0 +1,86 @@
+"""The resolved, validated form of a scenario that the simulator runs.
+
+``heteroscale.config`` builds it from YAML (pydantic at the boundary); the simulator only sees these
+frozen values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from heteroscale.domain.hardware import GpuSku, ModelSpec
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.domain.state import ScaleInMode
+from heteroscale.domain.topology import Topology
+
+
+class Fidelity(StrEnum):
+    REQUEST = "request"
+    FLUID = "fluid"
+
+
+class LoadKind(StrEnum):
+    TRACE = "trace"  # replay a request trace (Azure / Mooncake / BurstGPT)
+    POISSON = "poisson"  # non-homogeneous Poisson arrivals from a rate curve, lengths from a trace
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """Where one service's requests come from. Paths are absolute after resolution."""
+
+    kind: LoadKind
+    trace_path: str  # request trace (replayed, or the source of lengths for POISSON)
+    trace_format: str = "auto"  # auto | azure | mooncake | burstgpt
+    rate_curve_path: str | None = None
+    rate_curve_day: int | None = None  # take one day (0-based) of the curve
+    rate_scale: float = 1.0
+    time_compression: float = 1.0  # >1 plays the load faster
+    copies: int = 1  # superpose time-shifted copies
+    copy_shift_s: float = 0.0
+    start_s: float = 0.0  # offset into the (compressed) load
+    skip_bad_rows: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FixedPolicySpec:
+    """Hold fixed instance counts (the only policy of the simulator issue)."""
+
+    prefill: int
+    decode: int
+
+
+@dataclass(frozen=True, slots=True)
+class SimSettings:
+    fidelity: Fidelity = Fidelity.REQUEST
+    duration_s: float | None = None  # None: until the load ends and the cluster drains
+    seed: int = 0
+    tick_s: float = 30.0  # controller reconcile interval (simulated)
+    cold_start_s: float = 120.0
+    drain_grace_s: float = 600.0
+    scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
+    fluid_step_s: float = 1.0
+    telemetry_window_s: float = 30.0
+    kv_activation_reserve: float = 0.1  # fraction of GPU memory kept for activations
+    max_tail_s: float = 3600.0  # after the load ends, how long to wait for in-flight work
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRun:
+    """One service in a scenario: its spec, its load and its policy."""
+
+    spec: ServiceSpec
+    load: LoadSpec
+    policy: FixedPolicySpec
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    services: tuple[ServiceRun, ...]
+    topology: Topology
+    skus: dict[str, GpuSku]
+    models: dict[str, ModelSpec]
+    settings: SimSettings = field(default_factory=SimSettings)
+    source: str = "<embedded>"

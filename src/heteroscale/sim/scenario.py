@@ -63,6 +63,9 @@ class SimSettings:
     telemetry_window_s: float = 30.0
     kv_activation_reserve: float = 0.1  # fraction of GPU memory kept for activations
     max_tail_s: float = 3600.0  # after the load ends, how long to wait for in-flight work
+    # performance-model calibration: "current" = efficiencies fitted on the measured profiles with
+    # current-engine host overheads; "measured-2023" = the plain fit, 2023 engine overheads included
+    perf_engine: str = "current"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,53 @@
+# HeteroScale — the two commands: `make run` and `make test`.
+# Each creates or reuses .venv and installs what it needs, idempotently (stamps are keyed to pyproject.toml).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+RUN_STAMP  := $(VENV)/.stamp-run
+TEST_STAMP := $(VENV)/.stamp-test
+
+.PHONY: run test lint typecheck imports unit bench clean help
+
+help:
+	@echo "make run   - simulate the embedded default scenario and print its summary"
+	@echo "make test  - install test dependencies, then lint, type-check, check layering and run every test"
+	@echo "make bench - run the benchmarks in benchmarks/ and print their figures"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	$(BIN)/heteroscale simulate
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
+imports: $(TEST_STAMP)
+	$(BIN)/lint-imports
+
+unit: $(TEST_STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck imports unit
+
+bench: $(TEST_STAMP)
+	$(BIN)/python benchmarks/perf_model_fidelity.py
+	$(BIN)/python benchmarks/fidelity_request_vs_fluid.py
+	$(BIN)/python benchmarks/sim_speed.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -1,0 +1,1 @@
+"""Actuators and cluster-state sources (simulated, Kubernetes, advisory)."""

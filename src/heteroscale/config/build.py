@@ -1,0 +1,290 @@
+"""Turn a validated scenario tree into the simulator's :class:`~heteroscale.sim.scenario.Scenario`.
+
+This is where names are resolved (model and SKU aliases → canonical ids, bundled trace names and
+relative paths → absolute paths, topology references → a topology) and where the checks that need
+the catalog or the topology run. Every failure is one ``ConfigError`` line naming file and field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from heteroscale.config.bundled import RATE_CURVES, TRACES, data_path, embedded_topologies, looks_like_path
+from heteroscale.config.catalog import (
+    PRECISION_BYTES,
+    Catalog,
+    CatalogConfig,
+    load_catalog,
+    load_catalog_file,
+)
+from heteroscale.config.schema import RoleConfig, ScenarioConfig, ServiceConfig, SimulationConfig
+from heteroscale.config.source import Document, Loc, format_loc, read_document, require_kind
+from heteroscale.config.topology import TopologyConfig, build_topology
+from heteroscale.domain.hardware import InstanceShape, ModelSpec, Role
+from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
+from heteroscale.domain.state import ScaleInMode
+from heteroscale.domain.topology import Topology
+from heteroscale.errors import ConfigError
+from heteroscale.sim.scenario import (
+    Fidelity,
+    FixedPolicySpec,
+    LoadKind,
+    LoadSpec,
+    Scenario,
+    ServiceRun,
+    SimSettings,
+)
+
+
+def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenario:
+    catalog = _scenario_catalog(config, doc)
+    topology = _scenario_topology(config, doc, catalog)
+    reserve = config.simulation.kv_activation_reserve
+    models: dict[str, ModelSpec] = {}
+    precision_of: dict[str, tuple[str, str]] = {}  # model id → (precision, first service using it)
+    services: list[ServiceRun] = []
+    seen_names: set[str] = set()
+    for i, service in enumerate(config.services):
+        loc: Loc = ("services", i)
+        if service.name in seen_names:
+            raise doc.error((*loc, "name"), f"duplicate service name {service.name!r}")
+        seen_names.add(service.name)
+        model = _service_model(service, doc, loc, catalog)
+        earlier = precision_of.get(model.id)
+        if earlier is not None and earlier[0] != service.precision:
+            raise doc.error(
+                (*loc, "precision"),
+                f"model '{model.id}' is already served at {earlier[0]} by service '{earlier[1]}'; "
+                "one scenario serves each model at one precision",
+            )
+        precision_of.setdefault(model.id, (service.precision, service.name))
+        models[model.id] = model
+        prefill = _role_shapes(
+            service.roles.prefill, Role.PREFILL, model, service, doc, loc, catalog, topology, reserve
+        )
+        decode = _role_shapes(
+            service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve
+        )
+        spec = ServiceSpec(
+            name=service.name,
+            model=model.id,
+            prefill_shapes=prefill,
+            decode_shapes=decode,
+            pd_ratio=service.pd_ratio,
+            slo=Slo(ttft_s=service.slo.ttft_s, tbt_s=service.slo.tbt_s),
+            min_prefill=service.roles.prefill.min,
+            max_prefill=service.roles.prefill.max,
+            min_decode=service.roles.decode.min,
+            max_decode=service.roles.decode.max,
+            priority=service.priority,
+            affinity=AffinityLevel(service.affinity),
+            prefix_cache_hit_rate=service.prefix_cache_hit_rate,
+            max_prefill_tokens=service.max_prefill_tokens,
+            max_decode_batch=service.max_decode_batch,
+            extra={"precision": service.precision},
+        )
+        policy = FixedPolicySpec(prefill=service.policy.prefill, decode=service.policy.decode)
+        services.append(ServiceRun(spec=spec, load=_load_spec(service, doc, loc), policy=policy))
+    used_skus = sorted({node.sku for node in topology.nodes})
+    return Scenario(
+        name=config.name,
+        description=config.description,
+        services=tuple(services),
+        topology=topology,
+        skus={sku: catalog.skus[sku] for sku in used_skus},
+        models=models,
+        settings=sim_settings(config.simulation),
+        source=source,
+    )
+
+
+def sim_settings(config: SimulationConfig) -> SimSettings:
+    return SimSettings(
+        fidelity=Fidelity(config.fidelity),
+        duration_s=config.duration_s,
+        seed=config.seed,
+        tick_s=config.tick_s,
+        cold_start_s=config.cold_start_s,
+        drain_grace_s=config.drain_grace_s,
+        scale_in_mode=ScaleInMode(config.scale_in_mode),
+        fluid_step_s=config.fluid_step_s,
+        telemetry_window_s=config.telemetry_window_s,
+        kv_activation_reserve=config.kv_activation_reserve,
+        max_tail_s=config.max_tail_s,
+        perf_engine=config.perf_engine,
+    )
+
+
+# --- catalog and topology -------------------------------------------------------------------
+
+
+def _scenario_catalog(config: ScenarioConfig, doc: Document) -> Catalog:
+    if config.catalog is None:
+        return load_catalog()
+    if isinstance(config.catalog, CatalogConfig):
+        return load_catalog().with_overrides(config.catalog, doc, ("catalog",))
+    path = _relative_path(config.catalog, doc)
+    catalog_doc = read_document(path)
+    require_kind(catalog_doc, "catalog")
+    return load_catalog_file(catalog_doc)
+
+
+def _scenario_topology(config: ScenarioConfig, doc: Document, catalog: Catalog) -> Topology:
+    if isinstance(config.topology, TopologyConfig):
+        return build_topology(config.topology, doc, catalog, ("topology",))
+    ref = config.topology
+    embedded = embedded_topologies()
+    if ref in embedded and not looks_like_path(ref):
+        path = embedded[ref]
+    else:
+        path = _relative_path(ref, doc)
+        if not looks_like_path(ref) and not path.exists():
+            known = ", ".join(sorted(embedded)) or "none"
+            raise doc.error(
+                ("topology",),
+                f"unknown topology {ref!r} (embedded: {known}; or give a path to a YAML file)",
+            )
+    return topology_from_document(read_document(path), catalog)
+
+
+def topology_from_document(doc: Document, catalog: Catalog | None = None) -> Topology:
+    """The topology of a ``kind: topology`` document (SKUs resolved with ``catalog``)."""
+    require_kind(doc, "topology")
+    config = doc.validate(TopologyConfig)
+    return build_topology(config, doc, catalog or load_catalog())
+
+
+def _relative_path(ref: str, doc: Document) -> Path:
+    path = Path(ref).expanduser()
+    return path if path.is_absolute() else doc.base_dir / path
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+def _service_model(service: ServiceConfig, doc: Document, loc: Loc, catalog: Catalog) -> ModelSpec:
+    try:
+        model = catalog.model(service.model)
+    except ConfigError as exc:
+        raise doc.error((*loc, "model"), str(exc)) from exc
+    return model.with_precision(PRECISION_BYTES[service.precision])
+
+
+def _role_shapes(
+    role_config: RoleConfig,
+    role: Role,
+    model: ModelSpec,
+    service: ServiceConfig,
+    doc: Document,
+    loc: Loc,
+    catalog: Catalog,
+    topology: Topology,
+    reserve: float,
+) -> tuple[InstanceShape, ...]:
+    largest_node: dict[str, int] = {}
+    for node in topology.nodes:
+        largest_node[node.sku] = max(largest_node.get(node.sku, 0), node.gpus_total)
+    shapes: list[InstanceShape] = []
+    first_at: dict[tuple[str, int], Loc] = {}
+    for j, shape_config in enumerate(role_config.shapes):
+        shape_loc: Loc = (*loc, "roles", role.value, "shapes", j)
+        try:
+            sku_id = catalog.resolve_sku(shape_config.sku)
+        except ConfigError as exc:
+            raise doc.error((*shape_loc, "sku"), str(exc)) from exc
+        tp = shape_config.tp
+        key = (sku_id, tp)
+        if key in first_at:
+            raise doc.error(
+                shape_loc, f"shape {sku_id} tp{tp} is listed twice (first at {format_loc(first_at[key])})"
+            )
+        first_at[key] = shape_loc
+        if sku_id not in largest_node:
+            have = ", ".join(sorted(largest_node))
+            raise doc.error(
+                (*shape_loc, "sku"),
+                f"no node of SKU '{sku_id}' in topology '{topology.name}' (it has: {have})",
+            )
+        if tp > largest_node[sku_id]:
+            raise doc.error(
+                (*shape_loc, "tp"),
+                f"tp {tp} exceeds the largest '{sku_id}' node in topology '{topology.name}' "
+                f"({largest_node[sku_id]} GPUs); an instance runs on one node",
+            )
+        if model.heads % tp:
+            raise doc.error(
+                (*shape_loc, "tp"),
+                f"tp {tp} does not divide the {model.heads} attention heads of '{model.id}'",
+            )
+        sku = catalog.skus[sku_id]
+        usable_gb = tp * sku.mem_gb * (1.0 - reserve)
+        weights_gb = model.weight_bytes / 1e9
+        if weights_gb >= usable_gb:
+            raise doc.error(
+                shape_loc,
+                f"model '{model.id}' ({service.precision}) does not fit {sku_id} tp{tp}: weights need "
+                f"{weights_gb:.1f} GB, {tp}x{sku.mem_gb:g} GB leaves {usable_gb:.1f} GB after the "
+                f"{reserve:.0%} activation reserve",
+            )
+        shapes.append(InstanceShape(role=role, sku=sku_id, tp=tp))
+    return tuple(shapes)
+
+
+def _load_spec(service: ServiceConfig, doc: Document, loc: Loc) -> LoadSpec:
+    load = service.load
+    load_loc: Loc = (*loc, "load")
+    trace = _data_file(
+        load.trace, TRACES, RATE_CURVES, "request trace", "rate curve", doc, (*load_loc, "trace")
+    )
+    curve = (
+        None
+        if load.rate_curve is None
+        else _data_file(
+            load.rate_curve,
+            RATE_CURVES,
+            TRACES,
+            "rate curve",
+            "request trace",
+            doc,
+            (*load_loc, "rate_curve"),
+        )
+    )
+    return LoadSpec(
+        kind=LoadKind(load.kind),
+        trace_path=trace,
+        trace_format=load.format,
+        rate_curve_path=curve,
+        rate_curve_day=load.rate_curve_day,
+        rate_scale=load.rate_scale,
+        time_compression=load.time_compression,
+        copies=load.copies,
+        copy_shift_s=load.copy_shift_s,
+        start_s=load.start_s,
+        skip_bad_rows=load.skip_bad_rows,
+    )
+
+
+def _data_file(
+    ref: str,
+    bundled: dict[str, str],
+    other: dict[str, str],
+    what: str,
+    other_what: str,
+    doc: Document,
+    loc: Loc,
+) -> str:
+    """Absolute path of a bundled name or of a path relative to the YAML file."""
+    if ref in bundled:
+        path = data_path("traces", bundled[ref])
+        if not path.is_file():
+            raise doc.error(loc, f"bundled {what} {ref!r} is missing from the package (expected {path})")
+        return str(path)
+    if ref in other:
+        raise doc.error(loc, f"{ref!r} is a bundled {other_what}, not a {what}")
+    path = _relative_path(ref, doc)
+    if not path.is_file():
+        raise doc.error(
+            loc,
+            f"{what} {ref!r} is neither a bundled name ({', '.join(bundled)}) nor an existing file ({path})",
+        )
+    return str(path.resolve())

@@ -1,0 +1,141 @@
+"""Load scenario, topology and catalog files; validate any of them; list the embedded scenarios.
+
+Every problem surfaces as one :class:`~heteroscale.errors.ConfigError` line, never a traceback:
+``<file>: <dotted.field.path>: <problem> (line N)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from heteroscale.config.build import build_scenario, topology_from_document
+from heteroscale.config.bundled import embedded_scenarios, embedded_topologies, looks_like_path
+from heteroscale.config.catalog import Catalog, load_catalog_file
+from heteroscale.config.resolved import resolved_config_dict, write_resolved_config
+from heteroscale.config.schema import ScenarioConfig
+from heteroscale.config.source import Document, check_kind, read_document, require_kind
+from heteroscale.domain.topology import Topology
+from heteroscale.errors import ConfigError
+from heteroscale.sim.scenario import Scenario
+
+__all__ = [
+    "ValidationReport",
+    "list_embedded_scenarios",
+    "load_scenario",
+    "load_topology",
+    "resolved_config_dict",
+    "validate_file",
+    "write_resolved_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """What a file is (``scenario`` / ``topology`` / ``catalog``, None if unknown) and whether it is valid."""
+
+    kind: str | None
+    ok: bool
+    message: str
+
+
+def load_scenario(ref: str | Path) -> Scenario:
+    """An embedded scenario by name (``default``, ``fluid-day``, …) or a scenario YAML file by path."""
+    path, source = _scenario_path(ref)
+    return _scenario_from_document(read_document(path), source)
+
+
+def list_embedded_scenarios() -> list[tuple[str, str]]:
+    """``(name, one-line description)`` of every embedded scenario, sorted by name."""
+    out: list[tuple[str, str]] = []
+    for name, path in sorted(embedded_scenarios().items()):
+        doc = read_document(path)
+        description = doc.data.get("description", "")
+        first_line = (
+            description.strip().splitlines()[0]
+            if isinstance(description, str) and description.strip()
+            else ""
+        )
+        out.append((name, first_line))
+    return out
+
+
+def load_topology(ref: str | Path, catalog: Catalog | None = None) -> Topology:
+    """A topology by embedded name (``two-bigpods``) or by path; SKUs resolved with ``catalog``."""
+    text = str(ref)
+    embedded = embedded_topologies()
+    if isinstance(ref, str) and not looks_like_path(ref) and ref in embedded:
+        path = embedded[ref]
+    elif isinstance(ref, str) and not looks_like_path(ref) and not Path(ref).exists():
+        known = ", ".join(sorted(embedded)) or "none"
+        raise ConfigError(f"{text}: unknown topology (embedded: {known}; or give a path to a YAML file)")
+    else:
+        path = Path(ref)
+    return topology_from_document(read_document(path), catalog)
+
+
+def validate_file(path: str | Path) -> ValidationReport:
+    """Say what kind of file ``path`` is and whether it is valid; never raises ConfigError."""
+    try:
+        doc = read_document(Path(path))
+    except ConfigError as exc:
+        return ValidationReport(kind=None, ok=False, message=str(exc))
+    try:
+        kind = check_kind(doc)
+    except ConfigError as exc:
+        return ValidationReport(kind=None, ok=False, message=str(exc))
+    try:
+        summary = _summarise(doc, kind)
+    except ConfigError as exc:
+        return ValidationReport(kind=kind, ok=False, message=str(exc))
+    return ValidationReport(kind=kind, ok=True, message=f"{doc.display}: valid {kind}: {summary}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _scenario_path(ref: str | Path) -> tuple[Path, str]:
+    """The file behind a scenario reference and the ``source`` label the Scenario records."""
+    if isinstance(ref, str) and not looks_like_path(ref):
+        embedded = embedded_scenarios()
+        if ref in embedded:
+            return embedded[ref], f"embedded:{ref}"
+        if not Path(ref).exists():
+            known = ", ".join(sorted(embedded)) or "none"
+            raise ConfigError(f"{ref}: unknown scenario (embedded: {known}; or give a path to a YAML file)")
+    path = Path(ref)
+    return path, str(path.resolve())
+
+
+def _scenario_from_document(doc: Document, source: str) -> Scenario:
+    require_kind(doc, "scenario")
+    config = doc.validate(ScenarioConfig)
+    return build_scenario(config, doc, source)
+
+
+def _summarise(doc: Document, kind: str) -> str:
+    if kind == "scenario":
+        path = doc.path if doc.path is not None else Path(doc.display)
+        scenario = _scenario_from_document(doc, str(path.resolve()))
+        services = ", ".join(run.spec.name for run in scenario.services)
+        return (
+            f"'{scenario.name}', {len(scenario.services)} service(s) ({services}), "
+            f"topology '{scenario.topology.name}' with {_gpu_summary(scenario.topology)}"
+        )
+    if kind == "topology":
+        topology = topology_from_document(doc)
+        return f"'{topology.name}' with {_gpu_summary(topology)}"
+    require_kind(doc, "catalog")
+    catalog = load_catalog_file(doc)
+    gpus = len(doc.data.get("gpus") or [])
+    models = len(doc.data.get("models") or [])
+    return (
+        f"{gpus} GPU and {models} model entries; merged catalog has "
+        f"{len(catalog.skus)} SKUs and {len(catalog.models)} models"
+    )
+
+
+def _gpu_summary(topology: Topology) -> str:
+    by_sku = topology.gpus_by_sku()
+    parts = ", ".join(f"{count} {sku}" for sku, count in sorted(by_sku.items()))
+    return f"{len(topology.nodes)} nodes, {sum(by_sku.values())} GPUs ({parts})"

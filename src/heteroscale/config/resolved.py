@@ -1,0 +1,128 @@
+"""The resolved configuration: a :class:`Scenario` written back as plain, YAML-dumpable data.
+
+Everything is explicit: canonical ids, absolute trace paths, every default, the full topology (no
+node generators) and the catalog entries actually used. The result is itself a valid ``kind:
+scenario`` document, so loading it again gives the same ``Scenario`` (apart from ``source``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from heteroscale.config.catalog import PRECISION_BYTES
+from heteroscale.config.topology import topology_to_dict
+from heteroscale.domain.hardware import InstanceShape
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.errors import ConfigError
+from heteroscale.sim.scenario import LoadKind, LoadSpec, Scenario, ServiceRun
+
+
+def resolved_config_dict(scenario: Scenario) -> dict[str, Any]:
+    """Plain data (dicts, lists, str, int, float, bool, None) describing ``scenario`` completely."""
+    settings = scenario.settings
+    return {
+        "kind": "scenario",
+        "name": scenario.name,
+        "description": scenario.description,
+        "catalog": {
+            "gpus": [dataclasses.asdict(scenario.skus[k]) for k in sorted(scenario.skus)],
+            "models": [dataclasses.asdict(scenario.models[k]) for k in sorted(scenario.models)],
+        },
+        "topology": topology_to_dict(scenario.topology),
+        "simulation": {
+            "fidelity": settings.fidelity.value,
+            "duration_s": settings.duration_s,
+            "seed": settings.seed,
+            "tick_s": settings.tick_s,
+            "cold_start_s": settings.cold_start_s,
+            "drain_grace_s": settings.drain_grace_s,
+            "scale_in_mode": settings.scale_in_mode.value,
+            "fluid_step_s": settings.fluid_step_s,
+            "telemetry_window_s": settings.telemetry_window_s,
+            "kv_activation_reserve": settings.kv_activation_reserve,
+            "max_tail_s": settings.max_tail_s,
+            "perf_engine": settings.perf_engine,
+        },
+        "services": [_service_dict(run, scenario) for run in scenario.services],
+    }
+
+
+def write_resolved_config(scenario: Scenario, path: Path) -> Path:
+    """Write :func:`resolved_config_dict` as YAML to ``path`` (parent folders created)."""
+    text = (
+        "# Resolved HeteroScale configuration: every default filled in, every name canonical.\n"
+        f"# Source: {scenario.source}\n"
+    )
+    text += yaml.safe_dump(resolved_config_dict(scenario), sort_keys=False, allow_unicode=True, width=110)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the resolved config: {exc}") from exc
+    return path
+
+
+def _precision(spec: ServiceSpec, scenario: Scenario) -> str:
+    value = spec.extra.get("precision")
+    if isinstance(value, str) and value in PRECISION_BYTES:
+        return value
+    # A Scenario built in code may not say; read it off the model's weight width.
+    bytes_per_param = scenario.models[spec.model].bytes_per_param
+    for name, width in PRECISION_BYTES.items():
+        if width == bytes_per_param:
+            return name
+    raise ConfigError(f"service '{spec.name}': no precision has {bytes_per_param} bytes per parameter")
+
+
+def _shapes(shapes: tuple[InstanceShape, ...]) -> list[dict[str, Any]]:
+    return [{"sku": s.sku, "tp": s.tp} for s in shapes]
+
+
+def _load_dict(load: LoadSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": load.kind.value,
+        "trace": load.trace_path,
+        "format": load.trace_format,
+    }
+    if load.kind is LoadKind.POISSON:
+        out["rate_curve"] = load.rate_curve_path
+        out["rate_curve_day"] = load.rate_curve_day
+    out |= {
+        "rate_scale": load.rate_scale,
+        "time_compression": load.time_compression,
+        "copies": load.copies,
+        "copy_shift_s": load.copy_shift_s,
+        "start_s": load.start_s,
+        "skip_bad_rows": load.skip_bad_rows,
+    }
+    return out
+
+
+def _service_dict(run: ServiceRun, scenario: Scenario) -> dict[str, Any]:
+    spec = run.spec
+    return {
+        "name": spec.name,
+        "model": spec.model,
+        "precision": _precision(spec, scenario),
+        "roles": {
+            "prefill": {
+                "shapes": _shapes(spec.prefill_shapes),
+                "min": spec.min_prefill,
+                "max": spec.max_prefill,
+            },
+            "decode": {"shapes": _shapes(spec.decode_shapes), "min": spec.min_decode, "max": spec.max_decode},
+        },
+        "pd_ratio": spec.pd_ratio,
+        "slo": {"ttft_s": spec.slo.ttft_s, "tbt_s": spec.slo.tbt_s},
+        "priority": spec.priority,
+        "affinity": spec.affinity.value,
+        "prefix_cache_hit_rate": spec.prefix_cache_hit_rate,
+        "max_prefill_tokens": spec.max_prefill_tokens,
+        "max_decode_batch": spec.max_decode_batch,
+        "load": _load_dict(run.load),
+        "policy": {"name": "fixed", "prefill": run.policy.prefill, "decode": run.policy.decode},
+    }

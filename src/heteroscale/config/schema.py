@@ -1,0 +1,209 @@
+"""Pydantic models of a ``kind: scenario`` file: one typed tree, one nested model per concern.
+
+Validators accept or reject; they never rewrite a value. Names that refer to other things (models,
+SKUs, traces, topologies) are checked against the catalog, the topology and the package data by
+:mod:`heteroscale.config.build`, which also turns this tree into the simulator's ``Scenario``.
+Defaults come from the domain dataclasses, so there is one source for each.
+
+Layout of a scenario file::
+
+    kind: scenario
+    name: chat-on-h800-h20
+    description: one line shown by ``list``
+    topology: two-bigpods          # embedded name, a path relative to this file, or an inline mapping
+    catalog: {gpus: [...], models: [...]}   # optional additions / overrides, or a path to a catalog file
+    simulation: {fidelity: request, duration_s: 3600, seed: 0}
+    services:
+      - name: chat
+        model: llama-3.1-70b       # canonical id or alias
+        precision: bf16
+        roles:
+          prefill: {shapes: [{sku: h800, tp: 4}], min: 1, max: 64}   # shapes in preference order
+          decode: {shapes: [{sku: h20, tp: 4}], min: 1, max: 64}
+        pd_ratio: 1.0
+        slo: {ttft_s: 2.0, tbt_s: 0.1}
+        load: {kind: trace, trace: azure-conv}
+        policy: {name: fixed, prefill: 3, decode: 3}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
+
+from heteroscale.config.catalog import CatalogConfig
+from heteroscale.config.source import UNION_TAG_PREFIX
+from heteroscale.config.topology import TopologyConfig
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.sim.scenario import LoadSpec, SimSettings
+
+ServiceName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+
+
+def _default(cls: type[Any], name: str) -> Any:
+    """The declared default of dataclass field ``cls.name`` (slotted dataclasses hide it)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+class ShapeConfig(_Strict):
+    """One instance shape: a GPU SKU (canonical id or alias) and a tensor-parallel degree."""
+
+    sku: str = Field(min_length=1)
+    tp: int = Field(ge=1, le=64)
+
+
+class RoleConfig(_Strict):
+    """One role (prefill or decode) of a service: allowed shapes in preference order and bounds."""
+
+    shapes: list[ShapeConfig] = Field(min_length=1)
+    min: int = Field(default=_default(ServiceSpec, "min_prefill"), ge=0)
+    max: int = Field(default=_default(ServiceSpec, "max_prefill"), ge=1)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> RoleConfig:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class RolesConfig(_Strict):
+    prefill: RoleConfig
+    decode: RoleConfig
+
+
+class SloConfig(_Strict):
+    ttft_s: float = Field(gt=0)
+    tbt_s: float = Field(gt=0)
+
+
+class LoadConfig(_Strict):
+    """Where a service's requests come from.
+
+    ``trace`` and ``rate_curve`` take a bundled name (``azure-conv``, ``servegen-m-large``, …) or a
+    path relative to the YAML file. ``kind: poisson`` draws arrivals from ``rate_curve`` and lengths
+    from ``trace``; ``kind: trace`` replays ``trace``.
+    """
+
+    kind: Literal["trace", "poisson"] = "trace"
+    trace: str = Field(min_length=1)
+    format: Literal["auto", "azure", "mooncake", "burstgpt"] = "auto"
+    rate_curve: str | None = Field(default=None, min_length=1)
+    rate_curve_day: int | None = Field(default=None, ge=0)
+    rate_scale: float = Field(default=_default(LoadSpec, "rate_scale"), gt=0)
+    time_compression: float = Field(default=_default(LoadSpec, "time_compression"), gt=0)
+    copies: int = Field(default=_default(LoadSpec, "copies"), ge=1)
+    copy_shift_s: float = Field(default=_default(LoadSpec, "copy_shift_s"), ge=0)
+    start_s: float = Field(default=_default(LoadSpec, "start_s"), ge=0)
+    skip_bad_rows: bool = _default(LoadSpec, "skip_bad_rows")
+
+    @model_validator(mode="after")
+    def _curve_matches_kind(self) -> LoadConfig:
+        if self.kind == "poisson" and self.rate_curve is None:
+            raise ValueError("kind 'poisson' needs a rate_curve")
+        if self.kind == "trace" and self.rate_curve is not None:
+            raise ValueError("rate_curve is only used by kind 'poisson' (kind 'trace' replays the trace)")
+        if self.rate_curve_day is not None and self.rate_curve is None:
+            raise ValueError("rate_curve_day needs a rate_curve")
+        return self
+
+
+class FixedPolicyConfig(_Strict):
+    """Hold fixed instance counts."""
+
+    name: Literal["fixed"]
+    prefill: int = Field(ge=0)
+    decode: int = Field(ge=0)
+
+
+# Later policies join this union, told apart by ``name``.
+PolicyConfig = FixedPolicyConfig
+
+
+class ServiceConfig(_Strict):
+    name: ServiceName
+    model: str = Field(min_length=1)
+    precision: Literal["bf16", "fp8"] = "bf16"
+    roles: RolesConfig
+    pd_ratio: float = Field(gt=0)
+    slo: SloConfig
+    priority: int = _default(ServiceSpec, "priority")
+    affinity: Literal["s1", "s2", "cluster"] = _default(ServiceSpec, "affinity").value
+    prefix_cache_hit_rate: float = Field(default=_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
+    max_prefill_tokens: int = Field(default=_default(ServiceSpec, "max_prefill_tokens"), ge=1)
+    max_decode_batch: int = Field(default=_default(ServiceSpec, "max_decode_batch"), ge=1)
+    load: LoadConfig
+    policy: PolicyConfig
+
+    @model_validator(mode="after")
+    def _policy_within_bounds(self) -> ServiceConfig:
+        for role in ("prefill", "decode"):
+            count = getattr(self.policy, role)
+            bounds: RoleConfig = getattr(self.roles, role)
+            if not bounds.min <= count <= bounds.max:
+                raise ValueError(
+                    f"policy.{role} ({count}) is outside roles.{role} bounds [{bounds.min}, {bounds.max}]"
+                )
+        return self
+
+
+# --- simulation -----------------------------------------------------------------------------
+
+
+class SimulationConfig(_Strict):
+    fidelity: Literal["request", "fluid"] = _default(SimSettings, "fidelity").value
+    duration_s: float | None = Field(default=_default(SimSettings, "duration_s"), gt=0)
+    seed: int = Field(default=_default(SimSettings, "seed"), ge=0)
+    tick_s: float = Field(default=_default(SimSettings, "tick_s"), gt=0)
+    cold_start_s: float = Field(default=_default(SimSettings, "cold_start_s"), ge=0)
+    drain_grace_s: float = Field(default=_default(SimSettings, "drain_grace_s"), ge=0)
+    scale_in_mode: Literal["drain", "kill"] = _default(SimSettings, "scale_in_mode").value
+    fluid_step_s: float = Field(default=_default(SimSettings, "fluid_step_s"), gt=0)
+    telemetry_window_s: float = Field(default=_default(SimSettings, "telemetry_window_s"), gt=0)
+    kv_activation_reserve: float = Field(default=_default(SimSettings, "kv_activation_reserve"), ge=0, lt=1)
+    max_tail_s: float = Field(default=_default(SimSettings, "max_tail_s"), ge=0)
+    perf_engine: Literal["current", "measured-2023"] = _default(SimSettings, "perf_engine")
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+def _ref_or_inline(value: Any) -> str:
+    return f"{UNION_TAG_PREFIX}inline" if isinstance(value, dict | BaseModel) else f"{UNION_TAG_PREFIX}ref"
+
+
+TopologyRef = Annotated[
+    Annotated[str, Tag(f"{UNION_TAG_PREFIX}ref"), StringConstraints(min_length=1)]
+    | Annotated[TopologyConfig, Tag(f"{UNION_TAG_PREFIX}inline")],
+    Discriminator(_ref_or_inline),
+]
+CatalogRef = Annotated[
+    Annotated[str, Tag(f"{UNION_TAG_PREFIX}ref"), StringConstraints(min_length=1)]
+    | Annotated[CatalogConfig, Tag(f"{UNION_TAG_PREFIX}inline")],
+    Discriminator(_ref_or_inline),
+]
+
+
+class ScenarioConfig(_Strict):
+    """A ``kind: scenario`` file."""
+
+    kind: Literal["scenario"]
+    name: ServiceName
+    description: str = ""
+    topology: TopologyRef
+    catalog: CatalogRef | None = None
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    services: list[ServiceConfig] = Field(min_length=1)

@@ -1,0 +1,1 @@
+"""The controller: the only place that joins metrics, policy, scheduling and actuators."""

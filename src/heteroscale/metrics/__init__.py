@@ -1,0 +1,1 @@
+"""Metric sources: the MetricSource Protocol and its implementations."""

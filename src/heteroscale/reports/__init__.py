@@ -1,0 +1,1 @@
+"""Summaries, tables, time-series files and (later) plots."""

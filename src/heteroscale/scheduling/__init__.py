@@ -1,0 +1,1 @@
+"""Placement: decisions + cluster snapshot + topology → PlacementPlan (pure)."""

@@ -1,0 +1,212 @@
+"""Build a scenario's engine, drive it with a controller on each tick, and summarise the run."""
+
+from __future__ import annotations
+
+import math
+import time as _wall  # wall time for the `wall_s` figure only; simulated time never reads it
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from heteroscale.controller.fixed import FixedCountController
+from heteroscale.controller.journal import Journal
+from heteroscale.domain.hardware import InstanceShape, Role
+from heteroscale.errors import ConfigError
+from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
+from heteroscale.scheduling.firstfit import place_first_fit
+from heteroscale.sim.adapters import SimActuator, SimMetricSource
+from heteroscale.sim.cluster import SimCluster
+from heteroscale.sim.engine import Engine, ServiceLoad
+from heteroscale.sim.fluid_engine import FluidEngine
+from heteroscale.sim.records import RecordWriter
+from heteroscale.sim.request_engine import RequestEngine
+from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, Scenario, ServiceRun
+from heteroscale.sim.summary import summarise
+from heteroscale.sim.telemetry import Telemetry
+from heteroscale.sim.traces import RequestTrace, generate_poisson, read_rate_curve, read_trace, superpose
+
+ProgressFn = Callable[[float], None]
+
+
+def build_trace(load: LoadSpec, rng: np.random.Generator, name: str) -> RequestTrace:
+    """The request list one service sees, from its LoadSpec (seeded)."""
+    source = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
+    if load.kind is LoadKind.POISSON:
+        if load.rate_curve_path is None:
+            raise ConfigError(f"service {name}: load.kind poisson needs a rate_curve")
+        curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
+        if load.rate_curve_day is not None:
+            curve = curve.day(load.rate_curve_day)
+        trace = generate_poisson(
+            curve, source, rng,
+            rate_scale=load.rate_scale, time_compression=load.time_compression, name=name,
+        )
+    else:
+        trace = source
+        if load.time_compression != 1.0:
+            trace = trace.scale_time(load.time_compression)
+    if load.copies > 1:
+        trace = superpose(trace, load.copies, load.copy_shift_s, name=name)
+    if load.start_s > 0:
+        trace = trace.slice_time(load.start_s, math.inf)
+    return trace
+
+
+@dataclass(slots=True)
+class RunArtifacts:
+    out_dir: Path | None = None
+    records_stream: IO[str] | None = None
+    journal: Journal = field(default_factory=Journal)
+
+
+class SimulationRun:
+    """One simulation of a scenario. ``run()`` returns the summary dict."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        calibration: Calibration,
+        *,
+        fidelity: Fidelity | None = None,
+        duration_s: float | None = None,
+        seed: int | None = None,
+        out_dir: Path | None = None,
+        loads: list[ServiceLoad] | None = None,
+    ) -> None:
+        st = scenario.settings
+        self.scenario = scenario
+        self.fidelity = fidelity or st.fidelity
+        self.duration_s = duration_s if duration_s is not None else st.duration_s
+        self.seed = st.seed if seed is None else seed
+        self.out_dir = out_dir
+        names = [s.spec.name for s in scenario.services]
+        self.service_index = {n: i for i, n in enumerate(names)}
+        if loads is None:
+            loads = []
+            for i, run in enumerate(scenario.services):
+                rng = np.random.default_rng([self.seed, i])
+                if self.fidelity is Fidelity.FLUID and run.load.kind is LoadKind.POISSON:
+                    loads.append(self._curve_load(run, st.cold_start_s))
+                    continue
+                trace = build_trace(run.load, rng, run.spec.name)
+                if self.duration_s is not None:
+                    trace = trace.slice_time(0.0, self.duration_s, rebase=False)
+                loads.append(
+                    ServiceLoad(run.spec, trace, ServiceLoad.resolve_cached(trace, run.spec.prefix_cache_hit_rate), st.cold_start_s)
+                )
+        self.loads = loads
+        self.perfs: dict[tuple[int, InstanceShape], InstancePerf] = {}
+        for i, run in enumerate(scenario.services):
+            model = scenario.models[run.spec.model]
+            for role in Role:
+                for shape in run.spec.shapes(role):
+                    try:
+                        self.perfs[(i, shape)] = build_instance_perf(
+                            model, scenario.skus[shape.sku], shape.tp, calibration, st.kv_activation_reserve
+                        )
+                    except ValueError as exc:
+                        raise ConfigError(f"service {run.spec.name}: {role.value} shape {shape.sku} TP{shape.tp}: {exc}") from exc
+        self.cluster = SimCluster(scenario.topology, scenario.skus, names)
+        self.telemetry = Telemetry(names)
+        self._records_stream: IO[str] | None = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._records_stream = (out_dir / "requests.csv").open("w", encoding="utf-8")
+        records = RecordWriter(self._records_stream)
+        self.engine: Engine
+        if self.fidelity is Fidelity.REQUEST:
+            self.engine = RequestEngine(self.cluster, loads, self.perfs, self.telemetry, records, st.telemetry_window_s)
+        else:
+            self.engine = FluidEngine(
+                self.cluster, loads, self.perfs, self.telemetry, st.telemetry_window_s, st.fluid_step_s,
+                np.random.default_rng([self.seed, 10_000]),
+            )
+        self.journal = Journal(out_dir / "journal.jsonl" if out_dir is not None else None)
+        adapter = SimActuator(self.engine, self.service_index)
+        self.controller = FixedCountController(
+            [r.spec for r in scenario.services],
+            {r.spec.name: (r.policy.prefill, r.policy.decode) for r in scenario.services},
+            SimMetricSource(self.engine),
+            adapter,
+            adapter,
+            self.journal,
+            window_s=max(st.tick_s, st.telemetry_window_s),
+            scale_in_mode=st.scale_in_mode,
+            drain_grace_s=st.drain_grace_s,
+        )
+        self.adapter = adapter
+        self.wall_s = 0.0
+        self.loop_wall_s = 0.0
+        self.initial_launches = 0
+
+    def _curve_load(self, run: ServiceRun, cold_start_s: float) -> ServiceLoad:
+        load = run.load
+        lengths = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
+        if load.rate_curve_path is None:
+            raise ConfigError(f"service {run.spec.name}: load.kind poisson needs a rate_curve")
+        curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
+        if load.rate_curve_day is not None:
+            curve = curve.day(load.rate_curve_day)
+        return ServiceLoad(
+            run.spec, lengths, ServiceLoad.resolve_cached(lengths, run.spec.prefix_cache_hit_rate), cold_start_s,
+            rate_curve=curve, rate_scale=load.rate_scale * max(1, load.copies),
+            time_compression=load.time_compression, duration_s=self.duration_s,
+        )
+
+    def _deploy_initial(self) -> None:
+        """The initial fixed deployment is warm at t = 0 (a service already running)."""
+        snapshot = self.cluster.snapshot(0.0)
+        for i, run in enumerate(self.scenario.services):
+            deltas = {Role.PREFILL: run.policy.prefill, Role.DECODE: run.policy.decode}
+            plan = place_first_fit(run.spec, deltas, snapshot, self.cluster.topology, dict(self.cluster.node_free))
+            if plan.unplaced:
+                u = plan.unplaced[0]
+                raise ConfigError(
+                    f"scenario {self.scenario.name}: initial deployment of {u.service} does not fit: "
+                    f"{u.count} {u.role.value} instance(s) unplaced ({u.reason})"
+                )
+            for launch in plan.launches:
+                self.engine.launch(i, launch.shape, launch.dg, launch.node, 0.0, warm=True)
+                self.initial_launches += 1
+            snapshot = self.cluster.snapshot(0.0)
+
+    def load_end_s(self) -> float:
+        return max((ld.load_end_s() for ld in self.loads), default=0.0)
+
+    def run(self, progress: ProgressFn | None = None) -> dict[str, Any]:
+        t0 = _wall.perf_counter()
+        st = self.scenario.settings
+        self._deploy_initial()
+        tick = st.tick_s
+        load_end = self.load_end_s()
+        horizon = self.duration_s if self.duration_s is not None else load_end + st.max_tail_s
+        t = 0.0
+        loop_start = _wall.perf_counter()
+        n_ticks_max = int(horizon / tick) + 2
+        for _ in range(n_ticks_max):
+            t_next = min(t + tick, horizon)
+            self.engine.run_until(t_next)
+            t = t_next
+            if progress is not None:
+                progress(min(1.0, t / horizon) if horizon > 0 else 1.0)
+            if t >= horizon - 1e-9:
+                break
+            if self.duration_s is None and self.engine.idle:
+                break
+            self.controller.reconcile_once(t)
+        self.loop_wall_s = _wall.perf_counter() - loop_start
+        end_s = t
+        summary = summarise(self, end_s)
+        self.wall_s = _wall.perf_counter() - t0
+        summary["wall_s"] = round(self.wall_s, 3)
+        self.close()
+        return summary
+
+    def close(self) -> None:
+        if self._records_stream is not None:
+            self._records_stream.close()
+            self._records_stream = None
+        self.journal.close()

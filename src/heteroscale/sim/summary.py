@@ -1,0 +1,111 @@
+"""The run summary: request outcomes, latency percentiles, SLO attainment, GPU-hours, utilisation.
+
+Utilisation figures are GPU-time weighted over everything billed: a GPU that is starting, idle or
+draining counts as billed and not busy, as DCGM would report it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from heteroscale.domain.hardware import Role
+from heteroscale.sim.telemetry import percentile
+
+if TYPE_CHECKING:
+    from heteroscale.sim.runner import SimulationRun
+
+
+def _r(value: float | None, digits: int = 6) -> float | None:
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    return round(value, digits)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
+    engine = run.engine
+    engine.finalize(end_s)
+    cluster = run.cluster
+    billing = cluster.close_billing(end_s)
+    stats = engine.stats
+    total = sum(s.arrivals for s in stats)
+    completed = sum(s.completed for s in stats)
+    failed = sum(s.failed for s in stats)
+    met = sum(s.met_slo for s in stats)
+    qs = (0.5, 0.99)
+    if engine.latency_estimated:
+        ttft_q, tbt_q = engine.latency_quantiles(None, qs)  # type: ignore[attr-defined]
+    else:
+        ttft_q = [percentile(sorted(v for s in stats for v in s.ttft_values), q) for q in qs]
+        tbt_q = [percentile(sorted(v for s in stats for v in s.tbt_values), q) for q in qs]
+
+    # busy GPU-seconds per role, from every instance that ever lived
+    busy = {r.value: 0.0 for r in Role}
+    sm = {r.value: 0.0 for r in Role}
+    tokens = {r.value: 0.0 for r in Role}
+    for inst in cluster.instances.values():
+        tokens[inst.role.value] += inst.acc_tokens
+        kernel = inst.acc_kernel_s
+        if getattr(inst, "busy", False) and getattr(inst, "batch_end", 0.0) > end_s:
+            kernel -= (inst.batch_end - end_s) * inst.batch_kfrac  # type: ignore[attr-defined]
+        occ = inst.perf.prefill_sm_occupancy if inst.role is Role.PREFILL else inst.perf.decode_sm_occupancy
+        busy[inst.role.value] += kernel * inst.gpus
+        sm[inst.role.value] += kernel * inst.gpus * occ
+    gpu_s = billing.gpu_s_by_role
+    total_gpu_s = sum(gpu_s.values())
+
+    per_service: dict[str, Any] = {}
+    for idx, (load, s) in enumerate(zip(run.loads, stats, strict=True)):
+        if engine.latency_estimated:
+            s_ttft, s_tbt = engine.latency_quantiles(idx, qs)  # type: ignore[attr-defined]
+        else:
+            st_ttft = sorted(s.ttft_values)
+            st_tbt = sorted(s.tbt_values)
+            s_ttft = [percentile(st_ttft, q) for q in qs]
+            s_tbt = [percentile(st_tbt, q) for q in qs]
+        per_service[load.spec.name] = {
+            "requests_total": s.arrivals,
+            "requests_completed": s.completed,
+            "requests_failed": s.failed,
+            "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
+            "ttft_p50_s": _r(s_ttft[0]),
+            "ttft_p99_s": _r(s_ttft[1]),
+            "tbt_p50_s": _r(s_tbt[0]),
+            "tbt_p99_s": _r(s_tbt[1]),
+            "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
+        }
+
+    return {
+        "scenario": run.scenario.name,
+        "fidelity": run.fidelity.value,
+        "seed": run.seed,
+        "latency_estimated": engine.latency_estimated,
+        "requests_total": total,
+        "requests_completed": completed,
+        "requests_failed": failed,
+        "requests_unfinished": total - completed - failed,
+        "ttft_p50_s": _r(ttft_q[0]),
+        "ttft_p99_s": _r(ttft_q[1]),
+        "tbt_p50_s": _r(tbt_q[0]),
+        "tbt_p99_s": _r(tbt_q[1]),
+        "slo_attainment": _r(_ratio(met, total)),
+        "gpu_hours": _r(total_gpu_s / 3600.0),
+        "gpu_hours_by_role": {k: _r(v / 3600.0) for k, v in gpu_s.items()},
+        "gpu_hours_by_sku": {k: _r(v / 3600.0) for k, v in sorted(billing.gpu_s_by_sku.items())},
+        "cost": _r(billing.cost_gpu_s / 3600.0),
+        "avg_gpu_util": _r(_ratio(sum(busy.values()), total_gpu_s)),
+        "avg_gpu_util_by_role": {k: _r(_ratio(busy[k], gpu_s[k])) for k in busy},
+        "avg_sm_activity": _r(_ratio(sum(sm.values()), total_gpu_s)),
+        "avg_sm_activity_by_role": {k: _r(_ratio(sm[k], gpu_s[k])) for k in sm},
+        "avg_tps_by_role": {k: _r(v / end_s if end_s > 0 else None) for k, v in tokens.items()},
+        "scale_actions": billing.launches + billing.removals - run.initial_launches,
+        "simulated_s": _r(end_s, 3),
+        "events": engine.events,
+        "services": per_service,
+        "wall_s": None,
+    }
+

@@ -50,7 +50,10 @@ def compare(name: str) -> bool:
         diff = (b - a) / a
         within = abs(diff) <= TARGET
         ok = ok and within
-        print(f"  {key:18s} request={a:12.4f} fluid={b:12.4f} rel_diff={100 * diff:+6.1f} %  {'ok' if within else 'MISSED'}")
+        print(
+            f"  {key:18s} request={a:12.4f} fluid={b:12.4f} rel_diff={100 * diff:+6.1f} %  "
+            f"{'ok' if within else 'MISSED'}"
+        )
     return ok
 
 

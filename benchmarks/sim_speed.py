@@ -44,7 +44,10 @@ def part_request() -> bool:
         f"completed={summary['requests_completed']} slo_attainment={summary['slo_attainment']}"
     )
     ok = rps >= TARGET_RPS and rss <= TARGET_RSS_MB
-    print(f"request: target requests_per_wall_s>={TARGET_RPS:,.0f} and rss<={TARGET_RSS_MB:,.0f} MB: {'met' if ok else 'MISSED'}")
+    print(
+        f"request: target requests_per_wall_s>={TARGET_RPS:,.0f} and rss<={TARGET_RSS_MB:,.0f} MB: "
+        f"{'met' if ok else 'MISSED'}"
+    )
     return ok
 
 
@@ -62,7 +65,10 @@ def part_fluid() -> bool:
         f"peak_rss_mb={rss:,.0f} requests={summary['requests_total']} slo_attainment={summary['slo_attainment']}"
     )
     ok = run.loop_wall_s <= TARGET_FLUID_S and rss <= TARGET_RSS_MB
-    print(f"fluid: target fluid_day_wall_s<={TARGET_FLUID_S:.0f} and rss<={TARGET_RSS_MB:,.0f} MB: {'met' if ok else 'MISSED'}")
+    print(
+        f"fluid: target fluid_day_wall_s<={TARGET_FLUID_S:.0f} and rss<={TARGET_RSS_MB:,.0f} MB: "
+        f"{'met' if ok else 'MISSED'}"
+    )
     return ok
 
 

@@ -40,5 +40,17 @@ class ManualClock:
             self._now_s += seconds
 
     def advance_to(self, t_s: float) -> None:
-        if t_s > self._now_s:
-            self._now_s = t_s
+        self._now_s = max(self._now_s, t_s)
+
+
+class Stopwatch:
+    """Measures elapsed wall time (for figures like ``wall_s`` only; never for simulated time)."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def restart(self) -> None:
+        self._t0 = time.perf_counter()

@@ -63,8 +63,16 @@ def trace(
 ) -> RequestTrace:
     rng = np.random.default_rng(seed)
     arrival = np.cumsum(rng.exponential(1.0 / rate_rps, size=n))
-    inp = np.full(n, input_tokens, dtype=np.int64) if isinstance(input_tokens, int) else np.array(input_tokens, dtype=np.int64)
-    out = np.full(n, output_tokens, dtype=np.int64) if isinstance(output_tokens, int) else np.array(output_tokens, dtype=np.int64)
+    inp = (
+        np.full(n, input_tokens, dtype=np.int64)
+        if isinstance(input_tokens, int)
+        else np.array(input_tokens, dtype=np.int64)
+    )
+    out = (
+        np.full(n, output_tokens, dtype=np.int64)
+        if isinstance(output_tokens, int)
+        else np.array(output_tokens, dtype=np.int64)
+    )
     cached = None if cached_tokens is None else np.array(cached_tokens, dtype=np.int64)
     return RequestTrace(name="synthetic", arrival_s=arrival, input_tokens=inp, output_tokens=out, cached_tokens=cached)
 
@@ -97,5 +105,10 @@ def scenario(
 def loads_for(sc: Scenario, tr: RequestTrace) -> list[ServiceLoad]:
     run = sc.services[0]
     return [
-        ServiceLoad(run.spec, tr, ServiceLoad.resolve_cached(tr, run.spec.prefix_cache_hit_rate), sc.settings.cold_start_s)
+        ServiceLoad(
+            run.spec,
+            tr,
+            ServiceLoad.resolve_cached(tr, run.spec.prefix_cache_hit_rate),
+            sc.settings.cold_start_s,
+        )
     ]

@@ -213,10 +213,7 @@ def test_splitwise_parser_rejects_malformed_text(text: str, message: str) -> Non
 
 
 def test_aiconfigurator_parser_rejects_unknown_mode() -> None:
-    text = (
-        "model,system,tp,mode,batch_size,isl,osl,ttft_ms,tpot_ms\n"
-        "Qwen/Qwen3-8B,h100_sxm,1,disagg,1,2048,256,44.5,\n"
-    )
+    text = "model,system,tp,mode,batch_size,isl,osl,ttft_ms,tpot_ms\nQwen/Qwen3-8B,h100_sxm,1,disagg,1,2048,256,44.5,\n"
     with pytest.raises(ValueError, match="unknown mode"):
         parse_aiconfigurator_csv(text, "x.csv")
 
@@ -333,9 +330,7 @@ def test_invalid_tp_raises(tp: int) -> None:
         make_perf("llama-3.1-8b", "h100-sxm", tp)
 
 
-@pytest.mark.parametrize(
-    ("model_id", "sku_id", "tp"), [("llama-3.1-70b", "h100-sxm", 2), ("qwen3-32b", "l40s", 2)]
-)
+@pytest.mark.parametrize(("model_id", "sku_id", "tp"), [("llama-3.1-70b", "h100-sxm", 2), ("qwen3-32b", "l40s", 2)])
 def test_fp8_halves_weight_bytes_and_raises_kv_capacity(model_id: str, sku_id: str, tp: int) -> None:
     bf16 = make_perf(model_id, sku_id, tp)
     fp8 = make_perf(model_id, sku_id, tp, bytes_per_param=1.0)
@@ -386,9 +381,7 @@ def test_with_engine_of_keeps_physics_and_takes_engine_terms() -> None:
     [
         (lambda r: r.hardware == "h100-80gb-pcap" and r.phase is Role.DECODE, "not measured"),
         (
-            lambda r: (
-                r.hardware == "h100-80gb-pcap" and r.phase is Role.PREFILL and r.model_id == "llama2-70b"
-            ),
+            lambda r: r.hardware == "h100-80gb-pcap" and r.phase is Role.PREFILL and r.model_id == "llama2-70b",
             "not a fitted catalog SKU",
         ),
         (lambda r: r.model_id == "bloom-176b" and r.measured, "not the fitted model"),
@@ -439,9 +432,7 @@ def test_fitted_model_is_within_15_percent_median_on_measured_rows() -> None:
         errors.append(abs(predict_row_time_s(cache_[key], row) - row.time_s) / row.time_s)
     assert statistics.median(errors) <= 0.15
     by_phase = {
-        phase: statistics.median(
-            e for e, r in zip(errors, fit_rows(_splitwise()), strict=True) if r.phase is phase
-        )
+        phase: statistics.median(e for e, r in zip(errors, fit_rows(_splitwise()), strict=True) if r.phase is phase)
         for phase in Role
     }
     assert max(by_phase.values()) <= 0.15

@@ -21,7 +21,7 @@ def run(sc, tr, **kw):
 
 def test_light_load_completes_every_request_with_sane_figures() -> None:
     sc = b.scenario(prefill=2, decode=2)
-    r, s = run(sc, b.trace(n=500, rate_rps=2.0))
+    _, s = run(sc, b.trace(n=500, rate_rps=2.0))
     assert s["requests_total"] == 500
     assert s["requests_completed"] == 500
     assert s["requests_failed"] == 0
@@ -108,8 +108,12 @@ def test_analytic_decode_matches_a_step_by_step_reference() -> None:
     eng.launch(0, sc.services[0].spec.decode_shapes[0], "dg", "n0", 0.0, warm=True)
     d = eng.d_all[0][0]
     rng = np.random.default_rng(7)
-    admissions = [(float(t), int(i), int(o)) for t, i, o in zip(
-        np.sort(rng.uniform(0, 5, 40)), rng.integers(100, 3000, 40), rng.integers(2, 400, 40), strict=True)]
+    admissions = [
+        (float(t), int(i), int(o))
+        for t, i, o in zip(
+            np.sort(rng.uniform(0, 5, 40)), rng.integers(100, 3000, 40), rng.integers(2, 400, 40), strict=True
+        )
+    ]
     from heteroscale.sim.request_engine import Req
 
     finish_engine: dict[int, float] = {}
@@ -147,12 +151,17 @@ def test_kv_capacity_bounds_the_decode_batch() -> None:
     sc = b.scenario(prefill=2, decode=1, max_tail_s=36_000.0)
     perf = None
     r = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, b.trace(n=1)))
-    for (svc, shape), p in r.perfs.items():
+    for (_svc, shape), p in r.perfs.items():
         if shape.role is Role.DECODE:
             perf = p
     assert perf is not None
     per_req = 60_000
-    burst = b.trace(n=int(perf.kv_capacity_tokens / per_req) + 20, rate_rps=500.0, input_tokens=50_000, output_tokens=10_000)
+    burst = b.trace(
+        n=int(perf.kv_capacity_tokens / per_req) + 20,
+        rate_rps=500.0,
+        input_tokens=50_000,
+        output_tokens=10_000,
+    )
     r2 = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, burst))
     r2._deploy_initial()
     r2.engine.run_until(30.0)

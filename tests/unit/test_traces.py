@@ -78,9 +78,7 @@ def make_trace(
 
 def make_curve(rates: list[float], window_s: float = 600.0, start_s: float = 0.0) -> RateCurve:
     starts = start_s + window_s * np.arange(len(rates), dtype=np.float64)
-    return RateCurve(
-        name="c", window_start_s=starts, rate_rps=np.asarray(rates, dtype=np.float64), window_s=window_s
-    )
+    return RateCurve(name="c", window_start_s=starts, rate_rps=np.asarray(rates, dtype=np.float64), window_s=window_s)
 
 
 def lengths_table(n: int = 50) -> RequestTrace:
@@ -119,9 +117,7 @@ def test_azure_timestamps_are_exact(tmp_path: Path, stamps: list[str], expected_
 
 
 def test_azure_crlf_and_first_row_is_time_zero(tmp_path: Path) -> None:
-    text = azure_text(
-        "2023-11-16 18:17:03.9799600,4808,10", "2023-11-16 18:17:05.0000000,3180,8", newline="\r\n"
-    )
+    text = azure_text("2023-11-16 18:17:03.9799600,4808,10", "2023-11-16 18:17:05.0000000,3180,8", newline="\r\n")
     trace = read_trace(write(tmp_path, "AzureLLMInferenceTrace_x.csv", text))
     assert trace.name == "AzureLLMInferenceTrace_x"
     assert trace.arrival_s.tolist() == pytest.approx([0.0, 1.02004], abs=1e-9)
@@ -413,9 +409,7 @@ def test_skip_bad_rows_counts_them(tmp_path: Path, filename: str, text: str, lin
     path = write(tmp_path, filename, text)
     trace = read_trace(path, skip_bad_rows=True)
     assert trace.skipped_rows == 1
-    expected_rows = (
-        len([ln for ln in text.splitlines()[(0 if filename.endswith(".jsonl") else 1) :] if ln.strip()]) - 1
-    )
+    expected_rows = len([ln for ln in text.splitlines()[(0 if filename.endswith(".jsonl") else 1) :] if ln.strip()]) - 1
     assert len(trace) == expected_rows
 
 
@@ -436,9 +430,7 @@ def test_skip_bad_rows_counts_several(tmp_path: Path) -> None:
 
 def test_invalid_utf8_line(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
-    path.write_bytes(
-        azure_text(GOOD_AZURE).encode() + b"2023-11-16 18:17:05.0,\xff\xfe,1\n" + GOOD_AZURE.encode()
-    )
+    path.write_bytes(azure_text(GOOD_AZURE).encode() + b"2023-11-16 18:17:05.0,\xff\xfe,1\n" + GOOD_AZURE.encode())
     with pytest.raises(TraceError, match=re.escape(f"{path}:3: not valid UTF-8")):
         read_trace(path)
     assert read_trace(path, skip_bad_rows=True).skipped_rows == 1
@@ -458,9 +450,7 @@ def test_invalid_utf8_line(tmp_path: Path) -> None:
         ("m.jsonl", "\n\n", "auto", "empty file"),
     ],
 )
-def test_whole_file_problems_name_the_file(
-    tmp_path: Path, filename: str, text: str, fmt: str, problem: str
-) -> None:
+def test_whole_file_problems_name_the_file(tmp_path: Path, filename: str, text: str, fmt: str, problem: str) -> None:
     path = write(tmp_path, filename, text)
     with pytest.raises(TraceError) as caught:
         read_trace(path, fmt)
@@ -514,9 +504,7 @@ def test_gzip_files(tmp_path: Path) -> None:
 
 
 def test_trace_properties_and_time_operations() -> None:
-    trace = make_trace(
-        [10.0, 11.0, 12.0, 15.0, 20.0], input_tokens=[1, 2, 3, 4, 5], cached_tokens=[0, 1, 2, 3, 4]
-    )
+    trace = make_trace([10.0, 11.0, 12.0, 15.0, 20.0], input_tokens=[1, 2, 3, 4, 5], cached_tokens=[0, 1, 2, 3, 4])
     assert len(trace) == 5
     assert trace.duration_s == 10.0
     assert trace.mean_rps == 0.5

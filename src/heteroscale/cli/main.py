@@ -31,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--fidelity", choices=["request", "fluid"], help="override the scenario's fidelity")
     sim.add_argument("--duration-s", type=float, help="simulate this many seconds (default: until the load ends)")
     sim.add_argument("--seed", type=int, help="override the scenario's seed")
-    sim.add_argument("--out", type=Path, help="write summary.json, requests.csv, timeseries.csv, journal.jsonl, resolved.yaml here")
+    sim.add_argument(
+        "--out",
+        type=Path,
+        help="write summary.json, requests.csv, timeseries.csv, journal.jsonl, resolved.yaml here",
+    )
     sim.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     sim.add_argument("--skip-bad-rows", action="store_true", help="skip malformed trace rows (counted and reported)")
 
@@ -96,7 +100,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     handlers = {"simulate": _cmd_simulate, "scenarios": _cmd_scenarios, "validate": _cmd_validate}
     if args.command is None:
         parser.print_help()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
-import time as _wall
 from typing import TextIO
+
+from heteroscale.clock import Stopwatch
 
 
 class ProgressBar:
@@ -13,15 +14,15 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.enabled = enabled and self.stream.isatty()
         self.delay_s = delay_s
-        self._t0 = _wall.monotonic()
+        self._watch = Stopwatch()
         self._shown = False
         self._last = 0.0
 
     def __call__(self, fraction: float) -> None:
         if not self.enabled:
             return
-        now = _wall.monotonic()
-        elapsed = now - self._t0
+        elapsed = self._watch.elapsed_s()
+        now = elapsed
         if elapsed < self.delay_s or now - self._last < 0.1:
             return
         self._last = now

@@ -62,9 +62,7 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
         prefill = _role_shapes(
             service.roles.prefill, Role.PREFILL, model, service, doc, loc, catalog, topology, reserve
         )
-        decode = _role_shapes(
-            service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve
-        )
+        decode = _role_shapes(service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve)
         spec = ServiceSpec(
             name=service.name,
             model=model.id,
@@ -195,9 +193,7 @@ def _role_shapes(
         tp = shape_config.tp
         key = (sku_id, tp)
         if key in first_at:
-            raise doc.error(
-                shape_loc, f"shape {sku_id} tp{tp} is listed twice (first at {format_loc(first_at[key])})"
-            )
+            raise doc.error(shape_loc, f"shape {sku_id} tp{tp} is listed twice (first at {format_loc(first_at[key])})")
         first_at[key] = shape_loc
         if sku_id not in largest_node:
             have = ", ".join(sorted(largest_node))
@@ -233,9 +229,7 @@ def _role_shapes(
 def _load_spec(service: ServiceConfig, doc: Document, loc: Loc) -> LoadSpec:
     load = service.load
     load_loc: Loc = (*loc, "load")
-    trace = _data_file(
-        load.trace, TRACES, RATE_CURVES, "request trace", "rate curve", doc, (*load_loc, "trace")
-    )
+    trace = _data_file(load.trace, TRACES, RATE_CURVES, "request trace", "rate curve", doc, (*load_loc, "trace"))
     curve = (
         None
         if load.rate_curve is None

@@ -171,9 +171,7 @@ def _merge(
         required = [
             f.name
             for f in dataclasses.fields(factory)
-            if f.name != "id"
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
+            if f.name != "id" and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         ]
         missing = [name for name in required if name not in given]
         if missing:

@@ -51,11 +51,7 @@ def list_embedded_scenarios() -> list[tuple[str, str]]:
     for name, path in sorted(embedded_scenarios().items()):
         doc = read_document(path)
         description = doc.data.get("description", "")
-        first_line = (
-            description.strip().splitlines()[0]
-            if isinstance(description, str) and description.strip()
-            else ""
-        )
+        first_line = description.strip().splitlines()[0] if isinstance(description, str) and description.strip() else ""
         out.append((name, first_line))
     return out
 

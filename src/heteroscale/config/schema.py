@@ -39,9 +39,7 @@ from heteroscale.config.topology import TopologyConfig
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.sim.scenario import LoadSpec, SimSettings
 
-ServiceName = Annotated[
-    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
+ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 def _default(cls: type[Any], name: str) -> Any:
@@ -154,9 +152,7 @@ class ServiceConfig(_Strict):
             count = getattr(self.policy, role)
             bounds: RoleConfig = getattr(self.roles, role)
             if not bounds.min <= count <= bounds.max:
-                raise ValueError(
-                    f"policy.{role} ({count}) is outside roles.{role} bounds [{bounds.min}, {bounds.max}]"
-                )
+                raise ValueError(f"policy.{role} ({count}) is outside roles.{role} bounds [{bounds.min}, {bounds.max}]")
         return self
 
 

@@ -100,9 +100,7 @@ class Document:
     def validation_error(self, exc: ValidationError, model: type[BaseModel], loc: Loc) -> ConfigError:
         errors = exc.errors(include_url=False)
         first = errors[0]
-        err_loc: Loc = tuple(
-            p for p in first["loc"] if not (isinstance(p, str) and p.startswith(UNION_TAG_PREFIX))
-        )
+        err_loc: Loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(UNION_TAG_PREFIX)))
         problem = _describe(first, model, err_loc)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         full = loc + err_loc

@@ -16,9 +16,7 @@ from heteroscale.config.source import UNION_TAG_PREFIX, Document, Loc, format_lo
 from heteroscale.domain.topology import KvBandwidthTable, NodeSpec, Topology
 from heteroscale.errors import ConfigError
 
-Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 _DEFAULT_KV = KvBandwidthTable()
 
@@ -201,9 +199,7 @@ def _add_nodes(
             name_loc = (*item_loc, "name")
         for name in names:
             if name in first_seen:
-                raise doc.error(
-                    name_loc, f"duplicate node name {name!r} (first at {format_loc(first_seen[name])})"
-                )
+                raise doc.error(name_loc, f"duplicate node name {name!r} (first at {format_loc(first_seen[name])})")
             first_seen[name] = name_loc
             out.append(
                 NodeSpec(

@@ -25,7 +25,13 @@ def clamp_to_bounds(spec: ServiceSpec, prefill: int, decode: int) -> Step:
     if p == prefill and d == decode:
         return Step("bounds", p, d, Reason.WITHIN_BOUNDS)
     reason = Reason.CLAMPED_MIN if (p > prefill or d > decode) else Reason.CLAMPED_MAX
-    return Step("bounds", p, d, reason, f"[{spec.min_prefill},{spec.max_prefill}]P [{spec.min_decode},{spec.max_decode}]D")
+    return Step(
+        "bounds",
+        p,
+        d,
+        reason,
+        f"[{spec.min_prefill},{spec.max_prefill}]P [{spec.min_decode},{spec.max_decode}]D",
+    )
 
 
 class FixedCountController:
@@ -67,8 +73,13 @@ class FixedCountController:
             decision = ScalingDecision(spec.name, cur_p, cur_d, bounded.prefill, bounded.decode, (bounded,))
             deltas = {Role.PREFILL: bounded.prefill - cur_p, Role.DECODE: bounded.decode - cur_d}
             plan = place_first_fit(
-                spec, deltas, snapshot, self.state.topology(), self.state.free_gpus(),
-                self.scale_in_mode, self.drain_grace_s,
+                spec,
+                deltas,
+                snapshot,
+                self.state.topology(),
+                self.state.free_gpus(),
+                self.scale_in_mode,
+                self.drain_grace_s,
             )
             outcome = self.actuator.apply(plan, now_s) if not plan.empty else None
             record = DecisionRecord(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +22,7 @@ def to_plain(value: Any) -> Any:
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_plain(v) for v in value]
-    if isinstance(value, float) and value != value:  # NaN never reaches the journal
+    if isinstance(value, float) and math.isnan(value):  # NaN never reaches the journal
         return None
     return value
 

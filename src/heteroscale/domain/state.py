@@ -46,9 +46,7 @@ class ClusterState:
     instances: tuple[InstanceInfo, ...]
 
     def of(self, service: str, role: Role | None = None) -> tuple[InstanceInfo, ...]:
-        return tuple(
-            i for i in self.instances if i.service == service and (role is None or i.role is role)
-        )
+        return tuple(i for i in self.instances if i.service == service and (role is None or i.role is role))
 
     def count(self, service: str, role: Role, *lifecycles: Lifecycle) -> int:
         wanted = lifecycles or (Lifecycle.PENDING, Lifecycle.STARTING, Lifecycle.READY)

@@ -215,9 +215,7 @@ def _design(rows: Sequence[ProfileRow], terms: Sequence[RooflineTerms]) -> _Desi
         time_s[i] = row.time_s
         if row.phase is Role.PREFILL:
             prefill[i] = 1.0
-            compute[i] = (
-                row.new_tokens * t.prefill_compute_s_per_token + row.attn_units * t.attn_compute_s_per_unit
-            )
+            compute[i] = row.new_tokens * t.prefill_compute_s_per_token + row.attn_units * t.attn_compute_s_per_unit
             comm[i] = row.new_tokens * t.allreduce_s_per_token
         else:
             decode[i] = 1.0

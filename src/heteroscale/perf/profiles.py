@@ -159,9 +159,7 @@ def parse_splitwise_csv(
         output = _integer(record, "token_size", source_name, line)
         tp = _integer(record, "tensor_parallel", source_name, line)
         if batch < 1 or tp < 1 or prompt < 1:
-            raise ValueError(
-                f"{source_name}:{line}: prompt_size, batch_size and tensor_parallel must be >= 1"
-            )
+            raise ValueError(f"{source_name}:{line}: prompt_size, batch_size and tensor_parallel must be >= 1")
         for phase, column, context, measured in (
             (Role.PREFILL, "prompt_time", 0, True),
             (

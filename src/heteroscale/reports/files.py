@@ -25,4 +25,3 @@ def write_timeseries(out_dir: Path, rows: list[WindowRow]) -> Path:
             writer.writeheader()
             writer.writerows(flat)
     return path
-

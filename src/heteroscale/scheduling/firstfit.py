@@ -14,7 +14,11 @@ from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.domain.state import ClusterState, Lifecycle, ScaleInMode
 from heteroscale.domain.topology import Level, Topology
 
-_LEVEL = {AffinityLevel.S1: Level.S1, AffinityLevel.S2: Level.S2, AffinityLevel.CLUSTER: Level.LOGICAL_CLUSTER}
+_LEVEL = {
+    AffinityLevel.S1: Level.S1,
+    AffinityLevel.S2: Level.S2,
+    AffinityLevel.CLUSTER: Level.LOGICAL_CLUSTER,
+}
 
 
 def place_first_fit(
@@ -61,15 +65,23 @@ def place_first_fit(
                         break
                 if not placed:
                     unplaced.append(
-                        Unplaced(spec.name, role, 1, f"no node with free GPUs of {[s.sku for s in spec.shapes(role)]} in the service's {level.label} domain")
+                        Unplaced(
+                            spec.name,
+                            role,
+                            1,
+                            f"no node with free GPUs of {[s.sku for s in spec.shapes(role)]} "
+                            f"in the service's {level.label} domain",
+                        )
                     )
         elif delta < 0:
             candidates = [
-                i for i in mine if i.role is role and i.lifecycle in (Lifecycle.STARTING, Lifecycle.PENDING, Lifecycle.READY)
+                i
+                for i in mine
+                if i.role is role and i.lifecycle in (Lifecycle.STARTING, Lifecycle.PENDING, Lifecycle.READY)
             ]
             # starting instances first (they serve nothing yet), then the newest ready ones
             candidates.sort(key=lambda i: (i.lifecycle is Lifecycle.READY, -i.launched_at_s, i.id))
-            for inst in candidates[: -delta]:
+            for inst in candidates[:-delta]:
                 removals.append(Remove(inst.id, mode, grace_s))
     merged: dict[tuple[str, Role], int] = {}
     for u in unplaced:

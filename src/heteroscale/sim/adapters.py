@@ -53,7 +53,9 @@ class SimActuator:
         for launch in plan.launches:
             try:
                 launched.append(
-                    self._engine.launch(self._svc[launch.service], launch.shape, launch.dg, launch.node, now_s, warm=False)
+                    self._engine.launch(
+                        self._svc[launch.service], launch.shape, launch.dg, launch.node, now_s, warm=False
+                    )
                 )
             except ValueError as exc:
                 errors.append(f"launch {launch.service}/{launch.role.value} on {launch.node}: {exc}")

@@ -150,7 +150,9 @@ class FluidEngine:
         perf = self.perfs[(svc, shape)]
         solo = np.array([perf.prefill_time_s(int(n), float(n * (c + n))) for n, c in zip(new, cached, strict=True)])
         kern = np.array([perf.prefill_kernel_s(int(n), float(n * (c + n))) for n, c in zip(new, cached, strict=True)])
-        flops = sum(perf.prefill_flops(int(n), float(n * (c + n))) for n, c in zip(new[:2000], cached[:2000], strict=True))
+        flops = sum(
+            perf.prefill_flops(int(n), float(n * (c + n))) for n, c in zip(new[:2000], cached[:2000], strict=True)
+        )
         m = np.maximum(out - 1.0, 0.0)
         sum_m = float(m.sum())
         ctx_member = float((inp * m + m * m / 2.0).sum() / sum_m) if sum_m > 0 else float(inp.mean() if len(inp) else 0)
@@ -191,8 +193,15 @@ class FluidEngine:
         cluster.reserve(node, shape.gpus)
         sku = cluster.skus[shape.sku]
         inst = FluidInst(
-            cluster.next_id(svc, shape.role), svc, shape, dg, node, cluster.node_path[node],
-            self.perfs[(svc, shape)], sku.nic_gbit_per_gpu * 1e9 / 8.0 * shape.gpus, now_s,
+            cluster.next_id(svc, shape.role),
+            svc,
+            shape,
+            dg,
+            node,
+            cluster.node_path[node],
+            self.perfs[(svc, shape)],
+            sku.nic_gbit_per_gpu * 1e9 / 8.0 * shape.gpus,
+            now_s,
         )
         self._flush(svc)
         cluster.add(inst)
@@ -372,7 +381,9 @@ class FluidEngine:
             st.arr_rate_ewma += (rate - st.arr_rate_ewma) * min(1.0, dt / 60.0)
             mean_solo = float(mix.solo_s.mean()) if len(mix.solo_s) else 0.0
             wq = erlang_c_wait_s(len(pre), st.arr_rate_ewma, mean_solo)
-            backlog_wait = st.backlog_tokens / (cap_tok / dt) if cap_tok > 0 else (math.inf if st.backlog_tokens > 0 else 0.0)
+            backlog_wait = (
+                st.backlog_tokens / (cap_tok / dt) if cap_tok > 0 else (math.inf if st.backlog_tokens > 0 else 0.0)
+            )
             adm_wait = st.d_queue / (admit / dt) if admit > 0 else (math.inf if st.d_queue > 0.5 else 0.0)
             wait = min(wq, 1e6) + min(backlog_wait, 1e6) + min(adm_wait, 1e6)
             st.wait_s = wait
@@ -380,7 +391,9 @@ class FluidEngine:
                 self._completed_f[svc] += completions
                 self._w_completions[svc] += completions
                 base_arr = self._epochs[svc][-1]
-                ok_ttft = float(np.searchsorted(base_arr, load.spec.slo.ttft_s - wait, side="right")) / max(1, len(base_arr))
+                ok_ttft = float(np.searchsorted(base_arr, load.spec.slo.ttft_s - wait, side="right")) / max(
+                    1, len(base_arr)
+                )
                 ok_tbt = 1.0 if tbt <= load.spec.slo.tbt_s else mix.frac_single
                 self._met_f[svc] += completions * ok_ttft * ok_tbt
                 self._lat_rows[svc].append((len(self._epochs[svc]) - 1, wait, tbt, completions))
@@ -477,7 +490,9 @@ class FluidEngine:
             compute_efficiency=min(1.0, flops / peak) if peak > 0 else None,
             queue_len=(st.backlog_tokens / max(1.0, st.mix.mean_new)) if role is Role.PREFILL else st.d_queue,
             running=0.0 if role is Role.PREFILL else st.dec_n,
-            kv_usage=(st.dec_n / n_dec * st.mix.ctx_member / max(1, self._kv_cap(svc))) if role is Role.DECODE else None,
+            kv_usage=(st.dec_n / n_dec * st.mix.ctx_member / max(1, self._kv_cap(svc)))
+            if role is Role.DECODE
+            else None,
         )
 
     def _kv_cap(self, svc: int) -> int:
@@ -526,7 +541,9 @@ def _weighted_quantiles(pairs: list[tuple[float, float]], qs: tuple[float, ...])
     return [float(vals[min(len(vals) - 1, int(np.searchsorted(cum, q)))]) for q in qs]
 
 
-def _mixture_quantiles(base: np.ndarray, shifts: list[tuple[float, float]], qs: tuple[float, ...]) -> list[float | None]:
+def _mixture_quantiles(
+    base: np.ndarray, shifts: list[tuple[float, float]], qs: tuple[float, ...]
+) -> list[float | None]:
     if len(base) == 0:
         return [None] * len(qs)
     return _mixture_quantiles_multi([(base, shifts)], qs)

@@ -147,9 +147,7 @@ def read_rate_curve(
             if len(cells) == 3:
                 tr.parse_count(cells[2], "active_clients", minimum=0)
             if starts and window_start <= starts[-1]:
-                raise tr.RowProblem(
-                    f"window_start_s {window_start:g} is not after the previous {starts[-1]:g}"
-                )
+                raise tr.RowProblem(f"window_start_s {window_start:g} is not after the previous {starts[-1]:g}")
         except tr.RowProblem as problem:
             tally.reject(index + 1, str(problem))
             continue

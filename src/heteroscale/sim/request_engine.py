@@ -73,9 +73,9 @@ class PrefillInst(SimInstance):
         "batch_end",
         "batch_kfrac",
         "busy",
+        "killed",
         "nic_free_at",
         "queue",
-        "killed",
         "queued_tokens",
         "sec_per_token",
     )
@@ -194,7 +194,15 @@ class RequestEngine:
             self.p_all[svc].append(inst)
         else:
             inst = DecodeInst(
-                inst_id, svc, shape, dg, node, path, perf, nic, now_s,
+                inst_id,
+                svc,
+                shape,
+                dg,
+                node,
+                path,
+                perf,
+                nic,
+                now_s,
                 max_batch=self.loads[svc].spec.max_decode_batch,
             )
             inst.t_last = now_s
@@ -454,8 +462,7 @@ class RequestEngine:
         b = d.b
         if b:
             k = d.members[0][0] - d.steps
-            if k < 0.0:
-                k = 0.0
+            k = max(k, 0.0)
             per = d.lin_per[b]
             dt = (d.lin_base[b] + per * d.ctx) * k + per * b * k * k * 0.5
             heapq.heappush(self.heap, (now_s + dt, next(self.seq), _EV_DECODE_NEXT, d, d.version))
@@ -464,8 +471,7 @@ class RequestEngine:
         self._advance(d, now_s)
         members = d.members
         target = members[0][0]
-        if d.steps < target:
-            d.steps = target  # float round-off of the closed-form inversion
+        d.steps = max(d.steps, target)  # float round-off of the closed-form inversion
         limit = d.steps + 1e-6
         while members and members[0][0] <= limit:
             _, _, req = heapq.heappop(members)
@@ -557,8 +563,7 @@ class RequestEngine:
                     self._kill(obj, t)
         self._next_arrival = i
         self.events += events
-        if t_stop > self.now_s:
-            self.now_s = t_stop
+        self.now_s = max(self.now_s, t_stop)
 
     def finalize(self, end_s: float) -> None:
         for insts in self.d_all:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time as _wall  # wall time for the `wall_s` figure only; simulated time never reads it
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from heteroscale.clock import Stopwatch
 from heteroscale.controller.fixed import FixedCountController
 from heteroscale.controller.journal import Journal
 from heteroscale.domain.hardware import InstanceShape, Role
@@ -41,8 +41,12 @@ def build_trace(load: LoadSpec, rng: np.random.Generator, name: str) -> RequestT
         if load.rate_curve_day is not None:
             curve = curve.day(load.rate_curve_day)
         trace = generate_poisson(
-            curve, source, rng,
-            rate_scale=load.rate_scale, time_compression=load.time_compression, name=name,
+            curve,
+            source,
+            rng,
+            rate_scale=load.rate_scale,
+            time_compression=load.time_compression,
+            name=name,
         )
     else:
         trace = source
@@ -95,7 +99,12 @@ class SimulationRun:
                 if self.duration_s is not None:
                     trace = trace.slice_time(0.0, self.duration_s, rebase=False)
                 loads.append(
-                    ServiceLoad(run.spec, trace, ServiceLoad.resolve_cached(trace, run.spec.prefix_cache_hit_rate), st.cold_start_s)
+                    ServiceLoad(
+                        run.spec,
+                        trace,
+                        ServiceLoad.resolve_cached(trace, run.spec.prefix_cache_hit_rate),
+                        st.cold_start_s,
+                    )
                 )
         self.loads = loads
         self.perfs: dict[tuple[int, InstanceShape], InstancePerf] = {}
@@ -108,7 +117,9 @@ class SimulationRun:
                             model, scenario.skus[shape.sku], shape.tp, calibration, st.kv_activation_reserve
                         )
                     except ValueError as exc:
-                        raise ConfigError(f"service {run.spec.name}: {role.value} shape {shape.sku} TP{shape.tp}: {exc}") from exc
+                        raise ConfigError(
+                            f"service {run.spec.name}: {role.value} shape {shape.sku} TP{shape.tp}: {exc}"
+                        ) from exc
         self.cluster = SimCluster(scenario.topology, scenario.skus, names)
         self.telemetry = Telemetry(names)
         self._records_stream: IO[str] | None = None
@@ -121,7 +132,12 @@ class SimulationRun:
             self.engine = RequestEngine(self.cluster, loads, self.perfs, self.telemetry, records, st.telemetry_window_s)
         else:
             self.engine = FluidEngine(
-                self.cluster, loads, self.perfs, self.telemetry, st.telemetry_window_s, st.fluid_step_s,
+                self.cluster,
+                loads,
+                self.perfs,
+                self.telemetry,
+                st.telemetry_window_s,
+                st.fluid_step_s,
                 np.random.default_rng([self.seed, 10_000]),
             )
         self.journal = Journal(out_dir / "journal.jsonl" if out_dir is not None else None)
@@ -151,9 +167,14 @@ class SimulationRun:
         if load.rate_curve_day is not None:
             curve = curve.day(load.rate_curve_day)
         return ServiceLoad(
-            run.spec, lengths, ServiceLoad.resolve_cached(lengths, run.spec.prefix_cache_hit_rate), cold_start_s,
-            rate_curve=curve, rate_scale=load.rate_scale * max(1, load.copies),
-            time_compression=load.time_compression, duration_s=self.duration_s,
+            run.spec,
+            lengths,
+            ServiceLoad.resolve_cached(lengths, run.spec.prefix_cache_hit_rate),
+            cold_start_s,
+            rate_curve=curve,
+            rate_scale=load.rate_scale * max(1, load.copies),
+            time_compression=load.time_compression,
+            duration_s=self.duration_s,
         )
 
     def _deploy_initial(self) -> None:
@@ -177,14 +198,14 @@ class SimulationRun:
         return max((ld.load_end_s() for ld in self.loads), default=0.0)
 
     def run(self, progress: ProgressFn | None = None) -> dict[str, Any]:
-        t0 = _wall.perf_counter()
+        total = Stopwatch()
         st = self.scenario.settings
         self._deploy_initial()
         tick = st.tick_s
         load_end = self.load_end_s()
         horizon = self.duration_s if self.duration_s is not None else load_end + st.max_tail_s
         t = 0.0
-        loop_start = _wall.perf_counter()
+        loop = Stopwatch()
         n_ticks_max = int(horizon / tick) + 2
         for _ in range(n_ticks_max):
             t_next = min(t + tick, horizon)
@@ -197,10 +218,10 @@ class SimulationRun:
             if self.duration_s is None and self.engine.idle:
                 break
             self.controller.reconcile_once(t)
-        self.loop_wall_s = _wall.perf_counter() - loop_start
+        self.loop_wall_s = loop.elapsed_s()
         end_s = t
         summary = summarise(self, end_s)
-        self.wall_s = _wall.perf_counter() - t0
+        self.wall_s = total.elapsed_s()
         summary["wall_s"] = round(self.wall_s, 3)
         self.close()
         return summary

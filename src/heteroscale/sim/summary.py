@@ -108,4 +108,3 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
         "services": per_service,
         "wall_s": None,
     }
-

@@ -372,9 +372,7 @@ def _parse_azure(file: str, lines: list[str | None], tally: BadRowTally, name: s
     start = first_content_line(lines)
     if start == len(lines) or not header_matches(lines[start], AZURE_COLUMNS):
         got = lines[start] if start < len(lines) else ""
-        raise TraceError(
-            f"{file}:{start + 1}: missing header {','.join(AZURE_COLUMNS)!r}, got {(got or '').strip()!r}"
-        )
+        raise TraceError(f"{file}:{start + 1}: missing header {','.join(AZURE_COLUMNS)!r}, got {(got or '').strip()!r}")
     stamps_ns: list[int] = []
     inp: list[int] = []
     out: list[int] = []
@@ -404,9 +402,7 @@ def _parse_azure(file: str, lines: list[str | None], tally: BadRowTally, name: s
     return _finish(file, name, arrival, inp, out, None, tally)
 
 
-def read_azure(
-    path: str | os.PathLike[str], *, skip_bad_rows: bool = False, name: str | None = None
-) -> RequestTrace:
+def read_azure(path: str | os.PathLike[str], *, skip_bad_rows: bool = False, name: str | None = None) -> RequestTrace:
     """Azure LLM inference trace (2023 or 2024 CSV); arrival = seconds since the earliest row."""
     file = os.fspath(path)
     tally = BadRowTally(file, skip_bad_rows)
@@ -548,9 +544,7 @@ def _parse_burstgpt(
             stamp = parse_number(cells[0], "Timestamp")
             n_out = parse_count(cells[3], "Response tokens", minimum=0)
             is_failed = n_out == 0
-            n_in = parse_count(
-                cells[2], "Request tokens", minimum=0 if is_failed and not include_failed else 1
-            )
+            n_in = parse_count(cells[2], "Request tokens", minimum=0 if is_failed and not include_failed else 1)
         except RowProblem as problem:
             tally.reject(index + 1, str(problem))
             continue
@@ -648,8 +642,6 @@ def bundled_trace_path(filename: str) -> str:
     folder = resources.files("heteroscale") / "data" / "traces"
     entry = folder / filename
     if not entry.is_file():
-        available = (
-            sorted(item.name for item in folder.iterdir() if item.is_file()) if folder.is_dir() else []
-        )
+        available = sorted(item.name for item in folder.iterdir() if item.is_file()) if folder.is_dir() else []
         raise TraceError(f"{filename}: no such bundled trace; available: {', '.join(available) or 'none'}")
     return str(entry)

@@ -1,0 +1,1 @@
+"""Policies: pure functions of an explicit context → recommendations and decisions."""

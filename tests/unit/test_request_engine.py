@@ -188,8 +188,15 @@ def test_trace_cached_tokens_take_precedence_over_hit_rate() -> None:
     assert s["avg_tps_by_role"]["prefill"] * s["simulated_s"] == pytest.approx(100 * 1000, rel=1e-6)
 
 
-@pytest.mark.parametrize(("mode", "expect_failed"), [(ScaleInMode.KILL, True), (ScaleInMode.DRAIN, False)])
-def test_scale_in_modes(mode: ScaleInMode, expect_failed: bool) -> None:
+@pytest.mark.parametrize(
+    ("mode", "grace_s", "expect_failed"),
+    [
+        (ScaleInMode.KILL, 0.0, True),  # killed at once: in-flight requests fail
+        (ScaleInMode.KILL, 5.0, True),  # a short termination grace: long decodes outlive it and fail
+        (ScaleInMode.DRAIN, 600.0, False),  # drained: in-flight work finishes
+    ],
+)
+def test_scale_in_modes(mode: ScaleInMode, grace_s: float, expect_failed: bool) -> None:
     sc = b.scenario(prefill=2, decode=2)
     tr = b.trace(n=600, rate_rps=6.0, output_tokens=400)
     r = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, tr))
@@ -197,7 +204,7 @@ def test_scale_in_modes(mode: ScaleInMode, expect_failed: bool) -> None:
     eng = r.engine
     eng.run_until(40.0)
     victim = next(i for i in r.cluster.live if i.role is Role.DECODE)
-    eng.remove(victim.id, mode, 600.0, 40.0)
+    eng.remove(victim.id, mode, grace_s, 40.0)
     eng.run_until(5_000.0)
     s_failed = sum(st.failed for st in eng.stats)
     assert (s_failed > 0) is expect_failed

@@ -92,8 +92,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     report = validate_file(str(args.file))
     status = "valid" if report.ok else "INVALID"
-    kind = report.kind or "unknown kind"
-    print(f"{kind}: {status}" + (f" — {report.message}" if report.message else ""))
+    if report.ok:
+        print(report.message or f"{args.file}: valid {report.kind}")
+    else:
+        print(f"{report.kind or 'unknown kind'} file is {status}: {report.message}")
     return EXIT_OK if report.ok else EXIT_USAGE
 
 

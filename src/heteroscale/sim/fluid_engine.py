@@ -61,6 +61,7 @@ class _Mix:
     ctx_member: float  # time-averaged context of one decode member
     resv_per_req: float  # KV reservation per request (input + output)
     frac_single: float  # share of requests with one output token (no TBT)
+    steps: np.ndarray  # decode steps per request (output − 1)
 
 
 class FluidInst(SimInstance):
@@ -168,6 +169,7 @@ class FluidEngine:
             ctx_member=ctx_member,
             resv_per_req=float((inp + out).mean()) if len(inp) else 1.0,
             frac_single=float((m == 0).sum() / n_req),
+            steps=m,
         )
 
     def _bin_arrivals(self, load: ServiceLoad) -> tuple[np.ndarray, np.ndarray]:
@@ -231,20 +233,38 @@ class FluidEngine:
         st = self.states[svc]
         self._flush(svc)
         self._dirty[svc] = True
-        if inst.lifecycle is Lifecycle.READY and mode is ScaleInMode.KILL:
-            # in-flight requests on the killed instance fail (its share of the role's work)
+        if inst.lifecycle is Lifecycle.READY:
+            # in-flight requests on the removed instance that outlive the grace period fail
             share = 1.0 / max(1, self._count(svc, inst.role))
             if inst.role is Role.DECODE:
-                lost = st.dec_n * share
+                lost = st.dec_n * share * self._outlive_fraction(st, grace_s)
                 st.dec_n -= lost
-            else:
+            elif grace_s <= 0.0:
                 lost_tokens = st.backlog_tokens * share
                 st.backlog_tokens -= lost_tokens
                 lost = lost_tokens / max(1.0, st.mix.mean_new)
+            else:
+                lost = 0.0  # a prefill batch lasts well under any grace period
             self._failed_f[svc] += lost
         # a drained instance in the fluid model finishes its share of in-flight work at once
         self.insts[svc].remove(inst)  # type: ignore[arg-type]
         self.cluster.mark_gone(inst, now_s)
+
+    @staticmethod
+    def _outlive_fraction(st: _SvcState, grace_s: float) -> float:
+        """Share of in-flight decode requests whose remaining time exceeds ``grace_s``.
+
+        A request of m steps is in flight m·τ seconds with a uniform residual, so, time-weighted,
+        P(residual > g) = Σ m·max(0, 1 − g/(m·τ)) / Σ m.
+        """
+        tau = st.tbt_s
+        if grace_s <= 0.0 or tau <= 0.0:
+            return 1.0
+        m = st.mix.steps
+        total = float(m.sum())
+        if total <= 0:
+            return 0.0
+        return float((m * np.clip(1.0 - grace_s / (np.maximum(m, 1e-9) * tau), 0.0, 1.0)).sum()) / total
 
     def _count(self, svc: int, role: Role) -> int:
         return len(self._ready_lists(svc)[role])

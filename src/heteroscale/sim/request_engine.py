@@ -254,9 +254,11 @@ class RequestEngine:
             return
         if inst.in_discovery:
             self.set_discovery(inst_id, False)
-        if inst.lifecycle is Lifecycle.STARTING or mode is ScaleInMode.KILL:
+        if inst.lifecycle is Lifecycle.STARTING or (mode is ScaleInMode.KILL and grace_s <= 0.0):
             self._kill(inst, now_s)
             return
+        # DRAIN: gone once empty, killed at the deadline. KILL with a grace period (a peer's SIGTERM then
+        # SIGKILL): the same — no new work, in-flight work that outlives the grace fails.
         inst.lifecycle = Lifecycle.DRAINING
         if not self._maybe_gone(inst, now_s):
             heapq.heappush(self.heap, (now_s + grace_s, next(self.seq), _EV_DRAIN_DEADLINE, inst, 0))
@@ -566,9 +568,29 @@ class RequestEngine:
         self.now_s = max(self.now_s, t_stop)
 
     def finalize(self, end_s: float) -> None:
+        """Advance every decode batch to ``end_s`` and record requests still in flight as unfinished."""
         for insts in self.d_all:
             for d in insts:
                 self._advance(d, end_s)
+        if not self.records.enabled:
+            return
+        in_flight: list[Req] = []
+        for svc in range(len(self.loads)):
+            in_flight.extend(self.pending_prefill[svc])
+            in_flight.extend(self.pending_decode[svc])
+            for p in self.p_all[svc]:
+                in_flight.extend(p.queue)
+                in_flight.extend(p.batch)
+            for d in self.d_all[svc]:
+                in_flight.extend(m[2] for m in d.members)
+                in_flight.extend(d.waiting)
+        in_flight.extend(obj for _, _, kind, obj, _ in self.heap if kind == _EV_XFER_DONE and isinstance(obj, Req))
+        for req in sorted(in_flight, key=lambda r: r.rid):
+            self.records.write(
+                f"{req.rid},{self.loads[req.svc].spec.name},{req.arrival:.6f},{req.inp},{req.out},"
+                f"{req.cached},{req.pinst.id if req.pinst else ''},{req.dinst.id if req.dinst else ''},"
+                f",,,unfinished\n"
+            )
 
     @property
     def latency_estimated(self) -> bool:

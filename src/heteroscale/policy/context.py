@@ -1,0 +1,115 @@
+"""What a policy sees and returns. Policies are pure functions of a PolicyContext.
+
+The controller builds the context (observation, counts, targets, the policy's own memory from the
+previous call) and stores the returned memory for the next call; a policy never keeps state itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from heteroscale.domain.decision import Recommendation, ScalingDecision
+from heteroscale.domain.hardware import Role
+from heteroscale.domain.observation import Observation
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.domain.state import ScaleInMode
+
+
+@dataclass(frozen=True, slots=True)
+class RoleCounts:
+    """Instances of one role of one service, by lifecycle. ``by_shape`` counts capacity per shape key."""
+
+    ready: int = 0
+    starting: int = 0  # pending or cold-starting: counted as capacity, serving nothing yet
+    draining: int = 0
+    in_discovery: int = 0
+    by_shape: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def capacity(self) -> int:
+        """Instances that are or will be serving: ready + starting (draining excluded)."""
+        return self.ready + self.starting
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCounts:
+    prefill: RoleCounts = field(default_factory=RoleCounts)
+    decode: RoleCounts = field(default_factory=RoleCounts)
+
+    def role(self, role: Role) -> RoleCounts:
+        return self.prefill if role is Role.PREFILL else self.decode
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Per-service targets, all derived from one pressure test (value at the SLO knee × margin).
+
+    ``*_per_instance`` maps an InstanceShape key (``role:sku:tpN``) to the per-instance value, so a
+    role with several GPU types counts capacity, not instances.
+    """
+
+    decode_tps_per_instance: tuple[tuple[str, float], ...]
+    prefill_tps_per_instance: tuple[tuple[str, float], ...]
+    prefill_gpu_util: float
+    decode_gpu_util: float
+    prefill_sm_activity: float
+    decode_sm_activity: float
+    ttft_s: float  # latency thresholds for latency-driven policies (the knee's p90, with margin)
+    tbt_s: float
+    requests_per_s_per_prefill: float  # SLA-feasible request rate per instance (dynamo-sla)
+    requests_per_s_per_decode: float
+    mean_input_tokens: float  # the pressure test's length mix (dynamo-sla rescales by observed ISL/OSL)
+    mean_output_tokens: float
+    margin: float = 0.85
+    source: str = "pressure-test"
+
+    def decode_tps(self, shape_key: str) -> float:
+        return dict(self.decode_tps_per_instance)[shape_key]
+
+    def prefill_tps(self, shape_key: str) -> float:
+        return dict(self.prefill_tps_per_instance)[shape_key]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMemory:
+    """What a policy remembers between calls (returned by it, stored by the controller)."""
+
+    last_scale_out_s: float | None = None
+    last_scale_in_s: float | None = None
+    last_direction: int = 0  # +1 out, −1 in, 0 none yet
+    # recent (time_s, prefill, decode) recommendations, for stabilisation windows
+    recommendations: tuple[tuple[float, int, int], ...] = ()
+    # recent (time_s, value) of the driving signal, for forecasting / panic windows
+    signal: tuple[tuple[float, float], ...] = ()
+    values: tuple[tuple[str, float], ...] = ()  # anything else a policy needs, by name
+
+    def value(self, name: str, default: float = 0.0) -> float:
+        return dict(self.values).get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    now_s: float
+    spec: ServiceSpec
+    observation: Observation | None  # None when the metric source could not answer
+    observation_error: str | None
+    counts: ServiceCounts
+    targets: Targets
+    memory: PolicyMemory
+    tick_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    recommendation: Recommendation  # the raw desired counts, before normalisation
+    decision: ScalingDecision  # after every normalisation step, each with its reason
+    memory: PolicyMemory
+    scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
+    drain_grace_s: float = 600.0
+
+
+class Policy(Protocol):
+    name: str
+
+    def decide(self, ctx: PolicyContext) -> PolicyResult: ...

@@ -1,0 +1,143 @@
+"""The command line: simulate --json contract, determinism, outputs, clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from heteroscale.cli.main import main
+
+REQUIRED_KEYS = {
+    "requests_total", "requests_completed", "requests_failed", "ttft_p50_s", "ttft_p99_s", "tbt_p50_s",
+    "tbt_p99_s", "slo_attainment", "gpu_hours", "gpu_hours_by_role", "gpu_hours_by_sku", "cost", "avg_gpu_util",
+    "avg_gpu_util_by_role", "avg_sm_activity", "avg_sm_activity_by_role", "scale_actions", "simulated_s", "wall_s",
+}  # fmt: skip
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    rc = main(["simulate", "--json", *args])
+    out = capsys.readouterr().out
+    assert rc == 0
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1, "exactly one JSON object on stdout"
+    return json.loads(lines[0])
+
+
+def _walk_numbers(value: object) -> list[float]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _walk_numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _walk_numbers(v)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    return []
+
+
+@pytest.mark.parametrize("fidelity", ["request", "fluid"])
+def test_simulate_json_has_the_contract_keys_and_sane_values(capsys, fidelity) -> None:
+    s = run_json(capsys, "--scenario", "small-mixed", "--fidelity", fidelity)
+    assert s.keys() >= REQUIRED_KEYS
+    assert all(math.isfinite(x) for x in _walk_numbers(s))
+    for key in ("avg_gpu_util", "avg_sm_activity", "slo_attainment"):
+        assert 0.0 <= s[key] <= 1.0
+    for key in ("avg_gpu_util_by_role", "avg_sm_activity_by_role", "gpu_hours_by_role"):
+        assert set(s[key]) == {"prefill", "decode"}
+    assert min(s["avg_gpu_util_by_role"].values()) >= 0.0 and max(s["avg_gpu_util_by_role"].values()) <= 1.0
+    assert set(s["gpu_hours_by_sku"]) <= {"h100-sxm", "a100-80g", "l40s"}
+    assert s["gpu_hours"] == pytest.approx(sum(s["gpu_hours_by_sku"].values()), rel=1e-4)
+    assert s["requests_total"] > 0
+    assert s["latency_estimated"] is (fidelity == "fluid")
+
+
+def test_default_scenario_completes_every_request(capsys) -> None:
+    s = run_json(capsys)
+    assert s["requests_total"] == s["requests_completed"] > 50_000
+    assert s["requests_failed"] == 0
+    assert s["slo_attainment"] >= 0.99
+    assert set(s["gpu_hours_by_sku"]) == {"h800", "h20"}
+
+
+def test_same_seed_same_summary_apart_from_wall_time(capsys) -> None:
+    a = run_json(capsys, "--scenario", "small-mixed", "--seed", "3")
+    b = run_json(capsys, "--scenario", "small-mixed", "--seed", "3")
+    a.pop("wall_s")
+    b.pop("wall_s")
+    assert a == b
+
+
+def test_out_dir_gets_summary_records_timeseries_config_and_journal(capsys, tmp_path: Path) -> None:
+    s = run_json(capsys, "--scenario", "small-mixed", "--out", str(tmp_path))
+    assert json.loads((tmp_path / "summary.json").read_text())["requests_total"] == s["requests_total"]
+    records = (tmp_path / "requests.csv").read_text().splitlines()
+    assert len(records) == s["requests_total"] + 1  # header + one line per request
+    assert (tmp_path / "timeseries.csv").read_text().startswith("t_s,")
+    assert main(["validate", str(tmp_path / "resolved.yaml")]) == 0
+    assert (tmp_path / "journal.jsonl").exists()
+
+
+def _one_line_error(capsys, argv: list[str], needle: str) -> None:
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc == 2
+    err = [ln for ln in captured.err.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    assert len(err) == 1, captured.err
+    assert needle in err[0]
+    assert "Traceback" not in captured.err
+
+
+def test_bad_scenario_file_is_one_clear_line(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: scenario\nname: x\nservices: []\nbogus: 1\n")
+    _one_line_error(capsys, ["simulate", "--scenario", str(bad)], str(bad))
+
+
+def test_unknown_scenario_name_is_one_clear_line(capsys) -> None:
+    _one_line_error(capsys, ["simulate", "--scenario", "no-such-scenario"], "no-such-scenario")
+
+
+def _scenario_with_trace(tmp_path: Path, trace: Path) -> Path:
+    from importlib import resources
+
+    text = resources.files("heteroscale").joinpath("data", "scenarios", "default.yaml").read_text()
+    path = tmp_path / "s.yaml"
+    path.write_text(text.replace("trace: azure-conv", f"trace: {trace}").replace("topology: ", "topology: "))
+    return path
+
+
+def test_malformed_trace_row_names_file_and_line_unless_skipped(capsys, tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:17:03.9799600,100,5\n"
+        "2023-11-16 18:17:04.0000000,abc,5\n"
+        "2023-11-16 18:17:05.0000000,200,7\n"
+    )
+    scenario = _scenario_with_trace(tmp_path, trace)
+    if "two-bigpods" in scenario.read_text():  # the embedded topology is referenced by name
+        _one_line_error(capsys, ["simulate", "--scenario", str(scenario)], f"{trace}:3")
+        s = run_json(capsys, "--scenario", str(scenario), "--skip-bad-rows")
+        assert s["trace_rows_skipped"] == 1
+        assert s["requests_total"] == 3 * 2  # two good rows, three copies
+
+
+def test_scenarios_lists_every_embedded_scenario(capsys) -> None:
+    assert main(["scenarios"]) == 0
+    names = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()]
+    assert {"default", "h100-speed", "fluid-day", "small-mixed"} <= set(names)
+
+
+def test_validate_says_what_the_file_is(capsys, tmp_path: Path) -> None:
+    from importlib import resources
+
+    topo = resources.files("heteroscale").joinpath("data", "topologies", "two-bigpods.yaml")
+    assert main(["validate", str(topo)]) == 0
+    assert "topology" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: topology\nname: t\nvdcs: [{name: v}]\nextra: 1\n")
+    assert main(["validate", str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("topology file is INVALID")
+    assert f"{bad}: vdcs[0]" in out

@@ -29,22 +29,26 @@ from heteroscale.sim.records import ServiceStats
 from heteroscale.sim.telemetry import RoleWindow, Telemetry, WindowRow
 
 
-def erlang_c_wait_s(c: int, arrival_rps: float, service_s: float) -> float:
-    """Mean queueing wait of M/M/c (inf if overloaded)."""
-    if c <= 0:
-        return math.inf
-    if arrival_rps <= 0 or service_s <= 0:
-        return 0.0
+_WAIT_QUANTILES = tuple(-math.log(1.0 - (k - 0.5) / 8) for k in range(1, 9))
+
+
+def erlang_c(c: int, arrival_rps: float, service_s: float) -> tuple[float, float]:
+    """M/M/c: (probability that a request waits, mean wait of those that wait).
+
+    Returns (0, 0) when there is no server or the queue is unstable: the fluid backlog term then
+    carries the wait instead.
+    """
+    if c <= 0 or arrival_rps <= 0 or service_s <= 0:
+        return 0.0, 0.0
     a = arrival_rps * service_s
     rho = a / c
     if rho >= 1.0:
-        return math.inf
-    # Erlang-B recursion, then Erlang-C
-    b = 1.0
+        return 0.0, 0.0
+    b = 1.0  # Erlang-B by recursion, then Erlang-C
     for k in range(1, c + 1):
         b = a * b / (k + a * b)
     pc = b / (1.0 - rho + rho * b)
-    return pc * service_s / (c * (1.0 - rho))
+    return pc, service_s / (c * (1.0 - rho))
 
 
 @dataclass(slots=True)
@@ -400,24 +404,38 @@ class FluidEngine:
             rate = n_arr / dt
             st.arr_rate_ewma += (rate - st.arr_rate_ewma) * min(1.0, dt / 60.0)
             mean_solo = float(mix.solo_s.mean()) if len(mix.solo_s) else 0.0
-            wq = erlang_c_wait_s(len(pre), st.arr_rate_ewma, mean_solo)
+            pc, cond_wait = erlang_c(len(pre), st.arr_rate_ewma, mean_solo)
             backlog_wait = (
                 st.backlog_tokens / (cap_tok / dt) if cap_tok > 0 else (math.inf if st.backlog_tokens > 0 else 0.0)
             )
             adm_wait = st.d_queue / (admit / dt) if admit > 0 else (math.inf if st.d_queue > 0.5 else 0.0)
-            wait = min(wq, 1e6) + min(backlog_wait, 1e6) + min(adm_wait, 1e6)
-            st.wait_s = wait
+            # a backlog of less than one step's work is Poisson noise within the step, which the
+            # Erlang-C term already accounts for; a longer one is a sustained overload: count it
+            if st.backlog_tokens <= cap_tok:
+                backlog_wait = 0.0
+            else:
+                pc = 0.0
+            fixed = min(backlog_wait, 1e5) + min(adm_wait, 1e5)
+            st.wait_s = fixed + pc * cond_wait
             if completions > 0:
+                # the queueing wait as a mixture: no wait with 1 − Pc, else exponential (8 quantile points)
+                pieces = [(fixed, 1.0)]
+                if pc > 1e-3:
+                    pieces = [(fixed, 1.0 - pc)] + [(fixed + cond_wait * q, pc / 8) for q in _WAIT_QUANTILES]
                 self._completed_f[svc] += completions
                 self._w_completions[svc] += completions
                 base_arr = self._epochs[svc][-1]
-                ok_ttft = float(np.searchsorted(base_arr, load.spec.slo.ttft_s - wait, side="right")) / max(
-                    1, len(base_arr)
+                n_base = max(1, len(base_arr))
+                slo_ttft = load.spec.slo.ttft_s
+                ok_ttft = sum(
+                    w * float(np.searchsorted(base_arr, slo_ttft - wait, side="right")) / n_base for wait, w in pieces
                 )
                 ok_tbt = 1.0 if tbt <= load.spec.slo.tbt_s else mix.frac_single
                 self._met_f[svc] += completions * ok_ttft * ok_tbt
-                self._lat_rows[svc].append((len(self._epochs[svc]) - 1, wait, tbt, completions))
-                self._w_lat[svc].append((wait, tbt, completions))
+                epoch = len(self._epochs[svc]) - 1
+                for wait, w in pieces:
+                    self._lat_rows[svc].append((epoch, wait, tbt, completions * w))
+                    self._w_lat[svc].append((wait, tbt, completions * w))
 
     def _update_latency_base(self, svc: int, pre: list[FluidInst], dec: list[FluidInst]) -> None:
         st = self.states[svc]

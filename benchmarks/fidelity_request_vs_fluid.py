@@ -33,11 +33,11 @@ def compare(name: str, counts: tuple[int, int] | None = None) -> bool:
     from heteroscale.config.catalog import calibration_for
     from heteroscale.config.loader import load_scenario
     from heteroscale.sim.runner import SimulationRun
-    from heteroscale.sim.scenario import Fidelity, FixedPolicySpec
+    from heteroscale.sim.scenario import Fidelity, PolicySpec
 
     scenario = load_scenario(name)
     if counts is not None:  # the same scenario with fewer instances: a loaded cluster
-        services = tuple(dataclasses.replace(r, policy=FixedPolicySpec(*counts)) for r in scenario.services)
+        services = tuple(dataclasses.replace(r, policy=PolicySpec(*counts)) for r in scenario.services)
         scenario = dataclasses.replace(scenario, services=services)
         name = f"{name} at {counts[0]}P/{counts[1]}D"
     req_run = SimulationRun(scenario, calibration_for(scenario), fidelity=Fidelity.REQUEST)

@@ -16,9 +16,9 @@ from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
 from heteroscale.domain.topology import NodeSpec, Topology
 from heteroscale.sim.engine import ServiceLoad
 from heteroscale.sim.scenario import (
-    FixedPolicySpec,
     LoadKind,
     LoadSpec,
+    PolicySpec,
     Scenario,
     ServiceRun,
     SimSettings,
@@ -89,7 +89,7 @@ def scenario(
     run = ServiceRun(
         spec=spec,
         load=LoadSpec(kind=LoadKind.TRACE, trace_path="<in-memory>"),
-        policy=FixedPolicySpec(prefill=prefill, decode=decode),
+        policy=PolicySpec(prefill=prefill, decode=decode),
     )
     return Scenario(
         name="test",

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from heteroscale import __version__
@@ -43,7 +43,96 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="validate a scenario, topology or catalog file")
     val.add_argument("file", type=Path)
+
+    cmp_ = sub.add_parser("compare", help="run several policies on one scenario and compare them")
+    cmp_.add_argument("--scenario", default="diurnal", help="embedded scenario name or YAML file (default: diurnal)")
+    cmp_.add_argument("--policies", default=",".join(_default_policies()), help="comma-separated policy names")
+    cmp_.add_argument("--seeds", type=int, default=1, help="seeds per policy (means and 95 %% CIs when > 1)")
+    cmp_.add_argument("--out", type=Path, help="write summary.json, per-policy time series, plots and report.html")
+    cmp_.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+
+    study = sub.add_parser("study-metrics", help="the paper's Fig. 6: one run per driving signal on the diurnal load")
+    study.add_argument("--scenario", default="diurnal")
+    study.add_argument("--out", type=Path)
+    study.add_argument("--json", action="store_true")
+
+    sweep = sub.add_parser("sweep-ratio", help="the paper's Fig. 4: sustainable throughput of every P/D split")
+    sweep.add_argument("--scenario", default="default")
+    sweep.add_argument("--service", help="service name (default: the first)")
+    sweep.add_argument("--instances", type=int, default=16)
+    sweep.add_argument("--json", action="store_true")
+
+    tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
+    tun.add_argument("--scenario", default="diurnal-ramp")
+    tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")
+    tun.add_argument("--json", action="store_true")
     return parser
+
+
+def _default_policies() -> tuple[str, ...]:
+    from heteroscale.experiments.compare import DEFAULT_POLICIES
+
+    return DEFAULT_POLICIES
+
+
+def _progress(enabled: bool) -> Callable[[str], None]:
+    def report(step: str) -> None:
+        if enabled and sys.stderr.isatty():
+            sys.stderr.write(f"  … {step}\n")
+
+    return report
+
+
+def _emit(result: dict[str, object], as_json: bool, table: Callable[[dict[str, object]], str]) -> None:
+    from heteroscale.controller.journal import to_plain
+
+    if as_json:
+        sys.stdout.write(json.dumps(to_plain(result), sort_keys=True) + "\n")
+    else:
+        print(table(result))
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from heteroscale.cli.experiments import run_compare
+    from heteroscale.reports.table import compare_table
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        raise HeteroScaleError("--policies: give at least one policy name")
+    if args.seeds < 1:
+        raise HeteroScaleError(f"--seeds must be ≥ 1, got {args.seeds}")
+    result = run_compare(args.scenario, policies, seeds=args.seeds, out_dir=args.out, progress=_progress(not args.json))
+    _emit(result, args.json, compare_table)
+    return EXIT_OK
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from heteroscale.cli.experiments import run_study
+    from heteroscale.reports.table import study_table
+
+    result = run_study(args.scenario, out_dir=args.out, progress=_progress(not args.json))
+    _emit(result, args.json, study_table)
+    return EXIT_OK
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from heteroscale.cli.experiments import run_sweep
+    from heteroscale.reports.table import sweep_table
+
+    if args.instances < 2:
+        raise HeteroScaleError(f"--instances must be ≥ 2, got {args.instances}")
+    result = run_sweep(args.scenario, instances=args.instances, service=args.service, progress=_progress(not args.json))
+    _emit(result, args.json, sweep_table)
+    return EXIT_OK
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from heteroscale.cli.experiments import run_tune
+    from heteroscale.reports.table import tune_table
+
+    result = run_tune(args.scenario, instances=args.instances, progress=_progress(not args.json))
+    _emit(result, args.json, tune_table)
+    return EXIT_OK
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -105,7 +194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    handlers = {"simulate": _cmd_simulate, "scenarios": _cmd_scenarios, "validate": _cmd_validate}
+    handlers = {
+        "simulate": _cmd_simulate,
+        "scenarios": _cmd_scenarios,
+        "validate": _cmd_validate,
+        "compare": _cmd_compare,
+        "study-metrics": _cmd_study,
+        "sweep-ratio": _cmd_sweep,
+        "tune": _cmd_tune,
+    }
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -27,9 +27,9 @@ from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
 from heteroscale.sim.scenario import (
     Fidelity,
-    FixedPolicySpec,
     LoadKind,
     LoadSpec,
+    PolicySpec,
     Scenario,
     ServiceRun,
     SimSettings,
@@ -81,7 +81,13 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
             max_decode_batch=service.max_decode_batch,
             extra={"precision": service.precision},
         )
-        policy = FixedPolicySpec(prefill=service.policy.prefill, decode=service.policy.decode)
+        policy = PolicySpec(
+            prefill=service.policy.prefill,
+            decode=service.policy.decode,
+            name=service.policy.name,
+            options=tuple(sorted(service.policy.options.items())),
+        )
+        _check_policy(policy, doc, (*loc, "policy"))
         services.append(ServiceRun(spec=spec, load=_load_spec(service, doc, loc), policy=policy))
     used_skus = sorted({node.sku for node in topology.nodes})
     return Scenario(
@@ -94,6 +100,16 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
         settings=sim_settings(config.simulation),
         source=source,
     )
+
+
+def _check_policy(policy: PolicySpec, doc: Document, loc: Loc) -> None:
+    from heteroscale.policy.registry import make_policy
+
+    try:
+        make_policy(policy.name, policy.build_options())
+    except (ValueError, TypeError) as exc:
+        field = "name" if "unknown policy" in str(exc) else "options"
+        raise doc.error((*loc, field), str(exc)) from exc
 
 
 def sim_settings(config: SimulationConfig) -> SimSettings:

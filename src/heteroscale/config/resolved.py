@@ -124,5 +124,10 @@ def _service_dict(run: ServiceRun, scenario: Scenario) -> dict[str, Any]:
         "max_prefill_tokens": spec.max_prefill_tokens,
         "max_decode_batch": spec.max_decode_batch,
         "load": _load_dict(run.load),
-        "policy": {"name": "fixed", "prefill": run.policy.prefill, "decode": run.policy.decode},
+        "policy": {
+            "name": run.policy.name,
+            "prefill": run.policy.prefill,
+            "decode": run.policy.decode,
+            "options": dict(run.policy.options),
+        },
     }

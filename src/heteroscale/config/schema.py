@@ -119,16 +119,14 @@ class LoadConfig(_Strict):
         return self
 
 
-class FixedPolicyConfig(_Strict):
-    """Hold fixed instance counts."""
+class PolicyConfig(_Strict):
+    """The scaling policy: a registry name (see ``heteroscale.policy.registry``), the initial counts
+    (held all along by ``fixed`` / ``static``) and the policy's own options."""
 
-    name: Literal["fixed"]
+    name: str = Field(min_length=1)
     prefill: int = Field(ge=0)
     decode: int = Field(ge=0)
-
-
-# Later policies join this union, told apart by ``name``.
-PolicyConfig = FixedPolicyConfig
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ServiceConfig(_Strict):

@@ -16,6 +16,46 @@ class Reason(StrEnum):
     HOLD_MISSING = "hold-missing-observation"
     NO_CHANGE = "no-change"
     UNPLACEABLE = "unplaceable"
+    # observation checks (policy.normalize.hold_on_bad_observation)
+    OBSERVATION_OK = "observation-ok"
+    HOLD_PARTIAL = "hold-partial-observation"
+    HOLD_NO_SIGNAL = "hold-missing-signal"
+    # raw recommendations
+    PROPORTIONAL = "proportional"
+    LATENCY_THRESHOLD = "latency-threshold"
+    FORECAST = "forecast"
+    SCHEDULED = "scheduled"
+    SCHEDULE_DEFAULT = "schedule-default"
+    # hysteresis / tolerance
+    HYSTERESIS_OUT = "hysteresis-scale-out"
+    HYSTERESIS_IN = "hysteresis-scale-in"
+    HYSTERESIS_HOLD = "hysteresis-hold"
+    WITHIN_TOLERANCE = "within-tolerance"
+    OUTSIDE_TOLERANCE = "outside-tolerance"
+    # P/D coordination and ratio band
+    PD_COORDINATED = "pd-coordinated"
+    PD_DIRECTION_KEPT = "pd-direction-kept"
+    RATIO_BAND_OK = "ratio-band-ok"
+    RATIO_BAND_REPAIRED = "ratio-band-repaired"
+    # latency safety net and latency-driven policies
+    LATENCY_OK = "latency-within-slo"
+    LATENCY_MODERATE = "latency-moderate-breach"
+    LATENCY_SEVERE = "latency-severe-breach"
+    LATENCY_COVERED = "latency-covered-by-starting"
+    LATENCY_ABOVE = "latency-above-threshold"
+    LATENCY_BELOW = "latency-below-threshold"
+    LATENCY_IN_BAND = "latency-in-band"
+    # cooldowns, damping, rate limits, stabilisation, intervals
+    COOLDOWN_CLEAR = "cooldown-clear"
+    COOLDOWN_OUT = "cooldown-scale-out"
+    COOLDOWN_IN = "cooldown-scale-in"
+    WITHIN_STEP_LIMIT = "within-step-limit"
+    DAMPED = "damped"
+    RATE_LIMITED = "rate-limited"
+    STABILISED = "scale-down-stabilised"
+    NOT_STABILISED = "not-stabilised"
+    ADJUSTMENT_INTERVAL = "adjustment-interval"
+    ADJUSTED = "adjusted"
 
 
 @dataclass(frozen=True, slots=True)

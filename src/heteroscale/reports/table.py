@@ -73,3 +73,81 @@ def summary_table(summary: dict[str, Any]) -> str:
                 f"TTFT p99 {_ms(s['ttft_p99_s'])}, TBT p99 {_ms(s['tbt_p99_s'])}"
             )
     return "\n".join(lines)
+
+
+def _v(value: Any) -> Any:
+    """A figure, or the mean of a {mean, ci95} aggregate."""
+    if isinstance(value, dict) and "mean" in value:
+        return value["mean"]
+    return value
+
+
+def compare_table(result: dict[str, Any]) -> str:
+    head = (
+        f"  {'policy':18s} {'GPU-h':>9s} {'vs oracle':>9s} {'cost':>9s} {'SLO':>7s} {'TTFT p99':>9s} "
+        f"{'TBT p99':>8s} {'util':>6s} {'util P':>6s} {'SM':>6s} {'act/h':>6s} {'P/D dev':>7s} {'failed':>7s}"
+    )
+    lines = [f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)})", head]
+    for name, s in result["policies"].items():
+        lines.append(
+            f"  {name:18s} {_fmt(_v(s['gpu_hours']), digits=1):>9s} {_fmt(_v(s['gpu_hours_vs_oracle']), digits=3):>9s} "
+            f"{_fmt(_v(s['cost']), digits=1):>9s} {_pct(_v(s['slo_attainment'])):>7s} {_ms(_v(s['ttft_p99_s'])):>9s} "
+            f"{_ms(_v(s['tbt_p99_s'])):>8s} {_pct(_v(s['avg_gpu_util'])):>6s} "
+            f"{_pct(_v(s['avg_gpu_util_by_role']['prefill'])):>6s} {_pct(_v(s['avg_sm_activity'])):>6s} "
+            f"{_fmt(_v(s['scale_actions_per_hour']), digits=1):>6s} {_fmt(_v(s['pd_ratio_deviation']), digits=3):>7s} "
+            f"{_fmt(_v(s['requests_failed'])):>7s}"
+        )
+    for name, o in result.get("oracle", {}).items():
+        lines.append(f"  oracle[{name}]: {o['gpu_hours']:,.1f} GPU-h, peak {o['peak'][0]}P/{o['peak'][1]}D")
+    return "\n".join(lines)
+
+
+def study_table(result: dict[str, Any]) -> str:
+    base = result["no_autoscaling"]["summary"]
+    lines = [
+        f"  no autoscaling: {base['gpu_hours']:,.1f} GPU-h, util prefill {_pct(base['avg_gpu_util_by_role']['prefill'])}"
+        f" decode {_pct(base['avg_gpu_util_by_role']['decode'])}",
+        f"  {'signal':22s} {'GPU-h':>9s} {'vs static':>9s} {'min/peak':>9s} {'reversals':>9s} {'SLO':>7s}",
+    ]
+    for name, s in result["signals"].items():
+        lines.append(
+            f"  {name:22s} {s['summary']['gpu_hours']:>9,.1f} {_fmt(s['gpu_hours_vs_no_autoscaling'], digits=3):>9s} "
+            f"{_fmt(s['min_over_peak'], digits=3):>9s} {s['direction_reversals']:>9d} "
+            f"{_pct(s['summary']['slo_attainment']):>7s}"
+        )
+    return "\n".join(lines)
+
+
+def sweep_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"  {result['service']} on {result['instances']} instances (SLO TTFT {result['slo']['ttft_s']} s, "
+        f"TBT {result['slo']['tbt_s']} s)",
+        f"  {'split':8s} {'req/s':>8s} {'prefill TPS':>12s} {'decode TPS':>11s} {'util P':>7s} {'util D':>7s} "
+        f"{'SM P':>6s} {'SM D':>6s}",
+    ]
+    for s in result["splits"]:
+        mark = "  <- best" if s["split"] == result["best"] else ""
+        lines.append(
+            f"  {s['split']:8s} {s['max_rate_rps']:>8.2f} {s['max_prefill_tps']:>12,.0f} {s['max_decode_tps']:>11,.0f} "
+            f"{_pct(s['prefill_gpu_util']):>7s} {_pct(s['decode_gpu_util']):>7s} {_pct(s['prefill_sm_activity']):>6s} "
+            f"{_pct(s['decode_sm_activity']):>6s}{mark}"
+        )
+    lines.append(f"  unimodal: {result['unimodal']}")
+    return "\n".join(lines)
+
+
+def tune_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"  {result['service']}: best ratio r_opt = {result['r_opt']} ({result['ratio_sweep']['best']} of "
+        f"{result['ratio_sweep']['instances']}), decode-TPS target per instance "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in result["m_hat_decode_tps_per_instance"].items()),
+        f"  {'policy':22s} {'GPU-h':>9s} {'vs oracle':>9s} {'SLO':>7s} {'act/h':>6s}",
+    ]
+    for name, s in result["scores"].items():
+        mark = "  <- best" if name == result["best"] else ""
+        lines.append(
+            f"  {name:22s} {_fmt(s['gpu_hours'], digits=1):>9s} {_fmt(s['gpu_hours_vs_oracle'], digits=3):>9s} "
+            f"{_pct(s['slo_attainment']):>7s} {_fmt(s['scale_actions_per_hour'], digits=1):>6s}{mark}"
+        )
+    lines.append(f"  best: {result['best']} ({result['why']})")
+    return "\n".join(lines)

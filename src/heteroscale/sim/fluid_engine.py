@@ -28,7 +28,6 @@ from heteroscale.sim.engine import ServiceLoad
 from heteroscale.sim.records import ServiceStats
 from heteroscale.sim.telemetry import RoleWindow, Telemetry, WindowRow
 
-
 _WAIT_QUANTILES = tuple(-math.log(1.0 - (k - 0.5) / 8) for k in range(1, 9))
 
 

@@ -11,11 +11,14 @@ from typing import IO, Any
 import numpy as np
 
 from heteroscale.clock import Stopwatch
-from heteroscale.controller.fixed import FixedCountController
 from heteroscale.controller.journal import Journal
+from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.errors import ConfigError
 from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
+from heteroscale.policy.context import Targets
+from heteroscale.policy.registry import make_policy
+from heteroscale.policy.targets import analytic_targets
 from heteroscale.scheduling.firstfit import place_first_fit
 from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.cluster import SimCluster
@@ -31,8 +34,8 @@ from heteroscale.sim.traces import RequestTrace, generate_poisson, read_rate_cur
 ProgressFn = Callable[[float], None]
 
 
-def build_trace(load: LoadSpec, rng: np.random.Generator, name: str) -> RequestTrace:
-    """The request list one service sees, from its LoadSpec (seeded)."""
+def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None = None) -> RequestTrace:
+    """The request list one service sees, from its LoadSpec (seeded), ``start_s`` rebased to 0."""
     source = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
     if load.kind is LoadKind.POISSON:
         if load.rate_curve_path is None:
@@ -47,6 +50,8 @@ def build_trace(load: LoadSpec, rng: np.random.Generator, name: str) -> RequestT
             rate_scale=load.rate_scale,
             time_compression=load.time_compression,
             name=name,
+            start_s=load.start_s,
+            duration_s=duration_s,
         )
     else:
         trace = source
@@ -79,7 +84,11 @@ class SimulationRun:
         seed: int | None = None,
         out_dir: Path | None = None,
         loads: list[ServiceLoad] | None = None,
+        targets: dict[str, Targets] | None = None,
+        policies: dict[str, tuple[str, dict[str, object]]] | None = None,
     ) -> None:
+        """``targets`` per service (else performance-model targets); ``policies`` per service as
+        (registry name, options), overriding the scenario's."""
         st = scenario.settings
         self.scenario = scenario
         self.fidelity = fidelity or st.fidelity
@@ -142,16 +151,34 @@ class SimulationRun:
             )
         self.journal = Journal(out_dir / "journal.jsonl" if out_dir is not None else None)
         adapter = SimActuator(self.engine, self.service_index)
-        self.controller = FixedCountController(
-            [r.spec for r in scenario.services],
-            {r.spec.name: (r.policy.prefill, r.policy.decode) for r in scenario.services},
+        self.targets: dict[str, Targets] = {}
+        bindings: list[ServiceBinding] = []
+        for i, run in enumerate(scenario.services):
+            name, options = (policies or {}).get(run.spec.name, (run.policy.name, run.policy.build_options()))
+            given = (targets or {}).get(run.spec.name)
+            if given is None:
+                trace = loads[i].trace
+                given = analytic_targets(
+                    run.spec,
+                    {s.key: p for (j, s), p in self.perfs.items() if j == i},
+                    float(trace.input_tokens.mean()) if len(trace) else 1.0,
+                    float(trace.output_tokens.mean()) if len(trace) else 1.0,
+                )
+            self.targets[run.spec.name] = given
+            try:
+                policy = make_policy(name, options)
+            except ValueError as exc:
+                raise ConfigError(f"service {run.spec.name}: policy {name}: {exc}") from exc
+            bindings.append(ServiceBinding(run.spec, policy, given))
+        self.policy_names = {b.spec.name: b.policy.name for b in bindings}
+        self.controller = Controller(
+            bindings,
             SimMetricSource(self.engine),
             adapter,
             adapter,
             self.journal,
             window_s=max(st.tick_s, st.telemetry_window_s),
-            scale_in_mode=st.scale_in_mode,
-            drain_grace_s=st.drain_grace_s,
+            tick_s=st.tick_s,
         )
         self.adapter = adapter
         self.wall_s = 0.0

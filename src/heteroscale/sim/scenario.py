@@ -43,11 +43,25 @@ class LoadSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class FixedPolicySpec:
-    """Hold fixed instance counts (the only policy of the simulator issue)."""
+class PolicySpec:
+    """A service's policy: its registry name, the initial (warm) counts, and its options.
+
+    ``prefill`` / ``decode`` are the deployment at t = 0 and, for ``fixed`` / ``static``, the counts
+    held all along.
+    """
 
     prefill: int
     decode: int
+    name: str = "fixed"
+    options: tuple[tuple[str, object], ...] = ()
+
+    def build_options(self) -> dict[str, object]:
+        """The options the policy is built with; ``fixed`` / ``static`` also get the counts to hold."""
+        options = dict(self.options)
+        if self.name in ("fixed", "static"):
+            options.setdefault("prefill", self.prefill)
+            options.setdefault("decode", self.decode)
+        return options
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +88,7 @@ class ServiceRun:
 
     spec: ServiceSpec
     load: LoadSpec
-    policy: FixedPolicySpec
+    policy: PolicySpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,206 @@
+"""`heteroscale compare`: several policies on one scenario, the same load, the same targets.
+
+Every policy starts warm at the oracle's first-window counts (``static-peak`` at the oracle's peak),
+reads targets from one pressure test of each service, and is scored against the oracle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heteroscale.experiments.oracle import OraclePlan, oracle_plan
+from heteroscale.experiments.pressure import PressureResult, pressure_test
+from heteroscale.perf import Calibration
+from heteroscale.policy.context import Targets
+from heteroscale.sim.engine import ServiceLoad
+from heteroscale.sim.runner import SimulationRun
+from heteroscale.sim.scenario import PolicySpec, Scenario
+from heteroscale.sim.telemetry import WindowRow
+
+DEFAULT_POLICIES = (
+    "heteroscale",
+    "static-peak",
+    "hpa",
+    "aibrix-apa",
+    "kthena",
+    "dynamo-sla",
+    "independent-tps",
+    "pure-latency",
+)
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class PolicyRun:
+    name: str
+    seed: int
+    summary: dict[str, Any]
+    rows: list[WindowRow]
+    journal_records: int
+
+
+def pd_ratio_deviation(rows: Sequence[WindowRow], ratio: float) -> float | None:
+    """Time average over windows with D > 0 of |P − round(r·D)| ÷ max(1, round(r·D)), Ready instances."""
+    num = den = 0.0
+    for row in rows:
+        d = row.decode.instances_ready
+        if d <= 0:
+            continue
+        want = round(ratio * d)
+        num += abs(row.prefill.instances_ready - want) / max(1, want) * row.window_s
+        den += row.window_s
+    return num / den if den > 0 else None
+
+
+def _mean_ci(values: list[float]) -> dict[str, float]:
+    arr = np.array(values, dtype=np.float64)
+    mean = float(arr.mean())
+    if len(arr) < 2:
+        return {"mean": mean, "ci95": 0.0, "n": float(len(arr))}
+    # Student t for 95 %, small n
+    t_table = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
+    t = t_table.get(len(arr), 1.96)
+    return {"mean": mean, "ci95": float(t * arr.std(ddof=1) / math.sqrt(len(arr))), "n": float(len(arr))}
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means and 95 % confidence intervals of every numeric field over seeds (nested dicts too)."""
+    first = summaries[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [s.get(key) for s in summaries]
+        if isinstance(value, bool) or value is None:
+            out[key] = value
+        elif isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
+            out[key] = _mean_ci([float(v) for v in values])  # type: ignore[arg-type]
+        elif isinstance(value, dict):
+            out[key] = (
+                aggregate([s[key] for s in summaries])
+                if all(isinstance(s.get(key), dict) for s in summaries)
+                else value
+            )
+        else:
+            out[key] = value
+    return out
+
+
+class Comparison:
+    """One scenario, its loads per seed, its pressure-tested targets and its oracle."""
+
+    def __init__(self, scenario: Scenario, calibration: Calibration, *, margin: float = 0.85) -> None:
+        self.scenario = scenario
+        self.calibration = calibration
+        self.margin = margin
+        self.pressure: dict[str, PressureResult] = {}
+        self.targets: dict[str, Targets] = {}
+        for run in scenario.services:
+            result = pressure_test(scenario, run.spec.name, calibration, margin=margin, seed=scenario.settings.seed)
+            self.pressure[run.spec.name] = result
+            self.targets[run.spec.name] = result.targets
+        self._loads: dict[int, list[ServiceLoad]] = {}
+        self.oracles: dict[str, OraclePlan] = {}
+
+    def loads(self, seed: int) -> list[ServiceLoad]:
+        if seed not in self._loads:
+            probe = SimulationRun(self._with_counts({}), self.calibration, seed=seed, targets=self.targets)
+            self._loads[seed] = probe.loads
+            if not self.oracles:
+                horizon = self.horizon_s(probe)
+                for load in probe.loads:
+                    self.oracles[load.spec.name] = oracle_plan(load, self.targets[load.spec.name], horizon)
+        return self._loads[seed]
+
+    def horizon_s(self, probe: SimulationRun) -> float:
+        return probe.duration_s if probe.duration_s is not None else probe.load_end_s()
+
+    def _with_counts(self, counts: dict[str, tuple[int, int]]) -> Scenario:
+        services = tuple(
+            dataclasses.replace(
+                r, policy=dataclasses.replace(r.policy, prefill=counts[r.spec.name][0], decode=counts[r.spec.name][1])
+            )
+            if r.spec.name in counts
+            else r
+            for r in self.scenario.services
+        )
+        return dataclasses.replace(self.scenario, services=services)
+
+    def run_policy(self, name: str, seed: int, out_dir: Path | None = None) -> PolicyRun:
+        loads = self.loads(seed)
+        policies: dict[str, tuple[str, dict[str, object]]] = {}
+        counts: dict[str, tuple[int, int]] = {}
+        for run in self.scenario.services:
+            oracle = self.oracles[run.spec.name]
+            if name == "static-peak":
+                peak = oracle.peak
+                counts[run.spec.name] = peak
+                policies[run.spec.name] = ("static", {"prefill": peak[0], "decode": peak[1]})
+            else:
+                first = oracle.windows[0]
+                counts[run.spec.name] = (first.prefill, first.decode)
+                options = dict(run.policy.options) if name == run.policy.name else {}
+                policies[run.spec.name] = (name, options)
+        sim = SimulationRun(
+            self._with_counts(counts),
+            self.calibration,
+            seed=seed,
+            loads=loads,
+            targets=self.targets,
+            policies=policies,
+            out_dir=out_dir,
+        )
+        summary = sim.run()
+        hours = max(1e-9, float(summary["simulated_s"]) / 3600.0)
+        summary["scale_actions_per_hour"] = round(summary["scale_actions"] / hours, 4)
+        devs = [pd_ratio_deviation(sim.telemetry.series(r.spec.name), r.spec.pd_ratio) for r in self.scenario.services]
+        known = [d for d in devs if d is not None]
+        summary["pd_ratio_deviation"] = round(sum(known) / len(known), 6) if known else None
+        oracle_hours = sum(o.gpu_hours for o in self.oracles.values())
+        summary["gpu_hours_vs_oracle"] = round(summary["gpu_hours"] / oracle_hours, 6) if oracle_hours > 0 else None
+        summary["policy"] = name
+        return PolicyRun(name, seed, summary, list(sim.telemetry.rows), sim.journal.count)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "targets": {k: dataclasses.asdict(v) for k, v in self.targets.items()},
+            "pressure_test": {k: v.as_dict() for k, v in self.pressure.items()},
+            "oracle": {
+                k: {"gpu_hours": round(o.gpu_hours, 4), "peak": list(o.peak), "peak_instances": o.peak_instances}
+                for k, o in self.oracles.items()
+            },
+        }
+
+
+def compare(
+    scenario: Scenario,
+    calibration: Calibration,
+    policies: Sequence[str] = DEFAULT_POLICIES,
+    *,
+    seeds: int = 1,
+    progress: ProgressFn | None = None,
+) -> tuple[dict[str, Any], dict[str, list[PolicyRun]]]:
+    """Run every policy for every seed; return the JSON result and the runs (for reports)."""
+    comparison = Comparison(scenario, calibration)
+    base_seed = scenario.settings.seed
+    runs: dict[str, list[PolicyRun]] = {}
+    for name in policies:
+        for k in range(seeds):
+            if progress is not None:
+                progress(f"{name} (seed {base_seed + k})")
+            runs.setdefault(name, []).append(comparison.run_policy(name, base_seed + k))
+    result: dict[str, Any] = comparison.describe()
+    result["seeds"] = seeds
+    result["policies"] = {
+        name: (rs[0].summary if seeds == 1 else aggregate([r.summary for r in rs])) for name, rs in runs.items()
+    }
+    return result, runs
+
+
+__all__ = ["DEFAULT_POLICIES", "Comparison", "PolicyRun", "PolicySpec", "compare", "pd_ratio_deviation"]

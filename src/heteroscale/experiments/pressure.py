@@ -1,0 +1,287 @@
+"""Pressure test (Algorithm 1's PressureTest): the load at a service's SLO knee, and the targets.
+
+A small fixed cluster of the service (D decode instances and round(r·D) prefill instances, all in one
+mini-pod so topology does not interfere) is driven by Poisson arrivals whose lengths are resampled
+from the service's own load. Bisection finds the highest request rate at which the run still meets
+the SLO (attainment ≥ 0.99 and p90 TTFT / TBT within the SLO). Every target a policy uses — decode and
+prefill TPS per instance, GPU utilisation and SM activity per role, latency thresholds, the
+SLA-feasible request rate per instance — is the value measured at that knee times one margin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from heteroscale.domain.hardware import InstanceShape, Role
+from heteroscale.domain.service import AffinityLevel, ServiceSpec
+from heteroscale.domain.topology import NodeSpec, Topology
+from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
+from heteroscale.policy.context import Targets
+from heteroscale.sim.engine import ServiceLoad
+from heteroscale.sim.runner import SimulationRun
+from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, PolicySpec, Scenario, ServiceRun, SimSettings
+from heteroscale.sim.traces import RequestTrace, read_trace
+
+SLO_ATTAINMENT = 0.99
+DEFAULT_MARGIN = 0.85
+
+
+@dataclass(frozen=True, slots=True)
+class KneePoint:
+    """What one pressure-test run measured."""
+
+    rate_rps: float
+    slo_attainment: float
+    ttft_p90_s: float
+    tbt_p90_s: float
+    prefill_tps: float  # total over the prefill instances
+    decode_tps: float
+    prefill_gpu_util: float
+    decode_gpu_util: float
+    prefill_sm_activity: float
+    decode_sm_activity: float
+    meets_slo: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PressureResult:
+    service: str
+    prefill: int
+    decode: int
+    knee: KneePoint
+    probes: tuple[KneePoint, ...]
+    targets: Targets
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "cluster": {"prefill": self.prefill, "decode": self.decode},
+            "knee": dataclasses.asdict(self.knee),
+            "probes": len(self.probes),
+            "targets": dataclasses.asdict(self.targets),
+        }
+
+
+def length_mix(run: ServiceRun) -> RequestTrace:
+    """The request lengths of a service's load (the trace it replays or resamples)."""
+    return read_trace(run.load.trace_path, run.load.trace_format, skip_bad_rows=run.load.skip_bad_rows)
+
+
+def _test_topology(spec: ServiceSpec, prefill: int, decode: int) -> Topology:
+    nodes: list[NodeSpec] = []
+    need: dict[str, int] = {}
+    for role, count in ((Role.PREFILL, prefill), (Role.DECODE, decode)):
+        for shape in spec.shapes(role):
+            need[shape.sku] = need.get(shape.sku, 0) + count * shape.gpus
+    for sku, gpus in sorted(need.items()):
+        for k in range(math.ceil(gpus / 8) + 1):
+            nodes.append(NodeSpec(("vdc", "pc", "lc", "s2", "s1", "s0", f"{sku}-{k}"), sku, 8, 8))
+    return Topology(name="pressure-test", nodes=tuple(nodes))
+
+
+def _probe(
+    base: Scenario,
+    spec: ServiceSpec,
+    mix: RequestTrace,
+    prefill: int,
+    decode: int,
+    rate_rps: float,
+    duration_s: float,
+    calibration: Calibration,
+    seed: int,
+) -> KneePoint:
+    rng = np.random.default_rng([seed, int(rate_rps * 1000)])
+    n = int(rng.poisson(rate_rps * duration_s))
+    arrival = np.sort(rng.uniform(0.0, duration_s, n))
+    rows = rng.integers(0, len(mix), n)
+    trace = RequestTrace(
+        name="pressure",
+        arrival_s=arrival,
+        input_tokens=mix.input_tokens[rows],
+        output_tokens=mix.output_tokens[rows],
+        cached_tokens=None if mix.cached_tokens is None else mix.cached_tokens[rows],
+    )
+    test_spec = dataclasses.replace(spec, affinity=AffinityLevel.CLUSTER, min_prefill=0, min_decode=0)
+    run = ServiceRun(
+        spec=test_spec,
+        load=LoadSpec(kind=LoadKind.TRACE, trace_path="<pressure>"),
+        policy=PolicySpec(prefill=prefill, decode=decode),
+    )
+    scenario = dataclasses.replace(
+        base,
+        name=f"pressure-{spec.name}",
+        services=(run,),
+        topology=_test_topology(spec, prefill, decode),
+        settings=SimSettings(fidelity=Fidelity.REQUEST, duration_s=None, seed=seed, max_tail_s=600.0),
+    )
+    load = ServiceLoad(test_spec, trace, ServiceLoad.resolve_cached(trace, spec.prefix_cache_hit_rate), 0.0)
+    sim = SimulationRun(scenario, calibration, loads=[load])
+    s = sim.run()
+    rows_p90 = [r for r in sim.telemetry.series(spec.name) if r.completions]
+    ttft90 = _weighted(rows_p90, "ttft_p90_s")
+    tbt90 = _weighted(rows_p90, "tbt_p90_s")
+    att = s["slo_attainment"] or 0.0
+    sim_s = max(1e-9, float(s["simulated_s"]))
+    return KneePoint(
+        rate_rps=rate_rps,
+        slo_attainment=att,
+        ttft_p90_s=ttft90,
+        tbt_p90_s=tbt90,
+        prefill_tps=float(s["avg_tps_by_role"]["prefill"] or 0.0) * sim_s / duration_s,
+        decode_tps=float(s["avg_tps_by_role"]["decode"] or 0.0) * sim_s / duration_s,
+        prefill_gpu_util=float(s["avg_gpu_util_by_role"]["prefill"] or 0.0),
+        decode_gpu_util=float(s["avg_gpu_util_by_role"]["decode"] or 0.0),
+        prefill_sm_activity=float(s["avg_sm_activity_by_role"]["prefill"] or 0.0),
+        decode_sm_activity=float(s["avg_sm_activity_by_role"]["decode"] or 0.0),
+        meets_slo=att >= SLO_ATTAINMENT and ttft90 <= spec.slo.ttft_s and tbt90 <= spec.slo.tbt_s,
+    )
+
+
+def _weighted(rows: list[Any], key: str) -> float:
+    pairs = [(getattr(r, key), r.completions) for r in rows if getattr(r, key) is not None]
+    total = sum(c for _, c in pairs)
+    return sum(v * c for v, c in pairs) / total if total else 0.0
+
+
+def analytic_capacity_rps(spec: ServiceSpec, perf_p: InstancePerf, perf_d: InstancePerf, mix: RequestTrace) -> float:
+    """A first bracket for the bisection: request rate one P/D pair sustains by the perf model alone."""
+    mean_in = float(mix.input_tokens.mean())
+    mean_out = float(mix.output_tokens.mean())
+    prefill_rps = 1.0 / perf_p.prefill_time_s(int(mean_in), mean_in * mean_in)
+    batch = 1
+    for b in range(1, spec.max_decode_batch + 1):
+        if perf_d.decode_step_time_s(b, int(b * (mean_in + mean_out / 2))) > spec.slo.tbt_s:
+            break
+        batch = b
+    step = perf_d.decode_step_time_s(batch, int(batch * (mean_in + mean_out / 2)))
+    decode_rps = batch / step / max(1.0, mean_out)
+    return max(0.01, min(prefill_rps / max(spec.pd_ratio, 1e-9), decode_rps))
+
+
+def find_knee(
+    scenario: Scenario,
+    spec: ServiceSpec,
+    calibration: Calibration,
+    prefill: int,
+    decode: int,
+    mix: RequestTrace,
+    *,
+    duration_s: float = 600.0,
+    iterations: int = 8,
+    seed: int = 0,
+) -> tuple[KneePoint, tuple[KneePoint, ...]]:
+    """Bisect for the highest request rate that ``prefill`` P + ``decode`` D instances serve within SLO."""
+    model = scenario.models[spec.model]
+    shape_p, shape_d = spec.preferred_shape(Role.PREFILL), spec.preferred_shape(Role.DECODE)
+    reserve = scenario.settings.kv_activation_reserve
+    perf_p = build_instance_perf(model, scenario.skus[shape_p.sku], shape_p.tp, calibration, reserve)
+    perf_d = build_instance_perf(model, scenario.skus[shape_d.sku], shape_d.tp, calibration, reserve)
+    guess = analytic_capacity_rps(dataclasses.replace(spec, pd_ratio=prefill / decode), perf_p, perf_d, mix) * decode
+    probes: list[KneePoint] = []
+    lo, hi = 0.0, guess * 1.5
+    best: KneePoint | None = None
+    for _ in range(6):  # make sure hi is infeasible
+        point = _probe(scenario, spec, mix, prefill, decode, hi, duration_s, calibration, seed)
+        probes.append(point)
+        if not point.meets_slo:
+            break
+        best, lo, hi = point, hi, hi * 2.0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        point = _probe(scenario, spec, mix, prefill, decode, mid, duration_s, calibration, seed)
+        probes.append(point)
+        if point.meets_slo:
+            best, lo = point, mid
+        else:
+            hi = mid
+    if best is None:
+        best = _probe(scenario, spec, mix, prefill, decode, max(lo, hi * 0.05), duration_s, calibration, seed)
+        probes.append(best)
+    return best, tuple(probes)
+
+
+def pressure_test(
+    scenario: Scenario,
+    service: str,
+    calibration: Calibration,
+    *,
+    decode: int = 4,
+    ratio: float | None = None,
+    margin: float = DEFAULT_MARGIN,
+    duration_s: float = 600.0,
+    iterations: int = 8,
+    seed: int = 0,
+    mix: RequestTrace | None = None,
+) -> PressureResult:
+    """Find the SLO knee of ``service`` on ``decode`` D and round(r·D) P instances, and its targets."""
+    run = next(r for r in scenario.services if r.spec.name == service)
+    spec = run.spec
+    r = spec.pd_ratio if ratio is None else ratio
+    prefill = max(1, round(r * decode))
+    mix = mix if mix is not None else length_mix(run)
+    best, probes = find_knee(
+        scenario, spec, calibration, prefill, decode, mix, duration_s=duration_s, iterations=iterations, seed=seed
+    )
+    targets = targets_from_knee(spec, best, prefill, decode, margin, perf_by_shape(scenario, spec, calibration), mix)
+    return PressureResult(spec.name, prefill, decode, best, probes, targets)
+
+
+def perf_by_shape(scenario: Scenario, spec: ServiceSpec, calibration: Calibration) -> dict[InstanceShape, InstancePerf]:
+    model = scenario.models[spec.model]
+    out: dict[InstanceShape, InstancePerf] = {}
+    for role in Role:
+        for shape in spec.shapes(role):
+            out[shape] = build_instance_perf(
+                model, scenario.skus[shape.sku], shape.tp, calibration, scenario.settings.kv_activation_reserve
+            )
+    return out
+
+
+def targets_from_knee(
+    spec: ServiceSpec,
+    knee: KneePoint,
+    prefill: int,
+    decode: int,
+    margin: float,
+    perfs: dict[InstanceShape, InstancePerf],
+    mix: RequestTrace,
+) -> Targets:
+    """Targets = knee values × margin; other shapes of a role scale by the performance model's ratio."""
+    mean_in = float(mix.input_tokens.mean())
+    mean_out = float(mix.output_tokens.mean())
+    d_pref = spec.preferred_shape(Role.DECODE)
+    p_pref = spec.preferred_shape(Role.PREFILL)
+    d_tps = knee.decode_tps / decode * margin
+    p_tps = knee.prefill_tps / prefill * margin
+    batch = max(1, round(knee.decode_tps / decode * knee.tbt_p90_s)) if knee.tbt_p90_s > 0 else 1
+    ctx = int(batch * (mean_in + mean_out / 2))
+    d_ref = perfs[d_pref].decode_step_time_s(batch, ctx)
+    p_ref = perfs[p_pref].prefill_time_s(int(mean_in), mean_in * mean_in)
+    decode_tps = tuple(
+        (s.key, d_tps * d_ref / perfs[s].decode_step_time_s(batch, ctx)) for s in spec.shapes(Role.DECODE)
+    )
+    prefill_tps = tuple(
+        (s.key, p_tps * p_ref / perfs[s].prefill_time_s(int(mean_in), mean_in * mean_in))
+        for s in spec.shapes(Role.PREFILL)
+    )
+    return Targets(
+        decode_tps_per_instance=decode_tps,
+        prefill_tps_per_instance=prefill_tps,
+        prefill_gpu_util=knee.prefill_gpu_util * margin,
+        decode_gpu_util=knee.decode_gpu_util * margin,
+        prefill_sm_activity=knee.prefill_sm_activity * margin,
+        decode_sm_activity=knee.decode_sm_activity * margin,
+        ttft_s=knee.ttft_p90_s * margin if knee.ttft_p90_s > 0 else spec.slo.ttft_s * margin,
+        tbt_s=knee.tbt_p90_s * margin if knee.tbt_p90_s > 0 else spec.slo.tbt_s * margin,
+        requests_per_s_per_prefill=knee.rate_rps / prefill * margin,
+        requests_per_s_per_decode=knee.rate_rps / decode * margin,
+        mean_input_tokens=mean_in,
+        mean_output_tokens=mean_out,
+        margin=margin,
+        source=f"pressure-test: knee {knee.rate_rps:.2f} req/s on {prefill}P/{decode}D",
+    )

@@ -1,0 +1,75 @@
+"""`heteroscale tune` (Algorithm 1, workload-centric policy curation).
+
+(r_opt, m_hat) ← PressureTest: sweep the P/D splits of a small cluster for the best ratio, then pressure
+test at that ratio for the per-instance decode-TPS target at SLO (with margin). Then simulate each
+candidate policy on the scenario with that ratio and those targets and return the best: the fewest
+GPU-hours among those meeting the SLO (attainment ≥ 0.99), else the highest attainment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from heteroscale.experiments.compare import Comparison
+from heteroscale.experiments.sweep import sweep_ratio
+from heteroscale.perf import Calibration
+from heteroscale.sim.scenario import Scenario
+
+CANDIDATES = ("heteroscale", "signal:prefill-tps", "independent-tps", "hpa", "dynamo-sla", "static-peak")
+SLO_TARGET = 0.99
+
+
+def tune(
+    scenario: Scenario,
+    calibration: Calibration,
+    *,
+    candidates: Sequence[str] = CANDIDATES,
+    instances: int = 8,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    service = scenario.services[0]
+    sweep = sweep_ratio(scenario, calibration, service=service.spec.name, instances=instances, progress=progress)
+    best_split = next(s for s in sweep["splits"] if s["split"] == sweep["best"])
+    r_opt = best_split["prefill"] / best_split["decode"]
+    spec = dataclasses.replace(service.spec, pd_ratio=round(r_opt, 4))
+    tuned = dataclasses.replace(
+        scenario,
+        services=(dataclasses.replace(service, spec=spec), *scenario.services[1:]),
+    )
+    if progress is not None:
+        progress(f"pressure test at r={r_opt:.3f}")
+    comparison = Comparison(tuned, calibration)
+    scores: dict[str, dict[str, Any]] = {}
+    for name in candidates:
+        if progress is not None:
+            progress(name)
+        s = comparison.run_policy(name, scenario.settings.seed).summary
+        scores[name] = {
+            "gpu_hours": s["gpu_hours"],
+            "cost": s["cost"],
+            "slo_attainment": s["slo_attainment"],
+            "gpu_hours_vs_oracle": s["gpu_hours_vs_oracle"],
+            "scale_actions_per_hour": s["scale_actions_per_hour"],
+            "meets_slo": (s["slo_attainment"] or 0.0) >= SLO_TARGET,
+        }
+    feasible = [n for n, v in scores.items() if v["meets_slo"]]
+    if feasible:
+        best = min(feasible, key=lambda n: scores[n]["gpu_hours"])
+        why = "fewest GPU-hours among the candidates meeting the SLO"
+    else:
+        best = max(scores, key=lambda n: scores[n]["slo_attainment"] or 0.0)
+        why = "no candidate met the SLO: highest attainment"
+    m_hat = comparison.targets[service.spec.name]
+    return {
+        "scenario": scenario.name,
+        "service": service.spec.name,
+        "r_opt": round(r_opt, 4),
+        "ratio_sweep": {"instances": instances, "best": sweep["best"], "unimodal": sweep["unimodal"]},
+        "m_hat_decode_tps_per_instance": dict(m_hat.decode_tps_per_instance),
+        "targets": dataclasses.asdict(m_hat),
+        "scores": scores,
+        "best": best,
+        "why": why,
+    }

@@ -1,0 +1,163 @@
+"""HeteroScale's metrics-driven policy: decode TPS sizes both pools, latency is a scale-out safety net.
+
+One decision, in order (each step with its reason, HETEROSCALE.md §4):
+
+1. observation   hold at current counts on a missing, stale or partial observation (no scale-in, no
+                 latency scale-out either);
+2. recommendation  M = observed decode tokens/s; D_new from the capacity of the decode fleet counted
+                 per GPU type (``sizing.size_by_capacity``; ``ceil(M / m_target)`` for one type);
+                 P_new = max(1, round(D_new · r));
+3. stabilisation a scale-in goes no lower than the highest D_new of the last 5 minutes;
+4. hysteresis    R = D_new / D_current; out if R > 1 + θ_out, in if R < 1 − θ_in, else hold;
+5. pd-ratio      P = max(min_prefill, round(D · r)), never moving against D;
+6. latency       if TBT p90 or TTFT p90 is at or above 1.1× its SLO, both pools get at least +10 %
+                 of their ready count (ceil, at least +1); at or above 1.5×, +20 %. Starting
+                 instances count: a pool whose capacity already covers the bump is not grown again;
+                 while a tier is reached, neither pool scales in;
+7. cooldown      3 min between scale-outs, 10 min after any action before a scale-in;
+8. damping       at most +100 % / −25 % per step;
+9. bounds        the service's [min, max] per role.
+
+"Current" is ready + starting instances throughout, so a slow cold start causes no repeated scale-out.
+Scale-in drains (no new work; in-flight requests finish within ``drain_grace_s``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.hardware import Role
+from heteroscale.domain.observation import Observation
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.domain.state import ScaleInMode
+from heteroscale.policy.context import PolicyContext, PolicyResult, ServiceCounts
+from heteroscale.policy.normalize import (
+    PD,
+    ROLES,
+    Stability,
+    current_counts,
+    hold_on_bad_observation,
+    round_half_up,
+)
+from heteroscale.policy.outcome import ScaleIn, conclude, conclude_hold, direction_steps, limit_steps, recommend
+from heteroscale.policy.sizing import grow, size_role_by_tps
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyTier:
+    """A latency p90 at or above ``slo_factor`` × its SLO grows both pools by ``step_fraction``."""
+
+    slo_factor: float
+    step_fraction: float
+
+    def __post_init__(self) -> None:
+        if self.slo_factor <= 0 or self.step_fraction <= 0:
+            raise ValueError(f"latency tier needs slo_factor > 0 and step_fraction > 0, got {self}")
+
+
+DEFAULT_TIERS = (LatencyTier(1.1, 0.10), LatencyTier(1.5, 0.20))
+
+
+@dataclass(frozen=True, slots=True)
+class HeteroScaleParams:
+    """Every knob of the HeteroScale policy, with the defaults of HETEROSCALE.md §4."""
+
+    stability: Stability = field(default_factory=Stability)
+    latency_tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS  # [ours] 1.1× → +10 %, 1.5× → +20 %
+    pd_ratio: float | None = None  # None: the service's spec.pd_ratio (fixed online, from pressure testing)
+    drain_grace_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.pd_ratio is not None and self.pd_ratio <= 0:
+            raise ValueError(f"pd_ratio must be > 0, got {self.pd_ratio}")
+        if self.drain_grace_s < 0:
+            raise ValueError(f"drain_grace_s must be ≥ 0, got {self.drain_grace_s}")
+
+
+def latency_breach(observation: Observation, spec: ServiceSpec) -> tuple[float, str]:
+    """The worst latency p90 / SLO ratio (0 when no latency is measured) and a description."""
+    worst, parts = 0.0, []
+    for label, value, slo in (
+        ("TBT p90", observation.tbt_p90_s, spec.slo.tbt_s),
+        ("TTFT p90", observation.ttft_p90_s, spec.slo.ttft_s),
+    ):
+        if value is None or slo <= 0:
+            parts.append(f"{label} not measured")
+            continue
+        worst = max(worst, value / slo)
+        parts.append(f"{label} {value:.4g} s = {value / slo:.2f}× SLO {slo:g} s")
+    return worst, ", ".join(parts)
+
+
+def latency_safety_net(
+    observation: Observation,
+    spec: ServiceSpec,
+    counts: ServiceCounts,
+    desired: PD,
+    tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS,
+) -> Step:
+    """Scale-out-only floor from the worst latency tier reached (see module doc, step 6).
+
+    The floor of a role is its ready count grown by the tier's fraction (ceil, at least +1); a role whose
+    capacity (ready + starting) already reaches it is left alone. While a tier is reached no role scales
+    in, so P and D never move apart and a breach never removes capacity.
+    """
+    worst, seen = latency_breach(observation, spec)
+    reached = [tier for tier in tiers if worst >= tier.slo_factor - 1e-9]  # at or above, float noise aside
+    if not reached:
+        return Step("latency", desired.prefill, desired.decode, Reason.LATENCY_OK, seen)
+    tier = max(reached, key=lambda t: t.slo_factor)
+    current = current_counts(counts)
+    out = {role: desired.role(role) for role in ROLES}
+    notes = [seen, f"tier ≥{tier.slo_factor:g}× → +{tier.step_fraction:.0%} of ready"]
+    covered = 0
+    for role in ROLES:
+        need = grow(counts.role(role).ready, tier.step_fraction)
+        if current.role(role) >= need:
+            covered += 1
+            notes.append(f"{role.value} capacity {current.role(role)} already ≥ {need} (starting instances count)")
+        elif need > out[role]:
+            notes.append(f"{role.value} {out[role]}→{need}")
+            out[role] = need
+        else:
+            notes.append(f"{role.value} {out[role]} already ≥ {need}")
+    held = [role.value for role in ROLES if out[role] < current.role(role)]
+    if held:
+        notes.append(f"no scale-in of {', '.join(held)} while latency is at a tier")
+    for role in ROLES:
+        out[role] = max(out[role], current.role(role))
+    if covered == len(ROLES):
+        reason = Reason.LATENCY_COVERED
+    elif tier.slo_factor == min(t.slo_factor for t in tiers):
+        reason = Reason.LATENCY_MODERATE
+    else:
+        reason = Reason.LATENCY_SEVERE
+    return Step("latency", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes))
+
+
+class HeteroScalePolicy:
+    """Decode TPS → both pools at the P/D ratio, with the latency safety net (module doc)."""
+
+    def __init__(self, params: HeteroScaleParams | None = None, name: str = "heteroscale") -> None:
+        self.params = params or HeteroScaleParams()
+        self.name = name
+        self._scale_in = ScaleIn(ScaleInMode.DRAIN, self.params.drain_grace_s)
+
+    def decide(self, ctx: PolicyContext) -> PolicyResult:
+        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, ("decode.tps",))
+        observation = ctx.observation
+        if hold or observation is None or observation.decode.tps is None:
+            return conclude_hold(ctx, checked, scale_in=self._scale_in)
+        ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
+        m_tps = observation.decode.tps
+        sizing = size_role_by_tps(m_tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
+        raw = PD(max(1, round_half_up(sizing.count * ratio)), sizing.count)
+        detail = f"M={m_tps:.4g} tok/s; D_new = {sizing.detail}; P_new = max(1, round({sizing.count}·{ratio:g}))"
+        rec = recommend(ctx, raw, Reason.PROPORTIONAL, detail)
+        stability = self.params.stability
+        steps, memory = direction_steps(ctx, raw, stability, driver=Role.DECODE, ratio=ratio)
+        steps = [checked, *steps]
+        steps.append(latency_safety_net(observation, ctx.spec, ctx.counts, PD.of(steps[-1]), self.params.latency_tiers))
+        steps.extend(limit_steps(ctx, PD.of(steps[-1]), stability))
+        return conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)

@@ -1,0 +1,128 @@
+"""Small builders for policy tests; each takes keyword overrides so a test states only what it is about.
+
+The default service: one H100 TP4 shape per role, P/D ratio 0.5, bounds [1, 100] per role, SLO
+TTFT 2 s / TBT 0.1 s. Default targets: 1000 decode tok/s and 10 000 prefill tok/s per instance, GPU
+utilisation 0.8, latency thresholds TTFT 1.6 s / TBT 0.08 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from heteroscale.domain.hardware import InstanceShape, Role
+from heteroscale.domain.observation import Observation, RoleSignals
+from heteroscale.domain.service import ServiceSpec, Slo
+from heteroscale.policy.context import PolicyContext, PolicyMemory, RoleCounts, ServiceCounts, Targets
+
+D_SHAPE = InstanceShape(Role.DECODE, "h100-sxm", 4)
+D_SHAPE_2 = InstanceShape(Role.DECODE, "h20", 8)
+P_SHAPE = InstanceShape(Role.PREFILL, "h100-sxm", 4)
+M_DECODE = 1000.0  # decode tok/s target per H100 instance
+M_DECODE_2 = 500.0  # … per H20 instance
+M_PREFILL = 10_000.0
+
+
+def spec(**overrides: Any) -> ServiceSpec:
+    base: dict[str, Any] = {
+        "name": "svc",
+        "model": "llama-3.1-70b",
+        "prefill_shapes": (P_SHAPE,),
+        "decode_shapes": (D_SHAPE,),
+        "pd_ratio": 0.5,
+        "slo": Slo(ttft_s=2.0, tbt_s=0.1),
+        "min_prefill": 1,
+        "max_prefill": 100,
+        "min_decode": 1,
+        "max_decode": 100,
+    }
+    base.update(overrides)
+    return ServiceSpec(**base)
+
+
+def targets(**overrides: Any) -> Targets:
+    base: dict[str, Any] = {
+        "decode_tps_per_instance": ((D_SHAPE.key, M_DECODE), (D_SHAPE_2.key, M_DECODE_2)),
+        "prefill_tps_per_instance": ((P_SHAPE.key, M_PREFILL),),
+        "prefill_gpu_util": 0.8,
+        "decode_gpu_util": 0.8,
+        "prefill_sm_activity": 0.6,
+        "decode_sm_activity": 0.5,
+        "ttft_s": 1.6,
+        "tbt_s": 0.08,
+        "requests_per_s_per_prefill": 5.0,
+        "requests_per_s_per_decode": 2.0,
+        "mean_input_tokens": 2000.0,
+        "mean_output_tokens": 200.0,
+    }
+    base.update(overrides)
+    return Targets(**base)
+
+
+def counts(
+    prefill: int = 10,
+    decode: int = 20,
+    *,
+    prefill_starting: int = 0,
+    decode_starting: int = 0,
+    decode_by_shape: tuple[tuple[str, int], ...] = (),
+) -> ServiceCounts:
+    return ServiceCounts(
+        prefill=RoleCounts(ready=prefill, starting=prefill_starting),
+        decode=RoleCounts(ready=decode, starting=decode_starting, by_shape=decode_by_shape),
+    )
+
+
+def observation(
+    *,
+    decode_tps: float | None = 20_000.0,
+    prefill_tps: float | None = 100_000.0,
+    decode_ready: int = 20,
+    prefill_ready: int = 10,
+    decode_util: float | None = 0.8,
+    prefill_util: float | None = 0.8,
+    decode_sm: float | None = 0.5,
+    prefill_sm: float | None = 0.6,
+    **overrides: Any,
+) -> Observation:
+    base: dict[str, Any] = {
+        "service": "svc",
+        "window_start_s": 0.0,
+        "window_end_s": 60.0,
+        "prefill": RoleSignals(prefill_ready, prefill_tps, gpu_util=prefill_util, sm_activity=prefill_sm),
+        "decode": RoleSignals(decode_ready, decode_tps, gpu_util=decode_util, sm_activity=decode_sm),
+        "ttft_p90_s": 0.5,
+        "tbt_p90_s": 0.05,
+        "requests_per_s": 10.0,
+        "mean_input_tokens": 2000.0,
+        "mean_output_tokens": 200.0,
+    }
+    base.update(overrides)
+    return Observation(**base)
+
+
+def memory(**overrides: Any) -> PolicyMemory:
+    return dataclasses.replace(PolicyMemory(), **overrides)
+
+
+_UNSET: Any = object()
+
+
+def ctx(
+    *,
+    now_s: float = 10_000.0,
+    obs: Observation | None = _UNSET,
+    error: str | None = None,
+    **overrides: Any,
+) -> PolicyContext:
+    base: dict[str, Any] = {
+        "now_s": now_s,
+        "spec": spec(),
+        "observation": observation() if obs is _UNSET else obs,
+        "observation_error": error,
+        "counts": counts(),
+        "targets": targets(),
+        "memory": PolicyMemory(),
+    }
+    base.update(overrides)
+    return PolicyContext(**base)

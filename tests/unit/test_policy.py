@@ -1,0 +1,695 @@
+"""Policy engine: normalisation steps, sizing, HeteroScale, single-signal policies, baselines, registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.hardware import Role
+from heteroscale.domain.state import ScaleInMode
+from heteroscale.policy.ablations import IndependentTpsPolicy, PureLatencyPolicy
+from heteroscale.policy.baselines import (
+    ApaPolicy,
+    HpaPolicy,
+    KthenaPolicy,
+    hpa_rate_limit,
+    repair_ratio_band,
+)
+from heteroscale.policy.context import PolicyContext, PolicyResult, RoleCounts
+from heteroscale.policy.dynamo import DynamoSlaPolicy, Forecast, Holt, correction, dynamo_sizing
+from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy, LatencyTier
+from heteroscale.policy.normalize import (
+    PD,
+    Stability,
+    clamp_bounds,
+    cooldown,
+    coordinate_pd,
+    hold_on_bad_observation,
+    hysteresis,
+    limit_step,
+    round_half_up,
+    stabilise_scale_in,
+)
+from heteroscale.policy.periodic import DAY_S, PeriodicPolicy, Schedule, ScheduleEntry, StaticPolicy
+from heteroscale.policy.registry import POLICY_NAMES, make_policy
+from heteroscale.policy.signals import SingleSignalPolicy
+from heteroscale.policy.sizing import size_by_capacity
+from tests.unit.policy_builders import (
+    D_SHAPE,
+    D_SHAPE_2,
+    M_DECODE,
+    counts,
+    ctx,
+    memory,
+    observation,
+    spec,
+    targets,
+)
+
+NOW = 10_000.0
+
+
+def desired(result: PolicyResult) -> tuple[int, int]:
+    return result.decision.desired_prefill, result.decision.desired_decode
+
+
+def step(result: PolicyResult, name: str) -> Step:
+    matches = [s for s in result.decision.steps if s.name == name]
+    assert matches, f"no step {name!r} in {[s.name for s in result.decision.steps]}"
+    return matches[0]
+
+
+# --- hold on bad observations ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("obs", "error", "driving", "hold", "reason", "says"),
+    [
+        (None, "prometheus timed out", (), True, Reason.HOLD_MISSING, "prometheus timed out"),
+        (None, None, (), True, Reason.HOLD_MISSING, "no observation"),
+        (observation(stale=True), None, (), True, Reason.HOLD_STALE, "stale"),
+        (observation(decode_tps=None), None, (), True, Reason.HOLD_PARTIAL, "decode has 20 ready"),
+        (observation(prefill_tps=None, prefill_ready=0), None, (), True, Reason.HOLD_PARTIAL, "prefill has 10 ready"),
+        (observation(decode_util=None), None, ("decode.gpu_util",), True, Reason.HOLD_NO_SIGNAL, "decode.gpu_util"),
+        (observation(tbt_p90_s=None), None, ("tbt_p90_s",), True, Reason.HOLD_NO_SIGNAL, "tbt_p90_s"),
+        (observation(decode_util=None), None, ("decode.tps",), False, Reason.OBSERVATION_OK, "decode.tps=2e+04"),
+        (observation(), None, (), False, Reason.OBSERVATION_OK, "complete"),
+    ],
+)
+def test_hold_on_bad_observation(
+    obs: Any, error: str | None, driving: tuple[str, ...], hold: bool, reason: Reason, says: str
+) -> None:
+    held, checked = hold_on_bad_observation(obs, error, counts(prefill=10, decode=20, decode_starting=2), driving)
+    assert held is hold
+    assert checked.reason is reason
+    assert says in checked.detail
+    assert (checked.prefill, checked.decode) == (10, 22)  # current = ready + starting
+    if hold:
+        assert "no scale-in" in checked.detail
+
+
+def test_no_ready_instances_without_tps_is_not_partial() -> None:
+    held, _ = hold_on_bad_observation(
+        observation(prefill_tps=None, prefill_ready=0), None, counts(prefill=0, prefill_starting=3), ()
+    )
+    assert not held
+
+
+# --- bounds, damping, cooldown, coordination, hysteresis, stabilisation ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("cur", "want", "allow_in", "expected", "reason"),
+    [
+        ((5, 10), (6, 12), True, (6, 12), Reason.WITHIN_BOUNDS),
+        ((5, 10), (0, 12), True, (2, 12), Reason.CLAMPED_MIN),
+        ((5, 10), (6, 80), True, (6, 50), Reason.CLAMPED_MAX),
+        ((5, 60), (5, 60), False, (5, 60), Reason.WITHIN_BOUNDS),  # holding above max: no scale-in
+        ((5, 60), (5, 60), True, (5, 50), Reason.CLAMPED_MAX),
+        ((0, 0), (0, 0), False, (2, 3), Reason.CLAMPED_MIN),  # a hold may still raise to min
+    ],
+)
+def test_clamp_bounds(
+    cur: tuple[int, int], want: tuple[int, int], allow_in: bool, expected: tuple[int, int], reason: Reason
+) -> None:
+    got = clamp_bounds(
+        spec(min_prefill=2, max_prefill=40, min_decode=3, max_decode=50), PD(*cur), PD(*want), allow_scale_in=allow_in
+    )
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+    assert got.detail
+
+
+@pytest.mark.parametrize(
+    ("cur", "want", "kwargs", "expected", "reason"),
+    [
+        ((10, 20), (30, 60), {}, (20, 40), Reason.DAMPED),  # +100 %
+        ((10, 20), (12, 25), {}, (12, 25), Reason.WITHIN_STEP_LIMIT),
+        ((10, 20), (2, 4), {}, (8, 15), Reason.DAMPED),  # −25 % (floor), at least 1
+        ((3, 2), (1, 1), {}, (2, 1), Reason.DAMPED),  # at least −1 when 25 % < 1
+        ((0, 0), (5, 5), {}, (1, 1), Reason.DAMPED),  # at least +1 from zero
+        ((10, 20), (30, 60), {"max_up_fraction": 0.5, "min_step": 2}, (15, 30), Reason.DAMPED),
+        ((4, 4), (10, 10), {"max_up_fraction": 0.1, "min_step": 2}, (6, 6), Reason.DAMPED),
+    ],
+)
+def test_limit_step(
+    cur: tuple[int, int], want: tuple[int, int], kwargs: dict[str, Any], expected: tuple[int, int], reason: Reason
+) -> None:
+    got = limit_step(PD(*cur), PD(*want), **kwargs)
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+
+
+@pytest.mark.parametrize(
+    ("mem", "want", "per_role", "expected", "reason"),
+    [
+        ({}, (12, 24), False, (12, 24), Reason.COOLDOWN_CLEAR),
+        ({"last_scale_out_s": NOW - 100}, (12, 24), False, (10, 20), Reason.COOLDOWN_OUT),
+        ({"last_scale_out_s": NOW - 179.9}, (12, 24), False, (10, 20), Reason.COOLDOWN_OUT),
+        ({"last_scale_out_s": NOW - 180}, (12, 24), False, (12, 24), Reason.COOLDOWN_CLEAR),
+        ({"last_scale_in_s": NOW - 30}, (12, 24), False, (12, 24), Reason.COOLDOWN_CLEAR),  # out after in: allowed
+        ({"last_scale_out_s": NOW - 500}, (8, 16), False, (10, 20), Reason.COOLDOWN_IN),  # in within 600 s of out
+        ({"last_scale_in_s": NOW - 599}, (8, 16), False, (10, 20), Reason.COOLDOWN_IN),
+        ({"last_scale_in_s": NOW - 600, "last_scale_out_s": NOW - 900}, (8, 16), False, (8, 16), Reason.COOLDOWN_CLEAR),
+        # per role: only the role that acted is cooling down
+        ({"values": (("decode.last_scale_out_s", NOW - 10),)}, (12, 24), True, (12, 20), Reason.COOLDOWN_OUT),
+        ({"last_scale_out_s": NOW - 10}, (12, 24), True, (12, 24), Reason.COOLDOWN_CLEAR),
+    ],
+)
+def test_cooldown_compares_timestamps(
+    mem: dict[str, Any], want: tuple[int, int], per_role: bool, expected: tuple[int, int], reason: Reason
+) -> None:
+    got = cooldown(NOW, memory(**mem), PD(10, 20), PD(*want), per_role=per_role)
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+    if reason is not Reason.COOLDOWN_CLEAR:
+        assert "left" in got.detail
+
+
+@pytest.mark.parametrize(
+    ("cur", "want", "driver", "overrides", "expected", "reason"),
+    [
+        ((10, 20), (0, 24), Role.DECODE, {}, (12, 24), Reason.PD_COORDINATED),
+        ((10, 20), (0, 21), Role.DECODE, {}, (11, 21), Reason.PD_COORDINATED),  # 10.5 rounds half up
+        ((10, 20), (0, 2), Role.DECODE, {"min_prefill": 3}, (3, 2), Reason.PD_COORDINATED),
+        ((15, 20), (0, 22), Role.DECODE, {}, (15, 22), Reason.PD_DIRECTION_KEPT),  # D out, P would fall
+        ((5, 20), (0, 16), Role.DECODE, {}, (5, 16), Reason.PD_DIRECTION_KEPT),  # D in, P would rise
+        ((8, 20), (0, 20), Role.DECODE, {}, (10, 20), Reason.PD_COORDINATED),  # D holds: P repaired
+        ((10, 20), (12, 0), Role.PREFILL, {}, (12, 24), Reason.PD_COORDINATED),
+        ((10, 20), (1, 0), Role.PREFILL, {"pd_ratio": 4.0}, (1, 1), Reason.PD_COORDINATED),  # at least 1
+    ],
+)
+def test_coordinate_pd(
+    cur: tuple[int, int],
+    want: tuple[int, int],
+    driver: Role,
+    overrides: dict[str, Any],
+    expected: tuple[int, int],
+    reason: Reason,
+) -> None:
+    got = coordinate_pd(spec(**overrides), PD(*cur), PD(*want), driver=driver)
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+
+
+@pytest.mark.parametrize(
+    ("cur", "want", "driver", "expected", "reason"),
+    [
+        ((10, 20), (11, 22), Role.DECODE, (10, 20), Reason.HYSTERESIS_HOLD),  # R = 1.1 is not > 1.1
+        ((10, 20), (12, 23), Role.DECODE, (12, 23), Reason.HYSTERESIS_OUT),
+        ((10, 20), (9, 18), Role.DECODE, (10, 20), Reason.HYSTERESIS_HOLD),  # R = 0.9 is not < 0.9
+        ((10, 20), (8, 17), Role.DECODE, (8, 17), Reason.HYSTERESIS_IN),
+        ((0, 0), (1, 2), Role.DECODE, (1, 2), Reason.HYSTERESIS_OUT),
+        ((0, 0), (0, 0), Role.DECODE, (0, 0), Reason.HYSTERESIS_HOLD),
+        ((10, 20), (15, 21), None, (15, 20), Reason.HYSTERESIS_OUT),  # each role on its own R
+        ((10, 20), (5, 23), None, (5, 23), Reason.HYSTERESIS_OUT),
+    ],
+)
+def test_hysteresis(
+    cur: tuple[int, int], want: tuple[int, int], driver: Role | None, expected: tuple[int, int], reason: Reason
+) -> None:
+    got = hysteresis(PD(*cur), PD(*want), driver=driver)
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+
+
+@pytest.mark.parametrize(
+    ("history", "want", "expected", "reason"),
+    [
+        (((NOW, 5, 10),), (5, 10), (5, 10), Reason.NOT_STABILISED),
+        (((NOW - 100, 9, 19), (NOW, 5, 10)), (5, 10), (9, 19), Reason.STABILISED),
+        (((NOW - 100, 30, 40), (NOW, 5, 10)), (5, 10), (10, 20), Reason.STABILISED),  # never above current
+        (((NOW - 301, 9, 19), (NOW, 5, 10)), (5, 10), (5, 10), Reason.NOT_STABILISED),  # outside the window
+        (((NOW - 100, 5, 10), (NOW, 12, 25)), (12, 25), (12, 25), Reason.NOT_STABILISED),  # scale-out passes
+    ],
+)
+def test_stabilise_scale_in(
+    history: tuple[tuple[float, int, int], ...], want: tuple[int, int], expected: tuple[int, int], reason: Reason
+) -> None:
+    got = stabilise_scale_in(NOW, history, PD(10, 20), PD(*want), window_s=300.0)
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+
+
+@pytest.mark.parametrize(("x", "n"), [(0.5, 1), (1.5, 2), (2.5, 3), (2.49, 2), (0.0, 0)])
+def test_round_half_up(x: float, n: int) -> None:
+    assert round_half_up(x) == n
+
+
+# --- capacity-based sizing ----------------------------------------------------------------------------
+
+H100, H20 = D_SHAPE.key, D_SHAPE_2.key
+TPS = ((H100, 1000.0), (H20, 500.0))
+
+
+@pytest.mark.parametrize(
+    ("m_tps", "role_counts", "shapes", "expected"),
+    [
+        (20_000.0, RoleCounts(ready=20), (D_SHAPE,), 20),
+        (20_000.0001, RoleCounts(ready=20), (D_SHAPE,), 21),
+        (15_500.0, RoleCounts(ready=20), (D_SHAPE,), 16),
+        (15_500.0, RoleCounts(ready=0), (D_SHAPE,), 16),
+        (0.0, RoleCounts(ready=20), (D_SHAPE,), 0),
+        # 10 H100 + 10 H20: capacity 15 000; above it new instances are H100s (1000 each)
+        (20_000.0, RoleCounts(ready=20, by_shape=((H100, 10), (H20, 10))), (D_SHAPE, D_SHAPE_2), 25),
+        (15_000.0, RoleCounts(ready=20, by_shape=((H100, 10), (H20, 10))), (D_SHAPE, D_SHAPE_2), 20),
+        (7_500.0, RoleCounts(ready=20, by_shape=((H100, 10), (H20, 10))), (D_SHAPE, D_SHAPE_2), 10),
+        # preferred H20: new instances carry 500 each
+        (20_000.0, RoleCounts(ready=20, by_shape=((H100, 10), (H20, 10))), (D_SHAPE_2, D_SHAPE), 30),
+        # starting instances are capacity; instances missing from by_shape count as preferred
+        (20_000.0, RoleCounts(ready=10, starting=10, by_shape=((H20, 10),)), (D_SHAPE,), 25),
+    ],
+)
+def test_size_by_capacity(m_tps: float, role_counts: RoleCounts, shapes: Any, expected: int) -> None:
+    assert size_by_capacity(m_tps, role_counts, shapes, TPS).count == expected
+
+
+def test_size_by_capacity_missing_target_counts_at_preferred() -> None:
+    got = size_by_capacity(12_000.0, RoleCounts(ready=10, by_shape=(("decode:l20:tp2", 10),)), (D_SHAPE,), TPS)
+    assert got.count == 12
+    assert "no target for decode:l20:tp2" in got.detail
+
+
+# --- HeteroScale ---------------------------------------------------------------------------------------
+
+
+def hetero(**overrides: Any) -> PolicyResult:
+    return HeteroScalePolicy().decide(ctx(**overrides))
+
+
+@pytest.mark.parametrize(
+    ("decode_tps", "expected"),
+    [
+        (20_000.0, (10, 20)),  # R = 1: hold
+        (21_900.0, (10, 20)),  # D_new 22, R = 1.1: hold
+        (30_000.0, (15, 30)),  # out: D 30, P = round(30·0.5)
+        (50_000.0, (20, 40)),  # out, damped to +100 %
+        (15_000.0, (8, 15)),  # in: D 15, P = round(7.5) = 8
+        (5_000.0, (8, 15)),  # in, damped to −25 %
+    ],
+)
+def test_heteroscale_proportional(decode_tps: float, expected: tuple[int, int]) -> None:
+    assert desired(hetero(obs=observation(decode_tps=decode_tps))) == expected
+
+
+def test_heteroscale_recommendation_is_raw() -> None:
+    result = hetero(obs=observation(decode_tps=50_000.0))
+    assert (result.recommendation.prefill, result.recommendation.decode) == (25, 50)
+    assert result.recommendation.reason is Reason.PROPORTIONAL
+    assert "M=5e+04" in result.recommendation.detail
+
+
+def test_heteroscale_counts_capacity_per_sku() -> None:
+    two = spec(decode_shapes=(D_SHAPE, D_SHAPE_2))
+    mixed = counts(prefill=10, decode=20, decode_by_shape=((H100, 10), (H20, 10)))
+    result = hetero(spec=two, counts=mixed, obs=observation(decode_tps=20_000.0))
+    assert result.recommendation.decode == 25  # 15 000 of capacity + 5 new H100s
+    assert desired(result) == (13, 25)
+
+
+@pytest.mark.parametrize(
+    ("latency", "count_kwargs", "expected", "reason"),
+    [
+        ({"tbt_p90_s": 0.105}, {}, (10, 20), Reason.LATENCY_OK),  # 1.05× SLO
+        ({"tbt_p90_s": 0.11}, {}, (11, 22), Reason.LATENCY_MODERATE),  # 1.1×: +10 %
+        ({"tbt_p90_s": 0.14}, {}, (11, 22), Reason.LATENCY_MODERATE),
+        ({"tbt_p90_s": 0.15}, {}, (12, 24), Reason.LATENCY_SEVERE),  # 1.5×: +20 %
+        ({"ttft_p90_s": 3.2}, {}, (12, 24), Reason.LATENCY_SEVERE),  # TTFT 1.6× its SLO
+        ({"tbt_p90_s": 0.11}, {"prefill": 3, "decode": 6}, (4, 7), Reason.LATENCY_MODERATE),  # at least +1
+        # starting instances already cover the bump: no repeated scale-out while they load
+        ({"tbt_p90_s": 0.2}, {"prefill_starting": 2, "decode_starting": 4}, (12, 24), Reason.LATENCY_COVERED),
+    ],
+)
+def test_latency_tiers(
+    latency: dict[str, Any], count_kwargs: dict[str, Any], expected: tuple[int, int], reason: Reason
+) -> None:
+    base: dict[str, Any] = {"prefill": 10, "decode": 20, **count_kwargs}
+    ready_d = base["decode"]
+    obs = observation(decode_tps=ready_d * M_DECODE, decode_ready=ready_d, prefill_ready=base["prefill"], **latency)
+    result = hetero(counts=counts(**base), obs=obs)
+    assert step(result, "latency").reason is reason
+    assert desired(result) == expected
+
+
+def test_latency_tiers_are_scale_out_only_and_configurable() -> None:
+    params = HeteroScaleParams(latency_tiers=(LatencyTier(1.2, 0.5),))
+    obs = observation(decode_tps=20_000.0, tbt_p90_s=0.125)
+    result = HeteroScalePolicy(params).decide(ctx(obs=obs))
+    assert desired(result) == (15, 30)
+    low = HeteroScalePolicy().decide(ctx(obs=observation(decode_tps=10_000.0, tbt_p90_s=0.01)))
+    assert step(low, "latency").reason is Reason.LATENCY_OK
+
+
+@pytest.mark.parametrize(
+    ("p_starting", "d_starting", "expected"),
+    [
+        (0, 0, (12, 24)),  # 20 ready, M = 23 500 (saturated) → D_new 24: out
+        (3, 5, (13, 25)),  # 20 ready + 5 starting: capacity 25 → D_new 24, R = 0.96: hold
+    ],
+)
+def test_starting_instances_count_as_capacity(p_starting: int, d_starting: int, expected: tuple[int, int]) -> None:
+    result = hetero(
+        counts=counts(prefill=10, decode=20, prefill_starting=p_starting, decode_starting=d_starting),
+        obs=observation(decode_tps=23_500.0),
+    )
+    assert result.decision.current_decode == 20 + d_starting
+    assert desired(result) == expected
+
+
+@pytest.mark.parametrize(
+    ("mem", "decode_tps", "expected", "reason"),
+    [
+        ({"last_scale_out_s": NOW - 60}, 30_000.0, (10, 20), Reason.COOLDOWN_OUT),
+        ({"last_scale_out_s": NOW - 200}, 30_000.0, (15, 30), Reason.COOLDOWN_CLEAR),
+        ({"last_scale_out_s": NOW - 400}, 12_000.0, (10, 20), Reason.COOLDOWN_IN),
+        ({"last_scale_in_s": NOW - 700}, 12_000.0, (8, 15), Reason.COOLDOWN_CLEAR),
+    ],
+)
+def test_heteroscale_cooldowns(
+    mem: dict[str, float], decode_tps: float, expected: tuple[int, int], reason: Reason
+) -> None:
+    result = hetero(memory=memory(**mem), obs=observation(decode_tps=decode_tps))
+    assert step(result, "cooldown").reason is reason
+    assert desired(result) == expected
+
+
+def test_heteroscale_memory_stamps_actions() -> None:
+    out = hetero(obs=observation(decode_tps=30_000.0))
+    assert (out.memory.last_scale_out_s, out.memory.last_direction) == (NOW, 1)
+    assert out.memory.recommendations == ((NOW, 15, 30),)
+    held = hetero(obs=observation(decode_tps=20_000.0))
+    assert held.memory.last_scale_out_s is None
+
+
+@pytest.mark.parametrize(
+    "obs_kwargs",
+    [
+        {"obs": None, "error": "timeout"},
+        {"obs": observation(stale=True, decode_tps=1.0)},
+        {"obs": observation(decode_tps=None)},
+    ],
+)
+def test_heteroscale_holds_on_bad_observations(obs_kwargs: dict[str, Any]) -> None:
+    result = hetero(**obs_kwargs)
+    assert desired(result) == (10, 20)
+    assert result.decision.steps[0].reason in (Reason.HOLD_MISSING, Reason.HOLD_STALE, Reason.HOLD_PARTIAL)
+    assert result.memory == ctx().memory
+
+
+def test_heteroscale_hold_even_with_high_latency() -> None:
+    result = hetero(obs=observation(stale=True, tbt_p90_s=1.0))
+    assert desired(result) == (10, 20)
+
+
+def test_heteroscale_scales_in_by_draining() -> None:
+    result = HeteroScalePolicy(HeteroScaleParams(drain_grace_s=300.0)).decide(ctx(obs=observation(decode_tps=5_000.0)))
+    assert (result.scale_in_mode, result.drain_grace_s) == (ScaleInMode.DRAIN, 300.0)
+    assert desired(result) == (8, 15)
+
+
+# --- single-signal policies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signal", "obs_kwargs", "expected"),
+    [
+        ("decode-tps", {"decode_tps": 30_000.0}, (15, 30)),
+        ("prefill-tps", {"prefill_tps": 150_000.0}, (15, 30)),  # P = 15, D = round(15 / 0.5)
+        ("decode-gpu-util", {"decode_util": 1.0}, (13, 25)),  # ceil(20 · 1.0/0.8) = 25
+        ("decode-gpu-util", {"decode_util": 0.85}, (10, 20)),  # 22/20 = 1.1 → hold
+        ("prefill-gpu-util", {"prefill_util": 0.4}, (8, 15)),  # ceil(10·0.5) = 5, D 10; damped −25 % each
+        ("decode-sm-activity", {"decode_sm": 0.75}, (15, 30)),
+        ("ttft", {"ttft_p90_s": 2.0}, (12, 24)),  # above 1.6 s: P +20 %
+        ("ttft", {"ttft_p90_s": 0.5}, (9, 18)),  # below 0.8 s: P −10 %
+        ("ttft", {"ttft_p90_s": 1.0}, (10, 20)),  # in band
+        ("tbt", {"tbt_p90_s": 0.09}, (12, 24)),  # D +20 %, P follows
+        ("tbt", {"tbt_p90_s": 0.03}, (9, 18)),
+    ],
+)
+def test_single_signal_policies(signal: str, obs_kwargs: dict[str, Any], expected: tuple[int, int]) -> None:
+    policy = SingleSignalPolicy(signal)
+    assert policy.name == f"signal:{signal}"
+    result = policy.decide(ctx(obs=observation(**obs_kwargs)))
+    assert desired(result) == expected
+
+
+def test_single_signal_holds_on_missing_signal() -> None:
+    result = SingleSignalPolicy("decode-gpu-util").decide(ctx(obs=observation(decode_util=None, decode_tps=1.0)))
+    assert desired(result) == (10, 20)
+    assert result.decision.steps[0].reason is Reason.HOLD_NO_SIGNAL
+
+
+def test_unknown_signal() -> None:
+    with pytest.raises(ValueError, match="known signals"):
+        SingleSignalPolicy("kv-usage")
+
+
+# --- baselines -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("obs_kwargs", "mem", "expected", "reason"),
+    [
+        ({"decode_util": 0.87}, {}, (10, 20), Reason.WITHIN_TOLERANCE),  # ratio 1.0875: within
+        ({"decode_util": 0.96}, {}, (10, 24), Reason.OUTSIDE_TOLERANCE),  # ceil(20·1.2)
+        ({"decode_util": 0.4}, {}, (10, 10), Reason.OUTSIDE_TOLERANCE),  # no damping on scale-down
+        # scale-down stabilisation: the highest recommendation of the last 300 s
+        ({"decode_util": 0.4}, {"recommendations": ((NOW - 100, 10, 18),)}, (10, 18), Reason.OUTSIDE_TOLERANCE),
+        ({"decode_util": 0.4}, {"recommendations": ((NOW - 301, 10, 18),)}, (10, 10), Reason.OUTSIDE_TOLERANCE),
+        ({"decode_util": 4.0}, {}, (10, 40), Reason.OUTSIDE_TOLERANCE),  # max(2×20, 20+4)
+        # 4 starting: ceil(10 ready · 1.2) = 12 < 14 current, but a metric above target never scales in
+        ({"prefill_util": 0.96}, {}, (14, 20), Reason.OUTSIDE_TOLERANCE),
+    ],
+)
+def test_hpa(obs_kwargs: dict[str, Any], mem: dict[str, Any], expected: tuple[int, int], reason: Reason) -> None:
+    start = 4 if "prefill_util" in obs_kwargs else 0
+    result = HpaPolicy().decide(
+        ctx(obs=observation(**obs_kwargs), memory=memory(**mem), counts=counts(prefill_starting=start))
+    )
+    assert step(result, "tolerance").reason is reason
+    assert desired(result) == expected
+    assert (result.scale_in_mode, result.drain_grace_s) == (ScaleInMode.KILL, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("cur", "want", "expected"),
+    [((2, 20), (10, 50), (6, 40)), ((20, 20), (100, 30), (40, 30)), ((5, 5), (3, 9), (3, 9))],
+)
+def test_hpa_rate_limit(cur: tuple[int, int], want: tuple[int, int], expected: tuple[int, int]) -> None:
+    got = hpa_rate_limit(PD(*cur), PD(*want))
+    assert (got.prefill, got.decode) == expected
+
+
+@pytest.mark.parametrize(
+    ("obs_kwargs", "mem", "expected"),
+    [
+        ({"decode_util": 0.96}, {}, (10, 24)),  # r = 1.2
+        ({"decode_util": 0.86}, {}, (10, 20)),  # r = 1.075: within
+        ({"decode_util": 2.4}, {}, (10, 40)),  # r = 3 → 60, at most 2×
+        ({"decode_util": 0.16}, {}, (10, 10)),  # r = 0.2 → 4, at least ½
+        ({"decode_util": 0.6}, {}, (10, 15)),  # r = 0.75 → 15
+        ({"decode_util": 0.6}, {"values": (("decode.last_scale_out_s", NOW - 100),)}, (10, 20)),  # 300 s cooldown
+        ({"decode_util": 0.6}, {"values": (("decode.last_scale_in_s", NOW - 301),)}, (10, 15)),
+    ],
+)
+def test_aibrix_apa(obs_kwargs: dict[str, Any], mem: dict[str, Any], expected: tuple[int, int]) -> None:
+    result = ApaPolicy().decide(ctx(obs=observation(**obs_kwargs), memory=memory(**mem)))
+    assert desired(result) == expected
+    assert result.scale_in_mode is ScaleInMode.KILL
+
+
+@pytest.mark.parametrize(
+    ("want", "expected", "reason"),
+    [
+        ((10, 20), (10, 20), Reason.RATIO_BAND_OK),
+        ((8, 20), (8, 20), Reason.RATIO_BAND_OK),  # 0.4 within [0.375, 0.625]
+        ((5, 20), (8, 20), Reason.RATIO_BAND_REPAIRED),  # P short: ceil(20·0.375)
+        ((15, 20), (15, 24), Reason.RATIO_BAND_REPAIRED),  # D short: ceil(15/0.625)
+        ((3, 0), (3, 5), Reason.RATIO_BAND_REPAIRED),
+    ],
+)
+def test_kthena_band_repair(want: tuple[int, int], expected: tuple[int, int], reason: Reason) -> None:
+    got = repair_ratio_band(PD(10, 20), PD(*want), 0.5 * 0.75, 0.5 * 1.25)
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+
+
+def test_kthena_sizes_roles_then_repairs_the_short_side() -> None:
+    result = KthenaPolicy().decide(ctx(obs=observation(prefill_tps=100_000.0, decode_tps=40_000.0)))
+    assert result.recommendation.prefill == 10 and result.recommendation.decode == 40
+    assert desired(result) == (15, 40)  # 10/40 < 0.375 → P = ceil(40·0.375)
+    assert step(result, "ratio-band").reason is Reason.RATIO_BAND_REPAIRED
+
+
+def test_independent_tps_does_not_coordinate() -> None:
+    result = IndependentTpsPolicy().decide(ctx(obs=observation(prefill_tps=50_000.0, decode_tps=30_000.0)))
+    assert desired(result) == (8, 30)  # P in (damped −25 %), D out: pools move apart
+    assert result.scale_in_mode is ScaleInMode.KILL
+
+
+@pytest.mark.parametrize(
+    ("obs_kwargs", "mem", "expected"),
+    [
+        ({"ttft_p90_s": 2.0, "tbt_p90_s": 0.09}, {}, (11, 21)),
+        ({"ttft_p90_s": 0.5, "tbt_p90_s": 0.03}, {}, (9, 19)),
+        ({"ttft_p90_s": 1.0, "tbt_p90_s": 0.05}, {}, (10, 20)),
+        ({"ttft_p90_s": 2.0, "tbt_p90_s": 0.03}, {}, (11, 19)),
+        ({"ttft_p90_s": 2.0, "tbt_p90_s": 0.09}, {"values": (("prefill.last_scale_out_s", NOW - 60),)}, (10, 21)),
+    ],
+)
+def test_pure_latency(obs_kwargs: dict[str, Any], mem: dict[str, Any], expected: tuple[int, int]) -> None:
+    result = PureLatencyPolicy().decide(ctx(obs=observation(**obs_kwargs), memory=memory(**mem)))
+    assert desired(result) == expected
+
+
+# --- dynamo-sla ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("forecast", "c_p", "c_d", "kv", "expected"),
+    [
+        (Forecast(10.0, 2000.0, 200.0), 1.0, 1.0, True, (2, 5)),  # the pressure test's mix
+        (Forecast(10.0, 4000.0, 200.0), 1.0, 1.0, True, (4, 10)),  # ISL 2×: P 2×, D by context 2100/4100
+        (Forecast(10.0, 2000.0, 400.0), 1.0, 1.0, True, (2, 11)),  # OSL 2×: 200/400 · 2100/2200
+        (Forecast(10.0, 2000.0, 400.0), 1.0, 1.0, False, (2, 10)),
+        (Forecast(10.0, 2000.0, 200.0), 2.0, 0.5, True, (4, 3)),  # corrections
+        (Forecast(0.0, 2000.0, 200.0), 1.0, 1.0, True, (0, 0)),
+    ],
+)
+def test_dynamo_sizing(forecast: Forecast, c_p: float, c_d: float, kv: bool, expected: tuple[int, int]) -> None:
+    sized, detail = dynamo_sizing(forecast, targets(), c_p, c_d, kv)
+    assert (sized.prefill, sized.decode) == expected
+    assert "forecast" in detail
+
+
+@pytest.mark.parametrize(("observed", "expected"), [(None, 1.0), (0.5, 0.5), (0.1, 0.5), (1.5, 1.5), (9.0, 2.0)])
+def test_dynamo_correction(observed: float | None, expected: float) -> None:
+    assert correction(observed, 1.0) == expected
+
+
+def test_holt_follows_a_trend() -> None:
+    state = Holt(10.0, 0.0, 0.0)
+    for i in range(1, 40):
+        state = state.update(10.0 + 0.1 * 30 * i, 30.0 * i, 0.5, 0.3)
+    assert state.forecast(180.0) == pytest.approx(10.0 + 3 * 39 + 0.1 * 180, rel=0.02)
+    flat = Holt(5.0, 0.0, 0.0).update(5.0, 30.0, 0.5, 0.3)
+    assert flat.forecast(180.0) == 5.0
+
+
+def test_dynamo_adjusts_every_interval() -> None:
+    policy = DynamoSlaPolicy()
+    obs = observation(requests_per_s=20.0, ttft_p90_s=1.6, tbt_p90_s=0.08)
+    first = policy.decide(ctx(obs=obs))
+    assert desired(first) == (4, 10)
+    assert step(first, "interval").reason is Reason.ADJUSTED
+    later = policy.decide(ctx(now_s=NOW + 60, obs=observation(requests_per_s=40.0), memory=first.memory))
+    assert step(later, "interval").reason is Reason.ADJUSTMENT_INTERVAL
+    assert desired(later) == (10, 20)  # held at current counts
+    again = policy.decide(ctx(now_s=NOW + 180, obs=obs, memory=later.memory))
+    assert step(again, "interval").reason is Reason.ADJUSTED
+    assert again.scale_in_mode is ScaleInMode.KILL
+
+
+# --- periodic and static -------------------------------------------------------------------------------
+
+H = 3600.0
+SCHEDULE = Schedule.of(
+    [
+        ScheduleEntry(frozenset(range(5)), 8 * H, 20 * H, 6, 12, "weekday day"),
+        ScheduleEntry(frozenset({4}), 22 * H, 6 * H, 4, 8, "friday night"),
+    ],
+    default=(2, 4),
+)
+
+
+@pytest.mark.parametrize(
+    ("now_s", "schedule", "expected", "reason"),
+    [
+        (9 * H, SCHEDULE, (6, 12), Reason.SCHEDULED),  # Monday 09:00
+        (7 * H, SCHEDULE, (2, 4), Reason.SCHEDULE_DEFAULT),  # Monday 07:00
+        (5 * DAY_S + 9 * H, SCHEDULE, (2, 4), Reason.SCHEDULE_DEFAULT),  # Saturday 09:00
+        (4 * DAY_S + 23 * H, SCHEDULE, (4, 8), Reason.SCHEDULED),  # Friday 23:00
+        (5 * DAY_S + 3 * H, SCHEDULE, (4, 8), Reason.SCHEDULED),  # Saturday 03:00: wraps from Friday
+        (7 * DAY_S + 9 * H, SCHEDULE, (6, 12), Reason.SCHEDULED),  # next Monday
+        (9 * H, dataclasses.replace(SCHEDULE, start_weekday=5), (2, 4), Reason.SCHEDULE_DEFAULT),  # day 0 = Saturday
+        (9 * H, Schedule.of([], default=(200, 1)), (100, 1), Reason.SCHEDULE_DEFAULT),  # bounds still apply
+    ],
+)
+def test_periodic(now_s: float, schedule: Schedule, expected: tuple[int, int], reason: Reason) -> None:
+    result = PeriodicPolicy(schedule).decide(ctx(now_s=now_s, obs=None))
+    assert result.decision.steps[0].reason is reason
+    assert desired(result) == expected
+
+
+def test_static_holds_its_counts_through_bounds() -> None:
+    assert desired(StaticPolicy(7, 9).decide(ctx(obs=None))) == (7, 9)
+    fixed = StaticPolicy(0, 500, name="fixed").decide(ctx())
+    assert desired(fixed) == (1, 100)
+    assert fixed.decision.steps[-1].reason is Reason.CLAMPED_MIN
+
+
+# --- registry ------------------------------------------------------------------------------------------
+
+
+def options_for(name: str) -> dict[str, object]:
+    return {"prefill": 3, "decode": 6} if name in ("static", "fixed", "periodic") else {}
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_registry_builds_every_policy(name: str) -> None:
+    policy = make_policy(name, options_for(name))
+    assert policy.name == name
+
+
+def test_registry_rejects_unknown_names_and_options() -> None:
+    known = r"unknown policy 'nope' \(known: 'heteroscale', 'periodic', 'signal:prefill-tps'.*'fixed'\)"
+    with pytest.raises(ValueError, match=known):
+        make_policy("nope")
+    with pytest.raises(ValueError, match="unknown option 'theta'"):
+        make_policy("heteroscale", {"theta": 0.2})
+    with pytest.raises(ValueError, match="must be a number"):
+        make_policy("hpa", {"tolerance": "big"})
+    with pytest.raises(ValueError, match="needs 'prefill' and 'decode'"):
+        make_policy("static")
+
+
+def test_registry_options() -> None:
+    policy = make_policy(
+        "heteroscale",
+        {"theta_out": 0.2, "scale_in_cooldown_s": 300, "latency_tiers": [[1.2, 0.3]], "drain_grace_s": 120},
+    )
+    assert isinstance(policy, HeteroScalePolicy)
+    assert policy.params.stability == Stability(theta_out=0.2, scale_in_cooldown_s=300.0)
+    assert policy.params.latency_tiers == (LatencyTier(1.2, 0.3),)
+    apa = make_policy("aibrix-apa", {"scale_in": "drain"})
+    assert apa.decide(ctx()).scale_in_mode is ScaleInMode.DRAIN
+    periodic = make_policy(
+        "periodic",
+        {
+            "entries": [{"weekdays": ["mon-fri"], "start": "08:00", "end": "20:00", "prefill": 6, "decode": 12}],
+            "default": [2, 4],
+        },
+    )
+    assert desired(periodic.decide(ctx(now_s=4 * DAY_S + 9 * H))) == (6, 12)  # Friday 09:00
+    assert desired(periodic.decide(ctx(now_s=5 * DAY_S + 9 * H))) == (2, 4)
+
+
+# --- every step explains itself ------------------------------------------------------------------------
+
+CONTEXTS = [
+    ctx(),
+    ctx(obs=observation(decode_tps=40_000.0, tbt_p90_s=0.3, decode_util=1.0, prefill_util=0.2, ttft_p90_s=3.0)),
+    ctx(obs=observation(decode_tps=4_000.0, prefill_tps=10_000.0, decode_util=0.3, ttft_p90_s=0.1, tbt_p90_s=0.01)),
+    ctx(obs=None, error="down"),
+    ctx(obs=observation(stale=True)),
+    ctx(memory=memory(last_scale_out_s=NOW - 10), obs=observation(decode_tps=40_000.0)),
+]
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_every_step_has_a_reason_and_a_detail(name: str, context: PolicyContext) -> None:
+    result = make_policy(name, options_for(name)).decide(context)
+    assert result.decision.steps
+    for s in result.decision.steps:
+        assert isinstance(s.reason, Reason) and s.reason.value
+        assert s.detail.strip(), f"{name}: step {s.name} has no detail"
+    last = result.decision.steps[-1]
+    assert (last.prefill, last.decode) == desired(result)
+    assert result.recommendation.service == "svc"

@@ -265,6 +265,7 @@ def _load_spec(service: ServiceConfig, doc: Document, loc: Loc) -> LoadSpec:
         trace_format=load.format,
         rate_curve_path=curve,
         rate_curve_day=load.rate_curve_day,
+        rate_curve_smoothing_s=load.rate_curve_smoothing_s,
         rate_scale=load.rate_scale,
         time_compression=load.time_compression,
         copies=load.copies,

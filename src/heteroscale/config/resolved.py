@@ -91,6 +91,7 @@ def _load_dict(load: LoadSpec) -> dict[str, Any]:
     if load.kind is LoadKind.POISSON:
         out["rate_curve"] = load.rate_curve_path
         out["rate_curve_day"] = load.rate_curve_day
+        out["rate_curve_smoothing_s"] = load.rate_curve_smoothing_s
     out |= {
         "rate_scale": load.rate_scale,
         "time_compression": load.time_compression,

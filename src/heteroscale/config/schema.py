@@ -101,6 +101,7 @@ class LoadConfig(_Strict):
     format: Literal["auto", "azure", "mooncake", "burstgpt"] = "auto"
     rate_curve: str | None = Field(default=None, min_length=1)
     rate_curve_day: int | None = Field(default=None, ge=0)
+    rate_curve_smoothing_s: float = Field(default=_default(LoadSpec, "rate_curve_smoothing_s"), ge=0)
     rate_scale: float = Field(default=_default(LoadSpec, "rate_scale"), gt=0)
     time_compression: float = Field(default=_default(LoadSpec, "time_compression"), gt=0)
     copies: int = Field(default=_default(LoadSpec, "copies"), ge=1)

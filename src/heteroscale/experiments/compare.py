@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from heteroscale.experiments.oracle import OraclePlan, oracle_plan
-from heteroscale.experiments.pressure import PressureResult, pressure_test
+from heteroscale.experiments.pressure import DEFAULT_MARGIN, PressureResult, pressure_test
 from heteroscale.perf import Calibration
 from heteroscale.policy.context import Targets
 from heteroscale.sim.engine import ServiceLoad
@@ -94,7 +94,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 class Comparison:
     """One scenario, its loads per seed, its pressure-tested targets and its oracle."""
 
-    def __init__(self, scenario: Scenario, calibration: Calibration, *, margin: float = 0.85) -> None:
+    def __init__(self, scenario: Scenario, calibration: Calibration, *, margin: float = DEFAULT_MARGIN) -> None:
         self.scenario = scenario
         self.calibration = calibration
         self.margin = margin

@@ -28,7 +28,7 @@ from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, PolicySpec, S
 from heteroscale.sim.traces import RequestTrace, read_trace
 
 SLO_ATTAINMENT = 0.99
-DEFAULT_MARGIN = 0.85
+DEFAULT_MARGIN = 0.75
 
 
 @dataclass(frozen=True, slots=True)

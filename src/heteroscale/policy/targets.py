@@ -17,7 +17,7 @@ def analytic_targets(
     perf_by_shape_key: dict[str, InstancePerf],
     mean_input_tokens: float,
     mean_output_tokens: float,
-    margin: float = 0.85,
+    margin: float = 0.75,
 ) -> Targets:
     """Per-instance capacities at the TBT SLO from the performance model, × margin."""
     ctx_per_seq = mean_input_tokens + mean_output_tokens / 2.0

@@ -92,6 +92,24 @@ class RateCurve:
             window_s=self.window_s,
         )
 
+    def smoothed(self, step_s: float = 60.0) -> RateCurve:
+        """The curve linearly interpolated between window centres, on ``step_s`` windows.
+
+        Source curves are per-window averages (600 s in ServeGen); replayed as steps they jump at every
+        boundary, which real traffic does not. Interpolating between the centres keeps each window's
+        level and removes the artificial steps; the first and last half-windows hold their value.
+        """
+        if step_s <= 0 or step_s >= self.window_s or len(self.rate_rps) < 2:
+            return self
+        centres = self.window_start_s + self.window_s / 2.0
+        start = float(self.window_start_s[0])
+        end = float(self.window_start_s[-1]) + self.window_s
+        grid = np.arange(start, end, step_s)
+        rates = np.interp(grid + step_s / 2.0, centres, self.rate_rps)
+        return RateCurve(
+            name=f"{self.name}[smoothed {step_s:g}s]", window_start_s=grid, rate_rps=rates, window_s=step_s
+        )
+
     def peak_to_trough(self, drop_zero: bool = True) -> float:
         """max / min of the window rates; ``drop_zero`` ignores all-zero windows (collection gaps).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +42,8 @@ def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s:
         curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
         if load.rate_curve_day is not None:
             curve = curve.day(load.rate_curve_day)
+        if load.rate_curve_smoothing_s > 0:
+            curve = curve.smoothed(load.rate_curve_smoothing_s)
         trace = generate_poisson(
             curve,
             source,
@@ -59,16 +60,9 @@ def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s:
             trace = trace.scale_time(load.time_compression)
     if load.copies > 1:
         trace = superpose(trace, load.copies, load.copy_shift_s, name=name)
-    if load.start_s > 0:
+    if load.start_s > 0 and load.kind is not LoadKind.POISSON:  # Poisson arrivals start there already
         trace = trace.slice_time(load.start_s, math.inf)
     return trace
-
-
-@dataclass(slots=True)
-class RunArtifacts:
-    out_dir: Path | None = None
-    records_stream: IO[str] | None = None
-    journal: Journal = field(default_factory=Journal)
 
 
 class SimulationRun:
@@ -104,7 +98,7 @@ class SimulationRun:
                 if self.fidelity is Fidelity.FLUID and run.load.kind is LoadKind.POISSON:
                     loads.append(self._curve_load(run, st.cold_start_s))
                     continue
-                trace = build_trace(run.load, rng, run.spec.name)
+                trace = build_trace(run.load, rng, run.spec.name, self.duration_s)
                 if self.duration_s is not None:
                     trace = trace.slice_time(0.0, self.duration_s, rebase=False)
                 loads.append(
@@ -193,6 +187,8 @@ class SimulationRun:
         curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
         if load.rate_curve_day is not None:
             curve = curve.day(load.rate_curve_day)
+        if load.rate_curve_smoothing_s > 0:
+            curve = curve.smoothed(load.rate_curve_smoothing_s)
         return ServiceLoad(
             run.spec,
             lengths,

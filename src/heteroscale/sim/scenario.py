@@ -34,6 +34,7 @@ class LoadSpec:
     trace_format: str = "auto"  # auto | azure | mooncake | burstgpt
     rate_curve_path: str | None = None
     rate_curve_day: int | None = None  # take one day (0-based) of the curve
+    rate_curve_smoothing_s: float = 60.0  # interpolate between window centres on this grid; 0 = steps
     rate_scale: float = 1.0
     time_compression: float = 1.0  # >1 plays the load faster
     copies: int = 1  # superpose time-shifted copies

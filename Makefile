@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.stamp-test
 .PHONY: run test lint typecheck imports unit bench clean help
 
 help:
-	@echo "make run   - simulate the embedded default scenario and print its summary"
+	@echo "make run   - the embedded default scenario under the HeteroScale policy beside static-peak"
 	@echo "make test  - install test dependencies, then lint, type-check, check layering and run every test"
 	@echo "make bench - run the benchmarks in benchmarks/ and print their figures"
 
@@ -27,7 +27,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	@touch $@ $(RUN_STAMP)
 
 run: $(RUN_STAMP)
-	$(BIN)/heteroscale simulate
+	$(BIN)/heteroscale compare --scenario default --policies heteroscale,static-peak
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks

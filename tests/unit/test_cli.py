@@ -141,3 +141,44 @@ def test_validate_says_what_the_file_is(capsys, tmp_path: Path) -> None:
     out = capsys.readouterr().out
     assert out.startswith("topology file is INVALID")
     assert f"{bad}: vdcs[0]" in out
+
+
+def test_compare_json_has_every_policy_with_the_extra_figures(capsys, tmp_path: Path) -> None:
+    rc = main(["compare", "--scenario", "small-mixed", "--policies", "heteroscale,static-peak", "--json",
+               "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["policies"]) == {"heteroscale", "static-peak"}
+    for summary in result["policies"].values():
+        assert REQUIRED_KEYS <= summary.keys()
+        for key in ("scale_actions_per_hour", "pd_ratio_deviation", "gpu_hours_vs_oracle"):
+            assert key in summary
+    # targets come from one pressure test per service and are shown
+    assert set(result["targets"]) == {"chat-8b", "code-32b"}
+    assert all(t["source"].startswith("pressure-test") for t in result["targets"].values())
+    html = (tmp_path / "report.html").read_text()
+    for png in ("load_and_instances.png", "utilisation.png", "latency.png"):
+        assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
+        assert png in html
+    assert (tmp_path / "heteroscale" / "timeseries.csv").exists()
+
+
+def test_compare_with_seeds_reports_means_and_intervals(capsys) -> None:
+    rc = main(["compare", "--scenario", "small-mixed", "--policies", "static-peak", "--seeds", "2", "--json"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)["policies"]["static-peak"]
+    assert set(s["gpu_hours"]) == {"mean", "ci95", "n"}
+    assert s["gpu_hours"]["n"] == 2
+
+
+def test_compare_unknown_policy_is_one_clear_line(capsys) -> None:
+    _one_line_error(capsys, ["compare", "--scenario", "small-mixed", "--policies", "magic"], "unknown policy")
+
+
+def test_sweep_ratio_lists_every_split_and_the_best(capsys) -> None:
+    rc = main(["sweep-ratio", "--scenario", "small-mixed", "--instances", "4", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [s["split"] for s in result["splits"]] == ["1P3D", "2P2D", "3P1D"]
+    assert result["best"] in {"1P3D", "2P2D", "3P1D"}
+    assert isinstance(result["unimodal"], bool)

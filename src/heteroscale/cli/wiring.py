@@ -8,9 +8,14 @@ from typing import Any
 
 from heteroscale.config.catalog import calibration_for
 from heteroscale.config.loader import load_scenario, write_resolved_config
+from heteroscale.experiments.pressure import pressure_test
 from heteroscale.reports.files import write_summary, write_timeseries
 from heteroscale.sim.runner import ProgressFn, SimulationRun
 from heteroscale.sim.scenario import Fidelity, Scenario
+
+
+# policies that read no targets; every other policy gets its targets from a pressure test
+TARGET_FREE_POLICIES = frozenset({"fixed", "static", "periodic"})
 
 
 def with_overrides(
@@ -58,7 +63,13 @@ def simulate(
         seed=seed,
         skip_bad_rows=skip_bad_rows,
     )
-    run = SimulationRun(scenario, calibration_for(scenario), out_dir=out_dir)
+    calibration = calibration_for(scenario)
+    targets = {
+        r.spec.name: pressure_test(scenario, r.spec.name, calibration, seed=scenario.settings.seed).targets
+        for r in scenario.services
+        if r.policy.name not in TARGET_FREE_POLICIES
+    }
+    run = SimulationRun(scenario, calibration, out_dir=out_dir, targets=targets)
     skipped = sum(ld.trace.skipped_rows for ld in run.loads)
     summary = run.run(progress)
     summary["trace_rows_skipped"] = skipped

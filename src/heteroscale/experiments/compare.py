@@ -120,34 +120,49 @@ class Comparison:
     def horizon_s(self, probe: SimulationRun) -> float:
         return probe.duration_s if probe.duration_s is not None else probe.load_end_s()
 
-    def _with_counts(self, counts: dict[str, tuple[int, int]]) -> Scenario:
-        services = tuple(
-            dataclasses.replace(
-                r, policy=dataclasses.replace(r.policy, prefill=counts[r.spec.name][0], decode=counts[r.spec.name][1])
-            )
-            if r.spec.name in counts
-            else r
-            for r in self.scenario.services
-        )
-        return dataclasses.replace(self.scenario, services=services)
+    def _with_counts(
+        self, counts: dict[str, tuple[int, int]], cap_at: dict[str, tuple[int, int]] | None = None
+    ) -> Scenario:
+        services = []
+        for r in self.scenario.services:
+            if r.spec.name in counts:
+                p, d = counts[r.spec.name]
+                r = dataclasses.replace(r, policy=dataclasses.replace(r.policy, prefill=p, decode=d))
+            if cap_at and r.spec.name in cap_at:
+                p, d = cap_at[r.spec.name]
+                r = dataclasses.replace(r, spec=dataclasses.replace(r.spec, max_prefill=p, max_decode=d))
+            services.append(r)
+        return dataclasses.replace(self.scenario, services=tuple(services))
 
-    def run_policy(self, name: str, seed: int, out_dir: Path | None = None) -> PolicyRun:
+    def run_policy(
+        self,
+        name: str,
+        seed: int,
+        out_dir: Path | None = None,
+        *,
+        start_at_peak: bool = False,
+        cap_at_peak: bool = False,
+    ) -> PolicyRun:
+        """Run one policy. It starts warm at the oracle's first window (or its peak with
+        ``start_at_peak``); ``cap_at_peak`` bounds the service at the oracle's peak (the provisioned
+        size), as in the paper's testbed runs of one driving signal each."""
         loads = self.loads(seed)
         policies: dict[str, tuple[str, dict[str, object]]] = {}
         counts: dict[str, tuple[int, int]] = {}
         for run in self.scenario.services:
             oracle = self.oracles[run.spec.name]
+            peak = oracle.peak
             if name == "static-peak":
-                peak = oracle.peak
                 counts[run.spec.name] = peak
                 policies[run.spec.name] = ("static", {"prefill": peak[0], "decode": peak[1]})
             else:
                 first = oracle.windows[0]
-                counts[run.spec.name] = (first.prefill, first.decode)
+                counts[run.spec.name] = peak if start_at_peak else (first.prefill, first.decode)
                 options = dict(run.policy.options) if name == run.policy.name else {}
                 policies[run.spec.name] = (name, options)
+        caps = {r.spec.name: self.oracles[r.spec.name].peak for r in self.scenario.services} if cap_at_peak else None
         sim = SimulationRun(
-            self._with_counts(counts),
+            self._with_counts(counts, caps),
             self.calibration,
             seed=seed,
             loads=loads,

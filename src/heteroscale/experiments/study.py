@@ -1,12 +1,15 @@
 """`heteroscale study-metrics` (the paper's Fig. 6 and Fig. 2): which signal should drive scaling.
 
 One run per driving signal on the diurnal load, each sizing both pools at the ratio, with its GPU-count
-time series and summary; plus a no-autoscaling run (held at the oracle's peak) whose signal shapes
+time series and summary. As in the paper's testbed, each run starts at the provisioned size (the
+oracle's peak, which covers the day) and may not exceed it, so what a signal shows is whether it
+follows the load down and back up; plus a no-autoscaling run (held at the oracle's peak) whose signal shapes
 correspond to Fig. 2: prefill utilisation follows the load while decode utilisation stays high.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,7 +71,7 @@ def direction_reversals(counts: Sequence[float]) -> int:
     """How many times the GPU count changes direction (up then down, or down then up)."""
     last_dir = 0
     reversals = 0
-    for a, b in zip(counts, counts[1:], strict=False):
+    for a, b in itertools.pairwise(counts):
         if b == a:
             continue
         d = 1 if b > a else -1
@@ -97,7 +100,7 @@ def study_metrics(
     for signal in signals:
         if progress is not None:
             progress(f"signal:{signal}")
-        runs[f"signal:{signal}"] = comparison.run_policy(f"signal:{signal}", seed)
+        runs[f"signal:{signal}"] = comparison.run_policy(f"signal:{signal}", seed, start_at_peak=True, cap_at_peak=True)
     result: dict[str, Any] = comparison.describe()
     base = runs["no-autoscaling"]
     result["no_autoscaling"] = {"summary": base.summary, "series": signal_series(base)}

@@ -105,8 +105,9 @@ def compare_table(result: dict[str, Any]) -> str:
 def study_table(result: dict[str, Any]) -> str:
     base = result["no_autoscaling"]["summary"]
     lines = [
-        f"  no autoscaling: {base['gpu_hours']:,.1f} GPU-h, util prefill {_pct(base['avg_gpu_util_by_role']['prefill'])}"
-        f" decode {_pct(base['avg_gpu_util_by_role']['decode'])}",
+        f"  no autoscaling: {base['gpu_hours']:,.1f} GPU-h, "
+        f"util prefill {_pct(base['avg_gpu_util_by_role']['prefill'])} "
+        f"decode {_pct(base['avg_gpu_util_by_role']['decode'])}",
         f"  {'signal':22s} {'GPU-h':>9s} {'vs static':>9s} {'min/peak':>9s} {'reversals':>9s} {'SLO':>7s}",
     ]
     for name, s in result["signals"].items():

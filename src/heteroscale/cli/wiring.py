@@ -13,7 +13,6 @@ from heteroscale.reports.files import write_summary, write_timeseries
 from heteroscale.sim.runner import ProgressFn, SimulationRun
 from heteroscale.sim.scenario import Fidelity, Scenario
 
-
 # policies that read no targets; every other policy gets its targets from a pressure test
 TARGET_FREE_POLICIES = frozenset({"fixed", "static", "periodic"})
 

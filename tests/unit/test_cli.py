@@ -120,7 +120,7 @@ def test_malformed_trace_row_names_file_and_line_unless_skipped(capsys, tmp_path
         _one_line_error(capsys, ["simulate", "--scenario", str(scenario)], f"{trace}:3")
         s = run_json(capsys, "--scenario", str(scenario), "--skip-bad-rows")
         assert s["trace_rows_skipped"] == 1
-        assert s["requests_total"] == 3 * 2  # two good rows, three copies
+        assert s["requests_total"] == 10 * 2  # two good rows, ten copies
 
 
 def test_scenarios_lists_every_embedded_scenario(capsys) -> None:
@@ -161,6 +161,8 @@ def test_compare_json_has_every_policy_with_the_extra_figures(capsys, tmp_path: 
         assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
         assert png in html
     assert (tmp_path / "heteroscale" / "timeseries.csv").exists()
+    journal = (tmp_path / "heteroscale" / "journal.jsonl").read_text().splitlines()
+    assert journal and all(json.loads(line)["decision"]["steps"] for line in journal)
 
 
 def test_compare_with_seeds_reports_means_and_intervals(capsys) -> None:
@@ -182,3 +184,21 @@ def test_sweep_ratio_lists_every_split_and_the_best(capsys) -> None:
     assert [s["split"] for s in result["splits"]] == ["1P3D", "2P2D", "3P1D"]
     assert result["best"] in {"1P3D", "2P2D", "3P1D"}
     assert isinstance(result["unimodal"], bool)
+
+
+def test_compare_writes_targets_into_a_resolved_config_that_reruns_with_them(capsys, tmp_path: Path) -> None:
+    rc = main(["compare", "--scenario", "small-mixed", "--policies", "heteroscale", "--json", "--out", str(tmp_path)])
+    assert rc == 0
+    first = json.loads(capsys.readouterr().out)
+    resolved = tmp_path / "resolved.yaml"
+    text = resolved.read_text()
+    assert "targets:" in text and "decode_tps_per_instance" in text
+    assert main(["validate", str(resolved)]) == 0
+    capsys.readouterr()
+    rc = main(["compare", "--scenario", str(resolved), "--policies", "heteroscale", "--json"])
+    assert rc == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["pressure_test"] == {}  # pinned targets: no pressure test this time
+    assert again["targets"] == first["targets"]
+    a, b = first["policies"]["heteroscale"], again["policies"]["heteroscale"]
+    assert a["gpu_hours"] == b["gpu_hours"] and a["slo_attainment"] == b["slo_attainment"]

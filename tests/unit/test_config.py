@@ -198,7 +198,7 @@ def test_default_scenario_is_what_make_run_expects() -> None:
     assert [(x.sku, x.tp) for x in run.spec.decode_shapes] == [("h20", 4)]
     assert (run.policy.prefill, run.policy.decode) == (3, 3)
     assert run.load.trace_path.endswith("AzureLLMInferenceTrace_conv.csv")
-    assert (run.load.copies, run.load.copy_shift_s) == (3, 1200.0)
+    assert (run.load.copies, run.load.copy_shift_s) == (10, 350.0)
     assert s.settings.fidelity is Fidelity.REQUEST
     assert s.topology.name == "two-bigpods"
     s2_skus: dict[str, set[str]] = {}

@@ -10,7 +10,7 @@ from typing import Any
 from heteroscale.config.catalog import calibration_for
 from heteroscale.config.loader import load_scenario, write_resolved_config
 from heteroscale.controller.journal import to_plain
-from heteroscale.experiments.compare import PolicyRun, compare
+from heteroscale.experiments.compare import PolicyRun, compare, policy_dir_name
 from heteroscale.experiments.study import study_metrics
 from heteroscale.experiments.sweep import sweep_ratio
 from heteroscale.experiments.tune import tune
@@ -28,10 +28,13 @@ def run_compare(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     scenario = load_scenario(scenario_ref)
-    result, runs = compare(scenario, calibration_for(scenario), policies, seeds=seeds, progress=progress)
+    result, runs = compare(
+        scenario, calibration_for(scenario), policies, seeds=seeds, progress=progress, out_dir=out_dir
+    )
+    pinned = result.pop("resolved_scenario")
     if out_dir is not None:
         write_report(out_dir, f"compare: {scenario.name}", result, runs, scenario)
-        write_resolved_config(scenario, out_dir / "resolved.yaml")
+        write_resolved_config(pinned, out_dir / "resolved.yaml")  # with the pressure-tested targets
     return result
 
 
@@ -46,7 +49,7 @@ def write_report(
     write_summary(out_dir, to_plain(result))
     series: dict[str, RunSeries] = {}
     for name, rs in runs.items():
-        policy_dir = out_dir / name.replace(":", "_")
+        policy_dir = out_dir / policy_dir_name(name)
         policy_dir.mkdir(parents=True, exist_ok=True)
         write_timeseries(policy_dir, rs[0].rows)
         write_summary(policy_dir, rs[0].summary)

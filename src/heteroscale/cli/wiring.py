@@ -66,7 +66,7 @@ def simulate(
     targets = {
         r.spec.name: pressure_test(scenario, r.spec.name, calibration, seed=scenario.settings.seed).targets
         for r in scenario.services
-        if r.policy.name not in TARGET_FREE_POLICIES
+        if r.policy.name not in TARGET_FREE_POLICIES and r.targets is None
     }
     run = SimulationRun(scenario, calibration, out_dir=out_dir, targets=targets)
     skipped = sum(ld.trace.skipped_rows for ld in run.loads)

@@ -25,6 +25,7 @@ from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
+from heteroscale.policy.context import Targets
 from heteroscale.sim.scenario import (
     Fidelity,
     LoadKind,
@@ -88,7 +89,14 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
             options=tuple(sorted(service.policy.options.items())),
         )
         _check_policy(policy, doc, (*loc, "policy"))
-        services.append(ServiceRun(spec=spec, load=_load_spec(service, doc, loc), policy=policy))
+        services.append(
+            ServiceRun(
+                spec=spec,
+                load=_load_spec(service, doc, loc),
+                policy=policy,
+                targets=_targets(service, spec, doc, (*loc, "targets")),
+            )
+        )
     used_skus = sorted({node.sku for node in topology.nodes})
     return Scenario(
         name=config.name,
@@ -110,6 +118,33 @@ def _check_policy(policy: PolicySpec, doc: Document, loc: Loc) -> None:
     except (ValueError, TypeError) as exc:
         field = "name" if "unknown policy" in str(exc) else "options"
         raise doc.error((*loc, field), str(exc)) from exc
+
+
+def _targets(service: ServiceConfig, spec: ServiceSpec, doc: Document, loc: Loc) -> Targets | None:
+    t = service.targets
+    if t is None:
+        return None
+    for role, given in ((Role.DECODE, t.decode_tps_per_instance), (Role.PREFILL, t.prefill_tps_per_instance)):
+        keys = {s.key for s in spec.shapes(role)}
+        if set(given) != keys:
+            field = f"{role.value}_tps_per_instance"
+            raise doc.error((*loc, field), f"needs exactly the {role.value} shapes {sorted(keys)}, got {sorted(given)}")
+    return Targets(
+        decode_tps_per_instance=tuple(t.decode_tps_per_instance.items()),
+        prefill_tps_per_instance=tuple(t.prefill_tps_per_instance.items()),
+        prefill_gpu_util=t.prefill_gpu_util,
+        decode_gpu_util=t.decode_gpu_util,
+        prefill_sm_activity=t.prefill_sm_activity,
+        decode_sm_activity=t.decode_sm_activity,
+        ttft_s=t.ttft_s,
+        tbt_s=t.tbt_s,
+        requests_per_s_per_prefill=t.requests_per_s_per_prefill,
+        requests_per_s_per_decode=t.requests_per_s_per_decode,
+        mean_input_tokens=t.mean_input_tokens,
+        mean_output_tokens=t.mean_output_tokens,
+        margin=t.margin,
+        source=t.source,
+    )
 
 
 def sim_settings(config: SimulationConfig) -> SimSettings:

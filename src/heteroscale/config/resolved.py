@@ -18,6 +18,7 @@ from heteroscale.config.topology import topology_to_dict
 from heteroscale.domain.hardware import InstanceShape
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.errors import ConfigError
+from heteroscale.policy.context import Targets
 from heteroscale.sim.scenario import LoadKind, LoadSpec, Scenario, ServiceRun
 
 
@@ -131,4 +132,11 @@ def _service_dict(run: ServiceRun, scenario: Scenario) -> dict[str, Any]:
             "decode": run.policy.decode,
             "options": dict(run.policy.options),
         },
-    }
+    } | ({"targets": _targets_dict(run.targets)} if run.targets is not None else {})
+
+
+def _targets_dict(t: Targets) -> dict[str, Any]:
+    out = dataclasses.asdict(t)
+    out["decode_tps_per_instance"] = dict(t.decode_tps_per_instance)
+    out["prefill_tps_per_instance"] = dict(t.prefill_tps_per_instance)
+    return out

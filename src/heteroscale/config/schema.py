@@ -88,6 +88,27 @@ class SloConfig(_Strict):
     tbt_s: float = Field(gt=0)
 
 
+class TargetsConfig(_Strict):
+    """Pinned policy targets (normally written by a pressure test into the resolved config).
+
+    Per-instance TPS maps are keyed by instance-shape key, ``<role>:<sku>:tp<N>``."""
+
+    decode_tps_per_instance: dict[str, Annotated[float, Field(gt=0)]]
+    prefill_tps_per_instance: dict[str, Annotated[float, Field(gt=0)]]
+    prefill_gpu_util: float = Field(gt=0, le=1)
+    decode_gpu_util: float = Field(gt=0, le=1)
+    prefill_sm_activity: float = Field(gt=0, le=1)
+    decode_sm_activity: float = Field(gt=0, le=1)
+    ttft_s: float = Field(gt=0)
+    tbt_s: float = Field(gt=0)
+    requests_per_s_per_prefill: float = Field(gt=0)
+    requests_per_s_per_decode: float = Field(gt=0)
+    mean_input_tokens: float = Field(gt=0)
+    mean_output_tokens: float = Field(gt=0)
+    margin: float = Field(default=0.75, gt=0, le=1)
+    source: str = "pinned"
+
+
 class LoadConfig(_Strict):
     """Where a service's requests come from.
 
@@ -144,6 +165,7 @@ class ServiceConfig(_Strict):
     max_decode_batch: int = Field(default=_default(ServiceSpec, "max_decode_batch"), ge=1)
     load: LoadConfig
     policy: PolicyConfig
+    targets: TargetsConfig | None = None
 
     @model_validator(mode="after")
     def _policy_within_bounds(self) -> ServiceConfig:

@@ -46,6 +46,11 @@ class PolicyRun:
     journal_records: int
 
 
+def policy_dir_name(name: str) -> str:
+    """A policy's output folder (``signal:ttft`` → ``signal_ttft``)."""
+    return name.replace(":", "_")
+
+
 def pd_ratio_deviation(rows: Sequence[WindowRow], ratio: float) -> float | None:
     """Time average over windows with D > 0 of |P − round(r·D)| ÷ max(1, round(r·D)), Ready instances."""
     num = den = 0.0
@@ -101,6 +106,9 @@ class Comparison:
         self.pressure: dict[str, PressureResult] = {}
         self.targets: dict[str, Targets] = {}
         for run in scenario.services:
+            if run.targets is not None:  # pinned in the scenario (e.g. a resolved config)
+                self.targets[run.spec.name] = run.targets
+                continue
             result = pressure_test(scenario, run.spec.name, calibration, margin=margin, seed=scenario.settings.seed)
             self.pressure[run.spec.name] = result
             self.targets[run.spec.name] = result.targets
@@ -181,6 +189,11 @@ class Comparison:
         summary["policy"] = name
         return PolicyRun(name, seed, summary, list(sim.telemetry.rows), sim.journal.count)
 
+    def pinned(self) -> Scenario:
+        """The scenario with every service's targets pinned (what a resolved config records)."""
+        services = tuple(dataclasses.replace(r, targets=self.targets[r.spec.name]) for r in self.scenario.services)
+        return dataclasses.replace(self.scenario, services=services)
+
     def describe(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario.name,
@@ -200,8 +213,12 @@ def compare(
     *,
     seeds: int = 1,
     progress: ProgressFn | None = None,
+    out_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[PolicyRun]]]:
-    """Run every policy for every seed; return the JSON result and the runs (for reports)."""
+    """Run every policy for every seed; return the JSON result and the runs (for reports).
+
+    With ``out_dir``, the first seed of each policy writes its request records and DecisionRecord
+    journal under ``out_dir/<policy>/``."""
     comparison = Comparison(scenario, calibration)
     base_seed = scenario.settings.seed
     runs: dict[str, list[PolicyRun]] = {}
@@ -209,8 +226,10 @@ def compare(
         for k in range(seeds):
             if progress is not None:
                 progress(f"{name} (seed {base_seed + k})")
-            runs.setdefault(name, []).append(comparison.run_policy(name, base_seed + k))
+            policy_dir = out_dir / policy_dir_name(name) if out_dir is not None and k == 0 else None
+            runs.setdefault(name, []).append(comparison.run_policy(name, base_seed + k, policy_dir))
     result: dict[str, Any] = comparison.describe()
+    result["resolved_scenario"] = comparison.pinned()
     result["seeds"] = seeds
     result["policies"] = {
         name: (rs[0].summary if seeds == 1 else aggregate([r.summary for r in rs])) for name, rs in runs.items()

@@ -149,7 +149,7 @@ class SimulationRun:
         bindings: list[ServiceBinding] = []
         for i, run in enumerate(scenario.services):
             name, options = (policies or {}).get(run.spec.name, (run.policy.name, run.policy.build_options()))
-            given = (targets or {}).get(run.spec.name)
+            given = (targets or {}).get(run.spec.name) or run.targets
             if given is None:
                 trace = loads[i].trace
                 given = analytic_targets(

@@ -13,6 +13,7 @@ from heteroscale.domain.hardware import GpuSku, ModelSpec
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
+from heteroscale.policy.context import Targets
 
 
 class Fidelity(StrEnum):
@@ -85,11 +86,16 @@ class SimSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServiceRun:
-    """One service in a scenario: its spec, its load and its policy."""
+    """One service in a scenario: its spec, its load, its policy and (when pinned) its targets.
+
+    ``targets`` None means "derive them": a pressure test for policies that read targets. A resolved
+    config written after a pressure test carries them, so a rerun uses the very same values.
+    """
 
     spec: ServiceSpec
     load: LoadSpec
     policy: PolicySpec
+    targets: Targets | None = None
 
 
 @dataclass(frozen=True, slots=True)

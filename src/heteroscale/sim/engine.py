@@ -33,13 +33,14 @@ class ServiceLoad:
     rate_scale: float = 1.0
     time_compression: float = 1.0
     duration_s: float | None = None
+    curve_start_s: float = 0.0  # simulated time 0 is this far into the (compressed) curve
 
     def rate_at(self, t_s: float) -> float:
         """Arrival rate (requests/s) at simulated time ``t_s`` for a curve load (piecewise constant)."""
         curve = self.rate_curve
         if curve is None:
             return 0.0
-        t_curve = t_s * self.time_compression
+        t_curve = (t_s + self.curve_start_s) * self.time_compression
         idx = int(np.searchsorted(curve.window_start_s, t_curve, side="right")) - 1
         if idx < 0 or t_curve >= float(curve.window_start_s[-1]) + curve.window_s:
             return 0.0
@@ -48,6 +49,7 @@ class ServiceLoad:
     def load_end_s(self) -> float:
         if self.rate_curve is not None:
             end = (float(self.rate_curve.window_start_s[-1]) + self.rate_curve.window_s) / self.time_compression
+            end -= self.curve_start_s
             return min(end, self.duration_s) if self.duration_s is not None else end
         return float(self.trace.arrival_s[-1]) if len(self.trace) else 0.0
 

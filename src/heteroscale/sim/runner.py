@@ -28,22 +28,35 @@ from heteroscale.sim.request_engine import RequestEngine
 from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, Scenario, ServiceRun
 from heteroscale.sim.summary import summarise
 from heteroscale.sim.telemetry import Telemetry
-from heteroscale.sim.traces import RequestTrace, generate_poisson, read_rate_curve, read_trace, superpose
+from heteroscale.sim.traces import (
+    RateCurve,
+    RequestTrace,
+    generate_poisson,
+    read_rate_curve,
+    read_trace,
+    superpose,
+)
 
 ProgressFn = Callable[[float], None]
+
+
+def load_curve(load: LoadSpec, name: str) -> RateCurve:
+    """A Poisson load's rate curve: the chosen day, smoothed between window centres."""
+    if load.rate_curve_path is None:
+        raise ConfigError(f"service {name}: load.kind poisson needs a rate_curve")
+    curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
+    if load.rate_curve_day is not None:
+        curve = curve.day(load.rate_curve_day)
+    if load.rate_curve_smoothing_s > 0:
+        curve = curve.smoothed(load.rate_curve_smoothing_s)
+    return curve
 
 
 def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None = None) -> RequestTrace:
     """The request list one service sees, from its LoadSpec (seeded), ``start_s`` rebased to 0."""
     source = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
     if load.kind is LoadKind.POISSON:
-        if load.rate_curve_path is None:
-            raise ConfigError(f"service {name}: load.kind poisson needs a rate_curve")
-        curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
-        if load.rate_curve_day is not None:
-            curve = curve.day(load.rate_curve_day)
-        if load.rate_curve_smoothing_s > 0:
-            curve = curve.smoothed(load.rate_curve_smoothing_s)
+        curve = load_curve(load, name)
         trace = generate_poisson(
             curve,
             source,
@@ -182,13 +195,7 @@ class SimulationRun:
     def _curve_load(self, run: ServiceRun, cold_start_s: float) -> ServiceLoad:
         load = run.load
         lengths = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
-        if load.rate_curve_path is None:
-            raise ConfigError(f"service {run.spec.name}: load.kind poisson needs a rate_curve")
-        curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
-        if load.rate_curve_day is not None:
-            curve = curve.day(load.rate_curve_day)
-        if load.rate_curve_smoothing_s > 0:
-            curve = curve.smoothed(load.rate_curve_smoothing_s)
+        curve = load_curve(load, run.spec.name)
         return ServiceLoad(
             run.spec,
             lengths,
@@ -198,6 +205,7 @@ class SimulationRun:
             rate_scale=load.rate_scale * max(1, load.copies),
             time_compression=load.time_compression,
             duration_s=self.duration_s,
+            curve_start_s=load.start_s,
         )
 
     def _deploy_initial(self) -> None:

@@ -161,6 +161,8 @@ def sim_settings(config: SimulationConfig) -> SimSettings:
         kv_activation_reserve=config.kv_activation_reserve,
         max_tail_s=config.max_tail_s,
         perf_engine=config.perf_engine,
+        ratio_tolerance=config.ratio_tolerance,
+        soft_scale_in_s=config.soft_scale_in_s,
     )
 
 

@@ -47,6 +47,8 @@ def resolved_config_dict(scenario: Scenario) -> dict[str, Any]:
             "kv_activation_reserve": settings.kv_activation_reserve,
             "max_tail_s": settings.max_tail_s,
             "perf_engine": settings.perf_engine,
+            "ratio_tolerance": settings.ratio_tolerance,
+            "soft_scale_in_s": settings.soft_scale_in_s,
         },
         "services": [_service_dict(run, scenario) for run in scenario.services],
     }

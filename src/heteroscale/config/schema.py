@@ -193,6 +193,8 @@ class SimulationConfig(_Strict):
     kv_activation_reserve: float = Field(default=_default(SimSettings, "kv_activation_reserve"), ge=0, lt=1)
     max_tail_s: float = Field(default=_default(SimSettings, "max_tail_s"), ge=0)
     perf_engine: Literal["current", "measured-2023"] = _default(SimSettings, "perf_engine")
+    ratio_tolerance: float = Field(default=_default(SimSettings, "ratio_tolerance"), gt=0)
+    soft_scale_in_s: float = Field(default=_default(SimSettings, "soft_scale_in_s"), ge=0)
 
 
 # --- the file -------------------------------------------------------------------------------

@@ -3,17 +3,24 @@
 
 A node list may mix single nodes and generators (``{count: 4, sku: h800, gpus: 8, prefix: a1n}``
 makes ``a1n1`` … ``a1n4``).
+
+RDMA-subgroup priorities are derived from the tree (see :mod:`heteroscale.scheduling.subgroups`);
+``subgroup_priority`` overrides them per big-pod or mini-pod, named by its name or, when a name is
+used more than once, by its full path ``vdc/physical/logical/big-pod[/mini-pod]``::
+
+    subgroup_priority: {s2-b: medium, s1-a1: high}
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from heteroscale.config.catalog import Catalog
 from heteroscale.config.source import UNION_TAG_PREFIX, Document, Loc, format_loc
-from heteroscale.domain.topology import KvBandwidthTable, NodeSpec, Topology
+from heteroscale.domain.topology import KvBandwidthTable, NodeSpec, SubgroupPriority, Topology
 from heteroscale.errors import ConfigError
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -119,6 +126,8 @@ class TopologyConfig(_Strict):
     description: str = ""
     kv_bandwidth: KvBandwidthConfig = Field(default_factory=KvBandwidthConfig)
     vdcs: list[VdcConfig] = Field(min_length=1)
+    # big-pod or mini-pod name (or full path) → the priority of its RDMA subgroup, replacing the derived one
+    subgroup_priority: dict[str, Literal["low", "medium", "high"]] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +159,41 @@ def build_topology(config: TopologyConfig, doc: Document, catalog: Catalog, loc:
         cross_cluster=kv.cross_cluster,
         setup_s=kv.setup_s,
     )
-    return Topology(name=config.name, nodes=tuple(nodes), kv_bandwidth=table)
+    overrides = _priority_overrides(config, doc, loc, nodes)
+    return Topology(name=config.name, nodes=tuple(nodes), kv_bandwidth=table, subgroup_priority=overrides)
+
+
+def _priority_overrides(
+    config: TopologyConfig, doc: Document, loc: Loc, nodes: list[NodeSpec]
+) -> tuple[tuple[tuple[str, ...], SubgroupPriority], ...]:
+    """``subgroup_priority`` resolved to S2 / S1 paths; unknown, ambiguous or repeated names are errors."""
+    by_name: dict[str, list[tuple[str, ...]]] = {}
+    by_path: dict[str, tuple[str, ...]] = {}
+    for node in nodes:
+        for depth in (4, 5):  # big-pod, mini-pod
+            path = node.path[:depth]
+            joined = "/".join(path)
+            if joined not in by_path:
+                by_path[joined] = path
+                by_name.setdefault(path[-1], []).append(path)
+    out: list[tuple[tuple[str, ...], SubgroupPriority]] = []
+    seen: dict[tuple[str, ...], str] = {}
+    for key, value in config.subgroup_priority.items():
+        key_loc: Loc = (*loc, "subgroup_priority", key)
+        matches = [by_path[key]] if key in by_path else by_name.get(key, [])
+        if not matches:
+            close = difflib.get_close_matches(key, list(by_name), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise doc.error(key_loc, f"no big-pod or mini-pod named {key!r} in topology '{config.name}'{hint}")
+        if len(matches) > 1:
+            shown = ", ".join("/".join(p) for p in matches[:3])
+            raise doc.error(key_loc, f"{key!r} names {len(matches)} domains ({shown}); write the full path instead")
+        path = matches[0]
+        if path in seen:
+            raise doc.error(key_loc, f"{key!r} and {seen[path]!r} name the same domain")
+        seen[path] = key
+        out.append((path, SubgroupPriority[value.upper()]))
+    return tuple(out)
 
 
 def _walk(
@@ -248,4 +291,9 @@ def topology_to_dict(topology: Topology) -> dict[str, Any]:
             "setup_s": kv.setup_s,
         },
         "vdcs": vdcs,
+        **(
+            {"subgroup_priority": {"/".join(path): p.label for path, p in topology.subgroup_priority}}
+            if topology.subgroup_priority
+            else {}
+        ),
     }

@@ -6,16 +6,26 @@ the MetricSource, ClusterStateSource and Actuator behind it differ.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from heteroscale.actuators.base import Actuator, ClusterStateSource
 from heteroscale.controller.journal import Journal, to_plain
+from heteroscale.controller.readiness import (
+    ReadinessSettings,
+    ServiceBook,
+    gate_discovery,
+    restore_for_scale_out,
+    slo_degraded,
+    soft_scale_in_step,
+)
 from heteroscale.domain.decision import DecisionRecord
 from heteroscale.domain.hardware import Role
-from heteroscale.domain.plan import PlacementPlan
+from heteroscale.domain.plan import DiscoveryChange, PlacementPlan, Remove
 from heteroscale.domain.service import ServiceSpec
-from heteroscale.domain.state import ClusterState, Lifecycle
+from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle, ScaleInMode
 from heteroscale.errors import MetricsUnavailable
 from heteroscale.metrics.source import MetricSource
 from heteroscale.policy.context import (
@@ -41,13 +51,18 @@ class ServiceBinding:
     memory: PolicyMemory = field(default_factory=PolicyMemory)
 
 
-def service_counts(state: ClusterState, service: str) -> ServiceCounts:
-    """Instances of one service per role and lifecycle, with capacity per shape."""
+def service_counts(state: ClusterState, service: str, exclude: Collection[str] = ()) -> ServiceCounts:
+    """Instances of one service per role and lifecycle, with capacity per shape.
+
+    ``exclude``: instances not to count at all (soft-removed: out of discovery, on their way out).
+    """
     roles: dict[Role, RoleCounts] = {}
     for role in Role:
         ready = starting = draining = in_disc = 0
         by_shape: dict[str, int] = {}
         for inst in state.of(service, role):
+            if inst.id in exclude:
+                continue
             lc = inst.lifecycle
             if lc is Lifecycle.READY:
                 ready += 1
@@ -75,6 +90,7 @@ class Controller:
         journal: Journal,
         window_s: float = 60.0,
         tick_s: float = 30.0,
+        readiness: ReadinessSettings | None = None,
     ) -> None:
         # services by priority (highest first), then name, so capacity goes to the important ones first
         self.services = sorted(services, key=lambda b: (-b.spec.priority, b.spec.name))
@@ -84,62 +100,131 @@ class Controller:
         self.journal = journal
         self.window_s = window_s
         self.tick_s = tick_s
+        self.readiness = readiness or ReadinessSettings()
+        # per service: soft-removed and gated instances (rebuilt from the cluster after a restart:
+        # a Ready instance out of discovery is treated as gated and restored when the ratio allows)
+        self.books: dict[str, ServiceBook] = {}
 
     def reconcile_once(self, now_s: float) -> list[DecisionRecord]:
         records: list[DecisionRecord] = []
         snapshot = self.state.snapshot(now_s)
         for binding in self.services:
-            spec = binding.spec
-            observation = None
-            error: str | None = None
-            try:
-                observation = self.metrics.observe(spec.name, now_s, self.window_s)
-            except MetricsUnavailable as exc:
-                error = str(exc)
-                log.warning("%s: metrics unavailable: %s", spec.name, exc)
-            counts = service_counts(snapshot, spec.name)
-            ctx = PolicyContext(
-                now_s=now_s,
-                spec=spec,
-                observation=observation,
-                observation_error=error,
-                counts=counts,
-                targets=binding.targets,
-                memory=binding.memory,
-                tick_s=self.tick_s,
-            )
-            result = binding.policy.decide(ctx)
-            binding.memory = result.memory
-            decision = result.decision
-            deltas = {
-                Role.PREFILL: decision.desired_prefill - counts.prefill.capacity,
-                Role.DECODE: decision.desired_decode - counts.decode.capacity,
-            }
-            plan = PlacementPlan()
-            if deltas[Role.PREFILL] or deltas[Role.DECODE]:
-                plan = place_first_fit(
-                    spec,
-                    deltas,
-                    snapshot,
-                    self.state.topology(),
-                    self.state.free_gpus(),
-                    result.scale_in_mode,
-                    result.drain_grace_s,
-                )
-            outcome: dict[str, object] = {"applied": "nothing to do"}
-            if not plan.empty or plan.unplaced:
-                outcome = to_plain(self.actuator.apply(plan, now_s))
-            record = DecisionRecord(
-                at_s=now_s,
-                service=spec.name,
-                observation={"error": error} if observation is None else to_plain(observation),
-                recommendation=result.recommendation,
-                decision=decision,
-                plan=to_plain(plan),
-                outcome=outcome,
-            )
+            record = self._reconcile_service(binding, snapshot, now_s)
             self.journal.append(record)
             records.append(record)
-            if not plan.empty:
+            if record.outcome.get("applied") != "nothing to do":
                 snapshot = self.state.snapshot(now_s)
         return records
+
+    def _reconcile_service(self, binding: ServiceBinding, snapshot: ClusterState, now_s: float) -> DecisionRecord:
+        spec = binding.spec
+        book = self.books.setdefault(spec.name, ServiceBook())
+        instances = {i.id: i for i in snapshot.of(spec.name)}
+        observation = None
+        error: str | None = None
+        try:
+            observation = self.metrics.observe(spec.name, now_s, self.window_s)
+        except MetricsUnavailable as exc:
+            error = str(exc)
+            log.warning("%s: metrics unavailable: %s", spec.name, exc)
+        # soft scale-in first: restore on SLO degradation, remove those whose window has ended
+        degraded = slo_degraded(spec, observation)
+        restores, expired = soft_scale_in_step(book, instances, now_s, degraded, self.readiness)
+        counts = service_counts(snapshot, spec.name, exclude=set(book.soft_removed))
+        ctx = PolicyContext(
+            now_s=now_s,
+            spec=spec,
+            observation=observation,
+            observation_error=error,
+            counts=counts,
+            targets=binding.targets,
+            memory=binding.memory,
+            tick_s=self.tick_s,
+        )
+        result = binding.policy.decide(ctx)
+        binding.memory = result.memory
+        decision = result.decision
+        deltas = {
+            Role.PREFILL: decision.desired_prefill - counts.prefill.capacity,
+            Role.DECODE: decision.desired_decode - counts.decode.capacity,
+        }
+        # scale-out brings soft-removed instances back before launching new ones (no cold start)
+        for role in Role:
+            if deltas[role] > 0:
+                back = restore_for_scale_out(book, role, deltas[role], instances)
+                restores += [DiscoveryChange(i, True, "soft scale-in reverted: scale-out") for i in back]
+                deltas[role] -= len(back)
+        plan = PlacementPlan()
+        if deltas[Role.PREFILL] or deltas[Role.DECODE]:
+            # soft-removed instances are already on their way out: never victims, never capacity
+            placeable = dataclasses.replace(
+                snapshot, instances=tuple(i for i in snapshot.instances if i.id not in book.soft_removed)
+            )
+            plan = place_first_fit(
+                spec,
+                deltas,
+                placeable,
+                self.state.topology(),
+                self.state.free_gpus(),
+                result.scale_in_mode,
+                result.drain_grace_s,
+            )
+        plan = self._soften(plan, book, instances, now_s, result.scale_in_mode)
+        # gate discovery on the Ready ratio, as it will be once this plan's discovery changes are made
+        leaving = {r.instance_id for r in (*plan.removals, *expired)}
+        projected = {k: v for k, v in instances.items() if k not in leaving}
+        for change in (*restores, *plan.discovery):
+            if change.instance_id in projected:
+                projected[change.instance_id] = dataclasses.replace(
+                    projected[change.instance_id], in_discovery=change.in_discovery
+                )
+        gating = gate_discovery(spec, book, projected, self.readiness)
+        plan = dataclasses.replace(
+            plan,
+            removals=(*plan.removals, *expired),
+            discovery=_merge_discovery((*restores, *plan.discovery, *gating)),
+        )
+        outcome: dict[str, object] = {"applied": "nothing to do"}
+        if not plan.empty or plan.unplaced:
+            outcome = to_plain(self.actuator.apply(plan, now_s))
+        return DecisionRecord(
+            at_s=now_s,
+            service=spec.name,
+            observation={"error": error} if observation is None else to_plain(observation),
+            recommendation=result.recommendation,
+            decision=decision,
+            plan=to_plain(plan),
+            outcome=outcome,
+        )
+
+    def _soften(
+        self,
+        plan: PlacementPlan,
+        book: ServiceBook,
+        instances: dict[str, InstanceInfo],
+        now_s: float,
+        mode: ScaleInMode,
+    ) -> PlacementPlan:
+        """Turn drain-mode removals of serving instances into soft scale-ins (out of discovery first)."""
+        if mode is not ScaleInMode.DRAIN or self.readiness.soft_scale_in_s <= 0:
+            return plan
+        keep: list[Remove] = []
+        soft: list[DiscoveryChange] = []
+        for removal in plan.removals:
+            inst = instances.get(removal.instance_id)
+            if inst is not None and inst.lifecycle is Lifecycle.READY and inst.in_discovery:
+                book.soft_removed[inst.id] = now_s
+                soft.append(
+                    DiscoveryChange(inst.id, False, f"soft scale-in: observed for {self.readiness.soft_scale_in_s:g} s")
+                )
+            else:
+                keep.append(removal)
+        return dataclasses.replace(plan, removals=tuple(keep), discovery=(*plan.discovery, *soft))
+
+
+def _merge_discovery(changes: Sequence[DiscoveryChange]) -> tuple[DiscoveryChange, ...]:
+    """One change per instance, the last word winning, in first-mention order."""
+    last: dict[str, DiscoveryChange] = {}
+    for change in changes:
+        last[change.instance_id] = change
+    return tuple(last.values())

@@ -25,6 +25,15 @@ class Remove:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryChange:
+    """Put a running instance into service discovery or take it out (it keeps running)."""
+
+    instance_id: str
+    in_discovery: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unplaced:
     service: str
     role: Role
@@ -37,14 +46,16 @@ class PlacementPlan:
     launches: tuple[Launch, ...] = ()
     removals: tuple[Remove, ...] = ()
     unplaced: tuple[Unplaced, ...] = ()
+    discovery: tuple[DiscoveryChange, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.launches and not self.removals
+        return not self.launches and not self.removals and not self.discovery
 
 
 @dataclass(frozen=True, slots=True)
 class ActuationResult:
     launched: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    discovery_changed: tuple[str, ...] = ()
     errors: tuple[str, ...] = field(default=())

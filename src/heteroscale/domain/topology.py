@@ -2,6 +2,8 @@
 
 A node's place is its path of domain names from the VDC down to itself. The closest level two
 nodes share decides the KV-transfer bandwidth between instances on them (HETEROSCALE.md §3).
+RDMA subgroups (pools of S1/S2 switches) carry a priority that says how valuable the pool is; the
+derivation lives in :mod:`heteroscale.scheduling.subgroups`, the value types here.
 """
 
 from __future__ import annotations
@@ -87,11 +89,47 @@ class KvBandwidthTable:
         return self.same_cluster
 
 
+class SubgroupPriority(IntEnum):
+    """How valuable (scarce) an RDMA subgroup is; the scheduler spends the least valuable first."""
+
+    LOW = 0  # an S2 whose GPUs are all one type
+    MEDIUM = 1  # an S2 with several types, every S1 homogeneous
+    HIGH = 2  # an S1 that joins different types
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class RdmaSubgroup:
+    """A pool of S1 switches treated as one, with its priority and why it has that priority.
+
+    ``domain`` is the path of the switch that names the pool (an S2 path for a whole big-pod or for
+    the rest of one, an S1 path for a mini-pod split out of its big-pod); ``s1s`` are the member
+    mini-pods' paths in topology order.
+    """
+
+    name: str
+    domain: tuple[str, ...]
+    s1s: tuple[tuple[str, ...], ...]
+    priority: SubgroupPriority
+    skus: tuple[str, ...]
+    reason: str
+    overridden: bool = False
+
+    @property
+    def s2(self) -> tuple[str, ...]:
+        return self.domain[: int(Level.S2) + 1]
+
+
 @dataclass(frozen=True, slots=True)
 class Topology:
     name: str
     nodes: tuple[NodeSpec, ...]
     kv_bandwidth: KvBandwidthTable = field(default_factory=KvBandwidthTable)
+    # Priority overrides by S2 path (the whole big-pod, one pool) or S1 path (that mini-pod, its own pool).
+    subgroup_priority: tuple[tuple[tuple[str, ...], SubgroupPriority], ...] = ()
 
     def gpus_by_sku(self) -> dict[str, int]:
         out: dict[str, int] = {}

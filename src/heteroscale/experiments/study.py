@@ -17,6 +17,7 @@ from heteroscale.domain.hardware import Role
 from heteroscale.experiments.compare import Comparison, PolicyRun
 from heteroscale.perf import Calibration
 from heteroscale.sim.scenario import Scenario
+from heteroscale.sim.telemetry import RoleWindow
 
 SIGNALS = (
     "prefill-tps",
@@ -34,8 +35,8 @@ def gpu_series(run: PolicyRun, gpus_per_prefill: int, gpus_per_decode: int) -> l
     """Per telemetry window: time, load and GPUs held (ready + starting) per role."""
     out = []
     for row in run.rows:
-        p = row.prefill.instances_ready + row.prefill.instances_starting + row.prefill.instances_draining
-        d = row.decode.instances_ready + row.decode.instances_starting + row.decode.instances_draining
+        p = sum(_held_or_serving(row.prefill))
+        d = sum(_held_or_serving(row.decode))
         out.append(
             {
                 "t_s": row.t_s,
@@ -46,6 +47,11 @@ def gpu_series(run: PolicyRun, gpus_per_prefill: int, gpus_per_decode: int) -> l
             }
         )
     return out
+
+
+def _held_or_serving(role: RoleWindow) -> tuple[int, int, int, int]:
+    """Every instance that holds GPUs: ready, starting, draining and held out of discovery."""
+    return role.instances_ready, role.instances_starting, role.instances_draining, role.instances_held
 
 
 def signal_series(run: PolicyRun) -> list[dict[str, float | None]]:

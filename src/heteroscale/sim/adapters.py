@@ -65,6 +65,13 @@ class SimActuator:
                 continue
             self._engine.remove(removal.instance_id, removal.mode, removal.grace_s, now_s)
             removed.append(removal.instance_id)
+        changed: list[str] = []
+        for change in plan.discovery:
+            if change.instance_id not in self._engine.cluster.instances:
+                errors.append(f"discovery {change.instance_id}: no such instance")
+                continue
+            self._engine.set_discovery(change.instance_id, change.in_discovery)
+            changed.append(change.instance_id)
         for u in plan.unplaced:
             errors.append(f"unplaced {u.service}/{u.role.value} ×{u.count}: {u.reason}")
-        return ActuationResult(tuple(launched), tuple(removed), tuple(errors))
+        return ActuationResult(tuple(launched), tuple(removed), tuple(changed), tuple(errors))

@@ -493,7 +493,7 @@ class FluidEngine:
         self._sync_stats()
 
     def _role_window(self, svc: int, role: Role, span: float) -> RoleWindow:
-        ready = starting = draining = 0
+        ready = starting = draining = held = 0
         kernel = occ_kernel = tokens = flops = peak = 0.0
         for inst in self.insts[svc]:
             if inst.role is not role:
@@ -501,7 +501,10 @@ class FluidEngine:
             if inst.lifecycle is Lifecycle.STARTING:
                 starting += 1
                 continue
-            ready += 1
+            if inst.in_discovery:
+                ready += 1
+            else:
+                held += 1
             occ = inst.perf.prefill_sm_occupancy if role is Role.PREFILL else inst.perf.decode_sm_occupancy
             dk = inst.acc_kernel_s - inst.win_kernel_s
             inst.win_kernel_s = inst.acc_kernel_s
@@ -516,7 +519,7 @@ class FluidEngine:
             peak += inst.perf.peak_flops * span
         st = self.states[svc]
         n_dec = max(1, ready)
-        active = ready + draining
+        active = ready + draining + held
         return RoleWindow(
             instances_ready=ready,
             instances_starting=starting,
@@ -530,6 +533,7 @@ class FluidEngine:
             kv_usage=(st.dec_n / n_dec * st.mix.ctx_member / max(1, self._kv_cap(svc)))
             if role is Role.DECODE
             else None,
+            instances_held=held,
         )
 
     def _kv_cap(self, svc: int) -> int:

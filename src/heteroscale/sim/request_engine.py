@@ -645,7 +645,7 @@ class RequestEngine:
     def _role_window(
         self, insts: list[PrefillInst] | list[DecodeInst], t_s: float, span: float, role: Role, svc: int
     ) -> RoleWindow:
-        ready = starting = draining = 0
+        ready = starting = draining = held = 0
         tokens = kernel = flops = peak = 0.0
         occ_kernel = 0.0
         queue = running = 0.0
@@ -658,8 +658,10 @@ class RequestEngine:
                 continue
             if lc is Lifecycle.DRAINING:
                 draining += 1
-            else:
+            elif inst.in_discovery:
                 ready += 1
+            else:
+                held += 1
             if isinstance(inst, DecodeInst):
                 self._advance(inst, t_s)
                 acc_kernel = inst.acc_kernel_s
@@ -693,7 +695,7 @@ class RequestEngine:
             queue += len(self.pending_prefill[svc])
         else:
             queue += len(self.pending_decode[svc])
-        active = ready + draining
+        active = ready + draining + held
         return RoleWindow(
             instances_ready=ready,
             instances_starting=starting,
@@ -705,4 +707,5 @@ class RequestEngine:
             queue_len=queue,
             running=running,
             kv_usage=kv_sum / kv_n if kv_n else None,
+            instances_held=held,
         )

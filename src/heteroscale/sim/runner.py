@@ -11,6 +11,7 @@ import numpy as np
 
 from heteroscale.clock import Stopwatch
 from heteroscale.controller.journal import Journal
+from heteroscale.controller.readiness import ReadinessSettings
 from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.errors import ConfigError
@@ -186,6 +187,7 @@ class SimulationRun:
             self.journal,
             window_s=max(st.tick_s, st.telemetry_window_s),
             tick_s=st.tick_s,
+            readiness=ReadinessSettings(st.ratio_tolerance, st.soft_scale_in_s, st.drain_grace_s),
         )
         self.adapter = adapter
         self.wall_s = 0.0

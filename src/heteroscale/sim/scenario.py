@@ -82,6 +82,11 @@ class SimSettings:
     # performance-model calibration: "current" = efficiencies fitted on the measured profiles with
     # current-engine host overheads; "measured-2023" = the plain fit, 2023 engine overheads included
     perf_engine: str = "current"
+    # ratio maintenance at Ready time: gate the surplus role beyond this deviation of the Ready P:D
+    ratio_tolerance: float = 0.25
+    # soft scale-in: removed instances first leave discovery for this long (0 = off; on diurnal the
+    # window costs ≈3 % GPU-hours for no SLO gain, so it is opt-in)
+    soft_scale_in_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

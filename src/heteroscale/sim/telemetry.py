@@ -41,6 +41,7 @@ class RoleWindow:
     queue_len: float
     running: float
     kv_usage: float | None
+    instances_held: int = 0  # Ready but out of service discovery (gated or soft-removed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class WindowRow:
             out[f"{p}_ready"] = rw.instances_ready
             out[f"{p}_starting"] = rw.instances_starting
             out[f"{p}_draining"] = rw.instances_draining
+            out[f"{p}_held"] = rw.instances_held
             out[f"{p}_tps"] = rw.tps
             out[f"{p}_gpu_util"] = rw.gpu_util
             out[f"{p}_sm_activity"] = rw.sm_activity

@@ -1,0 +1,127 @@
+"""The live controller's own metrics (prometheus_client) and its ``/metrics`` + ``/healthz`` server.
+
+Metrics (one registry per controller, never the global default):
+
+* ``heteroscale_desired_instances{service,role}`` — the last decision's desired count;
+* ``heteroscale_instances{service,role,lifecycle}`` — ready / starting / draining, as the cluster says;
+* ``heteroscale_decisions_total{service,reason,direction}`` — by the recommendation's reason and
+  whether the decision scales out, in, or holds;
+* ``heteroscale_reconcile_duration_seconds`` — one cycle, histogram;
+* ``heteroscale_errors_total{kind}`` — metrics, cluster, actuation, leader;
+* ``heteroscale_leader`` (0/1), ``heteroscale_last_cycle_timestamp_seconds``, ``heteroscale_journal_records_total``.
+
+``/healthz`` answers 200 while cycles keep completing (the last within ``stale_after_s``), else 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from heteroscale.domain.decision import DecisionRecord
+from heteroscale.domain.hardware import Role
+
+log = logging.getLogger(__name__)
+
+
+class ControllerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.desired = Gauge("heteroscale_desired_instances", "Desired instances", ["service", "role"], registry=r)
+        self.instances = Gauge(
+            "heteroscale_instances", "Instances by lifecycle", ["service", "role", "lifecycle"], registry=r
+        )
+        self.decisions = Counter(
+            "heteroscale_decisions", "Decisions by reason", ["service", "reason", "direction"], registry=r
+        )
+        self.duration = Histogram(
+            "heteroscale_reconcile_duration_seconds",
+            "Duration of one controller cycle",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.errors = Counter("heteroscale_errors", "Errors by kind", ["kind"], registry=r)
+        self.leader = Gauge("heteroscale_leader", "1 while this replica leads", registry=r)
+        self.last_cycle = Gauge("heteroscale_last_cycle_timestamp_seconds", "End of the last cycle", registry=r)
+        self.records = Counter("heteroscale_journal_records", "DecisionRecords written", registry=r)
+        for kind in ("metrics", "cluster", "actuation", "leader"):
+            self.errors.labels(kind=kind)
+
+    def observe_record(self, record: DecisionRecord) -> None:
+        d = record.decision
+        service = record.service
+        self.desired.labels(service=service, role=Role.PREFILL.value).set(d.desired_prefill)
+        self.desired.labels(service=service, role=Role.DECODE.value).set(d.desired_decode)
+        up = d.desired_prefill > d.current_prefill or d.desired_decode > d.current_decode
+        down = d.desired_prefill < d.current_prefill or d.desired_decode < d.current_decode
+        direction = "out" if up and not down else "in" if down and not up else "mixed" if up else "hold"
+        self.decisions.labels(service=service, reason=record.recommendation.reason.value, direction=direction).inc()
+        self.records.inc()
+        if "error" in record.observation:
+            self.errors.labels(kind="metrics").inc()
+        errors = record.outcome.get("errors") or []
+        real = [e for e in errors if not str(e).startswith(("dry run", "unplaced"))]
+        if real:
+            self.errors.labels(kind="actuation").inc(len(real))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthServer:
+    """``/metrics`` and ``/healthz`` on ``address:port`` from a daemon thread; ``stop()`` is bounded."""
+
+    def __init__(self, metrics: ControllerMetrics, address: str, port: int, healthy: Callable[[], bool]) -> None:
+        self.metrics = metrics
+        self.address = address
+        self.port = port
+        self.healthy = healthy
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HealthServer:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._answer(200, owner.metrics.render(), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok = owner.healthy()
+                    self._answer(200 if ok else 503, b"ok\n" if ok else b"stalled\n", "text/plain")
+                else:
+                    self._answer(404, b"not found\n", "text/plain")
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("http: " + format, *args)
+
+        self._server = ThreadingHTTPServer((self.address, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="heteroscale-http", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None

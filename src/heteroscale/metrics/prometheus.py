@@ -1,0 +1,235 @@
+"""PrometheusSource: a MetricSource over the Prometheus HTTP API (``/api/v1/query`` at ``time=now_s``).
+
+Every signal is one instant query (``promql.Queries``); the answers are folded into an
+:class:`Observation`. What cannot be read is said, never papered over:
+
+* the server cannot be reached, times out, answers an HTTP error or something that is not a
+  Prometheus answer → :class:`MetricsUnavailable` naming the server, the signal and the cause;
+* a role with no series at all → its signals are ``None`` and ``missing`` says which selector found
+  nothing (with ready instances in the cluster the policy then holds: a partial observation);
+* a role whose newest sample is older than ``staleness_s`` → ``stale=True`` and ``missing`` gives the
+  age; DCGM series are checked on their own, a stale GPU signal is dropped (``None``) with a note;
+* NaN or ±Inf (e.g. a histogram quantile over a window without requests) → ``None`` with a note.
+
+All waiting is bounded: each query by ``timeout_s``, one ``observe`` by ``budget_s`` on ``clock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from heteroscale.clock import Clock, WallClock
+from heteroscale.domain.hardware import Role
+from heteroscale.domain.observation import Observation, RoleSignals
+from heteroscale.errors import MetricsUnavailable
+from heteroscale.metrics.promql import QUANTILES, MetricMapping, Queries
+
+log = logging.getLogger(__name__)
+
+
+class PrometheusSource:
+    """MetricSource over Prometheus.
+
+    ``mapping`` applies to every service unless ``service_mappings`` has one for it (a service on
+    SGLang beside services on vLLM, say). ``transport`` is for tests (an ``httpx.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        mapping: MetricMapping,
+        timeout_s: float = 5.0,
+        staleness_s: float = 60.0,
+        clock: Clock | None = None,
+        *,
+        budget_s: float | None = None,
+        service_mappings: Mapping[str, MetricMapping] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if staleness_s <= 0:
+            raise ValueError(f"staleness_s must be > 0, got {staleness_s}")
+        self.base_url = base_url.rstrip("/")
+        self.mapping = mapping
+        self.service_mappings = dict(service_mappings or {})
+        self.timeout_s = timeout_s
+        self.staleness_s = staleness_s
+        self.budget_s = 4.0 * timeout_s if budget_s is None else budget_s
+        self.clock: Clock = clock if clock is not None else WallClock()
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def mapping_for(self, service: str) -> MetricMapping:
+        """The service's own mapping if it has one (e.g. another engine), else the default."""
+        return self.service_mappings.get(service, self.mapping)
+
+    # --- one query -----------------------------------------------------------------------------
+
+    def query(self, promql: str, at_s: float, what: str, deadline_s: float | None = None) -> float | None:
+        """The single value of an instant query at ``at_s``; None when it returns no series."""
+        timeout_s = self.timeout_s
+        if deadline_s is not None:
+            left_s = deadline_s - self.clock.now_s()
+            if left_s <= 0:
+                raise MetricsUnavailable(
+                    f"prometheus {self.base_url}: observation budget of {self.budget_s:g} s spent before {what}"
+                )
+            timeout_s = min(timeout_s, left_s)
+        where = f"prometheus {self.base_url}: {what}"
+        try:
+            response = self._client.get(
+                "/api/v1/query", params={"query": promql, "time": f"{at_s:.3f}"}, timeout=timeout_s
+            )
+        except httpx.TimeoutException as exc:
+            raise MetricsUnavailable(f"{where}: time-out after {timeout_s:.3g} s") from exc
+        except httpx.HTTPError as exc:
+            raise MetricsUnavailable(f"{where}: cannot reach the server ({type(exc).__name__}: {exc})") from exc
+        body = _json_or_none(response)
+        if response.status_code != 200:
+            detail = ""
+            if isinstance(body, dict) and isinstance(body.get("error"), str):
+                detail = f": {body.get('errorType', 'error')}: {body['error']}"
+            raise MetricsUnavailable(f"{where}: HTTP {response.status_code}{detail}")
+        return _single_value(body, where)
+
+    def _first(self, candidates: Sequence[str], at_s: float, what: str, deadline_s: float) -> float | None:
+        """The first alternative that returns a series (e.g. ``inter_token_latency`` before ``tpot``)."""
+        for promql in candidates:
+            value = self.query(promql, at_s, what, deadline_s)
+            if value is not None:
+                return value
+        return None
+
+    # --- the observation ------------------------------------------------------------------------
+
+    def observe(self, service: str, now_s: float, window_s: float) -> Observation:
+        if window_s <= 0:
+            raise MetricsUnavailable(f"observation window must be > 0 s, got {window_s}")
+        deadline_s = self.clock.now_s() + self.budget_s
+        q = Queries(self.mapping_for(service), service, window_s)
+        missing: list[str] = []
+        stale = False
+
+        def number(name: str, value: float | None, note_absent: bool = False) -> float | None:
+            if value is None:
+                if note_absent:
+                    missing.append(f"{name}: no series")
+                return None
+            if not math.isfinite(value):
+                missing.append(f"{name}: {value} (not a finite number)")
+                return None
+            return value
+
+        roles: dict[Role, RoleSignals] = {}
+        for role in Role:
+            p = role.value
+            newest_s = self.query(q.freshest_sample(role), now_s, f"{p} freshness", deadline_s)
+            if newest_s is None:
+                selector = q.engine_metric(q.names.running, role)
+                missing.append(f"{p}: no series matching {selector} (target down, series gone or never scraped)")
+                roles[role] = RoleSignals(instances_ready=0, tps=None)
+                continue
+            age_s = now_s - newest_s
+            if age_s > self.staleness_s:
+                stale = True
+                missing.append(f"{p}: newest sample is {age_s:.1f} s old (staleness limit {self.staleness_s:g} s)")
+            ready = self.query(q.fresh_instances(role, self.staleness_s), now_s, f"{p} instances", deadline_s)
+            tps = number(f"{p}.tps", self.query(q.tps(role), now_s, f"{p} tps", deadline_s), note_absent=True)
+            if tps is not None and tps < 0:  # counters scraped a moment apart: hits may lead prompts briefly
+                tps = 0.0
+            gpu_util = sm_activity = None
+            gpu_newest_s = self.query(q.gpu_freshest_sample(role), now_s, f"{p} DCGM freshness", deadline_s)
+            if gpu_newest_s is None:
+                missing.append(f"{p}.gpu_util: no DCGM series")
+            elif now_s - gpu_newest_s > self.staleness_s:
+                missing.append(f"{p}.gpu_util: DCGM samples {now_s - gpu_newest_s:.1f} s old, dropped")
+            else:
+                gpu_util = number(f"{p}.gpu_util", self.query(q.gpu_util(role), now_s, f"{p} GPU util", deadline_s))
+                sm_activity = number(
+                    f"{p}.sm_activity", self.query(q.sm_activity(role), now_s, f"{p} SM activity", deadline_s)
+                )
+            roles[role] = RoleSignals(
+                instances_ready=int(ready) if ready is not None and math.isfinite(ready) else 0,
+                tps=tps,
+                gpu_util=gpu_util,
+                sm_activity=sm_activity,
+                queue_len=number(f"{p}.queue_len", self.query(q.queue_len(role), now_s, f"{p} queue", deadline_s)),
+                running=number(f"{p}.running", self.query(q.running(role), now_s, f"{p} running", deadline_s)),
+                kv_usage=number(f"{p}.kv_usage", self._first(q.kv_usage(role), now_s, f"{p} KV usage", deadline_s)),
+            )
+        latency: dict[str, float | None] = {}
+        for label, quantile in QUANTILES:
+            for name, candidates in (("ttft", q.ttft(quantile)), ("tbt", q.tbt(quantile))):
+                key = f"{name}_{label}_s"
+                latency[key] = number(key, self._first(candidates, now_s, f"{name} {label}", deadline_s))
+        mean_in_q, mean_out_q = q.mean_input_tokens(), q.mean_output_tokens()
+        requests_per_s = number("requests_per_s", self.query(q.requests_per_s(), now_s, "request rate", deadline_s))
+        mean_in = None if mean_in_q is None else self.query(mean_in_q, now_s, "mean input tokens", deadline_s)
+        mean_out = None if mean_out_q is None else self.query(mean_out_q, now_s, "mean output tokens", deadline_s)
+        return Observation(
+            service=service,
+            window_start_s=now_s - window_s,
+            window_end_s=now_s,
+            prefill=roles[Role.PREFILL],
+            decode=roles[Role.DECODE],
+            ttft_p50_s=latency["ttft_p50_s"],
+            ttft_p90_s=latency["ttft_p90_s"],
+            ttft_p99_s=latency["ttft_p99_s"],
+            tbt_p50_s=latency["tbt_p50_s"],
+            tbt_p90_s=latency["tbt_p90_s"],
+            tbt_p99_s=latency["tbt_p99_s"],
+            requests_per_s=requests_per_s,
+            mean_input_tokens=number("mean_input_tokens", mean_in),
+            mean_output_tokens=number("mean_output_tokens", mean_out),
+            stale=stale,
+            missing=tuple(missing),
+        )
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _single_value(body: Any, where: str) -> float | None:
+    """The one sample value of a successful instant-query answer, or None for an empty vector."""
+    if not isinstance(body, dict):
+        raise MetricsUnavailable(f"{where}: malformed answer (not a JSON object)")
+    if body.get("status") != "success":
+        raise MetricsUnavailable(f"{where}: query failed: {body.get('errorType', '?')}: {body.get('error', '?')}")
+    data = body.get("data")
+    if not isinstance(data, dict) or "result" not in data:
+        raise MetricsUnavailable(f"{where}: malformed answer (no data.result)")
+    kind = data.get("resultType")
+    result = data["result"]
+    if kind == "scalar":
+        return _sample_value(result, where)
+    if kind != "vector" or not isinstance(result, list):
+        raise MetricsUnavailable(f"{where}: malformed answer (resultType {kind!r}, expected a vector)")
+    if not result:
+        return None
+    if len(result) > 1:
+        raise MetricsUnavailable(f"{where}: {len(result)} series where one aggregate was expected")
+    entry = result[0]
+    if not isinstance(entry, dict) or "value" not in entry:
+        raise MetricsUnavailable(f"{where}: malformed answer (a series without a value)")
+    return _sample_value(entry["value"], where)
+
+
+def _sample_value(pair: Any, where: str) -> float:
+    if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
+        raise MetricsUnavailable(f"{where}: malformed sample {pair!r}")
+    try:
+        return float(pair[1])  # "NaN", "+Inf" and "-Inf" parse; callers decide what they mean
+    except ValueError as exc:
+        raise MetricsUnavailable(f"{where}: malformed sample value {pair[1]!r}") from exc

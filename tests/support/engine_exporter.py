@@ -1,0 +1,257 @@
+"""A test exporter on 127.0.0.1 that serves real vLLM / SGLang / DCGM metric names in the classic text format.
+
+It stands in for a fleet of engine pods behind one scrape target. A simple load model drives the values:
+each role of each service has a number of instances and a demand in tokens/s; at every scrape the
+counters grow by demand × elapsed seconds (spread over the instances), the gauges follow the load
+per instance, and the TTFT / TBT histograms gain observations whose latency rises with the load.
+The classic format (``text/plain; version=0.0.4``) keeps the ``vllm:`` colon; ``spelling="underscore"``
+serves ``vllm_x`` instead, as an engine on prometheus_client 0.26 appears after an OpenMetrics scrape.
+
+Faults for tests: ``freeze()`` keeps serving the last values with the timestamps of the freeze moment
+(Prometheus then holds samples that grow old: stale), ``nan=True`` serves NaN gauges and counters.
+
+Started and stopped by its handle: ``start()`` binds a free port on 127.0.0.1, ``stop()`` shuts the
+server down and joins its thread with a bounded wait.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from heteroscale.clock import WallClock
+
+TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+TBT_BUCKETS_S = (0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5)
+
+
+@dataclass(slots=True)
+class RoleLoad:
+    instances: int
+    tps: float  # prefill: prompt tokens/s (before cache hits); decode: generated tokens/s
+    capacity_tps_per_instance: float  # the load per instance at which latency doubles
+
+
+@dataclass(slots=True)
+class ServiceLoad:
+    name: str
+    engine: str = "vllm"  # "vllm" | "sglang"
+    prefill: RoleLoad = field(default_factory=lambda: RoleLoad(1, 2000.0, 4000.0))
+    decode: RoleLoad = field(default_factory=lambda: RoleLoad(1, 500.0, 1000.0))
+    cache_hit_fraction: float = 0.25
+    requests_per_s: float = 2.0
+    base_ttft_s: float = 0.2
+    base_tbt_s: float = 0.03
+
+
+@dataclass(slots=True)
+class _Counters:
+    prompt: float = 0.0
+    cached: float = 0.0
+    generated: float = 0.0
+    requests: float = 0.0
+    ttft: list[float] = field(default_factory=lambda: [0.0] * (len(TTFT_BUCKETS_S) + 1))
+    ttft_sum: float = 0.0
+    tbt: list[float] = field(default_factory=lambda: [0.0] * (len(TBT_BUCKETS_S) + 1))
+    tbt_sum: float = 0.0
+
+
+class EngineExporter:
+    """The load model and its HTTP server. Thread-safe: tests change the load while Prometheus scrapes."""
+
+    def __init__(self, services: list[ServiceLoad], spelling: str = "colon", explicit_timestamps: bool = False) -> None:
+        self.services = {s.name: s for s in services}
+        self.spelling = spelling
+        # With explicit timestamps Prometheus writes no staleness markers for the series, so a frozen
+        # exporter leaves samples that grow old (stale) instead of series that vanish.
+        self.explicit_timestamps = explicit_timestamps
+        self.nan = False
+        self._clock = WallClock()
+        self._lock = threading.Lock()
+        self._counters: dict[tuple[str, str, int], _Counters] = {}
+        self._last_s: float | None = None
+        self._frozen_text: str | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.scrapes = 0
+
+    # --- control -----------------------------------------------------------------------------
+
+    def set_load(self, service: str, *, prefill_tps: float | None = None, decode_tps: float | None = None) -> None:
+        with self._lock:
+            svc = self.services[service]
+            if prefill_tps is not None:
+                svc.prefill.tps = prefill_tps
+            if decode_tps is not None:
+                svc.decode.tps = decode_tps
+
+    def set_instances(self, service: str, prefill: int, decode: int) -> None:
+        with self._lock:
+            self.services[service].prefill.instances = prefill
+            self.services[service].decode.instances = decode
+
+    def freeze(self) -> None:
+        """From now on serve the current values with the current timestamp, unchanged."""
+        text = self._render_live(stamp=True)
+        with self._lock:
+            self._frozen_text = text
+
+    def thaw(self) -> None:
+        with self._lock:
+            self._frozen_text = None
+
+    # --- the model -----------------------------------------------------------------------------
+
+    def _advance(self, now_s: float) -> None:
+        elapsed_s = 0.0 if self._last_s is None else max(0.0, now_s - self._last_s)
+        self._last_s = now_s
+        for svc in self.services.values():
+            for role_name, load in (("prefill", svc.prefill), ("decode", svc.decode)):
+                n = max(load.instances, 0)
+                if n == 0:
+                    continue
+                per_tps = load.tps / n
+                pressure = per_tps / max(load.capacity_tps_per_instance, 1e-9)
+                requests = svc.requests_per_s * elapsed_s / n
+                for i in range(n):
+                    c = self._counters.setdefault((svc.name, role_name, i), _Counters())
+                    c.requests += requests
+                    if role_name == "prefill":
+                        c.prompt += per_tps * elapsed_s
+                        c.cached += per_tps * elapsed_s * svc.cache_hit_fraction
+                        _observe(c.ttft, TTFT_BUCKETS_S, svc.base_ttft_s * (1 + pressure**2), requests)
+                        c.ttft_sum += svc.base_ttft_s * (1 + pressure**2) * requests
+                    else:
+                        c.generated += per_tps * elapsed_s
+                        _observe(c.tbt, TBT_BUCKETS_S, svc.base_tbt_s * (1 + pressure**2), requests * 100)
+                        c.tbt_sum += svc.base_tbt_s * (1 + pressure**2) * requests * 100
+
+    def render(self) -> str:
+        """The exposition text for the current moment (advances the counters)."""
+        with self._lock:
+            if self._frozen_text is not None:
+                return self._frozen_text
+        return self._render_live(stamp=self.explicit_timestamps)
+
+    def _render_live(self, stamp: bool) -> str:
+        with self._lock:
+            now_s = self._clock.now_s()
+            self._advance(now_s)
+            out: list[str] = []
+            for svc in self.services.values():
+                out.extend(self._service_lines(svc))
+        if stamp:
+            stamp_ms = int(now_s * 1000)
+            out = [f"{line} {stamp_ms}" for line in out]
+        return "\n".join(out) + "\n"
+
+    def _name(self, engine: str, base: str) -> str:
+        return f"{engine}:{base}" if self.spelling == "colon" else f"{engine}_{base}"
+
+    def _service_lines(self, svc: ServiceLoad) -> list[str]:
+        lines: list[str] = []
+        vllm = svc.engine == "vllm"
+        names = {
+            "prompt": "prompt_tokens_total",
+            "cached": "prefix_cache_hits_total" if vllm else "cached_tokens_total",
+            "generated": "generation_tokens_total",
+            "running": "num_requests_running" if vllm else "num_running_reqs",
+            "waiting": "num_requests_waiting" if vllm else "num_queue_reqs",
+            "kv": "kv_cache_usage_perc" if vllm else "token_usage",
+            "requests": "request_success_total" if vllm else "num_requests_total",
+            "ttft": "time_to_first_token_seconds",
+            "tbt": "inter_token_latency_seconds",
+        }
+        for role_name, load in (("prefill", svc.prefill), ("decode", svc.decode)):
+            n = max(load.instances, 0)
+            per_tps = load.tps / n if n else 0.0
+            pressure = per_tps / max(load.capacity_tps_per_instance, 1e-9)
+            for i in range(n):
+                c = self._counters.get((svc.name, role_name, i), _Counters())
+                labels = (
+                    f'model_name="{svc.name}",service="{svc.name}",role="{role_name}",pod="{svc.name}-{role_name}-{i}"'
+                )
+
+                def value(v: float) -> str:
+                    return "NaN" if self.nan else repr(float(v))
+
+                def emit(base: str, v: float, labels: str = labels) -> None:
+                    lines.append(f"{self._name(svc.engine, base)}{{{labels}}} {value(v)}")
+
+                emit(names["prompt"], c.prompt)
+                emit(names["cached"], c.cached)
+                emit(names["generated"], c.generated)
+                emit(names["requests"], c.requests)
+                emit(names["running"], min(256.0, 8.0 * pressure))
+                emit(names["waiting"], max(0.0, 4.0 * (pressure - 1.0)))
+                emit(names["kv"], min(1.0, 0.8 * pressure))
+                buckets, bounds, total = (c.ttft, TTFT_BUCKETS_S, c.ttft_sum)
+                hist = names["ttft"]
+                if role_name == "decode":
+                    buckets, bounds, total = (c.tbt, TBT_BUCKETS_S, c.tbt_sum)
+                    hist = names["tbt"]
+                cumulative = 0.0
+                for bound, count in zip((*bounds, math.inf), buckets, strict=True):
+                    cumulative += count
+                    le = "+Inf" if math.isinf(bound) else repr(bound)
+                    lines.append(f'{self._name(svc.engine, hist)}_bucket{{{labels},le="{le}"}} {cumulative!r}')
+                lines.append(f"{self._name(svc.engine, hist)}_sum{{{labels}}} {total!r}")
+                lines.append(f"{self._name(svc.engine, hist)}_count{{{labels}}} {cumulative!r}")
+                util = min(100.0, 100.0 * pressure)
+                dcgm_labels = f'gpu="0",service="{svc.name}",role="{role_name}",pod="{svc.name}-{role_name}-{i}"'
+                lines.append(f"DCGM_FI_DEV_GPU_UTIL{{{dcgm_labels}}} {value(util)}")
+                lines.append(f"DCGM_FI_PROF_SM_ACTIVE{{{dcgm_labels}}} {value(util / 100.0 * 0.8)}")
+        return lines
+
+    # --- the server ----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("exporter not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> EngineExporter:
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                body = exporter.render().encode()
+                exporter.scrapes += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+
+def _observe(buckets: list[float], bounds: tuple[float, ...], value_s: float, count: float) -> None:
+    """Add ``count`` observations of ``value_s`` to non-cumulative bucket counts."""
+    for i, bound in enumerate(bounds):
+        if value_s <= bound:
+            buckets[i] += count
+            return
+    buckets[-1] += count

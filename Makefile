@@ -39,7 +39,11 @@ typecheck: $(TEST_STAMP)
 imports: $(TEST_STAMP)
 	$(BIN)/lint-imports
 
-unit: $(TEST_STAMP)
+# the integration tests run a real Prometheus: Debian's package, installed once (idempotent)
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; }
+
+unit: $(TEST_STAMP) system-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck imports unit

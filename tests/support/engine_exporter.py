@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -61,8 +62,16 @@ class _Counters:
 class EngineExporter:
     """The load model and its HTTP server. Thread-safe: tests change the load while Prometheus scrapes."""
 
-    def __init__(self, services: list[ServiceLoad], spelling: str = "colon", explicit_timestamps: bool = False) -> None:
+    def __init__(
+        self,
+        services: list[ServiceLoad],
+        spelling: str = "colon",
+        explicit_timestamps: bool = False,
+        instances_source: Callable[[], dict[str, tuple[int, int]]] | None = None,
+    ) -> None:
         self.services = {s.name: s for s in services}
+        # called at each scrape: service → (ready prefill, ready decode), e.g. from the Kubernetes fake's pods
+        self.instances_source = instances_source
         self.spelling = spelling
         # With explicit timestamps Prometheus writes no staleness markers for the series, so a frozen
         # exporter leaves samples that grow old (stale) instead of series that vanish.
@@ -136,6 +145,10 @@ class EngineExporter:
         return self._render_live(stamp=self.explicit_timestamps)
 
     def _render_live(self, stamp: bool) -> str:
+        if self.instances_source is not None:
+            for name, (prefill, decode) in self.instances_source().items():
+                if name in self.services:
+                    self.set_instances(name, prefill, decode)
         with self._lock:
             now_s = self._clock.now_s()
             self._advance(now_s)

@@ -64,7 +64,9 @@ class Fault:
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return self.hits < self.count and method.upper() == self.method.upper() and re.search(self.path, path) is not None
+        return (
+            self.hits < self.count and method.upper() == self.method.upper() and re.search(self.path, path) is not None
+        )
 
 
 def _now_iso(clock: WallClock) -> str:
@@ -238,7 +240,12 @@ class KubeFake(kmock.KubernetesEmulator):
             ns, name = meta.get("namespace"), meta["name"]
             pods = [p for p in self.live_objects(PODS, ns) if p["metadata"].get("labels", {}).get(OWNER_LABEL) == name]
             ready = sum(1 for p in pods if _ready(p))
-            status = {"replicas": len(pods), "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": len(pods)}
+            status = {
+                "replicas": len(pods),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "updatedReplicas": len(pods),
+            }
             if deployment.get("status") != status:
                 self.objects[DEPLOYMENTS, ns, name].patch({"status": status})
 
@@ -313,7 +320,13 @@ class KubeFake(kmock.KubernetesEmulator):
 
 
 def _status(code: int, message: str, headers: dict[str, str] | None = None) -> aiohttp.web.StreamResponse:
-    reasons = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests", 403: "Forbidden"}
+    reasons = {
+        409: "Conflict",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+        429: "TooManyRequests",
+        403: "Forbidden",
+    }
     body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "message": message}
     body["reason"] = reasons.get(code, "Unknown")
     return aiohttp.web.json_response(body, status=code, headers=headers)
@@ -331,7 +344,9 @@ def _as_scale(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", []))
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", [])
+    )
 
 
 def _gpu_request(pod: dict[str, Any]) -> int:
@@ -344,7 +359,10 @@ def _gpu_request(pod: dict[str, Any]) -> int:
 
 def _affinity_allows(pod: dict[str, Any], labels: dict[str, str]) -> bool:
     required = (
-        pod.get("spec", {}).get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+        pod.get("spec", {})
+        .get("affinity", {})
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution")
     )
     if not required:
         return True
@@ -477,6 +495,19 @@ class KubeFakeServer:
             return [dict(p) for p in f.live_objects(PODS, namespace)]
 
         return list(self.call(read))
+
+    def ready_counts(self, namespace: str | None = None) -> dict[str, tuple[int, int]]:
+        """service → (Ready prefill pods, Ready decode pods) that are in service discovery."""
+        out: dict[str, list[int]] = {}
+        for pod in self.pods(namespace):
+            labels = pod["metadata"].get("labels") or {}
+            service, role = labels.get("heteroscale.io/service"), labels.get("heteroscale.io/role")
+            if service is None or role not in ("prefill", "decode") or not _ready(pod):
+                continue
+            if pod["metadata"].get("deletionTimestamp") or labels.get("heteroscale.io/discovery") != "on":
+                continue
+            out.setdefault(service, [0, 0])[0 if role == "prefill" else 1] += 1
+        return {k: (v[0], v[1]) for k, v in out.items()}
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:

@@ -28,7 +28,9 @@ _DEPTH = {AffinityLevel.S1: 5, AffinityLevel.S2: 4, AffinityLevel.CLUSTER: 3}
 # --- builders -------------------------------------------------------------------------------
 
 
-def pod(s2: str, s1: str, skus: str | Sequence[str], count: int = 1, free: int | None = None, lc: str = "lc") -> list[NodeSpec]:
+def pod(
+    s2: str, s1: str, skus: str | Sequence[str], count: int = 1, free: int | None = None, lc: str = "lc"
+) -> list[NodeSpec]:
     """``count`` 8-GPU nodes in mini-pod ``s1`` of big-pod ``s2``; a list of SKUs alternates them."""
     kinds = [skus] if isinstance(skus, str) else list(skus)
     return [
@@ -123,7 +125,12 @@ def dg_counts(plan: PlacementPlan, instances: Sequence[InstanceInfo] = ()) -> di
 
 SUBGROUP_CASES = [
     ("homogeneous big-pod is LOW", [pod("a", "a1", "h800", 2), pod("a", "a2", "h800", 2)], (), [("a", LOW)]),
-    ("several types on homogeneous mini-pods is MEDIUM", [pod("a", "a1", "h800"), pod("a", "a2", "h20")], (), [("a", MEDIUM)]),
+    (
+        "several types on homogeneous mini-pods is MEDIUM",
+        [pod("a", "a1", "h800"), pod("a", "a2", "h20")],
+        (),
+        [("a", MEDIUM)],
+    ),
     (
         "a mixed mini-pod is HIGH, the rest by the rules (one type: LOW)",
         [pod("a", "a1", ["h800", "h20"], 2), pod("a", "a2", "h800")],
@@ -158,8 +165,12 @@ SUBGROUP_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("nodes", "overrides", "expected"), [c[1:] for c in SUBGROUP_CASES], ids=[c[0] for c in SUBGROUP_CASES])
-def test_subgroup_priority_derivation(nodes: list[list[NodeSpec]], overrides: Any, expected: list[tuple[str, SubgroupPriority]]) -> None:
+@pytest.mark.parametrize(
+    ("nodes", "overrides", "expected"), [c[1:] for c in SUBGROUP_CASES], ids=[c[0] for c in SUBGROUP_CASES]
+)
+def test_subgroup_priority_derivation(
+    nodes: list[list[NodeSpec]], overrides: Any, expected: list[tuple[str, SubgroupPriority]]
+) -> None:
     subgroups = derive_subgroups(topo(*nodes, overrides=overrides))
     assert [(sg.name, sg.priority) for sg in subgroups] == expected
     assert all(sg.reason for sg in subgroups)
@@ -210,7 +221,9 @@ def three_pools(lc: str = "lc") -> list[list[NodeSpec]]:
 
 @pytest.mark.parametrize("affinity", [AffinityLevel.S2, AffinityLevel.CLUSTER])
 @pytest.mark.parametrize(("pairs", "expected"), [(1, [LOW]), (2, [LOW, MEDIUM]), (3, [LOW, MEDIUM, HIGH])])
-def test_fill_order_is_low_then_medium_then_high(affinity: AffinityLevel, pairs: int, expected: list[SubgroupPriority]) -> None:
+def test_fill_order_is_low_then_medium_then_high(
+    affinity: AffinityLevel, pairs: int, expected: list[SubgroupPriority]
+) -> None:
     t = topo(*three_pools())
     plan = run([demand(spec(affinity=affinity), pairs, pairs)], t)
     tiers = tier_of(t)
@@ -276,14 +289,32 @@ def test_growth_wins_at_equal_priority_and_a_new_dg_wins_on_a_cheaper_pool() -> 
     assert {x.dg for x in plan.launches} == {"svc-dg1"}
     assert {x.node for x in plan.launches} <= {"l1-n0", "l1-n1"}
     # with no cheaper pool, the existing DG grows
-    t2 = topo(pod("med", "m1", "h800", 2), pod("med", "m2", "h20", 2))
+    t2 = topo(
+        pod("med", "m1", "h800", 2), pod("med", "m2", "h20", 2), pod("med2", "x1", "h800"), pod("med2", "x2", "h20")
+    )
     plan2 = run([demand(s, 2, 2)], t2, current)
     assert {x.dg for x in plan2.launches} == {"svc-dg0"}
 
 
-@pytest.mark.parametrize(("ratio", "desired"), [(1.0, (6, 6)), (0.5, (3, 6)), (1.5, (6, 4)), (3.0, (9, 3)), (2.0, (5, 2))])
+def test_a_growing_dg_spills_into_a_valuable_pool_only_when_nothing_cheaper_is_left() -> None:
+    # one big-pod: a LOW rest (h800) and a HIGH mini-pod; another LOW big-pod with room for one more pair
+    t = topo(pod("a", "a1", "h800"), pod("a", "a2", ["h800", "h20"], 4), pod("b", "b1", "h800"))
+    current = [inst("p0", P, "a1-n0"), inst("d0", D, "a1-n0")]
+    plan = run([demand(spec(), 3, 3)], t, current)
+    tiers = tier_of(t)
+    by_dg = {dg: sorted({tiers[x.node] for x in plan.launches if x.dg == dg}) for dg in {x.dg for x in plan.launches}}
+    assert by_dg == {"svc-dg1": [LOW], "svc-dg0": [HIGH]}
+    first_high = next(i for i, x in enumerate(plan.launches) if tiers[x.node] is HIGH)
+    assert all(x.dg == "svc-dg1" for x in plan.launches[:first_high])  # LOW first, in a new DG
+
+
+@pytest.mark.parametrize(
+    ("ratio", "desired"), [(1.0, (6, 6)), (0.5, (3, 6)), (1.5, (6, 4)), (3.0, (9, 3)), (2.0, (5, 2))]
+)
 @pytest.mark.parametrize("room_nodes", [1, 2, 8])
-def test_every_dg_stays_at_the_ratio_even_when_room_runs_out(ratio: float, desired: tuple[int, int], room_nodes: int) -> None:
+def test_every_dg_stays_at_the_ratio_even_when_room_runs_out(
+    ratio: float, desired: tuple[int, int], room_nodes: int
+) -> None:
     t = topo(pod("a", "a1", "h800", room_nodes), pod("b", "b1", "h800", room_nodes))
     s = spec(pd_ratio=ratio, prefill=[("h800", 2)], decode=[("h800", 2)])
     plan = run([demand(s, *desired)], t)
@@ -294,29 +325,34 @@ def test_every_dg_stays_at_the_ratio_even_when_room_runs_out(ratio: float, desir
 
 
 def test_dg_ids_continue_after_the_highest_existing_one() -> None:
-    t = topo(pod("a", "a1", "h800"), pod("b", "b1", "h800"))
-    current = [inst("p0", P, "a1-n0", dg="svc-dg3"), inst("d0", D, "a1-n0", dg="svc-dg3", lifecycle=Lifecycle.DRAINING)]
-    current += [inst("d1", D, "a1-n0", dg="svc-dg3")]
+    t = topo(pod("a", "a1", "h800", 2), pod("b", "b1", "h800"))
+    current = [
+        inst("p0", P, "a1-n0", dg="svc-dg3"),
+        inst("d0", D, "a1-n1", dg="svc-dg3"),
+        inst("old", D, "a1-n0", dg="svc-dg5", lifecycle=Lifecycle.DRAINING),  # draining: no capacity, but its id counts
+        inst("x", P, "a1-n1", service="other", dg="other-dg0"),
+    ]
     plan = run([demand(spec(), 2, 2)], t, current)
-    assert {x.dg for x in plan.launches} == {"svc-dg4"}  # svc-dg3's big-pod is full
+    assert {x.dg for x in plan.launches} == {"svc-dg6"}  # svc-dg3's big-pod is full
+    assert {x.node for x in plan.launches} == {"b1-n0"}
 
 
 # --- scale-in ------------------------------------------------------------------------------
 
 
 def test_scale_in_takes_pairs_from_the_most_valuable_pool_first() -> None:
-    t = topo(pod("low", "l1", "h800", 2), pod("high", "h1", ["h800", "h20"], 2))
+    t = topo(pod("low", "l1", "h800", 2), pod("high", "h1", ["h800", "h20"], 4))
     current = [
         inst("lp0", P, "l1-n0", dg="svc-dg0"),
         inst("ld0", D, "l1-n0", dg="svc-dg0"),
         inst("hp0", P, "h1-n0", dg="svc-dg1"),
         inst("hd0", D, "h1-n0", dg="svc-dg1"),
-        inst("hp1", P, "h1-n0", dg="svc-dg1", lifecycle=Lifecycle.STARTING),
+        inst("hp1", P, "h1-n2", dg="svc-dg1", lifecycle=Lifecycle.STARTING),
         inst("hd1", D, "h1-n1", dg="svc-dg1", sku="h20"),
     ]
     s = spec(decode=[("h800", 4), ("h20", 4)], affinity=AffinityLevel.CLUSTER)
     plan = run([demand(s, 2, 2, scale_in_mode=ScaleInMode.KILL, drain_grace_s=5.0)], t, current)
-    assert {r.instance_id for r in plan.removals} == {"hp1", "hd0"} or {r.instance_id for r in plan.removals} == {"hp1", "hd1"}
+    assert [r.instance_id for r in plan.removals] == ["hp1", "hd0"]  # the HIGH DG; starting first; then by id
     assert plan.removals[0].instance_id == "hp1"  # starting before ready
     assert all(r.mode is ScaleInMode.KILL and r.grace_s == 5.0 for r in plan.removals)
     assert not plan.launches
@@ -333,20 +369,21 @@ def test_scale_in_empties_a_whole_dg_on_the_valuable_pool() -> None:
 @pytest.mark.parametrize(
     ("desired", "expected"),
     [
-        ((2, 3), {"svc-dg0": [2, 3], "svc-dg1": [2, 3]}),  # -2 P: one from each DG, not both from one
-        ((2, 2), {"svc-dg0": [2, 2], "svc-dg1": [2, 2]}),
-        ((1, 1), {"svc-dg0": [1, 1], "svc-dg1": [0, 0]}),  # pairs from one DG: dg1 goes
+        ((4, 6), {"svc-dg0": [2, 3], "svc-dg1": [2, 3]}),  # -2 P: one from each DG, not both from one
+        ((4, 4), {"svc-dg0": [1, 1], "svc-dg1": [3, 3]}),  # -2 pairs: P and D victims from one DG
+        ((3, 3), {"svc-dg0": [0, 0], "svc-dg1": [3, 3]}),  # -3 pairs: a whole DG
+        ((5, 3), {"svc-dg0": [2, 1], "svc-dg1": [3, 2]}),  # both stay within a pod of ratio 5/3
     ],
 )
 def test_scale_in_keeps_each_remaining_dg_balanced(desired: tuple[int, int], expected: dict[str, list[int]]) -> None:
     t = topo(pod("a", "a1", "h800", 3), pod("b", "b1", "h800", 3))
     current = [inst(f"a{r.value[0]}{i}", r, f"a1-n{i}") for i in range(3) for r in (P, D)]
     current += [inst(f"b{r.value[0]}{i}", r, f"b1-n{i}", dg="svc-dg1") for i in range(3) for r in (P, D)]
-    # desired is per service: scale both DGs' totals down
-    total = (desired[0] + expected["svc-dg1"][0], desired[1] + expected["svc-dg1"][1]) if desired != (1, 1) else (1, 1)
-    plan = run([demand(spec(), *total)], t, current)
+    plan = run([demand(spec(), *desired)], t, current)
     counts = dg_counts(plan, current)
     assert {dg: counts.get(dg, [0, 0]) for dg in expected} == expected
+    for p, d in counts.values():
+        assert balanced(p, d, desired[0] / desired[1])
 
 
 def test_scale_in_victims_inside_a_dg_are_not_ready_first_then_newest() -> None:
@@ -368,7 +405,11 @@ def test_scale_in_never_leaves_a_dg_with_one_role() -> None:
     # two 2P:1D DGs at ratio 3 asked to become 3P:1D: a DG with prefill only could not serve, so it goes whole
     t = topo(pod("a", "a1", "h800", 2), pod("b", "b1", "h800", 2))
     current = [inst("ap0", P, "a1-n0"), inst("ap1", P, "a1-n0"), inst("ad0", D, "a1-n1")]
-    current += [inst("bp0", P, "b1-n0", dg="svc-dg1"), inst("bp1", P, "b1-n0", dg="svc-dg1"), inst("bd0", D, "b1-n1", dg="svc-dg1")]
+    current += [
+        inst("bp0", P, "b1-n0", dg="svc-dg1"),
+        inst("bp1", P, "b1-n0", dg="svc-dg1"),
+        inst("bd0", D, "b1-n1", dg="svc-dg1"),
+    ]
     plan = run([demand(spec(pd_ratio=3.0), 3, 1)], t, current)
     for p, d in dg_counts(plan, current).values():
         assert (p == 0) == (d == 0)
@@ -397,12 +438,10 @@ def test_freed_capacity_is_not_reused_in_the_same_cycle() -> None:
 
 
 def test_a_tentative_seed_that_does_not_fit_leaves_the_room_to_others() -> None:
-    # big-pod a has one node with 4 free GPUs: not enough for a 4+4 pair, but enough for a later tp4 + tp4 on b?
-    t = topo(pod("a", "a1", "h800", free=4), pod("b", "b1", "h20"))
-    pair = spec("pair", priority=5)  # tries a (fails: one slot), then has nowhere else
-    single = spec("mixed", decode=[("h20", 4)], affinity=AffinityLevel.CLUSTER)  # needs a's last h800 slot
-    plan = run([demand(pair, 1, 1), demand(single, 1, 1)], t)
-    assert {(x.service, x.node) for x in plan.launches} == {("mixed", "a1-n0"), ("mixed", "b1-n0")}
+    # one h800 node with 4 free GPUs: "pair" (h800 + h800) tries it and backs off; "mixed" (h800 + h20) fits
+    t = topo(pod("a", "a1", "h800", free=4), pod("a", "a2", "h20"))
+    plan = run([demand(spec("pair", priority=5), 1, 1), demand(spec("mixed", decode=[("h20", 4)]), 1, 1)], t)
+    assert {(x.service, x.node) for x in plan.launches} == {("mixed", "a1-n0"), ("mixed", "a2-n0")}
     assert {u.service for u in plan.unplaced} == {"pair"}
 
 
@@ -448,9 +487,9 @@ def test_ratio_blocked_growth_is_named_in_the_reason() -> None:
 def test_unschedulable_nodes_and_free_gpus_are_respected() -> None:
     nodes = pod("a", "a1", "h800", 2)
     t = topo([dataclasses.replace(nodes[0], schedulable=False), nodes[1]])
-    plan = place([demand(spec(), 2, 2)], ClusterState(0.0, ()), t, {nodes[0].name: 8, nodes[1].name: 4})
-    assert [x.node for x in plan.launches] == [nodes[1].name]
-    assert sum(u.count for u in plan.unplaced) == 3
+    plan = place([demand(spec(), 2, 2)], ClusterState(0.0, ()), t, {nodes[0].name: 8, nodes[1].name: 8})
+    assert [x.node for x in plan.launches] == [nodes[1].name] * 2
+    assert sum(u.count for u in plan.unplaced) == 2
 
 
 def test_same_input_same_plan_whatever_the_demand_order() -> None:
@@ -459,6 +498,22 @@ def test_same_input_same_plan_whatever_the_demand_order() -> None:
     again = place(tuple(reversed(fleet.demands)), fleet.state, fleet.topology, dict(fleet.free_gpus))
     assert first == again
     assert first.launches and first.removals
+
+
+def test_give_back_rewinds_the_first_fit_cursor() -> None:
+    from heteroscale.scheduling.view import TopologyView
+
+    t = topo(pod("a", "a1", "h800", 2))
+    view = TopologyView(t, {n.name: 8 for n in t.nodes}, [4, 8])
+    tp4, tp8 = InstanceShape(P, "h800", 4), InstanceShape(P, "h800", 8)
+    first = view.allocate(1, 0, tp4)  # node 0 keeps 4
+    second = view.allocate(1, 0, tp8)  # the tp8 cursor moves past node 0 to node 1
+    assert (first, second) == (0, 1)
+    assert first is not None
+    view.give_back(first, 4)  # node 0 has 8 again
+    assert view.slot_count(1, 0, tp8) == 1
+    assert view.allocate(1, 0, tp8) == 0
+    assert view.allocate(1, 0, tp4) is None
 
 
 def test_two_demands_for_one_service_are_refused() -> None:
@@ -477,3 +532,8 @@ def test_generated_fleet_has_the_promised_shape() -> None:
     assert all(counts[p] > 0 for p in SubgroupPriority)
     assert len(fleet.demands) == 1_000
     assert generate_fleet(0) == fleet
+
+
+def test_negative_desired_counts_are_refused() -> None:
+    with pytest.raises(ValueError, match="≥ 0"):
+        demand(spec(), -1, 1)

@@ -552,9 +552,26 @@ class KubernetesCluster:
                     launched.extend(f"{name}+{i + 1}" for i in range(change))
             except (TransientActuationError, PermanentActuationError) as exc:
                 errors.append(f"scale {name} by {change:+d}: {_kind(exc)}: {exc}")
+        changed: list[str] = []
+        for flip in plan.discovery:
+            found = snap.instances.get(flip.instance_id)
+            if found is None or "#pending-" in flip.instance_id:
+                errors.append(f"discovery {flip.instance_id}: no such pod")
+                continue
+            value = DISCOVERY_ON if flip.in_discovery else DISCOVERY_OFF
+            try:
+                self._patch_pod(flip.instance_id, {"metadata": {"labels": {L_DISCOVERY: value}}})
+                changed.append(flip.instance_id)
+            except (TransientActuationError, PermanentActuationError) as exc:
+                errors.append(f"discovery {flip.instance_id} → {value}: {_kind(exc)}: {exc}")
         self._last = None  # the world changed: the next read is fresh
         finished = self.finish_drains(now_s)
-        return ActuationResult(tuple(launched), tuple(removed), tuple(errors) + finished.errors)
+        return ActuationResult(
+            launched=tuple(launched),
+            removed=tuple(removed),
+            discovery_changed=tuple(changed),
+            errors=tuple(errors) + finished.errors,
+        )
 
     def finish_drains(self, now_s: float) -> ActuationResult:
         """Scale workloads down by their victims whose drain deadline has passed (module doc)."""

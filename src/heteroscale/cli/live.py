@@ -462,7 +462,7 @@ def add_controller_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
-    """Returns 0 on a clean stop, 2 on a configuration or start-up error (printed as one line)."""
+    """0 on a clean stop; 1 when ``--once`` could make no decision; 2 on a configuration or start-up error."""
     try:
         config, doc = load_controller_config(args.config)
         if args.check:
@@ -513,6 +513,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"heteroscale controller: stopped after {cycles} cycle(s); journal {live.controller.journal.path}")
+    if args.once and live.last_error is not None:
+        print(f"heteroscale controller: error: the cycle made no decision: {live.last_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -526,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PromQL query is noise
     return cmd_controller(args)
 
 

@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--instances", type=int, default=16)
     sweep.add_argument("--json", action="store_true")
 
+    topo = sub.add_parser("topology", help="a topology's GPUs per SKU per domain and its RDMA subgroups")
+    topo.add_argument("file", help="topology YAML (or an embedded topology name)")
+    topo.add_argument("--json", action="store_true")
+
+    sched = sub.add_parser("schedule", help="one scheduling cycle: place every service's desired P and D counts")
+    sched.add_argument("--topology", required=True, help="topology YAML")
+    sched.add_argument("--demands", required=True, help="demands YAML (services, desired counts)")
+    sched.add_argument("--json", action="store_true")
+
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", default="diurnal-ramp")
     tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")
@@ -123,6 +132,27 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise HeteroScaleError(f"--instances must be ≥ 2, got {args.instances}")
     result = run_sweep(args.scenario, instances=args.instances, service=args.service, progress=_progress(not args.json))
     _emit(result, args.json, sweep_table)
+    return EXIT_OK
+
+
+def _cmd_topology(args: argparse.Namespace) -> int:
+    from heteroscale.cli.scheduling import cmd_topology, topology_json
+
+    if args.json:
+        sys.stdout.write(json.dumps(topology_json(args.file), sort_keys=True) + "\n")
+    else:
+        print(cmd_topology(args.file))
+    return EXIT_OK
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from heteroscale.cli.scheduling import cmd_schedule, schedule_text
+
+    result = cmd_schedule(args.topology, args.demands)
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        print(schedule_text(result))
     return EXIT_OK
 
 
@@ -202,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "study-metrics": _cmd_study,
         "sweep-ratio": _cmd_sweep,
         "tune": _cmd_tune,
+        "topology": _cmd_topology,
+        "schedule": _cmd_schedule,
     }
     if args.command is None:
         parser.print_help()

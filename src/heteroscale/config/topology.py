@@ -193,7 +193,7 @@ def _priority_overrides(
             raise doc.error(key_loc, f"{key!r} and {seen[path]!r} name the same domain")
         seen[path] = key
         out.append((path, SubgroupPriority[value.upper()]))
-    return tuple(out)
+    return tuple(sorted(out))  # one canonical order, whatever the order in the file
 
 
 def _walk(

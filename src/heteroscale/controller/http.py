@@ -7,7 +7,7 @@ Metrics (one registry per controller, never the global default):
 * ``heteroscale_decisions_total{service,reason,direction}`` — by the recommendation's reason and
   whether the decision scales out, in, or holds;
 * ``heteroscale_reconcile_duration_seconds`` — one cycle, histogram;
-* ``heteroscale_errors_total{kind}`` — metrics, cluster, actuation, leader;
+* ``heteroscale_errors_total{kind}`` — metrics, cluster, actuation, leader, reconcile;
 * ``heteroscale_leader`` (0/1), ``heteroscale_last_cycle_timestamp_seconds``, ``heteroscale_journal_records_total``.
 
 ``/healthz`` answers 200 while cycles keep completing (the last within ``stale_after_s``), else 503.
@@ -49,7 +49,7 @@ class ControllerMetrics:
         self.leader = Gauge("heteroscale_leader", "1 while this replica leads", registry=r)
         self.last_cycle = Gauge("heteroscale_last_cycle_timestamp_seconds", "End of the last cycle", registry=r)
         self.records = Counter("heteroscale_journal_records", "DecisionRecords written", registry=r)
-        for kind in ("metrics", "cluster", "actuation", "leader"):
+        for kind in ("metrics", "cluster", "actuation", "leader", "reconcile"):
             self.errors.labels(kind=kind)
 
     def observe_record(self, record: DecisionRecord) -> None:

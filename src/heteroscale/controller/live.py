@@ -177,6 +177,7 @@ class LiveController:
         self.cycles = 0
         self.started_s = self.clock.now_s()
         self.last_cycle_end_s: float | None = None
+        self.last_error: str | None = None
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current cycle (safe from a signal handler)."""
@@ -217,6 +218,10 @@ class LiveController:
                 outcome.error = f"cluster: {exc}"
                 self.metrics.errors.labels(kind="cluster").inc()
                 log.warning("cycle at %.3f: no decision, the cluster cannot be read: %s", now_s, exc)
+            except HeteroScaleError as exc:  # e.g. a policy refusing its targets: say so, keep running
+                outcome.error = f"reconcile: {exc}"
+                self.metrics.errors.labels(kind="reconcile").inc()
+                log.error("cycle at %.3f: reconcile failed: %s", now_s, exc)
             for record in outcome.records:
                 self.metrics.observe_record(record)
             if outcome.records:
@@ -226,6 +231,7 @@ class LiveController:
         self.last_cycle_end_s = self.clock.now_s()
         self.metrics.last_cycle.set(self.last_cycle_end_s)
         self.cycles += 1
+        self.last_error = outcome.error
         return outcome
 
     def _observe_state(self, now_s: float) -> None:

@@ -23,6 +23,7 @@ from heteroscale.controller.readiness import (
 )
 from heteroscale.domain.decision import DecisionRecord
 from heteroscale.domain.hardware import Role
+from heteroscale.domain.observation import Observation
 from heteroscale.domain.plan import DiscoveryChange, PlacementPlan, Remove
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle, ScaleInMode
@@ -32,11 +33,12 @@ from heteroscale.policy.context import (
     Policy,
     PolicyContext,
     PolicyMemory,
+    PolicyResult,
     RoleCounts,
     ServiceCounts,
     Targets,
 )
-from heteroscale.scheduling.firstfit import place_first_fit
+from heteroscale.scheduling import ServiceDemand, place
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,30 @@ def service_counts(state: ClusterState, service: str, exclude: Collection[str] =
     return ServiceCounts(prefill=roles[Role.PREFILL], decode=roles[Role.DECODE])
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One service's decision, waiting for the cycle's placement."""
+
+    spec: ServiceSpec
+    book: ServiceBook
+    instances: dict[str, InstanceInfo]
+    observation: Observation | None
+    error: str | None
+    result: PolicyResult
+    restores: list[DiscoveryChange]
+    expired: list[Remove]
+    capacity_prefill: int
+    capacity_decode: int
+
+    @property
+    def desired_prefill(self) -> int:
+        return self.result.decision.desired_prefill
+
+    @property
+    def desired_decode(self) -> int:
+        return self.result.decision.desired_decode
+
+
 class Controller:
     def __init__(
         self,
@@ -106,17 +132,30 @@ class Controller:
         self.books: dict[str, ServiceBook] = {}
 
     def reconcile_once(self, now_s: float) -> list[DecisionRecord]:
-        records: list[DecisionRecord] = []
+        """One cycle: every service's decision, one placement for all of them, then act and record."""
         snapshot = self.state.snapshot(now_s)
-        for binding in self.services:
-            record = self._reconcile_service(binding, snapshot, now_s)
+        pending = [self._decide(binding, snapshot, now_s) for binding in self.services]
+        demands = [
+            ServiceDemand(p.spec, p.desired_prefill, p.desired_decode, p.result.scale_in_mode, p.result.drain_grace_s)
+            for p in pending
+            if p.desired_prefill != p.capacity_prefill or p.desired_decode != p.capacity_decode
+        ]
+        placed = PlacementPlan()
+        if demands:
+            # soft-removed instances are already on their way out: never victims, never capacity
+            leaving = {i for book in self.books.values() for i in book.soft_removed}
+            placeable = dataclasses.replace(
+                snapshot, instances=tuple(i for i in snapshot.instances if i.id not in leaving)
+            )
+            placed = place(demands, placeable, self.state.topology(), self.state.free_gpus())
+        records: list[DecisionRecord] = []
+        for p in pending:
+            record = self._finish(p, placed, now_s)
             self.journal.append(record)
             records.append(record)
-            if record.outcome.get("applied") != "nothing to do":
-                snapshot = self.state.snapshot(now_s)
         return records
 
-    def _reconcile_service(self, binding: ServiceBinding, snapshot: ClusterState, now_s: float) -> DecisionRecord:
+    def _decide(self, binding: ServiceBinding, snapshot: ClusterState, now_s: float) -> _Pending:
         spec = binding.spec
         book = self.books.setdefault(spec.name, ServiceBook())
         instances = {i.id: i for i in snapshot.of(spec.name)}
@@ -144,36 +183,39 @@ class Controller:
         result = binding.policy.decide(ctx)
         binding.memory = result.memory
         decision = result.decision
-        deltas = {
-            Role.PREFILL: decision.desired_prefill - counts.prefill.capacity,
-            Role.DECODE: decision.desired_decode - counts.decode.capacity,
-        }
+        capacity = {Role.PREFILL: counts.prefill.capacity, Role.DECODE: counts.decode.capacity}
         # scale-out brings soft-removed instances back before launching new ones (no cold start)
-        for role in Role:
-            if deltas[role] > 0:
-                back = restore_for_scale_out(book, role, deltas[role], instances)
+        for role, desired in ((Role.PREFILL, decision.desired_prefill), (Role.DECODE, decision.desired_decode)):
+            if desired > capacity[role]:
+                back = restore_for_scale_out(book, role, desired - capacity[role], instances)
                 restores += [DiscoveryChange(i, True, "soft scale-in reverted: scale-out") for i in back]
-                deltas[role] -= len(back)
-        plan = PlacementPlan()
-        if deltas[Role.PREFILL] or deltas[Role.DECODE]:
-            # soft-removed instances are already on their way out: never victims, never capacity
-            placeable = dataclasses.replace(
-                snapshot, instances=tuple(i for i in snapshot.instances if i.id not in book.soft_removed)
-            )
-            plan = place_first_fit(
-                spec,
-                deltas,
-                placeable,
-                self.state.topology(),
-                self.state.free_gpus(),
-                result.scale_in_mode,
-                result.drain_grace_s,
-            )
-        plan = self._soften(plan, book, instances, now_s, result.scale_in_mode)
-        # gate discovery on the Ready ratio, as it will be once this plan's discovery changes are made
-        leaving = {r.instance_id for r in (*plan.removals, *expired)}
-        projected = {k: v for k, v in instances.items() if k not in leaving}
-        for change in (*restores, *plan.discovery):
+                capacity[role] += len(back)
+        return _Pending(
+            spec=spec,
+            book=book,
+            instances=instances,
+            observation=observation,
+            error=error,
+            result=result,
+            restores=restores,
+            expired=expired,
+            capacity_prefill=capacity[Role.PREFILL],
+            capacity_decode=capacity[Role.DECODE],
+        )
+
+    def _finish(self, p: _Pending, placed: PlacementPlan, now_s: float) -> DecisionRecord:
+        spec, book = p.spec, p.book
+        mine = set(p.instances)
+        plan = PlacementPlan(
+            launches=tuple(x for x in placed.launches if x.service == spec.name),
+            removals=tuple(x for x in placed.removals if x.instance_id in mine),
+            unplaced=tuple(x for x in placed.unplaced if x.service == spec.name),
+        )
+        plan = self._soften(plan, book, p.instances, now_s, p.result.scale_in_mode)
+        # gate discovery on the Ready ratio, as it will be once this plan's changes are made
+        leaving = {r.instance_id for r in (*plan.removals, *p.expired)}
+        projected = {k: v for k, v in p.instances.items() if k not in leaving}
+        for change in (*p.restores, *plan.discovery):
             if change.instance_id in projected:
                 projected[change.instance_id] = dataclasses.replace(
                     projected[change.instance_id], in_discovery=change.in_discovery
@@ -181,8 +223,8 @@ class Controller:
         gating = gate_discovery(spec, book, projected, self.readiness)
         plan = dataclasses.replace(
             plan,
-            removals=(*plan.removals, *expired),
-            discovery=_merge_discovery((*restores, *plan.discovery, *gating)),
+            removals=(*plan.removals, *p.expired),
+            discovery=_merge_discovery((*p.restores, *plan.discovery, *gating)),
         )
         outcome: dict[str, object] = {"applied": "nothing to do"}
         if not plan.empty or plan.unplaced:
@@ -190,9 +232,9 @@ class Controller:
         return DecisionRecord(
             at_s=now_s,
             service=spec.name,
-            observation={"error": error} if observation is None else to_plain(observation),
-            recommendation=result.recommendation,
-            decision=decision,
+            observation={"error": p.error} if p.observation is None else to_plain(p.observation),
+            recommendation=p.result.recommendation,
+            decision=p.result.decision,
             plan=to_plain(plan),
             outcome=outcome,
         )

@@ -1,7 +1,9 @@
-"""PrometheusSource: a MetricSource over the Prometheus HTTP API (``/api/v1/query`` at ``time=now_s``).
+"""PrometheusSource: a MetricSource over the Prometheus HTTP API (``/api/v1/query`` with ``time=``).
 
 Every signal is one instant query (``promql.Queries``); the answers are folded into an
-:class:`Observation`. What cannot be read is said, never papered over:
+:class:`Observation`. Freshness is judged at ``now_s``; the signals are read over the window that ends
+at the service's newest sample (at most ``staleness_s`` before ``now_s``), so a scrape gap never reads
+as a drop in load. What cannot be read is said, never papered over:
 
 * the server cannot be reached, times out, answers an HTTP error or something that is not a
   Prometheus answer → :class:`MetricsUnavailable` naming the server, the signal and the cause;
@@ -128,10 +130,18 @@ class PrometheusSource:
                 return None
             return value
 
+        newest: dict[Role, float | None] = {
+            role: self.query(q.freshest_sample(role), now_s, f"{role.value} freshness", deadline_s) for role in Role
+        }
+        seen = [t for t in newest.values() if t is not None]
+        # Rates are taken over a window that ends at the newest sample, not at now: when scrapes stop,
+        # a window ending at now would be partly empty and rate() would read low (a false scale-in)
+        # until the samples count as stale. The window moves back at most staleness_s.
+        at_s = min(now_s, max(seen)) if seen else now_s
         roles: dict[Role, RoleSignals] = {}
         for role in Role:
             p = role.value
-            newest_s = self.query(q.freshest_sample(role), now_s, f"{p} freshness", deadline_s)
+            newest_s = newest[role]
             if newest_s is None:
                 selector = q.engine_metric(q.names.running, role)
                 missing.append(f"{p}: no series matching {selector} (target down, series gone or never scraped)")
@@ -142,7 +152,7 @@ class PrometheusSource:
                 stale = True
                 missing.append(f"{p}: newest sample is {age_s:.1f} s old (staleness limit {self.staleness_s:g} s)")
             ready = self.query(q.fresh_instances(role, self.staleness_s), now_s, f"{p} instances", deadline_s)
-            tps = number(f"{p}.tps", self.query(q.tps(role), now_s, f"{p} tps", deadline_s), note_absent=True)
+            tps = number(f"{p}.tps", self.query(q.tps(role), at_s, f"{p} tps", deadline_s), note_absent=True)
             if tps is not None and tps < 0:  # counters scraped a moment apart: hits may lead prompts briefly
                 tps = 0.0
             gpu_util = sm_activity = None
@@ -152,32 +162,33 @@ class PrometheusSource:
             elif now_s - gpu_newest_s > self.staleness_s:
                 missing.append(f"{p}.gpu_util: DCGM samples {now_s - gpu_newest_s:.1f} s old, dropped")
             else:
-                gpu_util = number(f"{p}.gpu_util", self.query(q.gpu_util(role), now_s, f"{p} GPU util", deadline_s))
+                gpu_at_s = min(now_s, gpu_newest_s)
+                gpu_util = number(f"{p}.gpu_util", self.query(q.gpu_util(role), gpu_at_s, f"{p} GPU util", deadline_s))
                 sm_activity = number(
-                    f"{p}.sm_activity", self.query(q.sm_activity(role), now_s, f"{p} SM activity", deadline_s)
+                    f"{p}.sm_activity", self.query(q.sm_activity(role), gpu_at_s, f"{p} SM activity", deadline_s)
                 )
             roles[role] = RoleSignals(
                 instances_ready=int(ready) if ready is not None and math.isfinite(ready) else 0,
                 tps=tps,
                 gpu_util=gpu_util,
                 sm_activity=sm_activity,
-                queue_len=number(f"{p}.queue_len", self.query(q.queue_len(role), now_s, f"{p} queue", deadline_s)),
-                running=number(f"{p}.running", self.query(q.running(role), now_s, f"{p} running", deadline_s)),
-                kv_usage=number(f"{p}.kv_usage", self._first(q.kv_usage(role), now_s, f"{p} KV usage", deadline_s)),
+                queue_len=number(f"{p}.queue_len", self.query(q.queue_len(role), at_s, f"{p} queue", deadline_s)),
+                running=number(f"{p}.running", self.query(q.running(role), at_s, f"{p} running", deadline_s)),
+                kv_usage=number(f"{p}.kv_usage", self._first(q.kv_usage(role), at_s, f"{p} KV usage", deadline_s)),
             )
         latency: dict[str, float | None] = {}
         for label, quantile in QUANTILES:
             for name, candidates in (("ttft", q.ttft(quantile)), ("tbt", q.tbt(quantile))):
                 key = f"{name}_{label}_s"
-                latency[key] = number(key, self._first(candidates, now_s, f"{name} {label}", deadline_s))
+                latency[key] = number(key, self._first(candidates, at_s, f"{name} {label}", deadline_s))
         mean_in_q, mean_out_q = q.mean_input_tokens(), q.mean_output_tokens()
-        requests_per_s = number("requests_per_s", self.query(q.requests_per_s(), now_s, "request rate", deadline_s))
-        mean_in = None if mean_in_q is None else self.query(mean_in_q, now_s, "mean input tokens", deadline_s)
-        mean_out = None if mean_out_q is None else self.query(mean_out_q, now_s, "mean output tokens", deadline_s)
+        requests_per_s = number("requests_per_s", self.query(q.requests_per_s(), at_s, "request rate", deadline_s))
+        mean_in = None if mean_in_q is None else self.query(mean_in_q, at_s, "mean input tokens", deadline_s)
+        mean_out = None if mean_out_q is None else self.query(mean_out_q, at_s, "mean output tokens", deadline_s)
         return Observation(
             service=service,
-            window_start_s=now_s - window_s,
-            window_end_s=now_s,
+            window_start_s=at_s - window_s,
+            window_end_s=at_s,
             prefill=roles[Role.PREFILL],
             decode=roles[Role.DECODE],
             ttft_p50_s=latency["ttft_p50_s"],

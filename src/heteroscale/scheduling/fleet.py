@@ -1,7 +1,7 @@
 """A generated, seeded fleet for scheduler tests and benchmarks (pure: same seed → same fleet).
 
-Default size: 12,500 nodes × 8 GPUs = 100,000 GPUs in 4 logical clusters of 250 big-pods (S2) × 5
-mini-pods (S1) × 2 S0s × 5 nodes. Big-pods are ~55 % homogeneous (LOW pools), ~30 % several types on
+Default size: 12,600 nodes × 8 GPUs = 100,800 GPUs in 4 logical clusters of 63 big-pods (S2) each
+(252 in all) × 5 mini-pods (S1) × 2 S0s × 5 nodes. Big-pods are ~55 % homogeneous (LOW pools), ~30 % several types on
 homogeneous mini-pods (MEDIUM), ~15 % with one or two mini-pods mixing two types (HIGH, plus the rest).
 1,000 services of three kinds — one SKU for both roles, prefill and decode on different SKUs with
 fallbacks, and strict pairs without fallback — with affinity s2 / s1 / cluster, several TPs, P/D

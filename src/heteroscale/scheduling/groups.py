@@ -35,6 +35,12 @@ class ServiceDemand:
     scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
     drain_grace_s: float = 600.0
 
+    def __post_init__(self) -> None:
+        if self.desired_prefill < 0 or self.desired_decode < 0:
+            raise ValueError(
+                f"{self.spec.name}: desired counts must be ≥ 0, got {self.desired_prefill}P:{self.desired_decode}D"
+            )
+
     def desired(self, role: Role) -> int:
         return self.desired_prefill if role is Role.PREFILL else self.desired_decode
 

@@ -89,20 +89,17 @@ def _new_dg_text(view: TopologyView, spec: ServiceSpec, level: int, taken: set[i
     for shape in (*prefill, *decode):
         candidates |= view.domains_with_room(level, shape)
     candidates -= taken
-    best: tuple[int, int, int, int] | None = None  # (min, sum, -dom, ...) as a sort key, then unpacked
-    best_counts = (0, 0)
-    for dom in candidates:
-        p = max(view.slot_count(level, dom, s) for s in prefill)
-        d = max(view.slot_count(level, dom, s) for s in decode)
-        key = (min(p, d), p + d, -dom, 0)
-        if best is None or key > best:
-            best, best_counts = key, (p, d)
-    tail = f"affinity {spec.affinity.value}"
-    if best is None:
-        return f"no {where}{label} domain has a free slot for either role ({wanted}; {tail})"
-    dom = -best[2]
-    shared = " sharing one SKU's last slot" if min(best_counts) > 0 else ""
+    if not candidates:
+        return f"no {where}{label} domain has a free slot for either role ({wanted}; affinity {spec.affinity.value})"
+    counts = {
+        dom: (max(view.slot_count(level, dom, s) for s in prefill), max(view.slot_count(level, dom, s) for s in decode))
+        for dom in candidates
+    }
+    # the closest miss: the most of the scarcer role, then the most in all, then the first domain
+    best = max(sorted(counts), key=lambda dom: (min(counts[dom]), sum(counts[dom])))
+    p, d = counts[best]
+    shared = " sharing one SKU's last slot" if p and d else ""
     return (
-        f"no {where}{label} domain has room for {wanted} together ({tail}); best {view.domain_name(level, dom)} "
-        f"had {best_counts[0]} prefill and {best_counts[1]} decode slot(s){shared}"
+        f"no {where}{label} domain has room for {wanted} together (affinity {spec.affinity.value}); "
+        f"best {view.domain_name(level, best)} had {p} prefill and {d} decode slot(s){shared}"
     )

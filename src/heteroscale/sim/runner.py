@@ -19,7 +19,7 @@ from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import make_policy
 from heteroscale.policy.targets import analytic_targets
-from heteroscale.scheduling.firstfit import place_first_fit
+from heteroscale.scheduling import ServiceDemand, place
 from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
@@ -211,21 +211,18 @@ class SimulationRun:
         )
 
     def _deploy_initial(self) -> None:
-        """The initial fixed deployment is warm at t = 0 (a service already running)."""
-        snapshot = self.cluster.snapshot(0.0)
-        for i, run in enumerate(self.scenario.services):
-            deltas = {Role.PREFILL: run.policy.prefill, Role.DECODE: run.policy.decode}
-            plan = place_first_fit(run.spec, deltas, snapshot, self.cluster.topology, dict(self.cluster.node_free))
-            if plan.unplaced:
-                u = plan.unplaced[0]
-                raise ConfigError(
-                    f"scenario {self.scenario.name}: initial deployment of {u.service} does not fit: "
-                    f"{u.count} {u.role.value} instance(s) unplaced ({u.reason})"
-                )
-            for launch in plan.launches:
-                self.engine.launch(i, launch.shape, launch.dg, launch.node, 0.0, warm=True)
-                self.initial_launches += 1
-            snapshot = self.cluster.snapshot(0.0)
+        """The initial deployment, placed by the scheduler like any other, is warm at t = 0."""
+        demands = [ServiceDemand(run.spec, run.policy.prefill, run.policy.decode) for run in self.scenario.services]
+        plan = place(demands, self.cluster.snapshot(0.0), self.cluster.topology, dict(self.cluster.node_free))
+        if plan.unplaced:
+            u = plan.unplaced[0]
+            raise ConfigError(
+                f"scenario {self.scenario.name}: initial deployment of {u.service} does not fit: "
+                f"{u.count} {u.role.value} instance(s) unplaced ({u.reason})"
+            )
+        for launch in plan.launches:
+            self.engine.launch(self.service_index[launch.service], launch.shape, launch.dg, launch.node, 0.0, warm=True)
+            self.initial_launches += 1
 
     def load_end_s(self) -> float:
         return max((ld.load_end_s() for ld in self.loads), default=0.0)

@@ -52,6 +52,8 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/perf_model_fidelity.py
 	$(BIN)/python benchmarks/fidelity_request_vs_fluid.py
 	$(BIN)/python benchmarks/sim_speed.py
+	$(BIN)/python benchmarks/schedule_scale.py
+	$(BIN)/python benchmarks/topology_value.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

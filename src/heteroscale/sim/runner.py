@@ -19,6 +19,9 @@ from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import make_policy
 from heteroscale.policy.targets import analytic_targets
+from heteroscale.domain.plan import PlacementPlan
+from heteroscale.domain.state import ClusterState
+from heteroscale.domain.topology import Topology
 from heteroscale.scheduling import ServiceDemand, place
 from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.cluster import SimCluster
@@ -193,6 +196,10 @@ class SimulationRun:
         self.wall_s = 0.0
         self.loop_wall_s = 0.0
         self.initial_launches = 0
+        # what places the warm initial deployment (the federated scheduler; a benchmark may swap it)
+        self.initial_placer: Callable[[list[ServiceDemand], ClusterState, Topology, dict[str, int]], PlacementPlan] = (
+            place
+        )
 
     def _curve_load(self, run: ServiceRun, cold_start_s: float) -> ServiceLoad:
         load = run.load
@@ -213,7 +220,9 @@ class SimulationRun:
     def _deploy_initial(self) -> None:
         """The initial deployment, placed by the scheduler like any other, is warm at t = 0."""
         demands = [ServiceDemand(run.spec, run.policy.prefill, run.policy.decode) for run in self.scenario.services]
-        plan = place(demands, self.cluster.snapshot(0.0), self.cluster.topology, dict(self.cluster.node_free))
+        plan = self.initial_placer(
+            demands, self.cluster.snapshot(0.0), self.cluster.topology, dict(self.cluster.node_free)
+        )
         if plan.unplaced:
             u = plan.unplaced[0]
             raise ConfigError(

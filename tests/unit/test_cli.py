@@ -202,3 +202,37 @@ def test_compare_writes_targets_into_a_resolved_config_that_reruns_with_them(cap
     assert again["targets"] == first["targets"]
     a, b = first["policies"]["heteroscale"], again["policies"]["heteroscale"]
     assert a["gpu_hours"] == b["gpu_hours"] and a["slo_attainment"] == b["slo_attainment"]
+
+
+def _data(*parts: str) -> str:
+    from importlib import resources
+
+    return str(resources.files("heteroscale").joinpath("data", *parts))
+
+
+def test_topology_command_shows_subgroups_with_priority(capsys) -> None:
+    assert main(["topology", _data("topologies", "three-tiers.yaml")]) == 0
+    out = capsys.readouterr().out
+    for word in ("LOW", "MEDIUM", "HIGH", "h800", "h20"):
+        assert word in out
+    assert main(["topology", _data("topologies", "three-tiers.yaml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)
+
+
+def test_schedule_command_places_and_explains_what_it_cannot(capsys) -> None:
+    topo = _data("topologies", "three-tiers.yaml")
+    demands = _data("topologies", "demands", "demands-example.yaml")
+    assert main(["schedule", "--topology", topo, "--demands", demands, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    text = json.dumps(result)
+    assert "launches" in text and "unplaced" in text
+    assert main(["schedule", "--topology", topo, "--demands", demands]) == 0
+    assert "not placed" in capsys.readouterr().out
+
+
+def test_schedule_with_a_bad_demands_file_is_one_clear_line(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "d.yaml"
+    bad.write_text("kind: demands\nservices: [{name: x}]\n")
+    _one_line_error(
+        capsys, ["schedule", "--topology", _data("topologies", "three-tiers.yaml"), "--demands", str(bad)], str(bad)
+    )

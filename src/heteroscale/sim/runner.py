@@ -14,14 +14,14 @@ from heteroscale.controller.journal import Journal
 from heteroscale.controller.readiness import ReadinessSettings
 from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.hardware import InstanceShape, Role
+from heteroscale.domain.plan import PlacementPlan
+from heteroscale.domain.state import ClusterState
+from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
 from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import make_policy
 from heteroscale.policy.targets import analytic_targets
-from heteroscale.domain.plan import PlacementPlan
-from heteroscale.domain.state import ClusterState
-from heteroscale.domain.topology import Topology
 from heteroscale.scheduling import ServiceDemand, place
 from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.cluster import SimCluster

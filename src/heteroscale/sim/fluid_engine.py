@@ -444,7 +444,11 @@ class FluidEngine:
         st.arr_epoch_key = key
         mix = st.mix
         if pre and dec:
-            bws = [self.cluster.kv_bandwidth(p, d) for p in pre[:16] for d in dec[:16]]
+            # requests go to a decode instance of the prefill instance's DG when it has one
+            bws = []
+            for p in pre[:32]:
+                same = [d for d in dec if d.dg == p.dg] or dec
+                bws += [self.cluster.kv_bandwidth(p, d) for d in same[:16]]
             bw = sum(bws) / len(bws)
             xfer = mix.new * pre[0].perf.kv_bytes_per_token / bw + self.cluster.topology.kv_bandwidth.setup_s
         else:

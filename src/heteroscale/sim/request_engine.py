@@ -377,25 +377,26 @@ class RequestEngine:
         elif p.lifecycle is Lifecycle.DRAINING:
             self._maybe_gone(p, now_s)
 
-    def _pick_decode(self, svc: int) -> DecodeInst | None:
+    def _pick_decode(self, svc: int, dg: str) -> DecodeInst | None:
+        """The least-loaded routable decode instance, in the prefill instance's DG when it has one."""
         insts = self.d_routable[svc]
         if not insts:
             return None
-        best = insts[0]
-        best_load = (best.resv + 1) / (best.cap_tokens + 1) + len(best.waiting)
+        best: DecodeInst | None = None
+        best_load = _INF
         for d in insts:
-            ld = (d.resv + 1) / (d.cap_tokens + 1) + len(d.waiting)
+            ld = (d.resv + 1) / (d.cap_tokens + 1) + len(d.waiting) + (0.0 if d.dg == dg else 1e6)
             if ld < best_load:
                 best, best_load = d, ld
         return best
 
     def _start_transfer(self, req: Req, now_s: float) -> None:
-        d = self._pick_decode(req.svc)
+        p = req.pinst
+        assert p is not None
+        d = self._pick_decode(req.svc, p.dg)
         if d is None:
             self.pending_decode[req.svc].append(req)
             return
-        p = req.pinst
-        assert p is not None
         req.dinst = d
         d.inbound += 1
         bw = self.cluster.kv_bandwidth(p, d)

@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     sched.add_argument("--demands", required=True, help="demands YAML (services, desired counts)")
     sched.add_argument("--json", action="store_true")
 
+    from heteroscale.cli.live import add_controller_parser
+
+    add_controller_parser(sub)
+
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", default="diurnal-ramp")
     tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")
@@ -156,6 +160,12 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_controller(args: argparse.Namespace) -> int:
+    from heteroscale.cli.live import cmd_controller
+
+    return cmd_controller(args)
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from heteroscale.cli.experiments import run_tune
     from heteroscale.reports.table import tune_table
@@ -234,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tune": _cmd_tune,
         "topology": _cmd_topology,
         "schedule": _cmd_schedule,
+        "controller": _cmd_controller,
     }
     if args.command is None:
         parser.print_help()

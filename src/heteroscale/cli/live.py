@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from heteroscale.config.build import targets_from_config
 from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
 from heteroscale.config.schema import ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, read_document
@@ -281,27 +282,7 @@ def _targets(service: LiveServiceConfig, spec: ServiceSpec, doc: Document, loc: 
             )
         unused = tuple((s.key, 1.0) for s in spec.decode_shapes), tuple((s.key, 1.0) for s in spec.prefill_shapes)
         return Targets(unused[0], unused[1], 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "unused")
-    for role, given in ((Role.DECODE, t.decode_tps_per_instance), (Role.PREFILL, t.prefill_tps_per_instance)):
-        keys = {s.key for s in spec.shapes(role)}
-        if set(given) != keys:
-            field = f"{role.value}_tps_per_instance"
-            raise doc.error((*loc, field), f"needs exactly the {role.value} shapes {sorted(keys)}, got {sorted(given)}")
-    return Targets(
-        decode_tps_per_instance=tuple(t.decode_tps_per_instance.items()),
-        prefill_tps_per_instance=tuple(t.prefill_tps_per_instance.items()),
-        prefill_gpu_util=t.prefill_gpu_util,
-        decode_gpu_util=t.decode_gpu_util,
-        prefill_sm_activity=t.prefill_sm_activity,
-        decode_sm_activity=t.decode_sm_activity,
-        ttft_s=t.ttft_s,
-        tbt_s=t.tbt_s,
-        requests_per_s_per_prefill=t.requests_per_s_per_prefill,
-        requests_per_s_per_decode=t.requests_per_s_per_decode,
-        mean_input_tokens=t.mean_input_tokens,
-        mean_output_tokens=t.mean_output_tokens,
-        margin=t.margin,
-        source=t.source,
-    )
+    return targets_from_config(t, spec, doc, loc)
 
 
 def _relative(ref: str, doc: Document) -> Path:

@@ -17,7 +17,7 @@ from heteroscale.config.catalog import (
     load_catalog,
     load_catalog_file,
 )
-from heteroscale.config.schema import RoleConfig, ScenarioConfig, ServiceConfig, SimulationConfig
+from heteroscale.config.schema import RoleConfig, ScenarioConfig, ServiceConfig, SimulationConfig, TargetsConfig
 from heteroscale.config.source import Document, Loc, format_loc, read_document, require_kind
 from heteroscale.config.topology import TopologyConfig, build_topology
 from heteroscale.domain.hardware import InstanceShape, ModelSpec, Role
@@ -94,7 +94,9 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
                 spec=spec,
                 load=_load_spec(service, doc, loc),
                 policy=policy,
-                targets=_targets(service, spec, doc, (*loc, "targets")),
+                targets=None
+                if service.targets is None
+                else targets_from_config(service.targets, spec, doc, (*loc, "targets")),
             )
         )
     used_skus = sorted({node.sku for node in topology.nodes})
@@ -120,10 +122,8 @@ def _check_policy(policy: PolicySpec, doc: Document, loc: Loc) -> None:
         raise doc.error((*loc, field), str(exc)) from exc
 
 
-def _targets(service: ServiceConfig, spec: ServiceSpec, doc: Document, loc: Loc) -> Targets | None:
-    t = service.targets
-    if t is None:
-        return None
+def targets_from_config(t: TargetsConfig, spec: ServiceSpec, doc: Document, loc: Loc) -> Targets:
+    """Pinned targets → the policy's Targets; the TPS maps must name exactly the service's shapes."""
     for role, given in ((Role.DECODE, t.decode_tps_per_instance), (Role.PREFILL, t.prefill_tps_per_instance)):
         keys = {s.key for s in spec.shapes(role)}
         if set(given) != keys:

@@ -37,12 +37,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heteroscale.config.build import targets_from_config
+from heteroscale.config.build import service_spec, targets_from_config
 from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
 from heteroscale.config.schema import ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, read_document
 from heteroscale.domain.hardware import InstanceShape, Role
-from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
+from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.errors import ConfigError, HeteroScaleError
 from heteroscale.metrics.promql import (
     Engine,
@@ -250,24 +250,7 @@ def build_service(service: LiveServiceConfig, doc: Document, loc: Loc, catalog: 
                 raise doc.error(shape_loc, f"shape {sku} tp{shape.tp} is listed twice")
             out.append(candidate)
         shapes[role] = tuple(out)
-    spec = ServiceSpec(
-        name=service.name,
-        model=model.id,
-        prefill_shapes=shapes[Role.PREFILL],
-        decode_shapes=shapes[Role.DECODE],
-        pd_ratio=service.pd_ratio,
-        slo=Slo(ttft_s=service.slo.ttft_s, tbt_s=service.slo.tbt_s),
-        min_prefill=service.roles.prefill.min,
-        max_prefill=service.roles.prefill.max,
-        min_decode=service.roles.decode.min,
-        max_decode=service.roles.decode.max,
-        priority=service.priority,
-        affinity=AffinityLevel(service.affinity),
-        prefix_cache_hit_rate=service.prefix_cache_hit_rate,
-        max_prefill_tokens=service.max_prefill_tokens,
-        max_decode_batch=service.max_decode_batch,
-        extra={"precision": service.precision},
-    )
+    spec = service_spec(service, model.id, shapes[Role.PREFILL], shapes[Role.DECODE])
     return spec, _targets(service, spec, doc, (*loc, "targets"))
 
 

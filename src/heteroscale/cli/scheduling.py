@@ -33,12 +33,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from heteroscale.config.build import service_spec
 from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
 from heteroscale.config.loader import load_topology
-from heteroscale.config.schema import RoleConfig, RolesConfig, ServiceName, SloConfig
+from heteroscale.config.schema import RoleConfig, ServiceFieldsConfig
 from heteroscale.config.source import Document, Loc, format_loc, read_document
 from heteroscale.domain.hardware import InstanceShape, Role
-from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
+from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle, ScaleInMode
 from heteroscale.domain.topology import Level, Topology
 from heteroscale.errors import ConfigError
@@ -89,18 +90,9 @@ class InstanceConfig(_Strict):
     launched_at_s: float = Field(default=0.0, ge=0)
 
 
-class DemandServiceConfig(_Strict):
-    name: ServiceName
-    model: str = Field(min_length=1)
-    precision: Literal["bf16", "fp8"] = "bf16"
-    roles: RolesConfig
-    pd_ratio: float = Field(gt=0)
-    slo: SloConfig
-    priority: int = _default(ServiceSpec, "priority")
-    affinity: Literal["s1", "s2", "cluster"] = _default(ServiceSpec, "affinity").value
-    prefix_cache_hit_rate: float = Field(default=_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
-    max_prefill_tokens: int = Field(default=_default(ServiceSpec, "max_prefill_tokens"), ge=1)
-    max_decode_batch: int = Field(default=_default(ServiceSpec, "max_decode_batch"), ge=1)
+class DemandServiceConfig(ServiceFieldsConfig):
+    """A service's fields plus the counts it wants this cycle and its current instances."""
+
     desired: DesiredConfig
     scale_in: ScaleInConfig = Field(default_factory=ScaleInConfig)
     instances: list[InstanceConfig] = Field(default_factory=list)
@@ -200,24 +192,7 @@ def _spec(
                 )
             out.append(InstanceShape(role=role, sku=sku, tp=shape.tp))
         shapes[role] = tuple(out)
-    return ServiceSpec(
-        name=service.name,
-        model=model.id,
-        prefill_shapes=shapes[Role.PREFILL],
-        decode_shapes=shapes[Role.DECODE],
-        pd_ratio=service.pd_ratio,
-        slo=Slo(ttft_s=service.slo.ttft_s, tbt_s=service.slo.tbt_s),
-        min_prefill=service.roles.prefill.min,
-        max_prefill=service.roles.prefill.max,
-        min_decode=service.roles.decode.min,
-        max_decode=service.roles.decode.max,
-        priority=service.priority,
-        affinity=AffinityLevel(service.affinity),
-        prefix_cache_hit_rate=service.prefix_cache_hit_rate,
-        max_prefill_tokens=service.max_prefill_tokens,
-        max_decode_batch=service.max_decode_batch,
-        extra={"precision": service.precision},
-    )
+    return service_spec(service, model.id, shapes[Role.PREFILL], shapes[Role.DECODE])
 
 
 def _instance(

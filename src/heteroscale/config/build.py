@@ -17,7 +17,14 @@ from heteroscale.config.catalog import (
     load_catalog,
     load_catalog_file,
 )
-from heteroscale.config.schema import RoleConfig, ScenarioConfig, ServiceConfig, SimulationConfig, TargetsConfig
+from heteroscale.config.schema import (
+    RoleConfig,
+    ScenarioConfig,
+    ServiceConfig,
+    ServiceFieldsConfig,
+    SimulationConfig,
+    TargetsConfig,
+)
 from heteroscale.config.source import Document, Loc, format_loc, read_document, require_kind
 from heteroscale.config.topology import TopologyConfig, build_topology
 from heteroscale.domain.hardware import InstanceShape, ModelSpec, Role
@@ -64,24 +71,7 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
             service.roles.prefill, Role.PREFILL, model, service, doc, loc, catalog, topology, reserve
         )
         decode = _role_shapes(service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve)
-        spec = ServiceSpec(
-            name=service.name,
-            model=model.id,
-            prefill_shapes=prefill,
-            decode_shapes=decode,
-            pd_ratio=service.pd_ratio,
-            slo=Slo(ttft_s=service.slo.ttft_s, tbt_s=service.slo.tbt_s),
-            min_prefill=service.roles.prefill.min,
-            max_prefill=service.roles.prefill.max,
-            min_decode=service.roles.decode.min,
-            max_decode=service.roles.decode.max,
-            priority=service.priority,
-            affinity=AffinityLevel(service.affinity),
-            prefix_cache_hit_rate=service.prefix_cache_hit_rate,
-            max_prefill_tokens=service.max_prefill_tokens,
-            max_decode_batch=service.max_decode_batch,
-            extra={"precision": service.precision},
-        )
+        spec = service_spec(service, model.id, prefill, decode)
         policy = PolicySpec(
             prefill=service.policy.prefill,
             decode=service.policy.decode,
@@ -120,6 +110,33 @@ def _check_policy(policy: PolicySpec, doc: Document, loc: Loc) -> None:
     except (ValueError, TypeError) as exc:
         field = "name" if "unknown policy" in str(exc) else "options"
         raise doc.error((*loc, field), str(exc)) from exc
+
+
+def service_spec(
+    service: ServiceFieldsConfig,
+    model_id: str,
+    prefill: tuple[InstanceShape, ...],
+    decode: tuple[InstanceShape, ...],
+) -> ServiceSpec:
+    """The domain ServiceSpec of a validated service (its shapes already resolved and checked)."""
+    return ServiceSpec(
+        name=service.name,
+        model=model_id,
+        prefill_shapes=prefill,
+        decode_shapes=decode,
+        pd_ratio=service.pd_ratio,
+        slo=Slo(ttft_s=service.slo.ttft_s, tbt_s=service.slo.tbt_s),
+        min_prefill=service.roles.prefill.min,
+        max_prefill=service.roles.prefill.max,
+        min_decode=service.roles.decode.min,
+        max_decode=service.roles.decode.max,
+        priority=service.priority,
+        affinity=AffinityLevel(service.affinity),
+        prefix_cache_hit_rate=service.prefix_cache_hit_rate,
+        max_prefill_tokens=service.max_prefill_tokens,
+        max_decode_batch=service.max_decode_batch,
+        extra={"precision": service.precision},
+    )
 
 
 def targets_from_config(t: TargetsConfig, spec: ServiceSpec, doc: Document, loc: Loc) -> Targets:

@@ -151,7 +151,9 @@ class PolicyConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ServiceConfig(_Strict):
+class ServiceFieldsConfig(_Strict):
+    """What every file that names a service says about it (scenarios, demands, the live controller)."""
+
     name: ServiceName
     model: str = Field(min_length=1)
     precision: Literal["bf16", "fp8"] = "bf16"
@@ -163,6 +165,11 @@ class ServiceConfig(_Strict):
     prefix_cache_hit_rate: float = Field(default=_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
     max_prefill_tokens: int = Field(default=_default(ServiceSpec, "max_prefill_tokens"), ge=1)
     max_decode_batch: int = Field(default=_default(ServiceSpec, "max_decode_batch"), ge=1)
+
+
+class ServiceConfig(ServiceFieldsConfig):
+    """A scenario's service: its fields plus its load, policy and (optionally pinned) targets."""
+
     load: LoadConfig
     policy: PolicyConfig
     targets: TargetsConfig | None = None

@@ -12,6 +12,7 @@ import pytest
 
 from heteroscale.reports.html import write_html_report
 from heteroscale.reports.plots import RunSeries, write_plots
+from heteroscale.reports.table import compare_table, summary_table
 from heteroscale.sim.telemetry import RoleWindow, WindowRow
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -303,3 +304,89 @@ def test_images_are_referenced_relative_to_the_report(tmp_path: Path) -> None:
     text = write_html_report(tmp_path, "t", {}, [image]).read_text(encoding="utf-8")
     assert read_table(text).images == ["plots/a%20b.png"]
     assert "no runs" in text
+
+
+# -- failed by scale-in ---------------------------------------------------------------------------
+
+
+def test_html_shows_failed_and_failed_by_scale_in_when_summaries_have_them(tmp_path: Path) -> None:
+    per_service = summary()["services"]
+    per_service["chat"] = {**per_service["chat"], "requests_failed_by_scale_in": 7}
+    summaries = {
+        "heteroscale": summary(requests_failed=0, requests_failed_by_scale_in=0),
+        "hpa": summary(requests_failed=9, requests_failed_by_scale_in=7, services=per_service),
+    }
+    text = write_html_report(tmp_path, "t", summaries, []).read_text(encoding="utf-8")
+    table = read_table(text)
+    rows = {r[0]: dict(zip(table.headers, r, strict=True)) for r in table.rows}
+    assert (rows["heteroscale"]["failed"], rows["heteroscale"]["failed by scale-in"]) == ("0", "0")
+    assert (rows["hpa"]["failed"], rows["hpa"]["failed by scale-in"]) == ("9", "7")
+    services = read_table(text, "services")
+    by_policy = {r[0]: dict(zip(services.headers, r, strict=True)) for r in services.rows}
+    assert by_policy["hpa"]["failed by scale-in"] == "7"
+    assert by_policy["heteroscale"]["failed by scale-in"] == "—"  # its per-service figures do not say
+
+
+def test_html_leaves_out_the_failure_columns_for_summaries_without_them(tmp_path: Path) -> None:
+    table = read_table(write_html_report(tmp_path, "t", {"p": summary()}, []).read_text(encoding="utf-8"))
+    assert "failed" not in table.headers and "failed by scale-in" not in table.headers
+
+
+def compare_policy(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "gpu_hours_vs_oracle": 1.05,
+        "scale_actions_per_hour": 4.0,
+        "pd_ratio_deviation": 0.01,
+        "requests_failed": 0,
+    }
+    return summary(**{**base, **overrides})
+
+
+def test_compare_table_has_a_killed_column() -> None:
+    result = {
+        "scenario": "default",
+        "seeds": 1,
+        "policies": {
+            "heteroscale": compare_policy(requests_failed_by_scale_in=0),
+            "hpa": compare_policy(requests_failed=1234, requests_failed_by_scale_in=1200),
+            "old": compare_policy(),  # a summary from before the field existed
+        },
+    }
+    lines = compare_table(result).splitlines()
+    head = lines[1].split()
+    assert head[-2:] == ["failed", "killed"]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert rows["heteroscale"][-2:] == ["0", "0"]
+    assert rows["hpa"][-2:] == ["1,234", "1,200"]
+    assert rows["old"][-2:] == ["0", "—"]
+
+
+def test_compare_table_shows_the_mean_over_seeds() -> None:
+    agg = compare_policy(requests_failed={"mean": 2.5, "ci95": 1.0}, requests_failed_by_scale_in={"mean": 2.5})
+    line = compare_table({"scenario": "s", "seeds": 2, "policies": {"hpa": agg}}).splitlines()[2]
+    assert line.split()[-2:] == ["2.500", "2.500"]
+
+
+def test_summary_table_says_how_many_failed_by_scale_in() -> None:
+    s = summary(
+        scenario="default",
+        fidelity="request",
+        seed=0,
+        simulated_s=3600.0,
+        requests_total=1000,
+        requests_completed=985,
+        requests_failed=12,
+        requests_failed_by_scale_in=10,
+        requests_unfinished=3,
+        gpu_hours_by_role={"prefill": 10.0, "decode": 29.4},
+        gpu_hours_by_sku={"h800": 39.4},
+        avg_sm_activity_by_role={"prefill": 0.3, "decode": 0.5},
+        wall_s=1.0,
+    )
+    s["services"]["code"] = {**s["services"]["chat"], "requests_failed": 2, "requests_failed_by_scale_in": 2}
+    s["services"]["chat"] = {**s["services"]["chat"], "requests_failed": 10, "requests_failed_by_scale_in": 8}
+    text = summary_table(s)
+    assert "985 completed, 12 failed (10 by scale-in), 3 unfinished" in text
+    assert "chat: 990/1,000 done, 10 failed (8 by scale-in)" in text
+    del s["requests_failed_by_scale_in"]
+    assert "12 failed, 3 unfinished" in summary_table(s)

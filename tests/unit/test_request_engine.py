@@ -240,3 +240,200 @@ def test_fluid_and_request_agree_on_a_moderate_load() -> None:
         assert flu["avg_tps_by_role"][role] == pytest.approx(req["avg_tps_by_role"][role], rel=0.1)
     assert flu["ttft_p50_s"] == pytest.approx(req["ttft_p50_s"], rel=0.1)
     assert flu["tbt_p50_s"] == pytest.approx(req["tbt_p50_s"], rel=0.1)
+
+
+# -- drain-aware scale-in -------------------------------------------------------------------------
+
+# every KV transfer crawls (~60 s for a 4,000-token prompt), so a test can remove an instance mid-transfer
+SLOW_KV = {k: 1e-4 for k in ("same_node", "same_s1", "same_s2", "same_cluster", "cross_cluster")}
+
+
+def engine_for(sc, tr) -> tuple[SimulationRun, RequestEngine]:
+    r = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, tr))
+    r._deploy_initial()
+    eng = r.engine
+    assert isinstance(eng, RequestEngine)
+    return r, eng
+
+
+def run_until_true(eng: RequestEngine, cond, step_s: float = 0.25, limit_s: float = 3_600.0) -> float:
+    t = eng.now_s
+    while not cond():
+        t += step_s
+        assert t < limit_s, "condition never held"
+        eng.run_until(t)
+    return t
+
+
+def totals(eng: RequestEngine) -> tuple[int, int, int, int]:
+    """(completed, failed, failed by scale-in, failed for KV capacity) over every service."""
+    s = eng.stats
+    return (
+        sum(x.completed for x in s),
+        sum(x.failed for x in s),
+        sum(x.failed_scale_in for x in s),
+        sum(x.failed_kv_capacity for x in s),
+    )
+
+
+@pytest.mark.parametrize("output_tokens", [50, 1])
+def test_a_draining_decode_stays_until_its_inbound_transfer_lands_and_its_requests_finish(output_tokens) -> None:
+    sc = b.scenario(prefill=1, decode=2, topo=b.topology(**SLOW_KV))
+    _, eng = engine_for(sc, b.trace(n=1, input_tokens=4000, output_tokens=output_tokens))
+    t = run_until_true(eng, lambda: any(d.inbound for d in eng.d_all[0]))
+    victim = next(d for d in eng.d_all[0] if d.inbound)
+    landing_s = eng.p_all[0][0].nic_free_at + sc.topology.kv_bandwidth.setup_s
+    assert landing_s > t + 30.0
+    eng.remove(victim.id, ScaleInMode.DRAIN, 600.0, t)
+    assert victim.lifecycle is Lifecycle.DRAINING
+    assert victim not in eng.d_routable[0]
+    eng.run_until(landing_s - 1.0)
+    assert victim.lifecycle is Lifecycle.DRAINING and victim.inbound == 1
+    eng.run_until(landing_s + 1e-6)
+    assert victim.inbound == 0
+    if output_tokens > 1:
+        assert victim.lifecycle is Lifecycle.DRAINING and victim.b == 1  # admitted, decoding
+    else:
+        # the request completed on admission: nothing left, gone at once (not at the drain deadline)
+        assert victim.lifecycle is Lifecycle.GONE and victim.gone_at_s == pytest.approx(landing_s)
+    eng.run_until(landing_s + 60.0)
+    assert victim.lifecycle is Lifecycle.GONE
+    assert victim.gone_at_s < landing_s + 30.0
+    assert totals(eng) == (1, 0, 0, 0)
+    assert victim.acc_tokens > 0 or output_tokens == 1
+
+
+def test_a_draining_prefill_is_not_gone_before_its_outbound_transfer_has_left() -> None:
+    sc = b.scenario(prefill=1, decode=1, topo=b.topology(**SLOW_KV))
+    _, eng = engine_for(sc, b.trace(n=1, input_tokens=4000, output_tokens=20))
+    p = eng.p_all[0][0]
+    t = run_until_true(eng, lambda: not p.busy and p.nic_free_at > eng.now_s)
+    eng.remove(p.id, ScaleInMode.DRAIN, 600.0, t)
+    assert p.lifecycle is Lifecycle.DRAINING
+    eng.run_until(p.nic_free_at - 1.0)
+    assert p.lifecycle is Lifecycle.DRAINING
+    eng.run_until(p.nic_free_at + 1.0)
+    assert p.lifecycle is Lifecycle.GONE
+    eng.run_until(200.0)
+    assert totals(eng) == (1, 0, 0, 0)
+
+
+def test_a_draining_prefill_keeps_the_kv_of_requests_waiting_for_a_decode_instance() -> None:
+    """Its KV lives there until a decode instance takes it: the prefill instance may not go first."""
+    sc = b.scenario(prefill=1, decode=1)
+    _, eng = engine_for(sc, b.trace(n=20, rate_rps=10.0, output_tokens=20))
+    p, d = eng.p_all[0][0], eng.d_all[0][0]
+    eng.set_discovery(d.id, False)  # held: no routable decode instance
+    eng.run_until(10.0)
+    assert len(eng.pending_decode[0]) == 20
+    eng.remove(p.id, ScaleInMode.DRAIN, 600.0, 10.0)
+    eng.run_until(60.0)
+    assert p.lifecycle is Lifecycle.DRAINING and p.kv_held == 20
+    eng.set_discovery(d.id, True)  # routable again: the waiting requests are served, not stranded
+    eng.run_until(120.0)
+    assert not eng.pending_decode[0]
+    assert p.lifecycle is Lifecycle.GONE
+    assert totals(eng) == (20, 0, 0, 0)
+
+
+def test_killing_a_prefill_that_holds_waiting_kv_fails_those_requests_by_scale_in() -> None:
+    sc = b.scenario(prefill=1, decode=1)
+    _, eng = engine_for(sc, b.trace(n=20, rate_rps=10.0, output_tokens=20))
+    p, d = eng.p_all[0][0], eng.d_all[0][0]
+    eng.set_discovery(d.id, False)
+    eng.run_until(10.0)
+    eng.remove(p.id, ScaleInMode.KILL, 0.0, 10.0)
+    assert p.lifecycle is Lifecycle.GONE
+    eng.set_discovery(d.id, True)
+    eng.run_until(60.0)
+    assert totals(eng) == (0, 20, 20, 0)
+    assert eng.in_flight == 0
+
+
+@pytest.mark.parametrize("role", [Role.PREFILL, Role.DECODE])
+def test_draining_every_instance_of_a_role_loses_no_request_with_a_long_grace(role: Role) -> None:
+    sc = b.scenario(prefill=2, decode=2, cold_start_s=60.0)
+    tr = b.trace(n=400, rate_rps=5.0, output_tokens=400)
+    r, eng = engine_for(sc, tr)
+    eng.run_until(30.0)
+    victims = [i for i in r.cluster.live if i.role is role]
+    assert any(i.b if role is Role.DECODE else (i.busy or i.queue) for i in victims)  # type: ignore[attr-defined]
+    for v in victims:
+        eng.remove(v.id, ScaleInMode.DRAIN, 600.0, 30.0)
+    eng.run_until(45.0)
+    pending = eng.pending_prefill[0] if role is Role.PREFILL else eng.pending_decode[0]
+    assert pending  # new work waits for a routable instance of the role
+    shape = sc.services[0].spec.shapes(role)[0]
+    eng.launch(0, shape, "dg", "m0", 45.0, warm=False)
+    eng.run_until(3_000.0)
+    assert all(v.lifecycle is Lifecycle.GONE for v in victims)
+    assert max(v.gone_at_s for v in victims) < 30.0 + 600.0  # emptied, not killed at the deadline
+    assert totals(eng) == (400, 0, 0, 0)
+
+
+def test_kill_with_a_termination_grace_fails_in_flight_requests_by_scale_in() -> None:
+    import io
+
+    from heteroscale.sim.records import RecordWriter
+
+    sc = b.scenario(prefill=2, decode=2)
+    # decodes of 3,000 tokens take well over the 30 s grace
+    r, eng = engine_for(sc, b.trace(n=300, rate_rps=5.0, output_tokens=3000))
+    buf = io.StringIO()
+    eng.records = RecordWriter(buf)
+    eng.run_until(40.0)
+    victim = next(i for i in r.cluster.live if i.role is Role.DECODE)
+    busy = victim.b  # type: ignore[attr-defined]
+    assert busy > 0
+    eng.remove(victim.id, ScaleInMode.KILL, 30.0, 40.0)
+    assert victim.lifecycle is Lifecycle.DRAINING
+    eng.run_until(70.0 + 1e-6)
+    assert victim.lifecycle is Lifecycle.GONE and victim.gone_at_s == pytest.approx(70.0)
+    eng.run_until(5_000.0)
+    completed, failed, by_scale_in, by_kv = totals(eng)
+    assert failed > 0 and by_scale_in == failed and by_kv == 0
+    assert completed + failed == 300
+    statuses = [line.rsplit(",", 1)[1] for line in buf.getvalue().splitlines()[1:]]
+    assert statuses.count("failed:scale-in") == failed
+    assert statuses.count("ok") == completed
+
+
+def test_a_request_that_no_decode_kv_cache_can_hold_fails_for_kv_capacity_without_blocking_others() -> None:
+    sc = b.scenario(prefill=1, decode=1)
+    probe, _ = engine_for(sc, b.trace(n=1))
+    cap = next(p.kv_capacity_tokens for (_, s), p in probe.perfs.items() if s.role is Role.DECODE)
+    outputs = [50] * 30
+    outputs[3] = cap  # 1,000 prompt tokens + cap output tokens > cap
+    _, eng = engine_for(sc, b.trace(n=30, rate_rps=5.0, output_tokens=outputs))
+    eng.run_until(600.0)
+    assert totals(eng) == (29, 1, 0, 1)
+    assert not eng.d_all[0][0].waiting
+
+
+@pytest.mark.parametrize("fidelity", [Fidelity.REQUEST, Fidelity.FLUID])
+def test_per_window_slo_counts_add_up_to_the_run(fidelity: Fidelity) -> None:
+    sc = b.scenario(prefill=2, decode=2, max_tail_s=600.0)
+    tr = b.trace(n=1500, rate_rps=8.0, output_tokens=[100, 3000] * 750)
+    r = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, tr), fidelity=fidelity)
+    r._deploy_initial()
+    eng = r.engine
+    eng.run_until(60.0)
+    victim = next(i for i in r.cluster.live if i.role is Role.DECODE)
+    eng.remove(victim.id, ScaleInMode.KILL, 0.0, 60.0)
+    eng.run_until(3_000.0)  # a multiple of the window, long after the last request
+    eng.finalize(3_000.0)
+    stats = eng.stats[0]
+    rows = r.telemetry.series("svc")
+    met = sum(w.slo_met for w in rows)
+    missed = sum(w.slo_missed for w in rows)
+    assert stats.failed_scale_in == stats.failed > 0
+    assert met > 0 and missed >= stats.failed
+    if fidelity is Fidelity.REQUEST:
+        assert stats.completed + stats.failed == 1500
+        assert met == stats.met_slo
+        assert met + missed == stats.completed + stats.failed
+    else:
+        assert met == pytest.approx(stats.met_slo, abs=1)
+        assert met + missed == pytest.approx(stats.completed + stats.failed, abs=2)
+    assert all(w.slo_met >= 0 and w.slo_missed >= 0 for w in rows)
+    assert rows[0].flat()["slo_met"] == rows[0].slo_met

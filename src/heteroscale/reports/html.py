@@ -112,6 +112,14 @@ _COLUMNS: tuple[_Column, ...] = (
     _Column("GPU util prefill", "GPU utilisation of prefill instances", ("avg_gpu_util_by_role", "prefill"), _pct),
     _Column("GPU util decode", "GPU utilisation of decode instances", ("avg_gpu_util_by_role", "decode"), _pct),
     _Column("SM activity", "busy fraction × per-phase SM occupancy", ("avg_sm_activity",), _pct),
+    _Column("failed", "failed requests, every cause", ("requests_failed",), _fixed(0), optional=True),
+    _Column(
+        "failed by scale-in",
+        "requests failed because an instance was removed under them (killed, or drained past its deadline)",
+        ("requests_failed_by_scale_in",),
+        _fixed(0),
+        optional=True,
+    ),
     _Column("scale actions", "launches plus removals after the initial deployment", ("scale_actions",), _fixed(0)),
     _Column(
         "scale actions/h", "scale actions per simulated hour", ("scale_actions_per_hour",), _fixed(2), optional=True
@@ -220,6 +228,7 @@ def _service_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
             cells = [
                 _fixed(0)(figures.get("requests_completed")),
                 _fixed(0)(figures.get("requests_total")),
+                _fixed(0)(figures.get("requests_failed_by_scale_in")),
                 _pct(figures.get("slo_attainment")),
                 _ms(figures.get("ttft_p99_s")),
                 _ms(figures.get("tbt_p99_s")),
@@ -233,7 +242,16 @@ def _service_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
             )
     if not rows:
         return ""
-    headers = ("policy", "service", "completed", "requests", "SLO attainment", "TTFT p99", "TBT p99")
+    headers = (
+        "policy",
+        "service",
+        "completed",
+        "requests",
+        "failed by scale-in",
+        "SLO attainment",
+        "TTFT p99",
+        "TBT p99",
+    )
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     head += '<th title="TTFT target">TTFT SLO</th><th title="TBT target">TBT SLO</th>'
     return "\n".join(

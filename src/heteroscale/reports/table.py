@@ -23,6 +23,15 @@ def _ms(value: Any) -> str:
     return "—" if value is None else f"{1000.0 * float(value):,.0f} ms"
 
 
+def _failed(summary: dict[str, Any]) -> str:
+    """Failed requests, with how many failed by scale-in (when the summary says)."""
+    text = f"{_fmt(summary['requests_failed'])} failed"
+    by_scale_in = summary.get("requests_failed_by_scale_in")
+    if by_scale_in is not None:
+        text += f" ({_fmt(by_scale_in)} by scale-in)"
+    return text
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     est = " (estimated)" if summary.get("latency_estimated") else ""
     rows: list[tuple[str, str]] = [
@@ -31,7 +40,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         (
             "requests",
             f"{_fmt(summary['requests_total'])} total, {_fmt(summary['requests_completed'])} completed, "
-            f"{_fmt(summary['requests_failed'])} failed, {_fmt(summary['requests_unfinished'])} unfinished",
+            f"{_failed(summary)}, {_fmt(summary['requests_unfinished'])} unfinished",
         ),
         ("SLO attainment", _pct(summary["slo_attainment"])),
         ("TTFT p50 / p99" + est, f"{_ms(summary['ttft_p50_s'])} / {_ms(summary['ttft_p99_s'])}"),
@@ -69,7 +78,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         for name, s in services.items():
             lines.append(
                 f"    {name}: {s['requests_completed']:,}/{s['requests_total']:,} done, "
-                f"SLO {_pct(s['slo_attainment'])}, "
+                f"{_failed(s)}, SLO {_pct(s['slo_attainment'])}, "
                 f"TTFT p99 {_ms(s['ttft_p99_s'])}, TBT p99 {_ms(s['tbt_p99_s'])}"
             )
     return "\n".join(lines)
@@ -83,9 +92,11 @@ def _v(value: Any) -> Any:
 
 
 def compare_table(result: dict[str, Any]) -> str:
+    """One line per policy; ``failed`` counts every failed request, ``killed`` those failed by scale-in."""
     head = (
         f"  {'policy':18s} {'GPU-h':>9s} {'vs oracle':>9s} {'cost':>9s} {'SLO':>7s} {'TTFT p99':>9s} "
-        f"{'TBT p99':>8s} {'util':>6s} {'util P':>6s} {'SM':>6s} {'act/h':>6s} {'P/D dev':>7s} {'failed':>7s}"
+        f"{'TBT p99':>8s} {'util':>6s} {'util P':>6s} {'SM':>6s} {'act/h':>6s} {'P/D dev':>7s} {'failed':>7s} "
+        f"{'killed':>7s}"
     )
     lines = [f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)})", head]
     for name, s in result["policies"].items():
@@ -95,7 +106,7 @@ def compare_table(result: dict[str, Any]) -> str:
             f"{_ms(_v(s['tbt_p99_s'])):>8s} {_pct(_v(s['avg_gpu_util'])):>6s} "
             f"{_pct(_v(s['avg_gpu_util_by_role']['prefill'])):>6s} {_pct(_v(s['avg_sm_activity'])):>6s} "
             f"{_fmt(_v(s['scale_actions_per_hour']), digits=1):>6s} {_fmt(_v(s['pd_ratio_deviation']), digits=3):>7s} "
-            f"{_fmt(_v(s['requests_failed'])):>7s}"
+            f"{_fmt(_v(s['requests_failed'])):>7s} {_fmt(_v(s.get('requests_failed_by_scale_in'))):>7s}"
         )
     for name, o in result.get("oracle", {}).items():
         lines.append(f"  oracle[{name}]: {o['gpu_hours']:,.1f} GPU-h, peak {o['peak'][0]}P/{o['peak'][1]}D")

@@ -11,6 +11,12 @@ flows, not objects. Per step and per service:
 * latencies are **estimates**: TTFT = (solo prefill + KV transfer) drawn from the length mix, plus a
   backlog wait and an Erlang-C (M/M/c) queueing wait; TBT = the step time. Percentiles are taken
   over the mixture, weighted by completions.
+
+Failures, by cause (as the request engine counts them): scale-in — the in-flight requests of a
+removed instance that outlive its grace period (a drained instance finishes its share of the rest at
+once); kv-capacity — the share of the length mix whose prompt plus output exceeds every decode
+shape's KV capacity, failed as it leaves prefill. Per telemetry window, ``slo_met`` / ``slo_missed``
+are the increments of the rounded run totals, so they add up to the run's figures.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from heteroscale.domain.state import Lifecycle, ScaleInMode
 from heteroscale.perf import InstancePerf
 from heteroscale.sim.cluster import SimCluster, SimInstance
 from heteroscale.sim.engine import ServiceLoad
-from heteroscale.sim.records import ServiceStats
+from heteroscale.sim.records import FailureCause, ServiceStats
 from heteroscale.sim.telemetry import RoleWindow, Telemetry, WindowRow
 
 _WAIT_QUANTILES = tuple(-math.log(1.0 - (k - 0.5) / 8) for k in range(1, 9))
@@ -65,6 +71,7 @@ class _Mix:
     resv_per_req: float  # KV reservation per request (input + output)
     frac_single: float  # share of requests with one output token (no TBT)
     steps: np.ndarray  # decode steps per request (output − 1)
+    frac_over_kv: float = 0.0  # share of requests that no decode shape's KV cache can hold
 
 
 class FluidInst(SimInstance):
@@ -135,7 +142,9 @@ class FluidEngine:
         self._arrivals_f = [0.0 for _ in loads]
         self._completed_f = [0.0 for _ in loads]
         self._met_f = [0.0 for _ in loads]
-        self._failed_f = [0.0 for _ in loads]
+        self._failed_f: list[dict[FailureCause, float]] = [{c: 0.0 for c in FailureCause} for _ in loads]
+        # run totals (rounded) at the last telemetry window: slo_met, slo_missed
+        self._w_slo_prev: list[tuple[int, int]] = [(0, 0) for _ in loads]
         # ready, in-discovery instances per service and role, rebuilt only when membership changes
         self._ready: list[dict[Role, list[FluidInst]]] = [{r: [] for r in Role} for _ in loads]
         self._dirty = [True for _ in loads]
@@ -159,6 +168,8 @@ class FluidEngine:
         )
         m = np.maximum(out - 1.0, 0.0)
         sum_m = float(m.sum())
+        kv_caps = [self.perfs[(svc, sh)].kv_capacity_tokens for sh in load.spec.shapes(Role.DECODE)]
+        n_over = int(((inp + out) > max(kv_caps)).sum()) if kv_caps and len(inp) else 0
         ctx_member = float((inp * m + m * m / 2.0).sum() / sum_m) if sum_m > 0 else float(inp.mean() if len(inp) else 0)
         n_req = max(1, len(new))
         return _Mix(
@@ -173,6 +184,7 @@ class FluidEngine:
             resv_per_req=float((inp + out).mean()) if len(inp) else 1.0,
             frac_single=float((m == 0).sum() / n_req),
             steps=m,
+            frac_over_kv=n_over / n_req,
         )
 
     def _bin_arrivals(self, load: ServiceLoad) -> tuple[np.ndarray, np.ndarray]:
@@ -236,19 +248,19 @@ class FluidEngine:
         st = self.states[svc]
         self._flush(svc)
         self._dirty[svc] = True
-        if inst.lifecycle is Lifecycle.READY:
-            # in-flight requests on the removed instance that outlive the grace period fail
+        if inst.lifecycle is Lifecycle.READY and inst.in_discovery:
+            # in-flight requests on the removed instance that outlive the grace period fail (an
+            # instance out of discovery carries no share of the pooled work)
             share = 1.0 / max(1, self._count(svc, inst.role))
             if inst.role is Role.DECODE:
                 lost = st.dec_n * share * self._outlive_fraction(st, grace_s)
                 st.dec_n -= lost
-            elif grace_s <= 0.0:
-                lost_tokens = st.backlog_tokens * share
+            else:
+                # its share of the prefill backlog, less what it prefills within the grace period
+                lost_tokens = max(0.0, st.backlog_tokens * share - st.mix.tok_per_s * grace_s)
                 st.backlog_tokens -= lost_tokens
                 lost = lost_tokens / max(1.0, st.mix.mean_new)
-            else:
-                lost = 0.0  # a prefill batch lasts well under any grace period
-            self._failed_f[svc] += lost
+            self._failed_f[svc][FailureCause.SCALE_IN] += lost
         # a drained instance in the fluid model finishes its share of in-flight work at once
         self.insts[svc].remove(inst)  # type: ignore[arg-type]
         self.cluster.mark_gone(inst, now_s)
@@ -363,6 +375,10 @@ class FluidEngine:
                 acc[2] += done_tok
                 acc[3] += done_tok * mix.flops_per_token
             prefilled = done_tok / mix.mean_new if mix.mean_new > 0 else 0.0
+            if mix.frac_over_kv > 0.0:
+                over = prefilled * mix.frac_over_kv
+                prefilled -= over
+                self._failed_f[svc][FailureCause.KV_CAPACITY] += over
             # ---- decode admission under KV reservation and batch limits
             st.d_queue += prefilled
             n_dec = len(dec)
@@ -471,6 +487,10 @@ class FluidEngine:
             tbt = _weighted_quantiles([(b, c) for _, b, c in lat], (0.5, 0.9, 0.99))
             comp = self._w_completions[svc]
             mix = self.states[svc].mix
+            met_total = int(round(self._met_f[svc]))
+            missed_total = int(round(self._completed_f[svc] - self._met_f[svc] + sum(self._failed_f[svc].values())))
+            met_prev, missed_prev = self._w_slo_prev[svc]
+            self._w_slo_prev[svc] = (met_total, missed_total)
             self.telemetry.add(
                 WindowRow(
                     t_s=t_s,
@@ -489,6 +509,8 @@ class FluidEngine:
                     mean_input_tokens=float(load.trace.input_tokens.mean()) if comp > 0 else None,
                     mean_output_tokens=mix.mean_m + 1.0 if comp > 0 else None,
                     estimated_latency=True,
+                    slo_met=max(0, met_total - met_prev),
+                    slo_missed=max(0, missed_total - missed_prev),
                 )
             )
             self._w_lat[svc] = []
@@ -555,7 +577,10 @@ class FluidEngine:
         for svc, s in enumerate(self.stats):
             s.arrivals = int(round(self._arrivals_f[svc]))
             s.completed = min(s.arrivals, int(round(self._completed_f[svc])))
-            s.failed = min(s.arrivals - s.completed, int(round(self._failed_f[svc])))
+            failed = self._failed_f[svc]
+            s.failed = min(s.arrivals - s.completed, int(round(sum(failed.values()))))
+            s.failed_scale_in = min(s.failed, int(round(failed[FailureCause.SCALE_IN])))
+            s.failed_kv_capacity = s.failed - s.failed_scale_in
             s.met_slo = min(s.completed, int(round(self._met_f[svc])))
 
     def latency_quantiles(

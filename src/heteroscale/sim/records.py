@@ -4,17 +4,31 @@ Latency definitions (used everywhere): TTFT = arrival → first output token (pr
 KV transfer and decode admission included); a request's TBT = mean gap between its output tokens
 after the first (None for one-token outputs); a request meets its SLO when TTFT ≤ TTFT-SLO and
 TBT ≤ TBT-SLO; a failed or unfinished request is a miss.
+
+Every failed request has one cause (:class:`FailureCause`); the records CSV writes its status as
+``failed:<cause>`` (``ok``, ``unfinished`` otherwise).
 """
 
 from __future__ import annotations
 
 from array import array
+from enum import StrEnum
 from typing import IO
 
 RECORD_HEADER = (
     "request,service,arrival_s,input_tokens,output_tokens,cached_tokens,prefill_instance,"
     "decode_instance,ttft_s,tbt_s,finish_s,status\n"
 )
+
+
+class FailureCause(StrEnum):
+    """Why a request failed."""
+
+    # scale-in: the instance serving it was killed (KILL, a drain deadline, a removed starting
+    # instance) or its KV cache was lost in flight (the sending prefill instance was killed)
+    SCALE_IN = "scale-in"
+    # its prompt plus output can never fit any routable decode instance's KV cache
+    KV_CAPACITY = "kv-capacity"
 
 
 class RecordWriter:
@@ -41,13 +55,17 @@ class ServiceStats:
         "arrivals",
         "completed",
         "failed",
+        "failed_kv_capacity",
+        "failed_scale_in",
         "met_slo",
         "tbt_slo_s",
         "tbt_values",
         "ttft_slo_s",
         "ttft_values",
         "w_arrivals",
+        "w_failed",
         "w_inputs",
+        "w_met",
         "w_outputs",
         "w_tbt",
         "w_ttft",
@@ -58,7 +76,9 @@ class ServiceStats:
         self.tbt_slo_s = tbt_slo_s
         self.arrivals = 0
         self.completed = 0
-        self.failed = 0
+        self.failed = 0  # every cause: failed_scale_in + failed_kv_capacity
+        self.failed_scale_in = 0
+        self.failed_kv_capacity = 0
         self.met_slo = 0
         self.ttft_values = array("d")
         self.tbt_values = array("d")
@@ -67,6 +87,22 @@ class ServiceStats:
         self.w_tbt: list[float] = []
         self.w_inputs = 0
         self.w_outputs = 0
+        self.w_met = 0  # completions of the window that met both SLOs
+        self.w_failed = 0  # failures of the window
+
+    def failed_by_cause(self) -> dict[str, int]:
+        return {
+            FailureCause.SCALE_IN.value: self.failed_scale_in,
+            FailureCause.KV_CAPACITY.value: self.failed_kv_capacity,
+        }
+
+    def fail(self, cause: FailureCause) -> None:
+        self.failed += 1
+        self.w_failed += 1
+        if cause is FailureCause.SCALE_IN:
+            self.failed_scale_in += 1
+        else:
+            self.failed_kv_capacity += 1
 
     def complete(self, ttft_s: float, tbt_s: float | None, input_tokens: int, output_tokens: int) -> None:
         self.completed += 1
@@ -79,6 +115,7 @@ class ServiceStats:
             ok = ok and tbt_s <= self.tbt_slo_s
         if ok:
             self.met_slo += 1
+            self.w_met += 1
         self.w_inputs += input_tokens
         self.w_outputs += output_tokens
 
@@ -88,3 +125,5 @@ class ServiceStats:
         self.w_tbt = []
         self.w_inputs = 0
         self.w_outputs = 0
+        self.w_met = 0
+        self.w_failed = 0

@@ -9,6 +9,14 @@ membership changes. For a fixed batch B the step time is affine in the batch's t
 t_step = base(B) + per(B)·c, and c grows by B per step, so the time for k steps is the integral
 T(k) = (base + per·c0)·k + per·B·k²/2, inverted in closed form. Heap keys are (time_s, seq) with a
 per-run counter, so runs are deterministic.
+
+Scale-in (``remove``): DRAIN takes the instance out of routing and lets its in-flight work finish —
+a prefill instance its queue, batch and outbound KV transfers (and the KV it holds for requests that
+wait for a routable decode instance), a decode instance its waiting requests, batch and inbound
+transfers — and it is gone once empty, or killed at the drain deadline. KILL with a grace period is
+the same with a short deadline. Every failed request has a cause (FailureCause): scale-in when its
+instance was killed or its KV was lost in flight; kv-capacity when its prompt plus output can never
+fit any routable decode instance's KV cache (it would block that instance's admission queue).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.state import Lifecycle, ScaleInMode
 from heteroscale.perf import InstancePerf
 from heteroscale.sim.cluster import SimCluster, SimInstance
-from heteroscale.sim.records import RecordWriter, ServiceStats
+from heteroscale.sim.records import FailureCause, RecordWriter, ServiceStats
 from heteroscale.sim.telemetry import RoleWindow, Telemetry, WindowRow, percentile
 
 if TYPE_CHECKING:
@@ -49,6 +57,7 @@ class Req:
         "out",
         "pinst",
         "rid",
+        "sent_s",
         "svc",
         "t_first",
     )
@@ -65,6 +74,7 @@ class Req:
         self.dinst: DecodeInst | None = None
         self.t_first = 0.0
         self.fin_step = 0.0
+        self.sent_s = 0.0  # when its KV has left the prefill instance's NIC
 
 
 class PrefillInst(SimInstance):
@@ -74,6 +84,8 @@ class PrefillInst(SimInstance):
         "batch_kfrac",
         "busy",
         "killed",
+        "killed_at_s",
+        "kv_held",
         "nic_free_at",
         "queue",
         "queued_tokens",
@@ -90,6 +102,8 @@ class PrefillInst(SimInstance):
         self.batch_kfrac = 0.0
         self.nic_free_at = 0.0
         self.killed = False
+        self.killed_at_s = _INF
+        self.kv_held = 0  # prefilled requests whose KV waits here for a routable decode instance
         perf: InstancePerf = self.perf
         self.sec_per_token = perf.prefill_time_s(4096, 4096.0 * 4096.0) / 4096.0
 
@@ -223,15 +237,26 @@ class RequestEngine:
         svc = inst.svc
         if isinstance(inst, PrefillInst):
             self.p_routable[svc].append(inst)
-            pend = self.pending_prefill[svc]
-            while pend:
-                self._route_prefill(pend.popleft(), now_s)
         elif isinstance(inst, DecodeInst):
             inst.t_last = now_s
             self.d_routable[svc].append(inst)
-            pend = self.pending_decode[svc]
-            while pend:
-                req = pend.popleft()
+        self._route_pending(inst, now_s)
+
+    def _route_pending(self, inst: SimInstance, now_s: float) -> None:
+        """Route the requests that waited for an instance of ``inst``'s role, now routable."""
+        svc = inst.svc
+        if isinstance(inst, PrefillInst):
+            pend_p = self.pending_prefill[svc]
+            self.pending_prefill[svc] = deque()
+            for req in pend_p:
+                self._route_prefill(req, now_s)
+        elif isinstance(inst, DecodeInst):
+            pend_d = self.pending_decode[svc]
+            self.pending_decode[svc] = deque()
+            for req in pend_d:
+                p = req.pinst
+                assert p is not None
+                p.kv_held -= 1
                 self._start_transfer(req, now_s)
 
     def set_discovery(self, inst_id: str, in_discovery: bool) -> None:
@@ -243,6 +268,7 @@ class RequestEngine:
         lst = self.p_routable[inst.svc] if isinstance(inst, PrefillInst) else self.d_routable[inst.svc]
         if in_discovery:
             lst.append(inst)  # type: ignore[arg-type]
+            self._route_pending(inst, self.now_s)
         else:
             lst.remove(inst)  # type: ignore[arg-type]
 
@@ -267,7 +293,7 @@ class RequestEngine:
         if inst.lifecycle is not Lifecycle.DRAINING:
             return False
         if isinstance(inst, PrefillInst):
-            if inst.busy or inst.queue or inst.nic_free_at > now_s + 1e-12:
+            if inst.busy or inst.queue or inst.kv_held or inst.nic_free_at > now_s + 1e-12:
                 return False
             self.p_all[inst.svc].remove(inst)
         elif isinstance(inst, DecodeInst):
@@ -288,6 +314,12 @@ class RequestEngine:
             inst.batch = []
             inst.busy = False
             inst.killed = True
+            inst.killed_at_s = now_s
+            if inst.kv_held:  # its KV cache dies with it
+                pend = self.pending_decode[svc]
+                failed.extend(r for r in pend if r.pinst is inst)
+                self.pending_decode[svc] = deque(r for r in pend if r.pinst is not inst)
+                inst.kv_held = 0
             if inst in self.p_routable[svc]:
                 self.p_routable[svc].remove(inst)
             self.p_all[svc].remove(inst)
@@ -303,18 +335,17 @@ class RequestEngine:
                 self.d_routable[svc].remove(inst)
             self.d_all[svc].remove(inst)
         for req in failed:
-            self._fail(req, now_s)
+            self._fail(req, now_s, FailureCause.SCALE_IN)
         self.cluster.mark_gone(inst, now_s)
 
-    def _fail(self, req: Req, now_s: float) -> None:
-        st = self.stats[req.svc]
-        st.failed += 1
+    def _fail(self, req: Req, now_s: float, cause: FailureCause) -> None:
+        self.stats[req.svc].fail(cause)
         self.in_flight -= 1
         if self.records.enabled:
             self.records.write(
                 f"{req.rid},{self.loads[req.svc].spec.name},{req.arrival:.6f},{req.inp},{req.out},"
                 f"{req.cached},{req.pinst.id if req.pinst else ''},{req.dinst.id if req.dinst else ''},"
-                f",,{now_s:.6f},failed\n"
+                f",,{now_s:.6f},failed:{cause.value}\n"
             )
 
     # ------------------------------------------------------------------ serving
@@ -377,14 +408,14 @@ class RequestEngine:
         elif p.lifecycle is Lifecycle.DRAINING:
             self._maybe_gone(p, now_s)
 
-    def _pick_decode(self, svc: int, dg: str) -> DecodeInst | None:
-        """The least-loaded routable decode instance, in the prefill instance's DG when it has one."""
-        insts = self.d_routable[svc]
-        if not insts:
-            return None
+    def _pick_decode(self, svc: int, dg: str, need_tokens: int) -> DecodeInst | None:
+        """The least-loaded routable decode instance whose KV cache can ever hold ``need_tokens``,
+        in the prefill instance's DG when it has one."""
         best: DecodeInst | None = None
         best_load = _INF
-        for d in insts:
+        for d in self.d_routable[svc]:
+            if need_tokens > d.cap_tokens:
+                continue
             ld = (d.resv + 1) / (d.cap_tokens + 1) + len(d.waiting) + (0.0 if d.dg == dg else 1e6)
             if ld < best_load:
                 best, best_load = d, ld
@@ -393,9 +424,15 @@ class RequestEngine:
     def _start_transfer(self, req: Req, now_s: float) -> None:
         p = req.pinst
         assert p is not None
-        d = self._pick_decode(req.svc, p.dg)
-        if d is None:
+        if not self.d_routable[req.svc]:  # wait, KV held on the prefill instance, for a routable decode
             self.pending_decode[req.svc].append(req)
+            p.kv_held += 1
+            return
+        d = self._pick_decode(req.svc, p.dg, req.inp + req.out)
+        if d is None:  # it would never be admitted: reject it rather than block an admission queue
+            self._fail(req, now_s, FailureCause.KV_CAPACITY)
+            if p.lifecycle is Lifecycle.DRAINING:
+                self._maybe_gone(p, now_s)
             return
         req.dinst = d
         d.inbound += 1
@@ -403,6 +440,7 @@ class RequestEngine:
         xfer_s = req.new * p.perf.kv_bytes_per_token / bw
         start = p.nic_free_at if p.nic_free_at > now_s else now_s
         p.nic_free_at = start + xfer_s
+        req.sent_s = p.nic_free_at
         done = start + xfer_s + self.cluster.topology.kv_bandwidth.setup_s
         heapq.heappush(self.heap, (done, next(self.seq), _EV_XFER_DONE, req, 0))
 
@@ -412,21 +450,20 @@ class RequestEngine:
         assert d is not None and p is not None
         if p.lifecycle is Lifecycle.DRAINING:
             self._maybe_gone(p, now_s)
-        if d.lifecycle is Lifecycle.GONE:
-            self._fail(req, now_s)
+        if d.lifecycle is Lifecycle.GONE:  # killed with the transfer inbound
+            self._fail(req, now_s, FailureCause.SCALE_IN)
             return
         d.inbound -= 1
-        if p.killed:  # the prefill instance died while its KV was in flight
-            self._fail(req, now_s)
-            if d.lifecycle is Lifecycle.DRAINING:
-                self._maybe_gone(d, now_s)
-            return
-        if not d.waiting and d.b < d.max_batch and d.resv + req.inp + req.out <= d.cap_tokens:
+        if p.killed and req.sent_s > p.killed_at_s + 1e-12:  # the sender died before its KV had left
+            self._fail(req, now_s, FailureCause.SCALE_IN)
+        elif not d.waiting and d.b < d.max_batch and d.resv + req.inp + req.out <= d.cap_tokens:
             self._advance(d, now_s)
             self._admit(d, req, now_s)
             self._reschedule(d, now_s)
         else:
             d.waiting.append(req)
+        if d.lifecycle is Lifecycle.DRAINING:  # e.g. the last inbound request had one output token
+            self._maybe_gone(d, now_s)
 
     def _advance(self, d: DecodeInst, now_s: float) -> None:
         dt = now_s - d.t_last
@@ -639,6 +676,8 @@ class RequestEngine:
                     tbt_p99_s=percentile(tbt, 0.99),
                     mean_input_tokens=st.w_inputs / n if n else None,
                     mean_output_tokens=st.w_outputs / n if n else None,
+                    slo_met=st.w_met,
+                    slo_missed=n - st.w_met + st.w_failed,
                 )
             )
             st.reset_window()

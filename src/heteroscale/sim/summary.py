@@ -2,6 +2,10 @@
 
 Utilisation figures are GPU-time weighted over everything billed: a GPU that is starting, idle or
 draining counts as billed and not busy, as DCGM would report it.
+
+``requests_failed`` counts every failed request; ``requests_failed_by_scale_in`` those failed because
+an instance was removed under them (killed, or drained past its deadline), and
+``requests_failed_by_cause`` splits the total by FailureCause (``scale-in``, ``kv-capacity``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
     total = sum(s.arrivals for s in stats)
     completed = sum(s.completed for s in stats)
     failed = sum(s.failed for s in stats)
+    failed_by_cause: dict[str, int] = {}
+    for s in stats:
+        for cause, n in s.failed_by_cause().items():
+            failed_by_cause[cause] = failed_by_cause.get(cause, 0) + n
     met = sum(s.met_slo for s in stats)
     qs = (0.5, 0.99)
     if engine.latency_estimated:
@@ -71,6 +79,8 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
             "requests_total": s.arrivals,
             "requests_completed": s.completed,
             "requests_failed": s.failed,
+            "requests_failed_by_scale_in": s.failed_scale_in,
+            "requests_failed_by_cause": s.failed_by_cause(),
             "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
             "ttft_p50_s": _r(s_ttft[0]),
             "ttft_p99_s": _r(s_ttft[1]),
@@ -87,6 +97,8 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
         "requests_total": total,
         "requests_completed": completed,
         "requests_failed": failed,
+        "requests_failed_by_scale_in": sum(s.failed_scale_in for s in stats),
+        "requests_failed_by_cause": failed_by_cause,
         "requests_unfinished": total - completed - failed,
         "ttft_p50_s": _r(ttft_q[0]),
         "ttft_p99_s": _r(ttft_q[1]),
@@ -103,6 +115,7 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
         "avg_sm_activity_by_role": {k: _r(_ratio(sm[k], gpu_s[k])) for k in sm},
         "avg_tps_by_role": {k: _r(v / end_s if end_s > 0 else None) for k, v in tokens.items()},
         "scale_actions": billing.launches + billing.removals - run.initial_launches,
+        "instances_removed": billing.removals,  # scale-ins that completed (the instance is gone)
         "simulated_s": _r(end_s, 3),
         "events": engine.events,
         "services": per_service,

@@ -62,6 +62,11 @@ class WindowRow:
     mean_input_tokens: float | None
     mean_output_tokens: float | None
     estimated_latency: bool = False
+    # requests completed in the window that met both the TTFT and the TBT SLO (the rule of
+    # ServiceStats.met_slo); and those that missed one, plus requests failed in the window. Fluid
+    # fidelity: estimates, rounded so that over a run Σ slo_met ≈ met_slo.
+    slo_met: int = 0
+    slo_missed: int = 0
 
     def role(self, role: Role) -> RoleWindow:
         return self.prefill if role is Role.PREFILL else self.decode
@@ -79,6 +84,8 @@ class WindowRow:
             "tbt_p90_s": self.tbt_p90_s,
             "tbt_p99_s": self.tbt_p99_s,
             "estimated_latency": self.estimated_latency,
+            "slo_met": self.slo_met,
+            "slo_missed": self.slo_missed,
         }
         for role in Role:
             rw = self.role(role)

@@ -27,22 +27,67 @@ _CAPACITY = (Lifecycle.PENDING, Lifecycle.STARTING, Lifecycle.READY)
 
 @dataclass(frozen=True, slots=True)
 class ServiceDemand:
-    """What one service wants this cycle: its spec and its desired prefill and decode instance counts."""
+    """What one service wants this cycle: its spec and its desired prefill and decode instance counts.
+
+    ``shape_counts`` optionally pins the GPU mix: shape key (``role:sku:tpN``, one of the spec's shapes)
+    → desired instances of that shape; a shape of the spec left out is wanted 0 times. Its per-role
+    sums must equal ``desired_prefill`` / ``desired_decode``. Empty (the default): the scheduler picks
+    shapes itself, preferred shape first with fallback in the spec's order.
+    """
 
     spec: ServiceSpec
     desired_prefill: int
     desired_decode: int
     scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
     drain_grace_s: float = 600.0
+    shape_counts: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.desired_prefill < 0 or self.desired_decode < 0:
             raise ValueError(
                 f"{self.spec.name}: desired counts must be ≥ 0, got {self.desired_prefill}P:{self.desired_decode}D"
             )
+        if self.shape_counts:
+            self._check_shape_counts()
+
+    def _check_shape_counts(self) -> None:
+        name = self.spec.name
+        roles = {shape.key: role for role in ROLES for shape in self.spec.shapes(role)}
+        seen: set[str] = set()
+        sums = dict.fromkeys(ROLES, 0)
+        for key, count in self.shape_counts:
+            if key in seen:
+                raise ValueError(f"{name}: shape_counts lists {key!r} twice")
+            seen.add(key)
+            role = roles.get(key)
+            if role is None:
+                raise ValueError(f"{name}: shape_counts names {key!r}, not one of the service's shapes {sorted(roles)}")
+            if count < 0:
+                raise ValueError(f"{name}: shape_counts[{key!r}] must be ≥ 0, got {count}")
+            sums[role] += count
+        for role in ROLES:
+            if sums[role] != self.desired(role):
+                raise ValueError(
+                    f"{name}: shape_counts for {role.value} sum to {sums[role]}, "
+                    f"but desired_{role.value} is {self.desired(role)}"
+                )
 
     def desired(self, role: Role) -> int:
         return self.desired_prefill if role is Role.PREFILL else self.desired_decode
+
+    @property
+    def has_mix(self) -> bool:
+        """Whether ``shape_counts`` pins the desired count of every shape."""
+        return bool(self.shape_counts)
+
+    def desired_by_shape(self) -> dict[str, int]:
+        """Shape key → desired count for every shape of the spec (0 when ``shape_counts`` leaves it out);
+        empty without a mix."""
+        if not self.shape_counts:
+            return {}
+        out = {shape.key: 0 for role in ROLES for shape in self.spec.shapes(role)}
+        out.update(self.shape_counts)
+        return out
 
     @property
     def dg_ratio(self) -> float:

@@ -15,21 +15,30 @@ ready one, then the one on the most valuable pool, then the newest. Draining ins
 chosen (they already leave). The freed GPUs are *not* returned to the view: they come back only when
 the next cycle rebuilds it.
 
+With a GPU mix (``surplus``: shape key → pods of that shape still to go) only pods of a shape with a
+surplus can be chosen: a DG offers, per role, as many pods as its members of surplus shapes cover
+(at most the surplus of each shape), the ranking above is unchanged, and inside the DG the victim is
+the first one in the order below whose shape still has a surplus.
+
 When the counts leave no other choice than a DG with one role only (e.g. 2P:1D + 2P:1D at ratio 3
 asked to become 3P:1D), that DG's last pods go too — see :func:`_orphans`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.state import InstanceInfo
-from heteroscale.scheduling.groups import Group, balanced, imbalance
+from heteroscale.scheduling.groups import Group, Member, balanced, imbalance
 
 
-def choose_victims(groups: Sequence[Group], remove: dict[Role, int], ratio: float) -> list[InstanceInfo]:
-    """Victims for ``remove[role]`` fewer pods; updates the groups' counts and members, and ``remove``."""
+def choose_victims(
+    groups: Sequence[Group], remove: dict[Role, int], ratio: float, surplus: dict[str, int] | None = None
+) -> list[InstanceInfo]:
+    """Victims for ``remove[role]`` fewer pods; updates the groups' counts and members, and ``remove``
+    (and ``surplus``, shape key → pods of that shape still to go, when a mix restricts the choice)."""
     victims: list[InstanceInfo] = []
     two_sided = {g.name for g in groups if g.prefill > 0 and g.decode > 0}
     while True:
@@ -38,7 +47,7 @@ def choose_victims(groups: Sequence[Group], remove: dict[Role, int], ratio: floa
         for group in groups:
             value = group.value()
             before = imbalance(group.prefill, group.decode, ratio)
-            for kind, (dp, dd) in enumerate(_options(group, remove)):
+            for kind, (dp, dd) in enumerate(_options(group, remove, surplus)):
                 if not (dp or dd):
                     continue
                 p, d = group.prefill - dp, group.decode - dd
@@ -59,10 +68,27 @@ def choose_victims(groups: Sequence[Group], remove: dict[Role, int], ratio: floa
         group, dp, dd = choice
         for role, count in ((Role.PREFILL, dp), (Role.DECODE, dd)):
             for _ in range(count):
-                member = group.members[role].pop(0)
+                member = group.members[role].pop(_first_victim(group.members[role], surplus))
                 group.add(role, -1)
                 remove[role] -= 1
+                if surplus is not None:
+                    surplus[member.instance.shape.key] -= 1
                 victims.append(member.instance)
+
+
+def _first_victim(members: Sequence[Member], surplus: dict[str, int] | None) -> int:
+    """Index of the first member (in victim order) that may go: any, or one of a shape with a surplus."""
+    if surplus is None:
+        return 0
+    return next(i for i, m in enumerate(members) if surplus.get(m.instance.shape.key, 0) > 0)
+
+
+def _removable(members: Sequence[Member], surplus: dict[str, int] | None) -> int:
+    """How many of ``members`` may go: all of them, or with a mix at most each shape's surplus."""
+    if surplus is None:
+        return len(members)
+    by_shape = Counter(m.instance.shape.key for m in members)
+    return sum(min(n, max(0, surplus.get(key, 0))) for key, n in by_shape.items())
 
 
 def _orphans(groups: Sequence[Group], two_sided: set[str]) -> list[InstanceInfo]:
@@ -80,14 +106,17 @@ def _orphans(groups: Sequence[Group], two_sided: set[str]) -> list[InstanceInfo]
     return out
 
 
-def _options(group: Group, remove: dict[Role, int]) -> tuple[tuple[int, int], ...]:
+def _options(group: Group, remove: dict[Role, int], surplus: dict[str, int] | None) -> tuple[tuple[int, int], ...]:
     """(prefill, decode) removals to consider, by kind: the whole DG, a pair, one prefill, one decode.
 
-    A kind that does not apply is (0, 0)."""
-    has_p = len(group.members[Role.PREFILL])
-    has_d = len(group.members[Role.DECODE])
+    A kind that does not apply is (0, 0). With a mix, only pods of surplus shapes count as removable,
+    and the whole DG only when all of its pods are."""
+    members_p, members_d = group.members[Role.PREFILL], group.members[Role.DECODE]
+    has_p = _removable(members_p, surplus)
+    has_d = _removable(members_d, surplus)
     want_p, want_d = remove[Role.PREFILL], remove[Role.DECODE]
-    whole = (has_p, has_d) if (has_p or has_d) and want_p >= has_p and want_d >= has_d else (0, 0)
+    all_go = has_p == len(members_p) and has_d == len(members_d)
+    whole = (has_p, has_d) if (has_p or has_d) and all_go and want_p >= has_p and want_d >= has_d else (0, 0)
     pair = (1, 1) if has_p and has_d and want_p and want_d else (0, 0)
     return (
         whole,

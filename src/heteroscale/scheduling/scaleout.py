@@ -15,11 +15,16 @@ valuable pool that can take it:
 
 Capacity only shrinks inside the cycle, so once no seed fits with pools up to priority t it never will
 again; ``seed_floor`` remembers that and keeps the search cheap.
+
+With a GPU mix (``shape_need``: shape key → pods of that shape still wanted) the shapes a role may use
+are only those still wanted, in the spec's order; there is no fallback to another shape. The set
+only shrinks as pods are placed, so ``seed_floor`` stays valid. A shape that cannot be placed is
+reported in ``unplaced`` with the reason naming the wanted shape(s).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.plan import Launch, Unplaced
@@ -40,8 +45,17 @@ class ScaleOut:
     ratio: float
     next_dg: int
     need: dict[Role, int]
+    shape_need: dict[str, int] | None = None
     launches: list[Launch] = field(default_factory=list)
     seed_floor: int = 0
+
+    def _shapes(self, role: Role) -> tuple[InstanceShape, ...]:
+        """The shapes a pod of ``role`` may take now: all of the spec's, or with a mix those still wanted."""
+        shapes = self.spec.shapes(role)
+        if self.shape_need is None:
+            return shapes
+        wanted = self.shape_need
+        return tuple(s for s in shapes if wanted.get(s.key, 0) > 0)
 
     def run(self) -> list[Unplaced]:
         """Place what is needed; return what could not be placed, with reasons."""
@@ -58,8 +72,16 @@ class ScaleOut:
             self._grow(self.groups[order], ROLES[role_index], shape_index)
         if self.need[Role.PREFILL] <= 0 and self.need[Role.DECODE] <= 0:
             return []
-        reasons = unplaced_reasons(self.view, self.spec, self.level, self.groups, self.need, self.ratio)
+        reasons = unplaced_reasons(self.view, self._wanted_spec(), self.level, self.groups, self.need, self.ratio)
         return [Unplaced(self.spec.name, role, self.need[role], why) for role, why in reasons.items()]
+
+    def _wanted_spec(self) -> ServiceSpec:
+        """The spec as the reasons should name it: with a mix, only the shapes still wanted per role."""
+        if self.shape_need is None:
+            return self.spec
+        prefill = self._shapes(Role.PREFILL) or self.spec.prefill_shapes
+        decode = self._shapes(Role.DECODE) or self.spec.decode_shapes
+        return replace(self.spec, prefill_shapes=prefill, decode_shapes=decode)
 
     # --- growth ---------------------------------------------------------------------------------
 
@@ -75,7 +97,7 @@ class ScaleOut:
                 after = ratio_gap(*group.after(role, 1), self.ratio)
                 if after > RATIO_TOLERANCE_PODS + 1e-9 and not after < before:
                     continue
-                slot = self.view.cheapest_slot(self.level, group.domain, self.spec.shapes(role))
+                slot = self.view.cheapest_slot(self.level, group.domain, self._shapes(role))
                 if slot is None:
                     continue
                 key = (slot[0], after, slot[1], group.order, role_index)
@@ -84,7 +106,7 @@ class ScaleOut:
         return best
 
     def _grow(self, group: Group, role: Role, shape_index: int) -> None:
-        shape = self.spec.shapes(role)[shape_index]
+        shape = self._shapes(role)[shape_index]
         node = None if group.domain is None else self.view.allocate(self.level, group.domain, shape)
         if node is None:  # pragma: no cover - only DGs with a domain and room are growth options
             raise RuntimeError(f"view out of step growing {group.name} with {shape.key}")
@@ -93,6 +115,8 @@ class ScaleOut:
     def _launch(self, group: Group, role: Role, shape: InstanceShape, node: int) -> None:
         group.add(role, 1)
         self.need[role] -= 1
+        if self.shape_need is not None:
+            self.shape_need[shape.key] -= 1
         self.launches.append(Launch(self.spec.name, role, shape, group.name, self.view.node_names[node]))
 
     # --- new DGs --------------------------------------------------------------------------------
@@ -100,7 +124,7 @@ class ScaleOut:
     def _seed(self, max_tier: int) -> bool:
         """Create a new DG with 1 P + 1 D in the first domain that fits them with pools ≤ ``max_tier``."""
         taken = {g.domain for g in self.groups if g.domain is not None}
-        prefill, decode = self.spec.shapes(Role.PREFILL), self.spec.shapes(Role.DECODE)
+        prefill, decode = self._shapes(Role.PREFILL), self._shapes(Role.DECODE)
         combos = sorted(
             ((i, j) for i in range(len(prefill)) for j in range(len(decode))),
             key=lambda ij: (max(ij), sum(ij), ij),

@@ -21,7 +21,7 @@ Progress = Callable[[str], None]
 
 def run_compare(
     scenario_ref: str,
-    policies: Sequence[str],
+    policies: Sequence[str] | None,
     *,
     seeds: int = 1,
     out_dir: Path | None = None,

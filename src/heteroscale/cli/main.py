@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="run several policies on one scenario and compare them")
     cmp_.add_argument("--scenario", default="diurnal", help="embedded scenario name or YAML file (default: diurnal)")
-    cmp_.add_argument("--policies", default=",".join(_default_policies()), help="comma-separated policy names")
+    cmp_.add_argument(
+        "--policies",
+        help="comma-separated policy or variant names (default: the scenario's `compare` list, else "
+        + ",".join(_default_policies())
+        + ")",
+    )
     cmp_.add_argument("--seeds", type=int, default=1, help="seeds per policy (means and 95 %% CIs when > 1)")
     cmp_.add_argument("--out", type=Path, help="write summary.json, per-policy time series, plots and report.html")
     cmp_.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -109,9 +114,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from heteroscale.cli.experiments import run_compare
     from heteroscale.reports.table import compare_table
 
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    if not policies:
-        raise HeteroScaleError("--policies: give at least one policy name")
+    policies: list[str] | None = None
+    if args.policies is not None:
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        if not policies:
+            raise HeteroScaleError("--policies: give at least one policy name")
     if args.seeds < 1:
         raise HeteroScaleError(f"--seeds must be ≥ 1, got {args.seeds}")
     result = run_compare(args.scenario, policies, seeds=args.seeds, out_dir=args.out, progress=_progress(not args.json))

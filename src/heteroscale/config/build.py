@@ -7,6 +7,7 @@ the catalog or the topology run. Every failure is one ``ConfigError`` line namin
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from heteroscale.config.bundled import RATE_CURVES, TRACES, data_path, embedded_topologies, looks_like_path
@@ -18,12 +19,14 @@ from heteroscale.config.catalog import (
     load_catalog_file,
 )
 from heteroscale.config.schema import (
+    LoadConfig,
     RoleConfig,
     ScenarioConfig,
     ServiceConfig,
     ServiceFieldsConfig,
     SimulationConfig,
     TargetsConfig,
+    VariantConfig,
 )
 from heteroscale.config.source import Document, Loc, format_loc, read_document, require_kind
 from heteroscale.config.topology import TopologyConfig, build_topology
@@ -33,6 +36,7 @@ from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
 from heteroscale.policy.context import Targets
+from heteroscale.policy.registry import POLICY_NAMES
 from heteroscale.sim.scenario import (
     Fidelity,
     LoadKind,
@@ -41,6 +45,7 @@ from heteroscale.sim.scenario import (
     Scenario,
     ServiceRun,
     SimSettings,
+    Variant,
 )
 
 
@@ -90,6 +95,14 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
             )
         )
     used_skus = sorted({node.sku for node in topology.nodes})
+    variants = {
+        name: _variant(name, variant, config, services, models, doc, catalog, topology)
+        for name, variant in config.variants.items()
+    }
+    known = {*POLICY_NAMES, "static-peak", *variants}
+    for j, name in enumerate(config.compare):
+        if name not in known:
+            raise doc.error(("compare", j), f"{name!r} is neither a policy nor a variant of this scenario")
     return Scenario(
         name=config.name,
         description=config.description,
@@ -99,7 +112,56 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
         models=models,
         settings=sim_settings(config.simulation),
         source=source,
+        variants=variants,
+        compare_policies=tuple(config.compare),
     )
+
+
+def _variant(
+    name: str,
+    config: VariantConfig,
+    scenario: ScenarioConfig,
+    services: list[ServiceRun],
+    models: dict[str, ModelSpec],
+    doc: Document,
+    catalog: Catalog,
+    topology: Topology,
+) -> Variant:
+    loc: Loc = ("variants", name)
+    if name in POLICY_NAMES or name == "static-peak":
+        raise doc.error(loc, f"variant {name!r} shadows a policy of the same name; choose another name")
+    by_name = {s.name: (i, s) for i, s in enumerate(scenario.services)}
+    shapes: list[tuple[str, tuple[InstanceShape, ...], tuple[InstanceShape, ...]]] = []
+    for service_name, override in config.shapes.items():
+        if service_name not in by_name:
+            raise doc.error((*loc, "shapes", service_name), f"no service {service_name!r} in this scenario")
+        i, service = by_name[service_name]
+        model = models[services[i].spec.model]
+        reserve = scenario.simulation.kv_activation_reserve
+        per_role: dict[Role, tuple[InstanceShape, ...]] = {}
+        for role in (Role.PREFILL, Role.DECODE):
+            given = getattr(override, role.value)
+            if given is None:
+                per_role[role] = services[i].spec.shapes(role)
+                continue
+            base: RoleConfig = getattr(service.roles, role.value)
+            role_config = RoleConfig(shapes=given, min=base.min, max=base.max)
+            per_role[role] = _role_shapes(
+                role_config, role, model, service, doc, (*loc, "shapes", service_name), catalog, topology, reserve
+            )
+        shapes.append((service_name, per_role[Role.PREFILL], per_role[Role.DECODE]))
+    variant = Variant(
+        policy=config.policy,
+        options=tuple(sorted(config.options.items())),
+        shapes=tuple(shapes),
+        description=config.description,
+    )
+    for run in services:
+        policy = PolicySpec(
+            run.policy.prefill, run.policy.decode, variant.policy, tuple(sorted(variant.service_options(run).items()))
+        )
+        _check_policy(policy, doc, loc)
+    return variant
 
 
 def _check_policy(policy: PolicySpec, doc: Document, loc: Loc) -> None:
@@ -180,6 +242,7 @@ def sim_settings(config: SimulationConfig) -> SimSettings:
         perf_engine=config.perf_engine,
         ratio_tolerance=config.ratio_tolerance,
         soft_scale_in_s=config.soft_scale_in_s,
+        role_wise_targets=config.role_wise_targets,
     )
 
 
@@ -297,8 +360,13 @@ def _role_shapes(
 
 
 def _load_spec(service: ServiceConfig, doc: Document, loc: Loc) -> LoadSpec:
-    load = service.load
     load_loc: Loc = (*loc, "load")
+    main = _one_load(service.load, doc, load_loc)
+    parts = tuple(_one_load(part, doc, (*load_loc, "mix", j)) for j, part in enumerate(service.load.mix))
+    return dataclasses.replace(main, mixed_with=parts) if parts else main
+
+
+def _one_load(load: LoadConfig, doc: Document, load_loc: Loc) -> LoadSpec:
     trace = _data_file(load.trace, TRACES, RATE_CURVES, "request trace", "rate curve", doc, (*load_loc, "trace"))
     curve = (
         None

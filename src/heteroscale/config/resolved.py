@@ -19,7 +19,7 @@ from heteroscale.domain.hardware import InstanceShape
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.errors import ConfigError
 from heteroscale.policy.context import Targets
-from heteroscale.sim.scenario import LoadKind, LoadSpec, Scenario, ServiceRun
+from heteroscale.sim.scenario import LoadKind, LoadSpec, Scenario, ServiceRun, Variant
 
 
 def resolved_config_dict(scenario: Scenario) -> dict[str, Any]:
@@ -49,8 +49,20 @@ def resolved_config_dict(scenario: Scenario) -> dict[str, Any]:
             "perf_engine": settings.perf_engine,
             "ratio_tolerance": settings.ratio_tolerance,
             "soft_scale_in_s": settings.soft_scale_in_s,
+            "role_wise_targets": settings.role_wise_targets,
         },
         "services": [_service_dict(run, scenario) for run in scenario.services],
+        "variants": {name: _variant_dict(v) for name, v in scenario.variants.items()},
+        "compare": list(scenario.compare_policies),
+    }
+
+
+def _variant_dict(variant: Variant) -> dict[str, Any]:
+    return {
+        "policy": variant.policy,
+        "options": dict(variant.options),
+        "shapes": {service: {"prefill": _shapes(p), "decode": _shapes(d)} for service, p, d in variant.shapes},
+        "description": variant.description,
     }
 
 
@@ -103,6 +115,8 @@ def _load_dict(load: LoadSpec) -> dict[str, Any]:
         "start_s": load.start_s,
         "skip_bad_rows": load.skip_bad_rows,
     }
+    if load.mixed_with:
+        out["mix"] = [_load_dict(part) for part in load.mixed_with]
     return out
 
 

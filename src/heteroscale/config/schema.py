@@ -129,6 +129,8 @@ class LoadConfig(_Strict):
     copy_shift_s: float = Field(default=_default(LoadSpec, "copy_shift_s"), ge=0)
     start_s: float = Field(default=_default(LoadSpec, "start_s"), ge=0)
     skip_bad_rows: bool = _default(LoadSpec, "skip_bad_rows")
+    # further sources of the same service, superposed with this one (one level: a part has no mix)
+    mix: list[LoadConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _curve_matches_kind(self) -> LoadConfig:
@@ -138,6 +140,8 @@ class LoadConfig(_Strict):
             raise ValueError("rate_curve is only used by kind 'poisson' (kind 'trace' replays the trace)")
         if self.rate_curve_day is not None and self.rate_curve is None:
             raise ValueError("rate_curve_day needs a rate_curve")
+        if any(part.mix for part in self.mix):
+            raise ValueError("a part of a load mix cannot have a mix of its own")
         return self
 
 
@@ -202,6 +206,7 @@ class SimulationConfig(_Strict):
     perf_engine: Literal["current", "measured-2023"] = _default(SimSettings, "perf_engine")
     ratio_tolerance: float = Field(default=_default(SimSettings, "ratio_tolerance"), gt=0)
     soft_scale_in_s: float = Field(default=_default(SimSettings, "soft_scale_in_s"), ge=0)
+    role_wise_targets: bool = _default(SimSettings, "role_wise_targets")
 
 
 # --- the file -------------------------------------------------------------------------------
@@ -223,6 +228,23 @@ CatalogRef = Annotated[
 ]
 
 
+class VariantShapesConfig(_Strict):
+    """Other allowed shapes of one service in a variant (a role left out keeps its shapes)."""
+
+    prefill: list[ShapeConfig] | None = Field(default=None, min_length=1)
+    decode: list[ShapeConfig] | None = Field(default=None, min_length=1)
+
+
+class VariantConfig(_Strict):
+    """A named way to run the scenario in ``compare``: a registry policy and options for every service
+    (over the service's own options when it uses the same policy), optionally other shapes."""
+
+    policy: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    shapes: dict[str, VariantShapesConfig] = Field(default_factory=dict)
+    description: str = ""
+
+
 class ScenarioConfig(_Strict):
     """A ``kind: scenario`` file."""
 
@@ -233,3 +255,5 @@ class ScenarioConfig(_Strict):
     catalog: CatalogRef | None = None
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     services: list[ServiceConfig] = Field(min_length=1)
+    variants: dict[ServiceName, VariantConfig] = Field(default_factory=dict)
+    compare: list[str] = Field(default_factory=list)  # what `compare` runs without --policies

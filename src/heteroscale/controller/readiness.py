@@ -79,9 +79,15 @@ def restore_for_scale_out(book: ServiceBook, role: Role, wanted: int, instances:
 
 
 def gate_discovery(
-    spec: ServiceSpec, book: ServiceBook, instances: dict[str, InstanceInfo], st: ReadinessSettings
+    spec: ServiceSpec,
+    book: ServiceBook,
+    instances: dict[str, InstanceInfo],
+    st: ReadinessSettings,
+    ratio: float | None = None,
 ) -> list[DiscoveryChange]:
     """Hold the surplus role's newest Ready instances out of discovery while the Ready ratio is off.
+
+    ``ratio``: the ratio the policy decided with (an adaptive ratio), else the service's.
 
     Counts Ready instances that are not soft-removed; gated instances count as Ready (they are the
     ones that may come back). Returns the discovery changes to make.
@@ -94,7 +100,7 @@ def gate_discovery(
         )
         for role in Role
     }  # fmt: skip
-    r = spec.pd_ratio
+    r = spec.pd_ratio if ratio is None else ratio
     n_p, n_d = len(ready[Role.PREFILL]), len(ready[Role.DECODE])
     allowed = {Role.PREFILL: n_p, Role.DECODE: n_d}
     if n_p and n_d:

@@ -220,7 +220,7 @@ class Controller:
                 projected[change.instance_id] = dataclasses.replace(
                     projected[change.instance_id], in_discovery=change.in_discovery
                 )
-        gating = gate_discovery(spec, book, projected, self.readiness)
+        gating = gate_discovery(spec, book, projected, self.readiness, p.result.pd_ratio)
         plan = dataclasses.replace(
             plan,
             removals=(*plan.removals, *p.expired),

@@ -37,6 +37,10 @@ class Reason(StrEnum):
     PD_DIRECTION_KEPT = "pd-direction-kept"
     RATIO_BAND_OK = "ratio-band-ok"
     RATIO_BAND_REPAIRED = "ratio-band-repaired"
+    RATIO_ADAPTED = "ratio-adapted"
+    RATIO_RATE_LIMITED = "ratio-rate-limited"
+    RATIO_WITHIN_BAND = "ratio-within-band"
+    RATIO_HELD = "ratio-held"
     # latency safety net and latency-driven policies
     LATENCY_OK = "latency-within-slo"
     LATENCY_MODERATE = "latency-moderate-breach"

@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from heteroscale.errors import ConfigError
 from heteroscale.experiments.oracle import OraclePlan, oracle_plan
 from heteroscale.experiments.pressure import DEFAULT_MARGIN, PressureResult, pressure_test
 from heteroscale.perf import Calibration
 from heteroscale.policy.context import Targets
+from heteroscale.policy.registry import POLICY_NAMES
 from heteroscale.sim.engine import ServiceLoad
 from heteroscale.sim.runner import SimulationRun
 from heteroscale.sim.scenario import PolicySpec, Scenario
@@ -62,6 +64,14 @@ def pd_ratio_deviation(rows: Sequence[WindowRow], ratio: float) -> float | None:
         num += abs(row.prefill.instances_ready - want) / max(1, want) * row.window_s
         den += row.window_s
     return num / den if den > 0 else None
+
+
+def _fixed_ratio(spec_ratio: float, options: dict[str, object]) -> float | None:
+    """The P/D ratio a run holds (its ``pd_ratio`` option, else the service's); None when it adapts it."""
+    if options.get("adaptive_ratio") is not None:
+        return None
+    given = options.get("pd_ratio")
+    return float(given) if isinstance(given, int | float) else spec_ratio
 
 
 def _mean_ci(values: list[float]) -> dict[str, float]:
@@ -157,6 +167,7 @@ class Comparison:
         loads = self.loads(seed)
         policies: dict[str, tuple[str, dict[str, object]]] = {}
         counts: dict[str, tuple[int, int]] = {}
+        variant = self.scenario.variants.get(name)
         for run in self.scenario.services:
             oracle = self.oracles[run.spec.name]
             peak = oracle.peak
@@ -166,11 +177,18 @@ class Comparison:
             else:
                 first = oracle.windows[0]
                 counts[run.spec.name] = peak if start_at_peak else (first.prefill, first.decode)
-                options = dict(run.policy.options) if name == run.policy.name else {}
-                policies[run.spec.name] = (name, options)
+                if variant is not None:
+                    policies[run.spec.name] = (variant.policy, variant.service_options(run))
+                else:
+                    options = dict(run.policy.options) if name == run.policy.name else {}
+                    policies[run.spec.name] = (name, options)
         caps = {r.spec.name: self.oracles[r.spec.name].peak for r in self.scenario.services} if cap_at_peak else None
+        scenario = self._with_counts(counts, caps)
+        if variant is not None:
+            services = tuple(dataclasses.replace(r, spec=variant.service_spec(r.spec)) for r in scenario.services)
+            scenario = dataclasses.replace(scenario, services=services)
         sim = SimulationRun(
-            self._with_counts(counts, caps),
+            scenario,
             self.calibration,
             seed=seed,
             loads=loads,
@@ -181,7 +199,11 @@ class Comparison:
         summary = sim.run()
         hours = max(1e-9, float(summary["simulated_s"]) / 3600.0)
         summary["scale_actions_per_hour"] = round(summary["scale_actions"] / hours, 4)
-        devs = [pd_ratio_deviation(sim.telemetry.series(r.spec.name), r.spec.pd_ratio) for r in self.scenario.services]
+        devs = [
+            pd_ratio_deviation(sim.telemetry.series(r.spec.name), ratio)
+            for r in self.scenario.services
+            if (ratio := _fixed_ratio(r.spec.pd_ratio, policies[r.spec.name][1])) is not None
+        ]
         known = [d for d in devs if d is not None]
         summary["pd_ratio_deviation"] = round(sum(known) / len(known), 6) if known else None
         oracle_hours = sum(o.gpu_hours for o in self.oracles.values())
@@ -206,10 +228,15 @@ class Comparison:
         }
 
 
+def default_policies(scenario: Scenario) -> tuple[str, ...]:
+    """What ``compare`` runs when not told: the scenario's own list, else every built-in contender."""
+    return scenario.compare_policies or DEFAULT_POLICIES
+
+
 def compare(
     scenario: Scenario,
     calibration: Calibration,
-    policies: Sequence[str] = DEFAULT_POLICIES,
+    policies: Sequence[str] | None = None,
     *,
     seeds: int = 1,
     progress: ProgressFn | None = None,
@@ -219,6 +246,12 @@ def compare(
 
     With ``out_dir``, the first seed of each policy writes its request records and DecisionRecord
     journal under ``out_dir/<policy>/``."""
+    if policies is None:
+        policies = default_policies(scenario)
+    unknown = [p for p in policies if p not in scenario.variants and p != "static-peak" and p not in POLICY_NAMES]
+    if unknown:
+        variants = f"; variants of {scenario.name}: {', '.join(scenario.variants)}" if scenario.variants else ""
+        raise ConfigError(f"compare: unknown policy {unknown[0]!r} (policies: {', '.join(POLICY_NAMES)}{variants})")
     comparison = Comparison(scenario, calibration)
     base_seed = scenario.settings.seed
     runs: dict[str, list[PolicyRun]] = {}
@@ -237,4 +270,12 @@ def compare(
     return result, runs
 
 
-__all__ = ["DEFAULT_POLICIES", "Comparison", "PolicyRun", "PolicySpec", "compare", "pd_ratio_deviation"]
+__all__ = [
+    "DEFAULT_POLICIES",
+    "Comparison",
+    "PolicyRun",
+    "PolicySpec",
+    "compare",
+    "default_policies",
+    "pd_ratio_deviation",
+]

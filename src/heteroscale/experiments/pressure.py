@@ -23,12 +23,13 @@ from heteroscale.domain.topology import NodeSpec, Topology
 from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
 from heteroscale.sim.engine import ServiceLoad
-from heteroscale.sim.runner import SimulationRun
+from heteroscale.sim.runner import SimulationRun, build_trace
 from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, PolicySpec, Scenario, ServiceRun, SimSettings
 from heteroscale.sim.traces import RequestTrace, read_trace
 
 SLO_ATTAINMENT = 0.99
 DEFAULT_MARGIN = 0.75
+AMPLE = 4  # role-wise knees: the role that must not be the bottleneck gets this many times its count
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,14 @@ class KneePoint:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleKnees:
+    """Role-wise knees: ``prefill`` on P and AMPLE·D instances, ``decode`` on AMPLE·P and D."""
+
+    prefill: KneePoint
+    decode: KneePoint
+
+
+@dataclass(frozen=True, slots=True)
 class PressureResult:
     service: str
     prefill: int
@@ -56,6 +65,7 @@ class PressureResult:
     knee: KneePoint
     probes: tuple[KneePoint, ...]
     targets: Targets
+    role_knees: RoleKnees | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,11 +74,14 @@ class PressureResult:
             "knee": dataclasses.asdict(self.knee),
             "probes": len(self.probes),
             "targets": dataclasses.asdict(self.targets),
-        }
+        } | ({"role_knees": dataclasses.asdict(self.role_knees)} if self.role_knees is not None else {})
 
 
-def length_mix(run: ServiceRun) -> RequestTrace:
-    """The request lengths of a service's load (the trace it replays or resamples)."""
+def length_mix(run: ServiceRun, duration_s: float | None = None, seed: int = 0) -> RequestTrace:
+    """The request lengths of a service's load (the trace it replays or resamples). A mixed load's are
+    those of the whole load over the run (each source in proportion to its requests)."""
+    if run.load.mixed_with:
+        return build_trace(run.load, np.random.default_rng([seed, 20_000]), run.spec.name, duration_s)
     return read_trace(run.load.trace_path, run.load.trace_format, skip_bad_rows=run.load.skip_bad_rows)
 
 
@@ -217,18 +230,38 @@ def pressure_test(
     iterations: int = 8,
     seed: int = 0,
     mix: RequestTrace | None = None,
+    role_wise: bool | None = None,
 ) -> PressureResult:
-    """Find the SLO knee of ``service`` on ``decode`` D and round(r·D) P instances, and its targets."""
+    """Find the SLO knee of ``service`` on ``decode`` D and round(r·D) P instances, and its targets.
+
+    ``role_wise`` (default: the scenario's ``role_wise_targets``): each role's per-instance TPS target
+    comes from a knee where that role alone is the bottleneck (the other role ×``AMPLE``), not from the
+    balanced knee, where the role that is not the bottleneck reads below its capacity. A policy that
+    sizes each role from its own demand (the adaptive ratio) needs these; the other targets still
+    come from the balanced knee."""
     run = next(r for r in scenario.services if r.spec.name == service)
     spec = run.spec
     r = spec.pd_ratio if ratio is None else ratio
     prefill = max(1, round(r * decode))
-    mix = mix if mix is not None else length_mix(run)
+    mix = mix if mix is not None else length_mix(run, scenario.settings.duration_s, seed)
     best, probes = find_knee(
         scenario, spec, calibration, prefill, decode, mix, duration_s=duration_s, iterations=iterations, seed=seed
     )
-    targets = targets_from_knee(spec, best, prefill, decode, margin, perf_by_shape(scenario, spec, calibration), mix)
-    return PressureResult(spec.name, prefill, decode, best, probes, targets)
+    role_knees: RoleKnees | None = None
+    if scenario.settings.role_wise_targets if role_wise is None else role_wise:
+        p_knee, p_probes = find_knee(
+            scenario, spec, calibration, prefill, decode * AMPLE, mix, duration_s=duration_s, iterations=iterations,
+            seed=seed,
+        )  # fmt: skip
+        d_knee, d_probes = find_knee(
+            scenario, spec, calibration, prefill * AMPLE, decode, mix, duration_s=duration_s, iterations=iterations,
+            seed=seed,
+        )  # fmt: skip
+        probes = (*probes, *p_probes, *d_probes)
+        role_knees = RoleKnees(p_knee, d_knee)
+    perfs = perf_by_shape(scenario, spec, calibration)
+    targets = targets_from_knee(spec, best, prefill, decode, margin, perfs, mix, role_knees)
+    return PressureResult(spec.name, prefill, decode, best, probes, targets, role_knees)
 
 
 def perf_by_shape(scenario: Scenario, spec: ServiceSpec, calibration: Calibration) -> dict[InstanceShape, InstancePerf]:
@@ -250,14 +283,24 @@ def targets_from_knee(
     margin: float,
     perfs: dict[InstanceShape, InstancePerf],
     mix: RequestTrace,
+    role_knees: RoleKnees | None = None,
 ) -> Targets:
-    """Targets = knee values × margin; other shapes of a role scale by the performance model's ratio."""
+    """Targets = knee values × margin; other shapes of a role scale by the performance model's ratio.
+    With ``role_knees`` the per-instance TPS targets come from the role-wise knees."""
     mean_in = float(mix.input_tokens.mean())
     mean_out = float(mix.output_tokens.mean())
     d_pref = spec.preferred_shape(Role.DECODE)
     p_pref = spec.preferred_shape(Role.PREFILL)
     d_tps = knee.decode_tps / decode * margin
     p_tps = knee.prefill_tps / prefill * margin
+    source = f"pressure-test: knee {knee.rate_rps:.2f} req/s on {prefill}P/{decode}D"
+    if role_knees is not None:
+        d_tps = role_knees.decode.decode_tps / decode * margin
+        p_tps = role_knees.prefill.prefill_tps / prefill * margin
+        source += (
+            f"; role-wise TPS: prefill knee {role_knees.prefill.rate_rps:.2f} req/s on {prefill}P/{decode * AMPLE}D, "
+            f"decode knee {role_knees.decode.rate_rps:.2f} req/s on {prefill * AMPLE}P/{decode}D"
+        )
     batch = max(1, round(knee.decode_tps / decode * knee.tbt_p90_s)) if knee.tbt_p90_s > 0 else 1
     ctx = int(batch * (mean_in + mean_out / 2))
     d_ref = perfs[d_pref].decode_step_time_s(batch, ctx)
@@ -283,5 +326,5 @@ def targets_from_knee(
         mean_input_tokens=mean_in,
         mean_output_tokens=mean_out,
         margin=margin,
-        source=f"pressure-test: knee {knee.rate_rps:.2f} req/s on {prefill}P/{decode}D",
+        source=source,
     )

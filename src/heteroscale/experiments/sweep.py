@@ -29,7 +29,7 @@ def sweep_ratio(
 ) -> dict[str, Any]:
     run = next(r for r in scenario.services if service is None or r.spec.name == service)
     spec = run.spec
-    mix = length_mix(run)
+    mix = length_mix(run, scenario.settings.duration_s, scenario.settings.seed)
     splits: list[dict[str, Any]] = []
     for prefill in range(1, instances):
         decode = instances - prefill

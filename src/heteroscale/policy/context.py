@@ -107,6 +107,7 @@ class PolicyResult:
     memory: PolicyMemory
     scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
     drain_grace_s: float = 600.0
+    pd_ratio: float | None = None  # the P/D ratio this decision used (None: the service's)
 
 
 class Policy(Protocol):

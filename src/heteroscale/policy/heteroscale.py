@@ -18,12 +18,17 @@ One decision, in order (each step with its reason, HETEROSCALE.md §4):
 8. damping       at most +100 % / −25 % per step;
 9. bounds        the service's [min, max] per role.
 
+With ``adaptive_ratio`` set, a ``ratio`` step before the recommendation estimates r online from the
+prefill and decode demands (bounded, with hysteresis and a rate limit; :mod:`.ratio`) and every
+later step uses it.
+
 "Current" is ready + starting instances throughout, so a slow cold start causes no repeated scale-out.
 Scale-in drains (no new work; in-flight requests finish within ``drain_grace_s``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from heteroscale.domain.decision import Reason, Step
@@ -36,11 +41,13 @@ from heteroscale.policy.normalize import (
     PD,
     ROLES,
     Stability,
+    ceil_count,
     current_counts,
     hold_on_bad_observation,
     round_half_up,
 )
 from heteroscale.policy.outcome import ScaleIn, conclude, conclude_hold, direction_steps, limit_steps, recommend
+from heteroscale.policy.ratio import AdaptiveRatio, adapt_ratio, current_ratio
 from heteroscale.policy.sizing import grow, size_role_by_tps
 
 
@@ -67,6 +74,8 @@ class HeteroScaleParams:
     latency_tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS  # [ours] 1.1× → +10 %, 1.5× → +20 %
     pd_ratio: float | None = None  # None: the service's spec.pd_ratio (fixed online, from pressure testing)
     drain_grace_s: float = 600.0
+    # [ours] None: the ratio is fixed; else estimated online from the prefill and decode demands
+    adaptive_ratio: AdaptiveRatio | None = None
 
     def __post_init__(self) -> None:
         if self.pd_ratio is not None and self.pd_ratio <= 0:
@@ -147,17 +156,37 @@ class HeteroScalePolicy:
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, ("decode.tps",))
         observation = ctx.observation
-        if hold or observation is None or observation.decode.tps is None:
-            return conclude_hold(ctx, checked, scale_in=self._scale_in)
         ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
+        if hold or observation is None or observation.decode.tps is None:
+            held = (
+                ratio
+                if self.params.adaptive_ratio is None
+                else current_ratio(ctx.memory, ratio, self.params.adaptive_ratio)
+            )
+            return dataclasses.replace(conclude_hold(ctx, checked, scale_in=self._scale_in), pd_ratio=held)
+        opening = [checked]
+        if self.params.adaptive_ratio is not None:
+            ratio, ratio_step, adapted = adapt_ratio(ctx, ratio, self.params.adaptive_ratio)
+            opening.append(ratio_step)
+            ctx = dataclasses.replace(ctx, memory=adapted)
         m_tps = observation.decode.tps
         sizing = size_role_by_tps(m_tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
-        raw = PD(max(1, round_half_up(sizing.count * ratio)), sizing.count)
-        detail = f"M={m_tps:.4g} tok/s; D_new = {sizing.detail}; P_new = max(1, round({sizing.count}·{ratio:g}))"
+        if self.params.adaptive_ratio is None:
+            raw = PD(max(1, round_half_up(sizing.count * ratio)), sizing.count)
+            p_how = f"max(1, round({sizing.count}·{ratio:g}))"
+        else:
+            # the estimated ratio applies to the decode *demand* M/m (not to ceil(M/m)): a fleet of
+            # few decode instances would otherwise carry the rounding of D into P, r times over
+            d_exact = max(0.0, m_tps) / sizing.preferred_tps
+            raw = PD(max(1, ceil_count(d_exact * ratio)), sizing.count)
+            p_how = f"max(1, ceil({d_exact:.3g}·{ratio:.3g}))"
+        detail = f"M={m_tps:.4g} tok/s; D_new = {sizing.detail}; P_new = {p_how}"
         rec = recommend(ctx, raw, Reason.PROPORTIONAL, detail)
         stability = self.params.stability
-        steps, memory = direction_steps(ctx, raw, stability, driver=Role.DECODE, ratio=ratio)
-        steps = [checked, *steps]
+        follow = ratio if self.params.adaptive_ratio is None or raw.decode <= 0 else raw.prefill / raw.decode
+        steps, memory = direction_steps(ctx, raw, stability, driver=Role.DECODE, ratio=follow)
+        steps = [*opening, *steps]
         steps.append(latency_safety_net(observation, ctx.spec, ctx.counts, PD.of(steps[-1]), self.params.latency_tiers))
         steps.extend(limit_steps(ctx, PD.of(steps[-1]), stability))
-        return conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)
+        result = conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)
+        return dataclasses.replace(result, pd_ratio=ratio)

@@ -31,6 +31,7 @@ from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy,
 from heteroscale.policy.normalize import Stability
 from heteroscale.policy.outcome import KILL_GRACE_S, ScaleIn
 from heteroscale.policy.periodic import DAY_S, PeriodicPolicy, Schedule, ScheduleEntry, StaticPolicy
+from heteroscale.policy.ratio import AdaptiveRatio
 from heteroscale.policy.signals import Signal, SignalParams, SingleSignalPolicy
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ POLICY_NAMES: tuple[str, ...] = (
     "static",
     "fixed",
 )
+# options that are groups of their own (``None`` by default: the feature is off), by option name
+_NESTED: dict[str, type] = {"adaptive_ratio": AdaptiveRatio}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -112,6 +115,11 @@ def _coerce(default: object, value: object, where: str) -> object:
         return value
     if isinstance(default, int):
         return _integer(value, where)
+    nested = _NESTED.get(where.rsplit(".", 1)[-1])
+    if nested is not None:
+        if value is None or isinstance(value, nested):
+            return value
+        return build_params(nested, _mapping(value, where), where)
     if isinstance(default, float) or default is None:
         return None if value is None else _number(value, where)
     if isinstance(default, Stability):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -267,4 +268,32 @@ def superpose(trace: RequestTrace, copies: int, shift_s: float, name: str | None
         cached_tokens=None if trace.cached_tokens is None else trace.cached_tokens[rows],
         skipped_rows=trace.skipped_rows,
         failed_rows_excluded=trace.failed_rows_excluded,
+    )
+
+
+def merge(traces: Sequence[RequestTrace], name: str) -> RequestTrace:
+    """Several request lists served as one (a service whose request mix is several sources), merged by
+    arrival with a stable sort (ties keep source order). Cache hits stay per request; a source without
+    them counts 0 cached tokens when another source has them."""
+    from heteroscale.sim.traces import RequestTrace
+
+    if not traces:
+        raise ConfigError(f"{name}: nothing to merge")
+    if len(traces) == 1:
+        return traces[0]
+    arrival = np.concatenate([t.arrival_s for t in traces])
+    order = np.argsort(arrival, kind="stable")
+    cached = None
+    if any(t.cached_tokens is not None for t in traces):
+        cached = np.concatenate(
+            [t.cached_tokens if t.cached_tokens is not None else np.zeros(len(t), np.int64) for t in traces]
+        )[order]
+    return RequestTrace(
+        name=name,
+        arrival_s=arrival[order],
+        input_tokens=np.concatenate([t.input_tokens for t in traces])[order],
+        output_tokens=np.concatenate([t.output_tokens for t in traces])[order],
+        cached_tokens=cached,
+        skipped_rows=sum(t.skipped_rows for t in traces),
+        failed_rows_excluded=sum(t.failed_rows_excluded for t in traces),
     )

@@ -36,6 +36,7 @@ from heteroscale.sim.traces import (
     RateCurve,
     RequestTrace,
     generate_poisson,
+    merge,
     read_rate_curve,
     read_trace,
     superpose,
@@ -57,7 +58,16 @@ def load_curve(load: LoadSpec, name: str) -> RateCurve:
 
 
 def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None = None) -> RequestTrace:
-    """The request list one service sees, from its LoadSpec (seeded), ``start_s`` rebased to 0."""
+    """The request list one service sees, from its LoadSpec (seeded), ``start_s`` rebased to 0; the
+    sources of ``mixed_with`` are drawn after this one from the same generator and merged in."""
+    trace = _source_trace(load, rng, name, duration_s)
+    if not load.mixed_with:
+        return trace
+    parts = [trace, *(_source_trace(part, rng, name, duration_s) for part in load.mixed_with)]
+    return merge(parts, name)
+
+
+def _source_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None) -> RequestTrace:
     source = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
     if load.kind is LoadKind.POISSON:
         curve = load_curve(load, name)
@@ -112,7 +122,7 @@ class SimulationRun:
             loads = []
             for i, run in enumerate(scenario.services):
                 rng = np.random.default_rng([self.seed, i])
-                if self.fidelity is Fidelity.FLUID and run.load.kind is LoadKind.POISSON:
+                if self.fidelity is Fidelity.FLUID and run.load.kind is LoadKind.POISSON and not run.load.mixed_with:
                     loads.append(self._curve_load(run, st.cold_start_s))
                     continue
                 trace = build_trace(run.load, rng, run.spec.name, self.duration_s)

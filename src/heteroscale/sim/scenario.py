@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from heteroscale.domain.hardware import GpuSku, ModelSpec
+from heteroscale.domain.hardware import GpuSku, InstanceShape, ModelSpec
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
@@ -42,6 +42,9 @@ class LoadSpec:
     copy_shift_s: float = 0.0
     start_s: float = 0.0  # offset into the (compressed) load
     skip_bad_rows: bool = False
+    # further sources served by the same service, superposed with this one (a request mix that moves
+    # within the day: e.g. conversation on one day curve, long-prompt code traffic on another)
+    mixed_with: tuple[LoadSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,9 @@ class SimSettings:
     # soft scale-in: removed instances first leave discovery for this long (0 = off; on diurnal the
     # window costs ≈3 % GPU-hours for no SLO gain, so it is opt-in)
     soft_scale_in_s: float = 0.0
+    # pressure test: per-instance TPS targets from role-wise knees (each role the bottleneck in turn)
+    # rather than the balanced knee; what a policy that sizes each role from its own demand needs
+    role_wise_targets: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,33 @@ class ServiceRun:
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """A named way to run a scenario in ``compare``: a registry policy with options for every service,
+    and optionally other allowed shapes per service (e.g. one SKU per role, to price the mix).
+
+    ``options`` are the variant's own; a service whose scenario policy is the same registry policy
+    keeps its options underneath (the variant's win)."""
+
+    policy: str
+    options: tuple[tuple[str, object], ...] = ()
+    shapes: tuple[tuple[str, tuple[InstanceShape, ...], tuple[InstanceShape, ...]], ...] = ()  # (service, P, D)
+    description: str = ""
+
+    def service_options(self, run: ServiceRun) -> dict[str, object]:
+        options = dict(run.policy.options) if run.policy.name == self.policy else {}
+        options.update(self.options)
+        return options
+
+    def service_spec(self, spec: ServiceSpec) -> ServiceSpec:
+        from dataclasses import replace
+
+        for service, prefill, decode in self.shapes:
+            if service == spec.name:
+                return replace(spec, prefill_shapes=prefill, decode_shapes=decode)
+        return spec
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     description: str
@@ -113,3 +146,5 @@ class Scenario:
     models: dict[str, ModelSpec]
     settings: SimSettings = field(default_factory=SimSettings)
     source: str = "<embedded>"
+    variants: dict[str, Variant] = field(default_factory=dict)
+    compare_policies: tuple[str, ...] = ()  # what ``compare`` runs when no --policies is given

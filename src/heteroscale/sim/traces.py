@@ -23,7 +23,7 @@ were out of order in the file are reported in the log. Plain CSV without quoted 
 files are decompressed. Blank lines are ignored.
 
 Rate curves and synthetic load (``RateCurve``, ``read_rate_curve``, ``generate_poisson``,
-``superpose``) live in :mod:`heteroscale.sim.loadgen` and are re-exported here.
+``superpose``, ``merge``) live in :mod:`heteroscale.sim.loadgen` and are re-exported here.
 
 Errors: bad data raises :class:`~heteroscale.errors.TraceError` with ``"<file>:<line>: <problem>"``
 (1-based line numbers, as an editor shows them) or ``"<file>: <problem>"`` for the whole file; with
@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from heteroscale.errors import ConfigError, TraceError
-from heteroscale.sim.loadgen import RateCurve, generate_poisson, read_rate_curve, superpose
+from heteroscale.sim.loadgen import RateCurve, generate_poisson, merge, read_rate_curve, superpose
 
 __all__ = [  # the trace layer's public API; rate curves and synthetic load live in loadgen
     "FORMATS",
@@ -55,6 +55,7 @@ __all__ = [  # the trace layer's public API; rate curves and synthetic load live
     "RequestTrace",
     "bundled_trace_path",
     "generate_poisson",
+    "merge",
     "read_azure",
     "read_burstgpt",
     "read_mooncake",

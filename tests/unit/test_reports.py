@@ -354,17 +354,33 @@ def test_compare_table_has_a_killed_column() -> None:
     }
     lines = compare_table(result).splitlines()
     head = lines[1].split()
-    assert head[-2:] == ["failed", "killed"]
+    assert head[-6:] == ["failed", "killed", "ramp", "SLO", "ramp", "miss"]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert rows["heteroscale"][-2:] == ["0", "0"]
-    assert rows["hpa"][-2:] == ["1,234", "1,200"]
-    assert rows["old"][-2:] == ["0", "—"]
+    assert rows["heteroscale"][-4:] == ["0", "0", "—", "—"]
+    assert rows["hpa"][-4:] == ["1,234", "1,200", "—", "—"]
+    assert rows["old"][-4:] == ["0", "—", "—", "—"]
+
+
+def test_compare_table_shows_slo_during_ramps_over_all_services() -> None:
+    ramps = {
+        "a": {"ramp_requests": 900, "ramp_missed": 90, "ramp_attainment": 0.9},
+        "b": {"ramp_requests": 100, "ramp_missed": 10, "ramp_attainment": 0.9},
+    }
+    clean = {"a": {"ramp_requests": 1000, "ramp_missed": 0, "ramp_attainment": 1.0}}
+    result = {
+        "scenario": "ramps",
+        "seeds": 1,
+        "policies": {"reactive": compare_policy(ramps=ramps), "predictive": compare_policy(ramps=clean)},
+    }
+    rows = {line.split()[0]: line.split() for line in compare_table(result).splitlines()[2:]}
+    assert rows["reactive"][-3:] == ["90.0", "%", "100"]
+    assert rows["predictive"][-3:] == ["100.0", "%", "0"]
 
 
 def test_compare_table_shows_the_mean_over_seeds() -> None:
     agg = compare_policy(requests_failed={"mean": 2.5, "ci95": 1.0}, requests_failed_by_scale_in={"mean": 2.5})
     line = compare_table({"scenario": "s", "seeds": 2, "policies": {"hpa": agg}}).splitlines()[2]
-    assert line.split()[-2:] == ["2.500", "2.500"]
+    assert line.split()[-4:-2] == ["2.500", "2.500"]
 
 
 def test_summary_table_says_how_many_failed_by_scale_in() -> None:

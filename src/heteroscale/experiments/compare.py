@@ -18,6 +18,7 @@ import numpy as np
 from heteroscale.errors import ConfigError
 from heteroscale.experiments.oracle import OraclePlan, oracle_plan
 from heteroscale.experiments.pressure import DEFAULT_MARGIN, PressureResult, pressure_test
+from heteroscale.experiments.ramps import ramp_slo
 from heteroscale.perf import Calibration
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import POLICY_NAMES
@@ -209,6 +210,9 @@ class Comparison:
         oracle_hours = sum(o.gpu_hours for o in self.oracles.values())
         summary["gpu_hours_vs_oracle"] = round(summary["gpu_hours"] / oracle_hours, 6) if oracle_hours > 0 else None
         summary["policy"] = name
+        summary["ramps"] = {
+            r.spec.name: ramp_slo(sim.telemetry.series(r.spec.name)).as_dict() for r in self.scenario.services
+        }
         return PolicyRun(name, seed, summary, list(sim.telemetry.rows), sim.journal.count)
 
     def pinned(self) -> Scenario:

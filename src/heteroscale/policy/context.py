@@ -14,6 +14,7 @@ from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ScaleInMode
+from heteroscale.policy.forecast import ForecastState
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class PolicyMemory:
     # recent (time_s, value) of the driving signal, for forecasting / panic windows
     signal: tuple[tuple[float, float], ...] = ()
     values: tuple[tuple[str, float], ...] = ()  # anything else a policy needs, by name
+    forecast: ForecastState | None = None  # the forecaster's state (predictive scaling), None until used
 
     def value(self, name: str, default: float = 0.0) -> float:
         return dict(self.values).get(name, default)

@@ -18,9 +18,11 @@ One decision, in order (each step with its reason, HETEROSCALE.md §4):
 8. damping       at most +100 % / −25 % per step;
 9. bounds        the service's [min, max] per role.
 
-With ``adaptive_ratio`` set, a ``ratio`` step before the recommendation estimates r online from the
-prefill and decode demands (bounded, with hysteresis and a rate limit; :mod:`.ratio`) and every
-later step uses it.
+With ``predictive`` set, step 2 sizes for max(M, F) where F is decode TPS forecast ``lead_s`` (cold start
++ one tick) ahead from a seasonal profile and the recent trend (:mod:`.forecast`); the recommendation's
+reason is ``forecast`` when F decided it. With ``adaptive_ratio`` set, a ``ratio`` step before the
+recommendation estimates r online from the prefill and decode demands (bounded, with hysteresis and a
+rate limit; :mod:`.ratio`) and every later step uses it.
 
 "Current" is ready + starting instances throughout, so a slow cold start causes no repeated scale-out.
 Scale-in drains (no new work; in-flight requests finish within ``drain_grace_s``).
@@ -37,6 +39,7 @@ from heteroscale.domain.observation import Observation
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.policy.context import PolicyContext, PolicyResult, ServiceCounts
+from heteroscale.policy.forecast import ForecastParams, ForecastState, forecast, observe
 from heteroscale.policy.normalize import (
     PD,
     ROLES,
@@ -76,12 +79,18 @@ class HeteroScaleParams:
     drain_grace_s: float = 600.0
     # [ours] None: the ratio is fixed; else estimated online from the prefill and decode demands
     adaptive_ratio: AdaptiveRatio | None = None
+    # [ours] predictive scaling: None = reactive; else decode TPS is forecast ``lead_s`` ahead (seasonal
+    # profile + recent trend, :mod:`.forecast`) and both pools are sized for max(observed, forecast)
+    predictive: ForecastParams | None = None
+    lead_s: float = 150.0  # how far ahead to size: the cold start (120 s) plus one reconcile tick
 
     def __post_init__(self) -> None:
         if self.pd_ratio is not None and self.pd_ratio <= 0:
             raise ValueError(f"pd_ratio must be > 0, got {self.pd_ratio}")
         if self.drain_grace_s < 0:
             raise ValueError(f"drain_grace_s must be ≥ 0, got {self.drain_grace_s}")
+        if not self.lead_s >= 0:
+            raise ValueError(f"lead_s must be ≥ 0, got {self.lead_s}")
 
 
 def latency_breach(observation: Observation, spec: ServiceSpec) -> tuple[float, str]:
@@ -170,6 +179,12 @@ class HeteroScalePolicy:
             opening.append(ratio_step)
             ctx = dataclasses.replace(ctx, memory=adapted)
         m_tps = observation.decode.tps
+        seen = f"M={m_tps:.4g} tok/s"
+        reason = Reason.PROPORTIONAL
+        if self.params.predictive is not None:
+            m_tps, seen, ctx = self._look_ahead(ctx, m_tps)
+            if m_tps > observation.decode.tps:
+                reason = Reason.FORECAST
         sizing = size_role_by_tps(m_tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
         if self.params.adaptive_ratio is None:
             raw = PD(max(1, round_half_up(sizing.count * ratio)), sizing.count)
@@ -180,8 +195,8 @@ class HeteroScalePolicy:
             d_exact = max(0.0, m_tps) / sizing.preferred_tps
             raw = PD(max(1, ceil_count(d_exact * ratio)), sizing.count)
             p_how = f"max(1, ceil({d_exact:.3g}·{ratio:.3g}))"
-        detail = f"M={m_tps:.4g} tok/s; D_new = {sizing.detail}; P_new = {p_how}"
-        rec = recommend(ctx, raw, Reason.PROPORTIONAL, detail)
+        detail = f"{seen}; D_new = {sizing.detail}; P_new = {p_how}"
+        rec = recommend(ctx, raw, reason, detail)
         stability = self.params.stability
         follow = ratio if self.params.adaptive_ratio is None or raw.decode <= 0 else raw.prefill / raw.decode
         steps, memory = direction_steps(ctx, raw, stability, driver=Role.DECODE, ratio=follow)
@@ -190,3 +205,18 @@ class HeteroScalePolicy:
         steps.extend(limit_steps(ctx, PD.of(steps[-1]), stability))
         result = conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)
         return dataclasses.replace(result, pd_ratio=ratio)
+
+    def _look_ahead(self, ctx: PolicyContext, m_tps: float) -> tuple[float, str, PolicyContext]:
+        """Learn this observation, forecast ``lead_s`` ahead; size for max(observed, forecast).
+
+        Sizing for the larger of the two scales out a cold start ahead of a ramp and never scales in
+        below what is served now; a forecast below the observation only delays a scale-in."""
+        params = self.params.predictive
+        assert params is not None  # called only when predictive scaling is on
+        state = observe(ctx.memory.forecast or ForecastState(), ctx.now_s, m_tps, params)
+        ahead = forecast(state, ctx.now_s, self.params.lead_s, params)
+        ctx = dataclasses.replace(ctx, memory=dataclasses.replace(ctx.memory, forecast=state))
+        used = max(m_tps, ahead.value)
+        which = "forecast" if ahead.value > m_tps else "observed"
+        seen = f"M=max(observed {m_tps:.4g}, forecast {ahead.value:.4g}) = {used:.4g} tok/s ({which}; {ahead.detail})"
+        return used, seen, ctx

@@ -27,6 +27,7 @@ from heteroscale.policy.ablations import (
 from heteroscale.policy.baselines import ApaParams, ApaPolicy, HpaParams, HpaPolicy, KthenaParams, KthenaPolicy
 from heteroscale.policy.context import Policy
 from heteroscale.policy.dynamo import DynamoParams, DynamoSlaPolicy
+from heteroscale.policy.forecast import ForecastParams
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy, LatencyTier
 from heteroscale.policy.normalize import Stability
 from heteroscale.policy.outcome import KILL_GRACE_S, ScaleIn
@@ -54,7 +55,7 @@ POLICY_NAMES: tuple[str, ...] = (
     "fixed",
 )
 # options that are groups of their own (``None`` by default: the feature is off), by option name
-_NESTED: dict[str, type] = {"adaptive_ratio": AdaptiveRatio}
+_NESTED: dict[str, type] = {"adaptive_ratio": AdaptiveRatio, "predictive": ForecastParams}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

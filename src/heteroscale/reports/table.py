@@ -91,12 +91,23 @@ def _v(value: Any) -> Any:
     return value
 
 
+def _ramps(summary: dict[str, Any]) -> tuple[float | None, int | None]:
+    """SLO attainment and misses during ramp-ups of the offered load, over all services."""
+    per_service = summary.get("ramps") or {}
+    requests = sum(float(_v(r["ramp_requests"])) for r in per_service.values())
+    missed = sum(float(_v(r["ramp_missed"])) for r in per_service.values())
+    if not per_service:
+        return None, None
+    return (1.0 - missed / requests if requests > 0 else None), round(missed)
+
+
 def compare_table(result: dict[str, Any]) -> str:
-    """One line per policy; ``failed`` counts every failed request, ``killed`` those failed by scale-in."""
+    """One line per policy; ``failed`` counts every failed request, ``killed`` those failed by scale-in;
+    ``ramp SLO`` / ``ramp miss``: SLO attainment and misses in the windows where the offered load ramps up."""
     head = (
         f"  {'policy':18s} {'GPU-h':>9s} {'vs oracle':>9s} {'cost':>9s} {'SLO':>7s} {'TTFT p99':>9s} "
         f"{'TBT p99':>8s} {'util':>6s} {'util P':>6s} {'SM':>6s} {'act/h':>6s} {'P/D dev':>7s} {'failed':>7s} "
-        f"{'killed':>7s}"
+        f"{'killed':>7s} {'ramp SLO':>8s} {'ramp miss':>9s}"
     )
     lines = [f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)})", head]
     for name, s in result["policies"].items():
@@ -106,7 +117,8 @@ def compare_table(result: dict[str, Any]) -> str:
             f"{_ms(_v(s['tbt_p99_s'])):>8s} {_pct(_v(s['avg_gpu_util'])):>6s} "
             f"{_pct(_v(s['avg_gpu_util_by_role']['prefill'])):>6s} {_pct(_v(s['avg_sm_activity'])):>6s} "
             f"{_fmt(_v(s['scale_actions_per_hour']), digits=1):>6s} {_fmt(_v(s['pd_ratio_deviation']), digits=3):>7s} "
-            f"{_fmt(_v(s['requests_failed'])):>7s} {_fmt(_v(s.get('requests_failed_by_scale_in'))):>7s}"
+            f"{_fmt(_v(s['requests_failed'])):>7s} {_fmt(_v(s.get('requests_failed_by_scale_in'))):>7s} "
+            f"{_pct(_ramps(s)[0]):>8s} {_fmt(_ramps(s)[1]):>9s}"
         )
     for name, o in result.get("oracle", {}).items():
         lines.append(f"  oracle[{name}]: {o['gpu_hours']:,.1f} GPU-h, peak {o['peak'][0]}P/{o['peak'][1]}D")

@@ -31,7 +31,7 @@ from heteroscale.config.schema import (
 from heteroscale.config.source import Document, Loc, format_loc, read_document, require_kind
 from heteroscale.config.topology import TopologyConfig, build_topology
 from heteroscale.domain.hardware import InstanceShape, ModelSpec, Role
-from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
+from heteroscale.domain.service import AffinityLevel, GpuMix, ServiceSpec, Slo
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
@@ -155,6 +155,7 @@ def _variant(
         options=tuple(sorted(config.options.items())),
         shapes=tuple(shapes),
         description=config.description,
+        gpu_mix=None if config.gpu_mix is None else GpuMix(config.gpu_mix),
     )
     for run in services:
         policy = PolicySpec(
@@ -197,6 +198,8 @@ def service_spec(
         prefix_cache_hit_rate=service.prefix_cache_hit_rate,
         max_prefill_tokens=service.max_prefill_tokens,
         max_decode_batch=service.max_decode_batch,
+        gpu_mix=GpuMix(service.gpu_mix),
+        gpu_mix_time_limit_s=service.gpu_mix_time_limit_s,
         extra={"precision": service.precision},
     )
 

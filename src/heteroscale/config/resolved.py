@@ -63,7 +63,7 @@ def _variant_dict(variant: Variant) -> dict[str, Any]:
         "options": dict(variant.options),
         "shapes": {service: {"prefill": _shapes(p), "decode": _shapes(d)} for service, p, d in variant.shapes},
         "description": variant.description,
-    }
+    } | ({"gpu_mix": variant.gpu_mix.value} if variant.gpu_mix is not None else {})
 
 
 def write_resolved_config(scenario: Scenario, path: Path) -> Path:
@@ -141,6 +141,8 @@ def _service_dict(run: ServiceRun, scenario: Scenario) -> dict[str, Any]:
         "prefix_cache_hit_rate": spec.prefix_cache_hit_rate,
         "max_prefill_tokens": spec.max_prefill_tokens,
         "max_decode_batch": spec.max_decode_batch,
+        "gpu_mix": spec.gpu_mix.value,
+        "gpu_mix_time_limit_s": spec.gpu_mix_time_limit_s,
         "load": _load_dict(run.load),
         "policy": {
             "name": run.policy.name,

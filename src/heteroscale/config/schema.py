@@ -169,6 +169,9 @@ class ServiceFieldsConfig(_Strict):
     prefix_cache_hit_rate: float = Field(default=_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
     max_prefill_tokens: int = Field(default=_default(ServiceSpec, "max_prefill_tokens"), ge=1)
     max_decode_batch: int = Field(default=_default(ServiceSpec, "max_decode_batch"), ge=1)
+    # several allowed shapes per role: "preference" (listed order, fallback) or "cost" (cheapest mix)
+    gpu_mix: Literal["preference", "cost"] = _default(ServiceSpec, "gpu_mix").value
+    gpu_mix_time_limit_s: float = Field(default=_default(ServiceSpec, "gpu_mix_time_limit_s"), gt=0, le=60)
 
 
 class ServiceConfig(ServiceFieldsConfig):
@@ -242,6 +245,7 @@ class VariantConfig(_Strict):
     policy: str = Field(min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
     shapes: dict[str, VariantShapesConfig] = Field(default_factory=dict)
+    gpu_mix: Literal["preference", "cost"] | None = None  # override every service's gpu_mix
     description: str = ""
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from heteroscale.actuators.base import Actuator, ClusterStateSource
 from heteroscale.controller.journal import Journal, to_plain
+from heteroscale.controller.mixing import MixSettings, choose_mix
 from heteroscale.controller.readiness import (
     ReadinessSettings,
     ServiceBook,
@@ -51,6 +52,7 @@ class ServiceBinding:
     policy: Policy
     targets: Targets
     memory: PolicyMemory = field(default_factory=PolicyMemory)
+    mix: MixSettings | None = None  # cost-aware GPU mix over the service's allowed shapes (None: preference order)
 
 
 def service_counts(state: ClusterState, service: str, exclude: Collection[str] = ()) -> ServiceCounts:
@@ -96,6 +98,7 @@ class _Pending:
     expired: list[Remove]
     capacity_prefill: int
     capacity_decode: int
+    shape_counts: tuple[tuple[str, int], ...] = ()
 
     @property
     def desired_prefill(self) -> int:
@@ -135,10 +138,22 @@ class Controller:
         """One cycle: every service's decision, one placement for all of them, then act and record."""
         snapshot = self.state.snapshot(now_s)
         pending = [self._decide(binding, snapshot, now_s) for binding in self.services]
+        free_gpus: Mapping[str, int] | None = None
+        for binding, p in zip(self.services, pending, strict=True):
+            if binding.mix is not None and p.error is None:
+                free_gpus = self.state.free_gpus() if free_gpus is None else free_gpus
+                self._mix(binding, binding.mix, p, snapshot, free_gpus)
         demands = [
-            ServiceDemand(p.spec, p.desired_prefill, p.desired_decode, p.result.scale_in_mode, p.result.drain_grace_s)
+            ServiceDemand(
+                p.spec,
+                p.desired_prefill,
+                p.desired_decode,
+                p.result.scale_in_mode,
+                p.result.drain_grace_s,
+                shape_counts=p.shape_counts,
+            )
             for p in pending
-            if p.desired_prefill != p.capacity_prefill or p.desired_decode != p.capacity_decode
+            if p.desired_prefill != p.capacity_prefill or p.desired_decode != p.capacity_decode or p.shape_counts
         ]
         placed = PlacementPlan()
         if demands:
@@ -154,6 +169,22 @@ class Controller:
             self.journal.append(record)
             records.append(record)
         return records
+
+    def _mix(
+        self,
+        binding: ServiceBinding,
+        settings: MixSettings,
+        p: _Pending,
+        snapshot: ClusterState,
+        free_gpus: Mapping[str, int],
+    ) -> None:
+        """Turn the policy's counts into the cheapest per-shape fleet (:mod:`.mixing`), when a role moves."""
+        counts = service_counts(snapshot, p.spec.name, exclude=set(p.book.soft_removed))
+        topology = self.state.topology()
+        mixed = choose_mix(p.spec, p.result.decision, counts, binding.targets, settings, topology, free_gpus)
+        if mixed is not None:
+            p.result = dataclasses.replace(p.result, decision=mixed.decision)
+            p.shape_counts = mixed.shape_counts
 
     def _decide(self, binding: ServiceBinding, snapshot: ClusterState, now_s: float) -> _Pending:
         spec = binding.spec

@@ -41,6 +41,11 @@ class Reason(StrEnum):
     RATIO_RATE_LIMITED = "ratio-rate-limited"
     RATIO_WITHIN_BAND = "ratio-within-band"
     RATIO_HELD = "ratio-held"
+    # cost-aware GPU mix and the GPU budget (controller steps after the policy's)
+    GPU_MIX = "gpu-mix"
+    GPU_MIX_SHORT = "gpu-mix-short"
+    BUDGET_OK = "budget-ok"
+    BUDGET_CUT = "budget-cut"
     # latency safety net and latency-driven policies
     LATENCY_OK = "latency-within-slo"
     LATENCY_MODERATE = "latency-moderate-breach"

@@ -8,6 +8,14 @@ from enum import StrEnum
 from heteroscale.domain.hardware import InstanceShape, Role
 
 
+class GpuMix(StrEnum):
+    """How a role with several allowed shapes picks them: the listed preference order (with fallback
+    when a shape has no room), or the cheapest mix per served token (a MILP, see scheduling.mix)."""
+
+    PREFERENCE = "preference"
+    COST = "cost"
+
+
 class AffinityLevel(StrEnum):
     S1 = "s1"
     S2 = "s2"
@@ -37,6 +45,8 @@ class ServiceSpec:
     prefix_cache_hit_rate: float = 0.0  # used when the trace does not say
     max_prefill_tokens: int = 8192  # prefill token budget per batch
     max_decode_batch: int = 256
+    gpu_mix: GpuMix = GpuMix.PREFERENCE
+    gpu_mix_time_limit_s: float = 0.2  # the mix solver's time budget per decision
     extra: dict[str, object] = field(default_factory=dict)
 
     def shapes(self, role: Role) -> tuple[InstanceShape, ...]:

@@ -234,9 +234,11 @@ def pressure_test(
 ) -> PressureResult:
     """Find the SLO knee of ``service`` on ``decode`` D and round(r·D) P instances, and its targets.
 
-    ``role_wise`` (default: the scenario's ``role_wise_targets``): each role's per-instance TPS target
-    comes from a knee where that role alone is the bottleneck (the other role ×``AMPLE``), not from the
-    balanced knee, where the role that is not the bottleneck reads below its capacity. A policy that
+    ``role_wise`` (default: the scenario's ``role_wise_targets``): each shape's per-instance TPS target
+    comes from a knee where that shape's role alone is the bottleneck (the other role ×``AMPLE``), one
+    knee per allowed shape, not from the balanced knee (where the role that is not the bottleneck reads
+    below its capacity) nor from the preferred shape scaled by the performance model (which misses
+    that a slower GPU meets a latency SLO at a lower load). A policy that
     sizes each role from its own demand (the adaptive ratio) needs these; the other targets still
     come from the balanced knee."""
     run = next(r for r in scenario.services if r.spec.name == service)
@@ -248,20 +250,40 @@ def pressure_test(
         scenario, spec, calibration, prefill, decode, mix, duration_s=duration_s, iterations=iterations, seed=seed
     )
     role_knees: RoleKnees | None = None
+    measured: dict[str, float] = {}
     if scenario.settings.role_wise_targets if role_wise is None else role_wise:
-        p_knee, p_probes = find_knee(
-            scenario, spec, calibration, prefill, decode * AMPLE, mix, duration_s=duration_s, iterations=iterations,
-            seed=seed,
-        )  # fmt: skip
-        d_knee, d_probes = find_knee(
-            scenario, spec, calibration, prefill * AMPLE, decode, mix, duration_s=duration_s, iterations=iterations,
-            seed=seed,
-        )  # fmt: skip
-        probes = (*probes, *p_probes, *d_probes)
-        role_knees = RoleKnees(p_knee, d_knee)
+        knees: dict[Role, KneePoint] = {}
+        for role in Role:
+            for k, shape in enumerate(spec.shapes(role)):
+                alone = _with_preferred(spec, shape)
+                p_test, d_test = (prefill, decode * AMPLE) if role is Role.PREFILL else (prefill * AMPLE, decode)
+                knee, more = find_knee(
+                    scenario, alone, calibration, p_test, d_test, mix, duration_s=duration_s, iterations=iterations,
+                    seed=seed,
+                )  # fmt: skip
+                probes = (*probes, *more)
+                if k == 0:
+                    knees[role] = knee
+                tps = knee.prefill_tps / prefill if role is Role.PREFILL else knee.decode_tps / decode
+                measured[shape.key] = tps * margin
+        role_knees = RoleKnees(knees[Role.PREFILL], knees[Role.DECODE])
     perfs = perf_by_shape(scenario, spec, calibration)
     targets = targets_from_knee(spec, best, prefill, decode, margin, perfs, mix, role_knees)
+    if measured:  # every shape's own knee rather than the preferred shape's scaled by the perf model
+        targets = dataclasses.replace(
+            targets,
+            prefill_tps_per_instance=tuple((s.key, measured[s.key]) for s in spec.shapes(Role.PREFILL)),
+            decode_tps_per_instance=tuple((s.key, measured[s.key]) for s in spec.shapes(Role.DECODE)),
+        )
     return PressureResult(spec.name, prefill, decode, best, probes, targets, role_knees)
+
+
+def _with_preferred(spec: ServiceSpec, shape: InstanceShape) -> ServiceSpec:
+    """``spec`` with ``shape`` first (preferred) in its role, the others after it."""
+    rest = tuple(s for s in spec.shapes(shape.role) if s != shape)
+    if shape.role is Role.PREFILL:
+        return dataclasses.replace(spec, prefill_shapes=(shape, *rest))
+    return dataclasses.replace(spec, decode_shapes=(shape, *rest))
 
 
 def perf_by_shape(scenario: Scenario, spec: ServiceSpec, calibration: Calibration) -> dict[InstanceShape, InstancePerf]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from heteroscale.domain.hardware import GpuSku, InstanceShape, ModelSpec
-from heteroscale.domain.service import ServiceSpec
+from heteroscale.domain.service import GpuMix, ServiceSpec
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
 from heteroscale.policy.context import Targets
@@ -121,6 +121,7 @@ class Variant:
     options: tuple[tuple[str, object], ...] = ()
     shapes: tuple[tuple[str, tuple[InstanceShape, ...], tuple[InstanceShape, ...]], ...] = ()  # (service, P, D)
     description: str = ""
+    gpu_mix: GpuMix | None = None  # None: each service's own
 
     def service_options(self, run: ServiceRun) -> dict[str, object]:
         options = dict(run.policy.options) if run.policy.name == self.policy else {}
@@ -130,6 +131,8 @@ class Variant:
     def service_spec(self, spec: ServiceSpec) -> ServiceSpec:
         from dataclasses import replace
 
+        if self.gpu_mix is not None:
+            spec = replace(spec, gpu_mix=self.gpu_mix)
         for service, prefill, decode in self.shapes:
             if service == spec.name:
                 return replace(spec, prefill_shapes=prefill, decode_shapes=decode)

@@ -422,7 +422,7 @@ def test_unparsable_files_give_one_line(tmp_path: Path, text: str, problem: str)
 def test_missing_file_and_unknown_scenario_name() -> None:
     with pytest.raises(ConfigError, match=r"^/nonexistent/s\.yaml: file not found$"):
         load_scenario("/nonexistent/s.yaml")
-    with pytest.raises(ConfigError, match=r"^no-such-scenario: unknown scenario \(embedded: bursty, default"):
+    with pytest.raises(ConfigError, match=r"^no-such-scenario: unknown scenario \(embedded: budget, bursty, default"):
         load_scenario("no-such-scenario")
 
 

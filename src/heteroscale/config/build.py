@@ -19,11 +19,13 @@ from heteroscale.config.catalog import (
     load_catalog_file,
 )
 from heteroscale.config.schema import (
+    BudgetConfig,
     LoadConfig,
     RoleConfig,
     ScenarioConfig,
     ServiceConfig,
     ServiceFieldsConfig,
+    ShapeConfig,
     SimulationConfig,
     TargetsConfig,
     VariantConfig,
@@ -37,6 +39,7 @@ from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import POLICY_NAMES
+from heteroscale.scheduling.budget import GpuBudget
 from heteroscale.sim.scenario import (
     Fidelity,
     LoadKind,
@@ -96,8 +99,7 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
         )
     used_skus = sorted({node.sku for node in topology.nodes})
     variants = {
-        name: _variant(name, variant, config, services, models, doc, catalog, topology)
-        for name, variant in config.variants.items()
+        name: _variant(name, variant, config, services, doc, catalog) for name, variant in config.variants.items()
     }
     known = {*POLICY_NAMES, "static-peak", *variants}
     for j, name in enumerate(config.compare):
@@ -114,7 +116,22 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
         source=source,
         variants=variants,
         compare_policies=tuple(config.compare),
+        budget=None if config.budget is None else budget_from_config(config.budget, doc, ("budget",), catalog),
     )
+
+
+def budget_from_config(config: BudgetConfig, doc: Document, loc: Loc, catalog: Catalog) -> GpuBudget:
+    """The scheduler's GpuBudget; SKU names through the catalog's aliases."""
+    by_sku: dict[str, int] = {}
+    for name, cap in config.by_sku.items():
+        try:
+            sku = catalog.resolve_sku(name)
+        except ConfigError as exc:
+            raise doc.error((*loc, "by_sku", name), str(exc)) from exc
+        if sku in by_sku:
+            raise doc.error((*loc, "by_sku", name), f"SKU {sku!r} is capped twice (aliases of one SKU)")
+        by_sku[sku] = cap
+    return GpuBudget(total_gpus=config.total_gpus, by_sku=tuple(sorted(by_sku.items())))
 
 
 def _variant(
@@ -122,10 +139,8 @@ def _variant(
     config: VariantConfig,
     scenario: ScenarioConfig,
     services: list[ServiceRun],
-    models: dict[str, ModelSpec],
     doc: Document,
     catalog: Catalog,
-    topology: Topology,
 ) -> Variant:
     loc: Loc = ("variants", name)
     if name in POLICY_NAMES or name == "static-peak":
@@ -135,20 +150,33 @@ def _variant(
     for service_name, override in config.shapes.items():
         if service_name not in by_name:
             raise doc.error((*loc, "shapes", service_name), f"no service {service_name!r} in this scenario")
-        i, service = by_name[service_name]
-        model = models[services[i].spec.model]
-        reserve = scenario.simulation.kv_activation_reserve
+        spec = services[by_name[service_name][0]].spec
         per_role: dict[Role, tuple[InstanceShape, ...]] = {}
         for role in (Role.PREFILL, Role.DECODE):
-            given = getattr(override, role.value)
+            given: list[ShapeConfig] | None = getattr(override, role.value)
+            allowed = spec.shapes(role)
             if given is None:
-                per_role[role] = services[i].spec.shapes(role)
+                per_role[role] = allowed
                 continue
-            base: RoleConfig = getattr(service.roles, role.value)
-            role_config = RoleConfig(shapes=given, min=base.min, max=base.max)
-            per_role[role] = _role_shapes(
-                role_config, role, model, service, doc, (*loc, "shapes", service_name), catalog, topology, reserve
-            )
+            picked: list[InstanceShape] = []
+            for j, shape_config in enumerate(given):
+                at: Loc = (*loc, "shapes", service_name, role.value, j)
+                try:
+                    sku_id = catalog.resolve_sku(shape_config.sku)
+                except ConfigError as exc:
+                    raise doc.error((*at, "sku"), str(exc)) from exc
+                shape = InstanceShape(role=role, sku=sku_id, tp=shape_config.tp)
+                if shape not in allowed:
+                    listed = ", ".join(f"{s.sku} tp{s.tp}" for s in allowed)
+                    raise doc.error(
+                        at,
+                        f"{sku_id} tp{shape.tp} is not among service {service_name!r}'s {role.value} shapes "
+                        f"({listed}); a variant picks from them (their targets come from its pressure test)",
+                    )
+                if shape in picked:
+                    raise doc.error(at, f"{sku_id} tp{shape.tp} is listed twice")
+                picked.append(shape)
+            per_role[role] = tuple(picked)
         shapes.append((service_name, per_role[Role.PREFILL], per_role[Role.DECODE]))
     variant = Variant(
         policy=config.policy,
@@ -156,22 +184,23 @@ def _variant(
         shapes=tuple(shapes),
         description=config.description,
         gpu_mix=None if config.gpu_mix is None else GpuMix(config.gpu_mix),
+        ignore_budget=config.ignore_budget,
     )
     for run in services:
         policy = PolicySpec(
             run.policy.prefill, run.policy.decode, variant.policy, tuple(sorted(variant.service_options(run).items()))
         )
-        _check_policy(policy, doc, loc)
+        _check_policy(policy, doc, loc, name_field="policy")
     return variant
 
 
-def _check_policy(policy: PolicySpec, doc: Document, loc: Loc) -> None:
+def _check_policy(policy: PolicySpec, doc: Document, loc: Loc, name_field: str = "name") -> None:
     from heteroscale.policy.registry import make_policy
 
     try:
         make_policy(policy.name, policy.build_options())
     except (ValueError, TypeError) as exc:
-        field = "name" if "unknown policy" in str(exc) else "options"
+        field = name_field if "unknown policy" in str(exc) else "options"
         raise doc.error((*loc, field), str(exc)) from exc
 
 

@@ -19,6 +19,7 @@ from heteroscale.domain.hardware import InstanceShape
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.errors import ConfigError
 from heteroscale.policy.context import Targets
+from heteroscale.scheduling.budget import GpuBudget
 from heteroscale.sim.scenario import LoadKind, LoadSpec, Scenario, ServiceRun, Variant
 
 
@@ -54,7 +55,11 @@ def resolved_config_dict(scenario: Scenario) -> dict[str, Any]:
         "services": [_service_dict(run, scenario) for run in scenario.services],
         "variants": {name: _variant_dict(v) for name, v in scenario.variants.items()},
         "compare": list(scenario.compare_policies),
-    }
+    } | ({"budget": _budget_dict(scenario.budget)} if scenario.budget is not None else {})
+
+
+def _budget_dict(budget: GpuBudget) -> dict[str, Any]:
+    return {"total_gpus": budget.total_gpus, "by_sku": dict(budget.by_sku)}
 
 
 def _variant_dict(variant: Variant) -> dict[str, Any]:
@@ -63,6 +68,7 @@ def _variant_dict(variant: Variant) -> dict[str, Any]:
         "options": dict(variant.options),
         "shapes": {service: {"prefill": _shapes(p), "decode": _shapes(d)} for service, p, d in variant.shapes},
         "description": variant.description,
+        "ignore_budget": variant.ignore_budget,
     } | ({"gpu_mix": variant.gpu_mix.value} if variant.gpu_mix is not None else {})
 
 

@@ -246,7 +246,22 @@ class VariantConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     shapes: dict[str, VariantShapesConfig] = Field(default_factory=dict)
     gpu_mix: Literal["preference", "cost"] | None = None  # override every service's gpu_mix
+    ignore_budget: bool = False  # run this variant without the scenario's GPU budget
     description: str = ""
+
+
+class BudgetConfig(_Strict):
+    """GPUs all services may hold together (pending, starting, ready and draining instances): a total
+    and/or per-SKU caps. When it binds, capacity goes by service priority."""
+
+    total_gpus: int | None = Field(default=None, ge=0)
+    by_sku: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_cap(self) -> BudgetConfig:
+        if self.total_gpus is None and not self.by_sku:
+            raise ValueError("a budget needs total_gpus or by_sku")
+        return self
 
 
 class ScenarioConfig(_Strict):
@@ -261,3 +276,4 @@ class ScenarioConfig(_Strict):
     services: list[ServiceConfig] = Field(min_length=1)
     variants: dict[ServiceName, VariantConfig] = Field(default_factory=dict)
     compare: list[str] = Field(default_factory=list)  # what `compare` runs without --policies
+    budget: BudgetConfig | None = None

@@ -22,7 +22,7 @@ from heteroscale.controller.readiness import (
     slo_degraded,
     soft_scale_in_step,
 )
-from heteroscale.domain.decision import DecisionRecord
+from heteroscale.domain.decision import DecisionRecord, Reason, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.domain.plan import DiscoveryChange, PlacementPlan, Remove
@@ -40,6 +40,7 @@ from heteroscale.policy.context import (
     Targets,
 )
 from heteroscale.scheduling import ServiceDemand, place
+from heteroscale.scheduling.budget import GpuBudget, apply_budget
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Controller:
         window_s: float = 60.0,
         tick_s: float = 30.0,
         readiness: ReadinessSettings | None = None,
+        budget: GpuBudget | None = None,
     ) -> None:
         # services by priority (highest first), then name, so capacity goes to the important ones first
         self.services = sorted(services, key=lambda b: (-b.spec.priority, b.spec.name))
@@ -130,6 +132,8 @@ class Controller:
         self.window_s = window_s
         self.tick_s = tick_s
         self.readiness = readiness or ReadinessSettings()
+        # GPUs all managed services may hold together; None or an unbounded budget: no cap
+        self.budget = budget if budget is not None and budget.bounded else None
         # per service: soft-removed and gated instances (rebuilt from the cluster after a restart:
         # a Ready instance out of discovery is treated as gated and restored when the ratio allows)
         self.books: dict[str, ServiceBook] = {}
@@ -143,7 +147,7 @@ class Controller:
             if binding.mix is not None and p.error is None:
                 free_gpus = self.state.free_gpus() if free_gpus is None else free_gpus
                 self._mix(binding, binding.mix, p, snapshot, free_gpus)
-        demands = [
+        wanted = [
             ServiceDemand(
                 p.spec,
                 p.desired_prefill,
@@ -153,6 +157,12 @@ class Controller:
                 shape_counts=p.shape_counts,
             )
             for p in pending
+        ]
+        if self.budget is not None:
+            wanted = self._within_budget(self.budget, wanted, pending, snapshot)
+        demands = [
+            demand
+            for demand, p in zip(wanted, pending, strict=True)
             if p.desired_prefill != p.capacity_prefill or p.desired_decode != p.capacity_decode or p.shape_counts
         ]
         placed = PlacementPlan()
@@ -169,6 +179,30 @@ class Controller:
             self.journal.append(record)
             records.append(record)
         return records
+
+    @staticmethod
+    def _within_budget(
+        budget: GpuBudget, wanted: list[ServiceDemand], pending: list[_Pending], snapshot: ClusterState
+    ) -> list[ServiceDemand]:
+        """Cap every service's demand to the GPU budget by priority; each decision gets a ``budget`` step
+        (the held / granted GPUs, and for a cut service who took the capacity and why)."""
+        outcome = apply_budget(wanted, snapshot.instances, budget)
+        cuts = {cut.service: cut for cut in outcome.cuts}
+        for p, demand in zip(pending, outcome.demands, strict=True):
+            cut = cuts.get(p.spec.name)
+            decision = p.result.decision
+            if cut is None:
+                step = Step(
+                    "budget", decision.desired_prefill, decision.desired_decode, Reason.BUDGET_OK, outcome.detail
+                )
+            else:
+                step = Step("budget", cut.granted_prefill, cut.granted_decode, Reason.BUDGET_CUT, cut.reason)
+                p.shape_counts = demand.shape_counts
+            decision = dataclasses.replace(
+                decision, desired_prefill=step.prefill, desired_decode=step.decode, steps=(*decision.steps, step)
+            )
+            p.result = dataclasses.replace(p.result, decision=decision)
+        return list(outcome.demands)
 
     def _mix(
         self,

@@ -188,6 +188,8 @@ class Comparison:
         if variant is not None:
             services = tuple(dataclasses.replace(r, spec=variant.service_spec(r.spec)) for r in scenario.services)
             scenario = dataclasses.replace(scenario, services=services)
+            if variant.ignore_budget:
+                scenario = dataclasses.replace(scenario, budget=None)
         sim = SimulationRun(
             scenario,
             self.calibration,

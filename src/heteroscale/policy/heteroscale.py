@@ -50,7 +50,7 @@ from heteroscale.policy.normalize import (
     round_half_up,
 )
 from heteroscale.policy.outcome import ScaleIn, conclude, conclude_hold, direction_steps, limit_steps, recommend
-from heteroscale.policy.ratio import AdaptiveRatio, adapt_ratio, current_ratio
+from heteroscale.policy.ratio import AdaptiveRatio, adapt_ratio, current_ratio, held_ratio
 from heteroscale.policy.sizing import grow, size_role_by_tps
 
 
@@ -167,12 +167,12 @@ class HeteroScalePolicy:
         observation = ctx.observation
         ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
         if hold or observation is None or observation.decode.tps is None:
-            held = (
-                ratio
-                if self.params.adaptive_ratio is None
-                else current_ratio(ctx.memory, ratio, self.params.adaptive_ratio)
-            )
-            return dataclasses.replace(conclude_hold(ctx, checked, scale_in=self._scale_in), pd_ratio=held)
+            adaptive = self.params.adaptive_ratio
+            if adaptive is None:
+                return dataclasses.replace(conclude_hold(ctx, checked, scale_in=self._scale_in), pd_ratio=ratio)
+            memory = held_ratio(ctx.memory, ctx.now_s, ratio, adaptive)
+            result = conclude_hold(ctx, checked, memory=memory, scale_in=self._scale_in)
+            return dataclasses.replace(result, pd_ratio=current_ratio(memory, ratio, adaptive))
         opening = [checked]
         if self.params.adaptive_ratio is not None:
             ratio, ratio_step, adapted = adapt_ratio(ctx, ratio, self.params.adaptive_ratio)

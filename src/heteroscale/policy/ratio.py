@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
+from heteroscale.errors import ConfigError
 from heteroscale.policy.context import PolicyContext, PolicyMemory
 from heteroscale.policy.normalize import current_counts
 from heteroscale.policy.outcome import with_values
@@ -63,6 +64,21 @@ def current_ratio(memory: PolicyMemory, base: float, params: AdaptiveRatio) -> f
     return memory.value(_CURRENT, params.clamp(base))
 
 
+def held_ratio(memory: PolicyMemory, now_s: float, base: float, params: AdaptiveRatio) -> PolicyMemory:
+    """Memory after a decision that did not estimate: the ratio kept, the clock of the rate limit moved
+    on (time without an estimate earns no extra change for the next one)."""
+    return with_values(memory, {_CURRENT: current_ratio(memory, base, params), _AT: now_s})
+
+
+def _target(ctx: PolicyContext, role: Role) -> float:
+    key = ctx.spec.preferred_shape(role).key
+    table = dict(ctx.targets.prefill_tps_per_instance if role is Role.PREFILL else ctx.targets.decode_tps_per_instance)
+    if key not in table or table[key] <= 0:
+        known = ", ".join(sorted(table))
+        raise ConfigError(f"{ctx.spec.name}: the adaptive ratio needs a per-instance TPS target for {key!r} ({known})")
+    return table[key]
+
+
 def adapt_ratio(ctx: PolicyContext, base: float, params: AdaptiveRatio) -> tuple[float, Step, PolicyMemory]:
     """This decision's ratio, the step that explains it (counts unchanged) and the updated memory."""
     memory = ctx.memory
@@ -76,10 +92,10 @@ def adapt_ratio(ctx: PolicyContext, base: float, params: AdaptiveRatio) -> tuple
         return Step("ratio", current.prefill, current.decode, reason, detail)
 
     if prefill_tps is None or decode_tps is None or not (math.isfinite(prefill_tps) and math.isfinite(decode_tps)):
-        updated = with_values(memory, {_CURRENT: ratio})
+        updated = held_ratio(memory, ctx.now_s, base, params)
         return ratio, step(Reason.RATIO_HELD, f"r={ratio:.3g} kept: prefill or decode TPS not measured"), updated
-    m_p = ctx.targets.prefill_tps(ctx.spec.preferred_shape(Role.PREFILL).key)
-    m_d = ctx.targets.decode_tps(ctx.spec.preferred_shape(Role.DECODE).key)
+    m_p = _target(ctx, Role.PREFILL)
+    m_d = _target(ctx, Role.DECODE)
     p_need, d_need = max(0.0, prefill_tps) / m_p, max(0.0, decode_tps) / m_d
     last_at = memory.value(_AT, math.nan)
     dt = ctx.now_s - last_at if math.isfinite(last_at) else math.inf
@@ -117,4 +133,4 @@ def adapt_ratio(ctx: PolicyContext, base: float, params: AdaptiveRatio) -> tuple
     return new, step(reason, "; ".join(notes)), with_values(memory, values)
 
 
-__all__ = ["AdaptiveRatio", "adapt_ratio", "current_ratio"]
+__all__ = ["AdaptiveRatio", "adapt_ratio", "current_ratio", "held_ratio"]

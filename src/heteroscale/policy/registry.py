@@ -120,7 +120,11 @@ def _coerce(default: object, value: object, where: str) -> object:
     if nested is not None:
         if value is None or isinstance(value, nested):
             return value
-        return build_params(nested, _mapping(value, where), where)
+        try:
+            return build_params(nested, _mapping(value, where), where)
+        except ValueError as exc:
+            message = str(exc)
+            raise ValueError(message if message.startswith(where) else f"{where}: {message}") from exc
     if isinstance(default, float) or default is None:
         return None if value is None else _number(value, where)
     if isinstance(default, Stability):

@@ -122,6 +122,14 @@ def compare_table(result: dict[str, Any]) -> str:
         )
     for name, o in result.get("oracle", {}).items():
         lines.append(f"  oracle[{name}]: {o['gpu_hours']:,.1f} GPU-h, peak {o['peak'][0]}P/{o['peak'][1]}D")
+    for name, s in result["policies"].items():
+        services = s.get("services") or {}
+        budget = _v(s.get("gpu_budget"))
+        if len(services) > 1 or budget is not None:
+            per = ", ".join(f"{svc} SLO {_pct(_v(x['slo_attainment']))}" for svc, x in services.items())
+            held = f"peak GPUs held {_fmt(_v(s.get('peak_gpus_held')))}"
+            of_budget = f" of a {_fmt(budget)}-GPU budget" if budget is not None else ""
+            lines.append(f"  {name}: {per}; {held}{of_budget}")
     return "\n".join(lines)
 
 

@@ -130,6 +130,10 @@ class SimCluster:
         self.live.append(inst)
         self.billing.launches += 1
 
+    def gpus_held(self) -> int:
+        """GPUs held now by instances that are not gone (pending, starting, ready and draining)."""
+        return sum(i.gpus for i in self.live if i.lifecycle is not Lifecycle.GONE)
+
     def mark_gone(self, inst: SimInstance, now_s: float) -> None:
         if inst.lifecycle is Lifecycle.GONE:
             return

@@ -210,11 +210,13 @@ class SimulationRun:
             window_s=max(st.tick_s, st.telemetry_window_s),
             tick_s=st.tick_s,
             readiness=ReadinessSettings(st.ratio_tolerance, st.soft_scale_in_s, st.drain_grace_s),
+            budget=scenario.budget,
         )
         self.adapter = adapter
         self.wall_s = 0.0
         self.loop_wall_s = 0.0
         self.initial_launches = 0
+        self.peak_gpus_held = 0  # the most GPUs instances held (pending to draining) after any reconcile
         # what places the warm initial deployment (the federated scheduler; a benchmark may swap it)
         self.initial_placer: Callable[[list[ServiceDemand], ClusterState, Topology, dict[str, int]], PlacementPlan] = (
             place
@@ -276,11 +278,15 @@ class SimulationRun:
             if self.duration_s is None and self.engine.idle:
                 break
             self.controller.reconcile_once(t)
+            # GPUs grow only at a reconcile (launches), so the peak is seen right after one
+            self.peak_gpus_held = max(self.peak_gpus_held, self.cluster.gpus_held())
         self.loop_wall_s = loop.elapsed_s()
         end_s = t
         summary = summarise(self, end_s)
         self.wall_s = total.elapsed_s()
         summary["wall_s"] = round(self.wall_s, 3)
+        summary["peak_gpus_held"] = max(self.peak_gpus_held, self.cluster.gpus_held())
+        summary["gpu_budget"] = None if self.scenario.budget is None else self.scenario.budget.total_gpus
         self.close()
         return summary
 

@@ -14,6 +14,7 @@ from heteroscale.domain.service import GpuMix, ServiceSpec
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
 from heteroscale.policy.context import Targets
+from heteroscale.scheduling.budget import GpuBudget
 
 
 class Fidelity(StrEnum):
@@ -122,6 +123,7 @@ class Variant:
     shapes: tuple[tuple[str, tuple[InstanceShape, ...], tuple[InstanceShape, ...]], ...] = ()  # (service, P, D)
     description: str = ""
     gpu_mix: GpuMix | None = None  # None: each service's own
+    ignore_budget: bool = False  # run without the scenario's GPU budget (to see what it costs)
 
     def service_options(self, run: ServiceRun) -> dict[str, object]:
         options = dict(run.policy.options) if run.policy.name == self.policy else {}
@@ -151,3 +153,4 @@ class Scenario:
     source: str = "<embedded>"
     variants: dict[str, Variant] = field(default_factory=dict)
     compare_policies: tuple[str, ...] = ()  # what ``compare`` runs when no --policies is given
+    budget: GpuBudget | None = None  # GPUs all services may hold together (None: unbounded)

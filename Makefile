@@ -54,6 +54,8 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/schedule_scale.py
 	$(BIN)/python benchmarks/topology_value.py
+	$(BIN)/python benchmarks/mix_solver.py
+	$(BIN)/python benchmarks/forecast_accuracy.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -39,10 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from heteroscale.config.build import service_spec, targets_from_config
 from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
-from heteroscale.config.schema import ServiceConfig, ServiceName, TargetsConfig
+from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, read_document
 from heteroscale.domain.hardware import InstanceShape, Role
-from heteroscale.domain.service import AffinityLevel, ServiceSpec
+from heteroscale.domain.service import AffinityLevel, GpuMix, ServiceSpec
 from heteroscale.errors import ConfigError, HeteroScaleError
 from heteroscale.metrics.promql import (
     Engine,
@@ -214,6 +214,7 @@ class ControllerConfig(_Strict):
     leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     services: list[LiveServiceConfig] = Field(min_length=1)
+    budget: BudgetConfig | None = None  # GPUs all services may hold together; cuts go by priority
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -292,8 +293,10 @@ def build_live(
         new_api_client,
     )
     from heteroscale.clock import WallClock
+    from heteroscale.config.build import budget_from_config
     from heteroscale.controller.leader import LeaseElector, LeaseSettings, default_identity
     from heteroscale.controller.live import DurableJournal, LiveController, LiveSettings, read_journal
+    from heteroscale.controller.mixing import MixSettings
     from heteroscale.controller.reconcile import Controller, ServiceBinding
     from heteroscale.metrics.prometheus import PrometheusSource
     from heteroscale.policy.registry import make_policy
@@ -323,7 +326,11 @@ def build_live(
         except (ValueError, TypeError) as exc:
             field = "name" if "unknown policy" in str(exc) else "options"
             raise doc.error((*loc, "policy", field), str(exc)) from exc
-        bindings.append(ServiceBinding(spec, policy, targets))
+        mix = None
+        if spec.gpu_mix is GpuMix.COST:
+            costs = {s.sku: catalog.skus[s.sku].cost_per_gpu_hour for role in Role for s in spec.shapes(role)}
+            mix = MixSettings(tuple(sorted(costs.items())), time_limit_s=spec.gpu_mix_time_limit_s)
+        bindings.append(ServiceBinding(spec, policy, targets, mix=mix))
         w = service.workload
         templates[spec.name] = WorkloadTemplate(
             image=w.image,
@@ -383,7 +390,10 @@ def build_live(
     journal = DurableJournal(journal_path)
     acting: Any = AdvisoryActuator(cluster) if dry_run else cluster
     loop = config.controller
-    controller = Controller(bindings, metrics, acting, acting, journal, window_s=loop.window_s, tick_s=loop.interval_s)
+    budget = None if config.budget is None else budget_from_config(config.budget, doc, ("budget",), catalog)
+    controller = Controller(
+        bindings, metrics, acting, acting, journal, window_s=loop.window_s, tick_s=loop.interval_s, budget=budget
+    )
     elector = None
     le = config.leader_election
     if le.enabled:

@@ -25,6 +25,7 @@ from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import make_policy
 from heteroscale.policy.targets import analytic_targets
 from heteroscale.scheduling import ServiceDemand, place
+from heteroscale.scheduling.budget import apply_budget
 from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
@@ -239,8 +240,12 @@ class SimulationRun:
         )
 
     def _deploy_initial(self) -> None:
-        """The initial deployment, placed by the scheduler like any other, is warm at t = 0."""
+        """The initial deployment, placed by the scheduler like any other, is warm at t = 0; under a GPU
+        budget it is capped by service priority first (the cluster never starts over its budget)."""
         demands = [ServiceDemand(run.spec, run.policy.prefill, run.policy.decode) for run in self.scenario.services]
+        budget = self.scenario.budget
+        if budget is not None and budget.bounded:
+            demands = list(apply_budget(demands, (), budget).demands)
         plan = self.initial_placer(
             demands, self.cluster.snapshot(0.0), self.cluster.topology, dict(self.cluster.node_free)
         )

@@ -546,3 +546,21 @@ def test_a_hold_does_not_bank_rate_for_the_next_decision(gap: str) -> None:
     assert held.memory.value("ratio.at_s") == NOW + 30
     assert after.pd_ratio > held.pd_ratio  # still moving towards 4, at the rate of 30 s only
     assert after.pd_ratio - held.pd_ratio <= 0.1 * held.pd_ratio * 30 / 60 + 1e-12
+
+
+def test_a_restarted_controller_resumes_the_adaptive_ratio_from_its_journal() -> None:
+    from heteroscale.controller.live import restore_memory
+    from heteroscale.policy.ratio import current_ratio
+
+    def record(at_s: float, pd_ratio: float | None) -> dict[str, Any]:
+        decision = {"current_prefill": 4, "current_decode": 2, "desired_prefill": 4, "desired_decode": 2}
+        rec = {"reason": "proportional", "prefill": 4, "decode": 2}
+        return {"at_s": at_s, "service": "chat", "decision": decision, "recommendation": rec, "pd_ratio": pd_ratio}
+
+    params = AdaptiveRatio(min_ratio=0.5, max_ratio=8.0)
+    records = [record(30.0, 1.5), record(60.0, 2.25), {"at_s": 90.0, "service": "other", "pd_ratio": 7.0}]
+    memory = restore_memory(records, "chat", now_s=120.0, window_s=300.0)
+    assert current_ratio(memory, 1.0, params) == pytest.approx(2.25)
+    # a journal from before the field existed (or a bad value): the service's ratio, as before
+    for old in ([record(30.0, None)], [{**record(30.0, None), "pd_ratio": "x"}], [record(30.0, -1.0)]):
+        assert current_ratio(restore_memory(old, "chat", now_s=120.0, window_s=300.0), 1.0, params) == 1.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterable
@@ -36,6 +37,7 @@ from heteroscale.errors import HeteroScaleError, PermanentActuationError, Transi
 from heteroscale.policy.context import PolicyMemory
 from heteroscale.policy.normalize import PD
 from heteroscale.policy.outcome import remember_actions
+from heteroscale.policy.ratio import restored_ratio
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +108,13 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
 def restore_memory(records: Iterable[dict[str, Any]], service: str, now_s: float, window_s: float) -> PolicyMemory:
     """A policy's memory rebuilt from journal records of ``service`` (see the module doc).
 
-    Only what every policy shares is rebuilt; policy-specific history (signal samples, forecasts)
-    starts empty and refills within one window.
+    Only what every policy shares is rebuilt, plus the P/D ratio the last decision used (an adaptive
+    ratio resumes there); other policy-specific history (signal samples, the forecaster's profile)
+    starts empty and refills within one window (a season for the profile).
     """
     memory = PolicyMemory()
     recent: list[tuple[float, int, int]] = []
+    ratio: float | None = None
     for record in records:
         if record.get("service") != service:
             continue
@@ -125,8 +129,13 @@ def restore_memory(records: Iterable[dict[str, Any]], service: str, now_s: float
         if at_s > now_s:
             continue
         memory = remember_actions(memory, at_s, current, final)
+        given = record.get("pd_ratio")
+        if isinstance(given, int | float) and not isinstance(given, bool) and math.isfinite(given) and given > 0:
+            ratio = float(given)
         if rec.get("reason") not in HOLD_REASONS and now_s - at_s <= window_s:
             recent.append((at_s, int(rec.get("prefill", 0)), int(rec.get("decode", 0))))
+    if ratio is not None:  # an adaptive ratio resumes where it was, not at the service's
+        memory = restored_ratio(memory, ratio)
     return replace(memory, recommendations=tuple(recent))
 
 

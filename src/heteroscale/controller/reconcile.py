@@ -302,6 +302,7 @@ class Controller:
             decision=p.result.decision,
             plan=to_plain(plan),
             outcome=outcome,
+            pd_ratio=p.result.pd_ratio,
         )
 
     def _soften(

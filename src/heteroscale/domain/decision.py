@@ -104,3 +104,4 @@ class DecisionRecord:
     decision: ScalingDecision
     plan: dict[str, Any]
     outcome: dict[str, Any] = field(default_factory=dict)
+    pd_ratio: float | None = None  # the P/D ratio the decision used (an adaptive one changes over time)

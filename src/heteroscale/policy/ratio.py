@@ -64,6 +64,11 @@ def current_ratio(memory: PolicyMemory, base: float, params: AdaptiveRatio) -> f
     return memory.value(_CURRENT, params.clamp(base))
 
 
+def restored_ratio(memory: PolicyMemory, ratio: float) -> PolicyMemory:
+    """Memory carrying ``ratio`` as the ratio in use (a controller restarting from its journal)."""
+    return with_values(memory, {_CURRENT: ratio})
+
+
 def held_ratio(memory: PolicyMemory, now_s: float, base: float, params: AdaptiveRatio) -> PolicyMemory:
     """Memory after a decision that did not estimate: the ratio kept, the clock of the rate limit moved
     on (time without an estimate earns no extra change for the next one)."""
@@ -133,4 +138,4 @@ def adapt_ratio(ctx: PolicyContext, base: float, params: AdaptiveRatio) -> tuple
     return new, step(reason, "; ".join(notes)), with_values(memory, values)
 
 
-__all__ = ["AdaptiveRatio", "adapt_ratio", "current_ratio", "held_ratio"]
+__all__ = ["AdaptiveRatio", "adapt_ratio", "current_ratio", "held_ratio", "restored_ratio"]

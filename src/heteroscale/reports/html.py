@@ -120,6 +120,13 @@ _COLUMNS: tuple[_Column, ...] = (
         _fixed(0),
         optional=True,
     ),
+    _Column(
+        "peak GPUs held",
+        "the most GPUs held by instances (pending to draining) after any reconcile",
+        ("peak_gpus_held",),
+        _fixed(0),
+        optional=True,
+    ),
     _Column("scale actions", "launches plus removals after the initial deployment", ("scale_actions",), _fixed(0)),
     _Column(
         "scale actions/h", "scale actions per simulated hour", ("scale_actions_per_hour",), _fixed(2), optional=True

@@ -43,8 +43,9 @@ imports: $(TEST_STAMP)
 system-deps:
 	@command -v prometheus >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; }
 
+# one worker per core; a test file stays on one worker, so its module-scoped runs are made once
 unit: $(TEST_STAMP) system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 test: lint typecheck imports unit
 

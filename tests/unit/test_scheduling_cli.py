@@ -213,6 +213,25 @@ def test_schedule_on_tmp_files(tmp_path: Path) -> None:
     assert state.instances[0].role is Role.PREFILL
 
 
+def test_a_mix_in_the_demands_file_launches_exactly_those_shapes(tmp_path: Path) -> None:
+    roles = {
+        "prefill": {"shapes": [{"sku": "h800", "tp": 4}], "max": 8},
+        "decode": {"shapes": [{"sku": "h20", "tp": 4}, {"sku": "h800", "tp": 4}], "max": 8},
+    }
+    by_shape = [
+        {"role": "prefill", "sku": "h800", "tp": 4, "count": 2},
+        {"role": "decode", "sku": "h20", "tp": 4, "count": 1},
+        {"role": "decode", "sku": "H800", "tp": 4, "count": 1},  # an alias, resolved
+    ]
+    service = service_dict(roles=roles, desired={"prefill": 2, "decode": 2, "by_shape": by_shape}, affinity="cluster")
+    topology = write(tmp_path, "topo.yaml", topology_dict())
+    demands = write(tmp_path, "demands.yaml", {"kind": "demands", "services": [service]})
+    result = cmd_schedule(str(topology), str(demands))
+    launched = sorted((x["role"], x["sku"]) for x in result["launches"])
+    assert launched == [("decode", "h20"), ("decode", "h800"), ("prefill", "h800")], result["launches"]
+    assert result["unplaced"] == []
+
+
 @pytest.mark.parametrize(
     ("data", "field", "problem"),
     [
@@ -270,6 +289,43 @@ def test_schedule_on_tmp_files(tmp_path: Path) -> None:
             {"kind": "demands", "services": [service_dict(), service_dict(instances=[])]},
             "services[1].name",
             "duplicate service name",
+        ),
+        (
+            {
+                "kind": "demands",
+                "services": [
+                    service_dict(
+                        desired={
+                            "prefill": 2,
+                            "decode": 2,
+                            "by_shape": [
+                                {"role": "prefill", "sku": "h800", "tp": 4, "count": 1},
+                                {"role": "decode", "sku": "h20", "tp": 4, "count": 2},
+                            ],
+                        }
+                    )
+                ],
+            },
+            "services[0].desired",
+            "prefill",
+        ),
+        (
+            {
+                "kind": "demands",
+                "services": [
+                    service_dict(
+                        desired={
+                            "prefill": 2,
+                            "decode": 2,
+                            "by_shape": [
+                                {"role": "prefill", "sku": "h9000", "tp": 4, "count": 2},
+                            ],
+                        }
+                    )
+                ],
+            },
+            "services[0].desired.by_shape[0].sku",
+            "h9000",
         ),
     ],
 )

@@ -6,7 +6,8 @@
   and :func:`schedule_text`: one cycle of the federated scheduler, the plan and what could not be placed.
 
 A demands file (``kind: demands``) lists services with the same fields as a scenario's service, minus
-``load`` / ``policy`` / ``targets``, plus the desired counts and, optionally, the current instances::
+``load`` / ``policy`` / ``targets``, plus the desired counts (optionally per shape, ``desired.by_shape``:
+a GPU mix) and, optionally, the current instances::
 
     kind: demands
     services:
@@ -67,9 +68,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class ShapeCountConfig(_Strict):
+    """How many instances of one shape the service wants (a GPU mix); the counts of a role sum to its total."""
+
+    role: Literal["prefill", "decode"]
+    sku: str = Field(min_length=1)
+    tp: int = Field(ge=1, le=64)
+    count: int = Field(ge=0)
+
+
 class DesiredConfig(_Strict):
     prefill: int = Field(ge=0)
     decode: int = Field(ge=0)
+    by_shape: list[ShapeCountConfig] = Field(default_factory=list)  # optional: the mix, per shape
 
 
 class ScaleInConfig(_Strict):
@@ -139,20 +150,37 @@ def load_demands(
         if service.name in {d.spec.name for d in demands}:
             raise doc.error((*loc, "name"), f"duplicate service name {service.name!r}")
         spec = _spec(service, doc, loc, catalog, topology, largest)
-        demands.append(
-            ServiceDemand(
-                spec=spec,
-                desired_prefill=service.desired.prefill,
-                desired_decode=service.desired.decode,
-                scale_in_mode=ScaleInMode(service.scale_in.mode),
-                drain_grace_s=service.scale_in.grace_s,
-            )
-        )
+        demands.append(_demand(service, spec, doc, loc, catalog))
         for j, inst in enumerate(service.instances):
             instances.append(_instance(inst, service.name, doc, (*loc, "instances", j), catalog, seen))
     _check_gpus_in_use(instances, topology, doc, seen)
     at_s = max((inst.launched_at_s for inst in instances), default=0.0)
     return tuple(demands), ClusterState(at_s=at_s, instances=tuple(instances))
+
+
+def _demand(
+    service: DemandServiceConfig, spec: ServiceSpec, doc: Document, loc: Loc, catalog: Catalog
+) -> ServiceDemand:
+    """The service's demand; ``desired.by_shape`` (a GPU mix) becomes per-shape counts for the scheduler."""
+    shape_counts: list[tuple[str, int]] = []
+    for j, item in enumerate(service.desired.by_shape):
+        at: Loc = (*loc, "desired", "by_shape", j)
+        try:
+            sku = catalog.resolve_sku(item.sku)
+        except ConfigError as exc:
+            raise doc.error((*at, "sku"), str(exc)) from exc
+        shape_counts.append((InstanceShape(Role(item.role), sku, item.tp).key, item.count))
+    try:
+        return ServiceDemand(
+            spec=spec,
+            desired_prefill=service.desired.prefill,
+            desired_decode=service.desired.decode,
+            scale_in_mode=ScaleInMode(service.scale_in.mode),
+            drain_grace_s=service.scale_in.grace_s,
+            shape_counts=tuple(shape_counts),
+        )
+    except ValueError as exc:
+        raise doc.error((*loc, "desired"), str(exc)) from exc
 
 
 def _spec(

@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heteroscale.config.build import service_spec, targets_from_config
+from heteroscale.config.build import DEFAULT_KV_RESERVE, role_shapes, service_spec, targets_from_config
 from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, read_document
-from heteroscale.domain.hardware import InstanceShape, Role
+from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import AffinityLevel, GpuMix, ServiceSpec
 from heteroscale.errors import ConfigError, HeteroScaleError
 from heteroscale.metrics.promql import (
@@ -232,25 +232,13 @@ def build_service(service: LiveServiceConfig, doc: Document, loc: Loc, catalog: 
         model = catalog.model(service.model).with_precision(PRECISION_BYTES[service.precision])
     except ConfigError as exc:
         raise doc.error((*loc, "model"), str(exc)) from exc
-    shapes: dict[Role, tuple[InstanceShape, ...]] = {}
-    for role in Role:
-        role_config = getattr(service.roles, role.value)
-        out: list[InstanceShape] = []
-        for j, shape in enumerate(role_config.shapes):
-            shape_loc: Loc = (*loc, "roles", role.value, "shapes", j)
-            try:
-                sku = catalog.resolve_sku(shape.sku)
-            except ConfigError as exc:
-                raise doc.error((*shape_loc, "sku"), str(exc)) from exc
-            if model.heads % shape.tp:
-                raise doc.error(
-                    (*shape_loc, "tp"), f"tp {shape.tp} does not divide the {model.heads} heads of {model.id}"
-                )
-            candidate = InstanceShape(role, sku, shape.tp)
-            if candidate in out:
-                raise doc.error(shape_loc, f"shape {sku} tp{shape.tp} is listed twice")
-            out.append(candidate)
-        shapes[role] = tuple(out)
+    # the cluster's nodes are read at run time: shapes are checked against the catalog and the model here
+    shapes = {
+        role: role_shapes(
+            getattr(service.roles, role.value), role, model, service, doc, loc, catalog, None, DEFAULT_KV_RESERVE
+        )
+        for role in Role
+    }
     spec = service_spec(service, model.id, shapes[Role.PREFILL], shapes[Role.DECODE])
     return spec, _targets(service, spec, doc, (*loc, "targets"))
 

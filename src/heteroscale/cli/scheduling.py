@@ -28,13 +28,12 @@ instances; a node whose instances use more GPUs than the topology says are in us
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heteroscale.config.build import service_spec
+from heteroscale.config.build import DEFAULT_KV_RESERVE, role_shapes, service_spec
 from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
 from heteroscale.config.loader import load_topology
 from heteroscale.config.schema import RoleConfig, ServiceFieldsConfig
@@ -47,19 +46,6 @@ from heteroscale.errors import ConfigError
 from heteroscale.scheduling.federated import place
 from heteroscale.scheduling.groups import ROLES, ServiceDemand
 from heteroscale.scheduling.subgroups import derive_subgroups, priority_counts, subgroup_of_s1
-from heteroscale.sim.scenario import SimSettings
-
-
-def _default(cls: type[Any], name: str) -> Any:
-    """The declared default of dataclass field ``cls.name`` (one source for each default)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.default
-    raise KeyError(name)
-
-
-_RESERVE: float = _default(SimSettings, "kv_activation_reserve")
-
 
 # --- the demands file -----------------------------------------------------------------------
 
@@ -190,36 +176,12 @@ def _spec(
         model = catalog.model(service.model).with_precision(PRECISION_BYTES[service.precision])
     except ConfigError as exc:
         raise doc.error((*loc, "model"), str(exc)) from exc
-    shapes: dict[Role, tuple[InstanceShape, ...]] = {}
-    for role in ROLES:
-        role_config: RoleConfig = getattr(service.roles, role.value)
-        out: list[InstanceShape] = []
-        for j, shape in enumerate(role_config.shapes):
-            shape_loc: Loc = (*loc, "roles", role.value, "shapes", j)
-            try:
-                sku = catalog.resolve_sku(shape.sku)
-            except ConfigError as exc:
-                raise doc.error((*shape_loc, "sku"), str(exc)) from exc
-            if sku not in largest:
-                have = ", ".join(sorted(largest))
-                raise doc.error(
-                    (*shape_loc, "sku"), f"no node of SKU '{sku}' in topology '{topology.name}' (it has: {have})"
-                )
-            if shape.tp > largest[sku]:
-                raise doc.error(
-                    (*shape_loc, "tp"), f"tp {shape.tp} exceeds the largest '{sku}' node ({largest[sku]} GPUs)"
-                )
-            if any(s.sku == sku and s.tp == shape.tp for s in out):
-                raise doc.error(shape_loc, f"shape {sku} tp{shape.tp} is listed twice")
-            usable_gb = shape.tp * catalog.skus[sku].mem_gb * (1.0 - _RESERVE)
-            if model.weight_bytes / 1e9 >= usable_gb:
-                raise doc.error(
-                    shape_loc,
-                    f"model '{model.id}' ({service.precision}) does not fit {sku} tp{shape.tp}: weights need "
-                    f"{model.weight_bytes / 1e9:.1f} GB, {usable_gb:.1f} GB usable",
-                )
-            out.append(InstanceShape(role=role, sku=sku, tp=shape.tp))
-        shapes[role] = tuple(out)
+    shapes = {
+        role: role_shapes(
+            getattr(service.roles, role.value), role, model, service, doc, loc, catalog, topology, DEFAULT_KV_RESERVE
+        )
+        for role in ROLES
+    }
     return service_spec(service, model.id, shapes[Role.PREFILL], shapes[Role.DECODE])
 
 

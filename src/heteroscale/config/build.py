@@ -51,6 +51,9 @@ from heteroscale.sim.scenario import (
     Variant,
 )
 
+# the activation reserve where no simulation settings say otherwise (demands files, live configs)
+DEFAULT_KV_RESERVE = SimSettings().kv_activation_reserve
+
 
 def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenario:
     catalog = _scenario_catalog(config, doc)
@@ -75,10 +78,8 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
             )
         precision_of.setdefault(model.id, (service.precision, service.name))
         models[model.id] = model
-        prefill = _role_shapes(
-            service.roles.prefill, Role.PREFILL, model, service, doc, loc, catalog, topology, reserve
-        )
-        decode = _role_shapes(service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve)
+        prefill = role_shapes(service.roles.prefill, Role.PREFILL, model, service, doc, loc, catalog, topology, reserve)
+        decode = role_shapes(service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve)
         spec = service_spec(service, model.id, prefill, decode)
         policy = PolicySpec(
             prefill=service.policy.prefill,
@@ -333,19 +334,22 @@ def _service_model(service: ServiceConfig, doc: Document, loc: Loc, catalog: Cat
     return model.with_precision(PRECISION_BYTES[service.precision])
 
 
-def _role_shapes(
+def role_shapes(
     role_config: RoleConfig,
     role: Role,
     model: ModelSpec,
-    service: ServiceConfig,
+    service: ServiceFieldsConfig,
     doc: Document,
     loc: Loc,
     catalog: Catalog,
-    topology: Topology,
+    topology: Topology | None,
     reserve: float,
 ) -> tuple[InstanceShape, ...]:
+    """A role's allowed shapes, each checked: a known SKU (aliases resolved), listed once, TP dividing the
+    model's heads, the weights fitting the GPUs beside the activation reserve and — with a ``topology``
+    (a live cluster learns its nodes at run time, so it passes none) — a node of that SKU large enough."""
     largest_node: dict[str, int] = {}
-    for node in topology.nodes:
+    for node in topology.nodes if topology is not None else ():
         largest_node[node.sku] = max(largest_node.get(node.sku, 0), node.gpus_total)
     shapes: list[InstanceShape] = []
     first_at: dict[tuple[str, int], Loc] = {}
@@ -360,13 +364,13 @@ def _role_shapes(
         if key in first_at:
             raise doc.error(shape_loc, f"shape {sku_id} tp{tp} is listed twice (first at {format_loc(first_at[key])})")
         first_at[key] = shape_loc
-        if sku_id not in largest_node:
+        if topology is not None and sku_id not in largest_node:
             have = ", ".join(sorted(largest_node))
             raise doc.error(
                 (*shape_loc, "sku"),
                 f"no node of SKU '{sku_id}' in topology '{topology.name}' (it has: {have})",
             )
-        if tp > largest_node[sku_id]:
+        if topology is not None and tp > largest_node[sku_id]:
             raise doc.error(
                 (*shape_loc, "tp"),
                 f"tp {tp} exceeds the largest '{sku_id}' node in topology '{topology.name}' "

@@ -203,7 +203,7 @@ def test_estimate_is_an_ewma_of_the_demands(
 def test_a_missing_preferred_target_is_a_one_line_config_error(missing: str, key: str) -> None:
     # a preferred shape without a per-instance target: a ConfigError naming the key, not a KeyError
     context = ctx(targets=targets(**{missing: ()}))
-    with pytest.raises(ConfigError, match=f"needs a per-instance TPS target for '{key}'") as info:
+    with pytest.raises(ConfigError, match=f"no per-instance TPS target for preferred shape '{key}'") as info:
         policy().decide(context)
     assert "\n" not in str(info.value)
 

@@ -42,7 +42,7 @@ from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, read_document
 from heteroscale.domain.hardware import Role
-from heteroscale.domain.service import AffinityLevel, GpuMix, ServiceSpec
+from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.errors import ConfigError, HeteroScaleError
 from heteroscale.metrics.promql import (
     Engine,
@@ -284,11 +284,11 @@ def build_live(
     from heteroscale.config.build import budget_from_config
     from heteroscale.controller.leader import LeaseElector, LeaseSettings, default_identity
     from heteroscale.controller.live import DurableJournal, LiveController, LiveSettings, read_journal
-    from heteroscale.controller.mixing import MixSettings
+    from heteroscale.controller.mixing import mix_settings
     from heteroscale.controller.reconcile import Controller, ServiceBinding
     from heteroscale.metrics.prometheus import PrometheusSource
     from heteroscale.policy.registry import make_policy
-    from heteroscale.sim.scenario import PolicySpec
+    from heteroscale.sim.scenario import PolicySpec, SimSettings
 
     catalog = load_catalog()
     clock = WallClock()
@@ -314,10 +314,8 @@ def build_live(
         except (ValueError, TypeError) as exc:
             field = "name" if "unknown policy" in str(exc) else "options"
             raise doc.error((*loc, "policy", field), str(exc)) from exc
-        mix = None
-        if spec.gpu_mix is GpuMix.COST:
-            costs = {s.sku: catalog.skus[s.sku].cost_per_gpu_hour for role in Role for s in spec.shapes(role)}
-            mix = MixSettings(tuple(sorted(costs.items())), time_limit_s=spec.gpu_mix_time_limit_s)
+        # the launch penalty: one cold start of a default 120 s (the simulator's cold start)
+        mix = mix_settings(spec, catalog.skus, SimSettings().cold_start_s)
         bindings.append(ServiceBinding(spec, policy, targets, mix=mix))
         w = service.workload
         templates[spec.name] = WorkloadTemplate(

@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from heteroscale.domain.decision import Reason, ScalingDecision, Step
-from heteroscale.domain.hardware import Role
-from heteroscale.domain.service import ServiceSpec
+from heteroscale.domain.hardware import GpuSku, Role
+from heteroscale.domain.service import GpuMix, ServiceSpec
 from heteroscale.domain.topology import Topology
 from heteroscale.policy.context import ServiceCounts, Targets
 from heteroscale.scheduling.groups import ROLES
@@ -52,16 +52,20 @@ class MixSettings:
             raise ValueError(f"launch_penalty_h must be ≥ 0, got {self.launch_penalty_h}")
 
 
+def mix_settings(spec: ServiceSpec, skus: Mapping[str, GpuSku], cold_start_s: float) -> MixSettings | None:
+    """The service's mix settings when it asks for a cost-aware mix (``gpu_mix: cost``), else None; the
+    launch penalty is one cold start of running cost."""
+    if spec.gpu_mix is not GpuMix.COST:
+        return None
+    costs = {s.sku: skus[s.sku].cost_per_gpu_hour for role in ROLES for s in spec.shapes(role)}
+    return MixSettings(tuple(sorted(costs.items())), spec.gpu_mix_time_limit_s, cold_start_s / 3600.0)
+
+
 @dataclass(frozen=True, slots=True)
 class MixedDecision:
-    decision: ScalingDecision
+    decision: ScalingDecision  # the policy's, with the gpu-mix step appended and its counts
     shape_counts: tuple[tuple[str, int], ...]
     result: MixResult | None  # the MILP's answer for the roles that grow (None: no role grows)
-
-
-def _tps(targets: Targets, role: Role, key: str) -> float | None:
-    table = dict(targets.prefill_tps_per_instance if role is Role.PREFILL else targets.decode_tps_per_instance)
-    return table.get(key)
 
 
 def choose_mix(
@@ -80,13 +84,9 @@ def choose_mix(
     if desired == current or all(len(spec.shapes(role)) < 2 for role in ROLES):
         return None
     costs = dict(settings.cost_per_gpu_hour)
-    tps: dict[str, float] = {}
-    for role in ROLES:
-        for shape in spec.shapes(role):
-            value = _tps(targets, role, shape.key)
-            if value is None or shape.sku not in costs:
-                return None
-            tps[shape.key] = value
+    tps = {key: value for role in ROLES for key, value in targets.tps_per_instance(role)}
+    if any(s.key not in tps or s.sku not in costs for role in ROLES for s in spec.shapes(role)):
+        return None
     have = {role: dict(counts.role(role).by_shape) for role in ROLES}
     capacity = {role: sum(have[role].get(s.key, 0) * tps[s.key] for s in spec.shapes(role)) for role in ROLES}
     demand: dict[Role, float] = {}

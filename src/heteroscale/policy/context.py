@@ -65,6 +65,10 @@ class Targets:
     margin: float = 0.85
     source: str = "pressure-test"
 
+    def tps_per_instance(self, role: Role) -> tuple[tuple[str, float], ...]:
+        """The per-instance TPS targets of ``role``'s shapes, by shape key."""
+        return self.prefill_tps_per_instance if role is Role.PREFILL else self.decode_tps_per_instance
+
     def decode_tps(self, shape_key: str) -> float:
         return dict(self.decode_tps_per_instance)[shape_key]
 

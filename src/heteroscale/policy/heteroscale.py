@@ -182,7 +182,7 @@ class HeteroScalePolicy:
         seen = f"M={m_tps:.4g} tok/s"
         reason = Reason.PROPORTIONAL
         if self.params.predictive is not None:
-            m_tps, seen, ctx = self._look_ahead(ctx, m_tps)
+            m_tps, seen, ctx = self._look_ahead(ctx, m_tps, self.params.predictive)
             if m_tps > observation.decode.tps:
                 reason = Reason.FORECAST
         sizing = size_role_by_tps(m_tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
@@ -206,13 +206,11 @@ class HeteroScalePolicy:
         result = conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)
         return dataclasses.replace(result, pd_ratio=ratio)
 
-    def _look_ahead(self, ctx: PolicyContext, m_tps: float) -> tuple[float, str, PolicyContext]:
+    def _look_ahead(self, ctx: PolicyContext, m_tps: float, params: ForecastParams) -> tuple[float, str, PolicyContext]:
         """Learn this observation, forecast ``lead_s`` ahead; size for max(observed, forecast).
 
         Sizing for the larger of the two scales out a cold start ahead of a ramp and never scales in
         below what is served now; a forecast below the observation only delays a scale-in."""
-        params = self.params.predictive
-        assert params is not None  # called only when predictive scaling is on
         state = observe(ctx.memory.forecast or ForecastState(), ctx.now_s, m_tps, params)
         ahead = forecast(state, ctx.now_s, self.params.lead_s, params)
         ctx = dataclasses.replace(ctx, memory=dataclasses.replace(ctx.memory, forecast=state))

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
-from heteroscale.errors import ConfigError
-from heteroscale.policy.context import PolicyContext, PolicyMemory
+from heteroscale.policy.context import PolicyContext, PolicyMemory, RoleCounts
 from heteroscale.policy.normalize import current_counts
 from heteroscale.policy.outcome import with_values
+from heteroscale.policy.sizing import fleet_capacity
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +76,8 @@ def held_ratio(memory: PolicyMemory, now_s: float, base: float, params: Adaptive
 
 
 def _target(ctx: PolicyContext, role: Role) -> float:
-    key = ctx.spec.preferred_shape(role).key
-    table = dict(ctx.targets.prefill_tps_per_instance if role is Role.PREFILL else ctx.targets.decode_tps_per_instance)
-    if key not in table or table[key] <= 0:
-        known = ", ".join(sorted(table))
-        raise ConfigError(f"{ctx.spec.name}: the adaptive ratio needs a per-instance TPS target for {key!r} ({known})")
-    return table[key]
+    """Tokens/s one instance of the role's preferred shape should carry (a one-line error when missing)."""
+    return fleet_capacity(RoleCounts(), ctx.spec.shapes(role), ctx.targets.tps_per_instance(role))[1]
 
 
 def adapt_ratio(ctx: PolicyContext, base: float, params: AdaptiveRatio) -> tuple[float, Step, PolicyMemory]:

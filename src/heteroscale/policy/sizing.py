@@ -96,7 +96,7 @@ def size_role_by_tps(
     observed_tps: float, role: Role, counts: ServiceCounts, shapes: Sequence[InstanceShape], targets: Targets
 ) -> CapacitySizing:
     """``size_by_capacity`` for a role, with that role's per-instance TPS targets."""
-    per_instance = targets.prefill_tps_per_instance if role is Role.PREFILL else targets.decode_tps_per_instance
+    per_instance = targets.tps_per_instance(role)
     return size_by_capacity(observed_tps, counts.role(role), shapes, per_instance)
 
 

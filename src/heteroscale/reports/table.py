@@ -111,6 +111,7 @@ def compare_table(result: dict[str, Any]) -> str:
     )
     lines = [f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)})", head]
     for name, s in result["policies"].items():
+        ramp_slo, ramp_missed = _ramps(s)
         lines.append(
             f"  {name:18s} {_fmt(_v(s['gpu_hours']), digits=1):>9s} {_fmt(_v(s['gpu_hours_vs_oracle']), digits=3):>9s} "
             f"{_fmt(_v(s['cost']), digits=1):>9s} {_pct(_v(s['slo_attainment'])):>7s} {_ms(_v(s['ttft_p99_s'])):>9s} "
@@ -118,7 +119,7 @@ def compare_table(result: dict[str, Any]) -> str:
             f"{_pct(_v(s['avg_gpu_util_by_role']['prefill'])):>6s} {_pct(_v(s['avg_sm_activity'])):>6s} "
             f"{_fmt(_v(s['scale_actions_per_hour']), digits=1):>6s} {_fmt(_v(s['pd_ratio_deviation']), digits=3):>7s} "
             f"{_fmt(_v(s['requests_failed'])):>7s} {_fmt(_v(s.get('requests_failed_by_scale_in'))):>7s} "
-            f"{_pct(_ramps(s)[0]):>8s} {_fmt(_ramps(s)[1]):>9s}"
+            f"{_pct(ramp_slo):>8s} {_fmt(ramp_missed):>9s}"
         )
     for name, o in result.get("oracle", {}).items():
         lines.append(f"  oracle[{name}]: {o['gpu_hours']:,.1f} GPU-h, peak {o['peak'][0]}P/{o['peak'][1]}D")

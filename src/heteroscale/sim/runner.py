@@ -11,12 +11,11 @@ import numpy as np
 
 from heteroscale.clock import Stopwatch
 from heteroscale.controller.journal import Journal
-from heteroscale.controller.mixing import MixSettings
+from heteroscale.controller.mixing import mix_settings
 from heteroscale.controller.readiness import ReadinessSettings
 from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.plan import PlacementPlan
-from heteroscale.domain.service import GpuMix
 from heteroscale.domain.state import ClusterState
 from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
@@ -193,13 +192,7 @@ class SimulationRun:
                 policy = make_policy(name, options)
             except ValueError as exc:
                 raise ConfigError(f"service {run.spec.name}: policy {name}: {exc}") from exc
-            mix = None
-            if run.spec.gpu_mix is GpuMix.COST:
-                mix = MixSettings(
-                    tuple((sku.id, sku.cost_per_gpu_hour) for sku in scenario.skus.values()),
-                    time_limit_s=run.spec.gpu_mix_time_limit_s,
-                    launch_penalty_h=st.cold_start_s / 3600.0,
-                )
+            mix = mix_settings(run.spec, scenario.skus, st.cold_start_s)
             bindings.append(ServiceBinding(run.spec, policy, given, mix=mix))
         self.policy_names = {b.spec.name: b.policy.name for b in bindings}
         self.controller = Controller(

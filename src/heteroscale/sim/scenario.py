@@ -6,7 +6,7 @@ frozen values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from heteroscale.domain.hardware import GpuSku, InstanceShape, ModelSpec
@@ -131,8 +131,6 @@ class Variant:
         return options
 
     def service_spec(self, spec: ServiceSpec) -> ServiceSpec:
-        from dataclasses import replace
-
         if self.gpu_mix is not None:
             spec = replace(spec, gpu_mix=self.gpu_mix)
         for service, prefill, decode in self.shapes:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.policy.context import PolicyContext, PolicyResult
-from heteroscale.policy.normalize import PD, Stability, current_counts, hold_on_bad_observation
+from heteroscale.policy.normalize import PD, Stability, current_counts, usable_observation
 from heteroscale.policy.outcome import KILL, ScaleIn, conclude, conclude_hold, direction_steps, limit_steps, recommend
 from heteroscale.policy.sizing import size_role_by_tps
 
@@ -41,12 +41,11 @@ class IndependentTpsPolicy:
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         prm = self.params
         driving = ("prefill.tps", "decode.tps")
-        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        observation = ctx.observation
-        if hold or observation is None or observation.prefill.tps is None or observation.decode.tps is None:
+        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
+        if observation is None:
             return conclude_hold(ctx, checked, scale_in=prm.scale_in)
-        p = size_role_by_tps(observation.prefill.tps, Role.PREFILL, ctx.counts, ctx.spec.prefill_shapes, ctx.targets)
-        d = size_role_by_tps(observation.decode.tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
+        p = size_role_by_tps(signals["prefill.tps"], Role.PREFILL, ctx.counts, ctx.spec.prefill_shapes, ctx.targets)
+        d = size_role_by_tps(signals["decode.tps"], Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
         raw = PD(p.count, d.count)
         rec = recommend(ctx, raw, Reason.PROPORTIONAL, f"prefill {p.detail}; decode {d.detail}")
         steps, memory = direction_steps(ctx, raw, prm.stability, driver=None)
@@ -112,16 +111,13 @@ class PureLatencyPolicy:
 
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         prm = self.params
-        hold, checked = hold_on_bad_observation(
-            ctx.observation, ctx.observation_error, ctx.counts, ("ttft_p90_s", "tbt_p90_s")
-        )
-        observation = ctx.observation
-        if hold or observation is None or observation.ttft_p90_s is None or observation.tbt_p90_s is None:
+        driving = ("ttft_p90_s", "tbt_p90_s")
+        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
+        if observation is None:
             return conclude_hold(ctx, checked, scale_in=prm.scale_in)
         current = current_counts(ctx.counts)
-        moved = latency_steps(
-            current, observation.ttft_p90_s, observation.tbt_p90_s, ctx.targets.ttft_s, ctx.targets.tbt_s, prm
-        )
+        ttft_s, tbt_s = signals["ttft_p90_s"], signals["tbt_p90_s"]
+        moved = latency_steps(current, ttft_s, tbt_s, ctx.targets.ttft_s, ctx.targets.tbt_s, prm)
         rec = recommend(ctx, PD.of(moved), Reason.LATENCY_THRESHOLD, moved.detail)
         steps = [checked, moved, *limit_steps(ctx, PD.of(moved), self._stability, per_role=True, damping=False)]
         return conclude(ctx, rec, steps, scale_in=prm.scale_in)

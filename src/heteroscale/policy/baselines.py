@@ -28,9 +28,9 @@ from heteroscale.policy.normalize import (
     clamp_bounds,
     cooldown,
     current_counts,
-    hold_on_bad_observation,
     hysteresis,
     stabilise_scale_in,
+    usable_observation,
 )
 from heteroscale.policy.outcome import KILL, ScaleIn, conclude, conclude_hold, recommend, remember_recommendation
 from heteroscale.policy.sizing import size_role_by_tps
@@ -101,9 +101,8 @@ class HpaPolicy:
 
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         prm = self.params
-        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, UTIL_SIGNALS)
-        observation = ctx.observation
-        if hold or observation is None:
+        observation, _, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, UTIL_SIGNALS)
+        if observation is None:
             return conclude_hold(ctx, checked, scale_in=prm.scale_in)
         current = current_counts(ctx.counts)
         ratios = _util_ratios(observation, ctx.targets)
@@ -155,9 +154,8 @@ class ApaPolicy:
 
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         prm = self.params
-        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, UTIL_SIGNALS)
-        observation = ctx.observation
-        if hold or observation is None:
+        observation, _, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, UTIL_SIGNALS)
+        if observation is None:
             return conclude_hold(ctx, checked, scale_in=prm.scale_in)
         current = current_counts(ctx.counts)
         ratios = _util_ratios(observation, ctx.targets)
@@ -243,13 +241,12 @@ class KthenaPolicy:
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         prm = self.params
         driving = ("prefill.tps", "decode.tps")
-        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        observation = ctx.observation
-        if hold or observation is None or observation.prefill.tps is None or observation.decode.tps is None:
+        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
+        if observation is None:
             return conclude_hold(ctx, checked, scale_in=prm.scale_in)
         current = current_counts(ctx.counts)
-        p = size_role_by_tps(observation.prefill.tps, Role.PREFILL, ctx.counts, ctx.spec.prefill_shapes, ctx.targets)
-        d = size_role_by_tps(observation.decode.tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
+        p = size_role_by_tps(signals["prefill.tps"], Role.PREFILL, ctx.counts, ctx.spec.prefill_shapes, ctx.targets)
+        d = size_role_by_tps(signals["decode.tps"], Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
         raw = PD(p.count, d.count)
         rec = recommend(ctx, raw, Reason.PROPORTIONAL, f"prefill {p.detail}; decode {d.detail}")
         tolerated = hysteresis(current, raw, theta_out=prm.tolerance, theta_in=prm.tolerance, driver=None)

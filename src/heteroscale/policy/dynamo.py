@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.observation import Observation
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult, Targets
-from heteroscale.policy.normalize import PD, ceil_count, clamp_bounds, current_counts, hold_on_bad_observation
+from heteroscale.policy.normalize import PD, ceil_count, clamp_bounds, current_counts, usable_observation
 from heteroscale.policy.outcome import KILL, ScaleIn, conclude, conclude_hold, recommend, with_values
 
 
@@ -157,9 +157,9 @@ class DynamoSlaPolicy:
 
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         prm = self.params
-        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, ("requests_per_s",))
-        observation = ctx.observation
-        if hold or observation is None:
+        driving = ("requests_per_s",)
+        observation, _, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
+        if observation is None:
             return conclude_hold(ctx, checked, scale_in=prm.scale_in)
         forecast, memory = self._forecast(ctx.memory, observation, ctx.now_s)
         targets = ctx.targets

@@ -46,8 +46,8 @@ from heteroscale.policy.normalize import (
     Stability,
     ceil_count,
     current_counts,
-    hold_on_bad_observation,
     round_half_up,
+    usable_observation,
 )
 from heteroscale.policy.outcome import ScaleIn, conclude, conclude_hold, direction_steps, limit_steps, recommend
 from heteroscale.policy.ratio import AdaptiveRatio, adapt_ratio, current_ratio, held_ratio
@@ -163,10 +163,10 @@ class HeteroScalePolicy:
         self._scale_in = ScaleIn(ScaleInMode.DRAIN, self.params.drain_grace_s)
 
     def decide(self, ctx: PolicyContext) -> PolicyResult:
-        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, ("decode.tps",))
-        observation = ctx.observation
+        driving = ("decode.tps",)
+        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
         ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
-        if hold or observation is None or observation.decode.tps is None:
+        if observation is None:
             adaptive = self.params.adaptive_ratio
             if adaptive is None:
                 return dataclasses.replace(conclude_hold(ctx, checked, scale_in=self._scale_in), pd_ratio=ratio)
@@ -178,12 +178,12 @@ class HeteroScalePolicy:
             ratio, ratio_step, adapted = adapt_ratio(ctx, ratio, self.params.adaptive_ratio)
             opening.append(ratio_step)
             ctx = dataclasses.replace(ctx, memory=adapted)
-        m_tps = observation.decode.tps
+        observed_tps = m_tps = signals["decode.tps"]
         seen = f"M={m_tps:.4g} tok/s"
         reason = Reason.PROPORTIONAL
         if self.params.predictive is not None:
             m_tps, seen, ctx = self._look_ahead(ctx, m_tps, self.params.predictive)
-            if m_tps > observation.decode.tps:
+            if m_tps > observed_tps:
                 reason = Reason.FORECAST
         sizing = size_role_by_tps(m_tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
         if self.params.adaptive_ratio is None:

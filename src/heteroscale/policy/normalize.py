@@ -140,6 +140,21 @@ def hold_on_bad_observation(
     return False, Step("observation", cur.prefill, cur.decode, Reason.OBSERVATION_OK, shown or "complete")
 
 
+def usable_observation(
+    observation: Observation | None,
+    observation_error: str | None,
+    counts: ServiceCounts,
+    driving: Sequence[str] = (),
+) -> tuple[Observation | None, dict[str, float], Step]:
+    """:func:`hold_on_bad_observation` for a policy's opening: the observation when it can drive a
+    decision (None when the policy must hold), the driving signals' values by name, and the step."""
+    hold, step = hold_on_bad_observation(observation, observation_error, counts, driving)
+    if hold or observation is None:
+        return None, {}, step
+    values = {name: read_signal(observation, name) for name in driving}
+    return observation, {name: v for name, v in values.items() if v is not None}, step
+
+
 def clamp_bounds(spec: ServiceSpec, current: PD, desired: PD, *, allow_scale_in: bool = True) -> Step:
     """Clamp each role to the service's [min, max]. With ``allow_scale_in=False`` (a hold) the max bound
     never pushes a role below its current count: that scale-in waits for a complete observation."""

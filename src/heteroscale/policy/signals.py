@@ -30,9 +30,8 @@ from heteroscale.policy.normalize import (
     Stability,
     coordinate_pd,
     current_counts,
-    hold_on_bad_observation,
-    read_signal,
     stabilise_scale_in,
+    usable_observation,
 )
 from heteroscale.policy.outcome import (
     ScaleIn,
@@ -140,11 +139,11 @@ class SingleSignalPolicy:
 
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         spec = self._spec
-        hold, checked = hold_on_bad_observation(ctx.observation, ctx.observation_error, ctx.counts, (spec.observed,))
-        observation = ctx.observation
-        value = None if observation is None else read_signal(observation, spec.observed)
-        if hold or observation is None or value is None:
+        driving = (spec.observed,)
+        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
+        if observation is None:
             return conclude_hold(ctx, checked, scale_in=self._scale_in)
+        value = signals[spec.observed]
         ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
         current = current_counts(ctx.counts)
         driver = spec.driver

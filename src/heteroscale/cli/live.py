@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heteroscale.config.build import DEFAULT_KV_RESERVE, role_shapes, service_spec, targets_from_config
-from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
+from heteroscale.config.build import resolve_spec, targets_from_config
+from heteroscale.config.catalog import Catalog, load_catalog
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, read_document
 from heteroscale.domain.hardware import Role
@@ -228,18 +228,8 @@ def load_controller_config(path: Path) -> tuple[ControllerConfig, Document]:
 
 
 def build_service(service: LiveServiceConfig, doc: Document, loc: Loc, catalog: Catalog) -> tuple[ServiceSpec, Targets]:
-    try:
-        model = catalog.model(service.model).with_precision(PRECISION_BYTES[service.precision])
-    except ConfigError as exc:
-        raise doc.error((*loc, "model"), str(exc)) from exc
     # the cluster's nodes are read at run time: shapes are checked against the catalog and the model here
-    shapes = {
-        role: role_shapes(
-            getattr(service.roles, role.value), role, model, service, doc, loc, catalog, None, DEFAULT_KV_RESERVE
-        )
-        for role in Role
-    }
-    spec = service_spec(service, model.id, shapes[Role.PREFILL], shapes[Role.DECODE])
+    _, spec = resolve_spec(service, doc, loc, catalog, None)
     return spec, _targets(service, spec, doc, (*loc, "targets"))
 
 

@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from heteroscale.config.build import DEFAULT_KV_RESERVE, role_shapes, service_spec
-from heteroscale.config.catalog import PRECISION_BYTES, Catalog, load_catalog
+from heteroscale.config.build import resolve_spec
+from heteroscale.config.catalog import Catalog, load_catalog
 from heteroscale.config.loader import load_topology
 from heteroscale.config.schema import RoleConfig, ServiceFieldsConfig
 from heteroscale.config.source import Document, Loc, format_loc, read_document
@@ -125,9 +125,6 @@ def load_demands(
         raise doc.error(("kind",), f"expected 'demands', got {doc.data['kind']!r}")
     config = doc.validate(DemandsConfig)
     catalog = catalog or load_catalog()
-    largest: dict[str, int] = {}
-    for node in topology.nodes:
-        largest[node.sku] = max(largest.get(node.sku, 0), node.gpus_total)
     demands: list[ServiceDemand] = []
     instances: list[InstanceInfo] = []
     seen: dict[str, Loc] = {}
@@ -135,7 +132,7 @@ def load_demands(
         loc: Loc = ("services", i)
         if service.name in {d.spec.name for d in demands}:
             raise doc.error((*loc, "name"), f"duplicate service name {service.name!r}")
-        spec = _spec(service, doc, loc, catalog, topology, largest)
+        _, spec = resolve_spec(service, doc, loc, catalog, topology)
         demands.append(_demand(service, spec, doc, loc, catalog))
         for j, inst in enumerate(service.instances):
             instances.append(_instance(inst, service.name, doc, (*loc, "instances", j), catalog, seen))
@@ -167,22 +164,6 @@ def _demand(
         )
     except ValueError as exc:
         raise doc.error((*loc, "desired"), str(exc)) from exc
-
-
-def _spec(
-    service: DemandServiceConfig, doc: Document, loc: Loc, catalog: Catalog, topology: Topology, largest: dict[str, int]
-) -> ServiceSpec:
-    try:
-        model = catalog.model(service.model).with_precision(PRECISION_BYTES[service.precision])
-    except ConfigError as exc:
-        raise doc.error((*loc, "model"), str(exc)) from exc
-    shapes = {
-        role: role_shapes(
-            getattr(service.roles, role.value), role, model, service, doc, loc, catalog, topology, DEFAULT_KV_RESERVE
-        )
-        for role in ROLES
-    }
-    return service_spec(service, model.id, shapes[Role.PREFILL], shapes[Role.DECODE])
 
 
 def _instance(

@@ -68,7 +68,7 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
         if service.name in seen_names:
             raise doc.error((*loc, "name"), f"duplicate service name {service.name!r}")
         seen_names.add(service.name)
-        model = _service_model(service, doc, loc, catalog)
+        model, spec = resolve_spec(service, doc, loc, catalog, topology, reserve)
         earlier = precision_of.get(model.id)
         if earlier is not None and earlier[0] != service.precision:
             raise doc.error(
@@ -78,9 +78,6 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
             )
         precision_of.setdefault(model.id, (service.precision, service.name))
         models[model.id] = model
-        prefill = role_shapes(service.roles.prefill, Role.PREFILL, model, service, doc, loc, catalog, topology, reserve)
-        decode = role_shapes(service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve)
-        spec = service_spec(service, model.id, prefill, decode)
         policy = PolicySpec(
             prefill=service.policy.prefill,
             decode=service.policy.decode,
@@ -326,12 +323,28 @@ def _relative_path(ref: str, doc: Document) -> Path:
 # --- services -------------------------------------------------------------------------------
 
 
-def _service_model(service: ServiceConfig, doc: Document, loc: Loc, catalog: Catalog) -> ModelSpec:
+def service_model(service: ServiceFieldsConfig, doc: Document, loc: Loc, catalog: Catalog) -> ModelSpec:
+    """The service's model from the catalog (aliases resolved) at the service's precision."""
     try:
         model = catalog.model(service.model)
     except ConfigError as exc:
         raise doc.error((*loc, "model"), str(exc)) from exc
     return model.with_precision(PRECISION_BYTES[service.precision])
+
+
+def resolve_spec(
+    service: ServiceFieldsConfig,
+    doc: Document,
+    loc: Loc,
+    catalog: Catalog,
+    topology: Topology | None,
+    reserve: float = DEFAULT_KV_RESERVE,
+) -> tuple[ModelSpec, ServiceSpec]:
+    """A service's model and its ServiceSpec, every shape checked (:func:`role_shapes`)."""
+    model = service_model(service, doc, loc, catalog)
+    prefill = role_shapes(service.roles.prefill, Role.PREFILL, model, service, doc, loc, catalog, topology, reserve)
+    decode = role_shapes(service.roles.decode, Role.DECODE, model, service, doc, loc, catalog, topology, reserve)
+    return model, service_spec(service, model.id, prefill, decode)
 
 
 def role_shapes(

@@ -35,12 +35,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog, load_catalog
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
-from heteroscale.config.source import Document, Loc, read_document
+from heteroscale.config.source import Document, Loc, StrictModel, field_default, read_document
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.errors import ConfigError, HeteroScaleError
@@ -58,25 +58,21 @@ log = logging.getLogger(__name__)
 TARGET_FREE = frozenset({"fixed", "static", "periodic"})
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class MappingConfig(_Strict):
+class MappingConfig(StrictModel):
     """How Prometheus series map to services and roles (metrics.promql.MetricMapping)."""
 
-    engine: Literal["vllm", "sglang"] = "vllm"
-    spelling: Literal["colon", "underscore", "both"] = "both"
-    service_selector: str = 'service="{service}"'
-    prefill_selector: str = 'role="prefill"'
-    decode_selector: str = 'role="decode"'
-    gpu_service_selector: str | None = None
-    gpu_prefill_selector: str | None = None
-    gpu_decode_selector: str | None = None
-    frontend: Literal["engine", "dynamo"] = "engine"
-    dynamo_selector: str = 'model="{service}"'
-    ttft_role: Literal["prefill", "decode"] = "prefill"
-    tbt_role: Literal["prefill", "decode"] = "decode"
+    engine: Literal["vllm", "sglang"] = field_default(MetricMapping, "engine").value
+    spelling: Literal["colon", "underscore", "both"] = field_default(MetricMapping, "spelling").value
+    service_selector: str = field_default(MetricMapping, "service_selector")
+    prefill_selector: str = field_default(MetricMapping, "prefill_selector")
+    decode_selector: str = field_default(MetricMapping, "decode_selector")
+    gpu_service_selector: str | None = field_default(MetricMapping, "gpu_service_selector")
+    gpu_prefill_selector: str | None = field_default(MetricMapping, "gpu_prefill_selector")
+    gpu_decode_selector: str | None = field_default(MetricMapping, "gpu_decode_selector")
+    frontend: Literal["engine", "dynamo"] = field_default(MetricMapping, "frontend").value
+    dynamo_selector: str = field_default(MetricMapping, "dynamo_selector")
+    ttft_role: Literal["prefill", "decode"] = field_default(MetricMapping, "ttft_role").value
+    tbt_role: Literal["prefill", "decode"] = field_default(MetricMapping, "tbt_role").value
     extra_matchers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -105,7 +101,7 @@ class MappingConfig(_Strict):
         )
 
 
-class PrometheusConfig(_Strict):
+class PrometheusConfig(StrictModel):
     url: str = Field(min_length=1, pattern=r"^https?://")
     timeout_s: float = Field(default=5.0, gt=0, le=120)
     staleness_s: float = Field(default=60.0, gt=0)
@@ -113,7 +109,7 @@ class PrometheusConfig(_Strict):
     mapping: MappingConfig = Field(default_factory=MappingConfig)
 
 
-class NodeLabelsConfig(_Strict):
+class NodeLabelsConfig(StrictModel):
     vdc: str | None = "heteroscale.io/vdc"
     physical_cluster: str | None = "heteroscale.io/physical-cluster"
     logical_cluster: str | None = "heteroscale.io/logical-cluster"
@@ -124,7 +120,7 @@ class NodeLabelsConfig(_Strict):
     gpu_resource: str = Field(default="nvidia.com/gpu", min_length=1)
 
 
-class KubernetesConfig(_Strict):
+class KubernetesConfig(StrictModel):
     in_cluster: bool = False
     kubeconfig: str | None = None
     context: str | None = None
@@ -144,14 +140,14 @@ class KubernetesConfig(_Strict):
         return self
 
 
-class LoopConfig(_Strict):
+class LoopConfig(StrictModel):
     interval_s: float = Field(default=30.0, gt=0)
     window_s: float = Field(default=60.0, gt=0)
     journal: str = Field(default="journal.jsonl", min_length=1)
     memory_window_s: float = Field(default=600.0, ge=0)
 
 
-class LeaderElectionConfig(_Strict):
+class LeaderElectionConfig(StrictModel):
     enabled: bool = True
     lease_name: str = Field(default="heteroscale-controller", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     namespace: str | None = None
@@ -169,13 +165,13 @@ class LeaderElectionConfig(_Strict):
         return self
 
 
-class HttpConfig(_Strict):
+class HttpConfig(StrictModel):
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
 
 
-class WorkloadConfig(_Strict):
+class WorkloadConfig(StrictModel):
     image: str = Field(min_length=1)
     command: list[str] = Field(default_factory=list)
     prefill_args: list[str] = Field(default_factory=list)
@@ -202,7 +198,7 @@ class LiveServiceConfig(ServiceConfig):
         return data
 
 
-class ControllerConfig(_Strict):
+class ControllerConfig(StrictModel):
     """A ``kind: controller`` file."""
 
     kind: Literal["controller"]

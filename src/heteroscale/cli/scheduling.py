@@ -31,13 +31,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from heteroscale.config.build import resolve_spec
 from heteroscale.config.catalog import Catalog, load_catalog
 from heteroscale.config.loader import load_topology
 from heteroscale.config.schema import RoleConfig, ServiceFieldsConfig
-from heteroscale.config.source import Document, Loc, format_loc, read_document
+from heteroscale.config.source import Document, Loc, StrictModel, format_loc, read_document
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle, ScaleInMode
@@ -50,11 +50,7 @@ from heteroscale.scheduling.subgroups import derive_subgroups, priority_counts, 
 # --- the demands file -----------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class ShapeCountConfig(_Strict):
+class ShapeCountConfig(StrictModel):
     """How many instances of one shape the service wants (a GPU mix); the counts of a role sum to its total."""
 
     role: Literal["prefill", "decode"]
@@ -63,18 +59,18 @@ class ShapeCountConfig(_Strict):
     count: int = Field(ge=0)
 
 
-class DesiredConfig(_Strict):
+class DesiredConfig(StrictModel):
     prefill: int = Field(ge=0)
     decode: int = Field(ge=0)
     by_shape: list[ShapeCountConfig] = Field(default_factory=list)  # optional: the mix, per shape
 
 
-class ScaleInConfig(_Strict):
+class ScaleInConfig(StrictModel):
     mode: Literal["drain", "kill"] = "drain"
     grace_s: float = Field(default=600.0, ge=0)
 
 
-class InstanceConfig(_Strict):
+class InstanceConfig(StrictModel):
     """One running instance: its role and shape, its DG and node, and where it is in its life."""
 
     id: str = Field(min_length=1)
@@ -106,7 +102,7 @@ class DemandServiceConfig(ServiceFieldsConfig):
         return self
 
 
-class DemandsConfig(_Strict):
+class DemandsConfig(StrictModel):
     """A ``kind: demands`` file."""
 
     kind: Literal["demands"]

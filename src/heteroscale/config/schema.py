@@ -28,13 +28,12 @@ Layout of a scenario file::
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import BaseModel, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from heteroscale.config.catalog import CatalogConfig
-from heteroscale.config.source import UNION_TAG_PREFIX
+from heteroscale.config.source import UNION_TAG_PREFIX, StrictModel, field_default
 from heteroscale.config.topology import TopologyConfig
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.sim.scenario import LoadSpec, SimSettings
@@ -42,34 +41,22 @@ from heteroscale.sim.scenario import LoadSpec, SimSettings
 ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
-def _default(cls: type[Any], name: str) -> Any:
-    """The declared default of dataclass field ``cls.name`` (slotted dataclasses hide it)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.default
-    raise KeyError(name)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
 # --- services -------------------------------------------------------------------------------
 
 
-class ShapeConfig(_Strict):
+class ShapeConfig(StrictModel):
     """One instance shape: a GPU SKU (canonical id or alias) and a tensor-parallel degree."""
 
     sku: str = Field(min_length=1)
     tp: int = Field(ge=1, le=64)
 
 
-class RoleConfig(_Strict):
+class RoleConfig(StrictModel):
     """One role (prefill or decode) of a service: allowed shapes in preference order and bounds."""
 
     shapes: list[ShapeConfig] = Field(min_length=1)
-    min: int = Field(default=_default(ServiceSpec, "min_prefill"), ge=0)
-    max: int = Field(default=_default(ServiceSpec, "max_prefill"), ge=1)
+    min: int = Field(default=field_default(ServiceSpec, "min_prefill"), ge=0)
+    max: int = Field(default=field_default(ServiceSpec, "max_prefill"), ge=1)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> RoleConfig:
@@ -78,17 +65,17 @@ class RoleConfig(_Strict):
         return self
 
 
-class RolesConfig(_Strict):
+class RolesConfig(StrictModel):
     prefill: RoleConfig
     decode: RoleConfig
 
 
-class SloConfig(_Strict):
+class SloConfig(StrictModel):
     ttft_s: float = Field(gt=0)
     tbt_s: float = Field(gt=0)
 
 
-class TargetsConfig(_Strict):
+class TargetsConfig(StrictModel):
     """Pinned policy targets (normally written by a pressure test into the resolved config).
 
     Per-instance TPS maps are keyed by instance-shape key, ``<role>:<sku>:tp<N>``."""
@@ -109,7 +96,7 @@ class TargetsConfig(_Strict):
     source: str = "pinned"
 
 
-class LoadConfig(_Strict):
+class LoadConfig(StrictModel):
     """Where a service's requests come from.
 
     ``trace`` and ``rate_curve`` take a bundled name (``azure-conv``, ``servegen-m-large``, …) or a
@@ -122,13 +109,13 @@ class LoadConfig(_Strict):
     format: Literal["auto", "azure", "mooncake", "burstgpt"] = "auto"
     rate_curve: str | None = Field(default=None, min_length=1)
     rate_curve_day: int | None = Field(default=None, ge=0)
-    rate_curve_smoothing_s: float = Field(default=_default(LoadSpec, "rate_curve_smoothing_s"), ge=0)
-    rate_scale: float = Field(default=_default(LoadSpec, "rate_scale"), gt=0)
-    time_compression: float = Field(default=_default(LoadSpec, "time_compression"), gt=0)
-    copies: int = Field(default=_default(LoadSpec, "copies"), ge=1)
-    copy_shift_s: float = Field(default=_default(LoadSpec, "copy_shift_s"), ge=0)
-    start_s: float = Field(default=_default(LoadSpec, "start_s"), ge=0)
-    skip_bad_rows: bool = _default(LoadSpec, "skip_bad_rows")
+    rate_curve_smoothing_s: float = Field(default=field_default(LoadSpec, "rate_curve_smoothing_s"), ge=0)
+    rate_scale: float = Field(default=field_default(LoadSpec, "rate_scale"), gt=0)
+    time_compression: float = Field(default=field_default(LoadSpec, "time_compression"), gt=0)
+    copies: int = Field(default=field_default(LoadSpec, "copies"), ge=1)
+    copy_shift_s: float = Field(default=field_default(LoadSpec, "copy_shift_s"), ge=0)
+    start_s: float = Field(default=field_default(LoadSpec, "start_s"), ge=0)
+    skip_bad_rows: bool = field_default(LoadSpec, "skip_bad_rows")
     # further sources of the same service, superposed with this one (one level: a part has no mix)
     mix: list[LoadConfig] = Field(default_factory=list)
 
@@ -145,7 +132,7 @@ class LoadConfig(_Strict):
         return self
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(StrictModel):
     """The scaling policy: a registry name (see ``heteroscale.policy.registry``), the initial counts
     (held all along by ``fixed`` / ``static``) and the policy's own options."""
 
@@ -155,7 +142,7 @@ class PolicyConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ServiceFieldsConfig(_Strict):
+class ServiceFieldsConfig(StrictModel):
     """What every file that names a service says about it (scenarios, demands, the live controller)."""
 
     name: ServiceName
@@ -164,14 +151,14 @@ class ServiceFieldsConfig(_Strict):
     roles: RolesConfig
     pd_ratio: float = Field(gt=0)
     slo: SloConfig
-    priority: int = _default(ServiceSpec, "priority")
-    affinity: Literal["s1", "s2", "cluster"] = _default(ServiceSpec, "affinity").value
-    prefix_cache_hit_rate: float = Field(default=_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
-    max_prefill_tokens: int = Field(default=_default(ServiceSpec, "max_prefill_tokens"), ge=1)
-    max_decode_batch: int = Field(default=_default(ServiceSpec, "max_decode_batch"), ge=1)
+    priority: int = field_default(ServiceSpec, "priority")
+    affinity: Literal["s1", "s2", "cluster"] = field_default(ServiceSpec, "affinity").value
+    prefix_cache_hit_rate: float = Field(default=field_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
+    max_prefill_tokens: int = Field(default=field_default(ServiceSpec, "max_prefill_tokens"), ge=1)
+    max_decode_batch: int = Field(default=field_default(ServiceSpec, "max_decode_batch"), ge=1)
     # several allowed shapes per role: "preference" (listed order, fallback) or "cost" (cheapest mix)
-    gpu_mix: Literal["preference", "cost"] = _default(ServiceSpec, "gpu_mix").value
-    gpu_mix_time_limit_s: float = Field(default=_default(ServiceSpec, "gpu_mix_time_limit_s"), gt=0, le=60)
+    gpu_mix: Literal["preference", "cost"] = field_default(ServiceSpec, "gpu_mix").value
+    gpu_mix_time_limit_s: float = Field(default=field_default(ServiceSpec, "gpu_mix_time_limit_s"), gt=0, le=60)
 
 
 class ServiceConfig(ServiceFieldsConfig):
@@ -194,22 +181,22 @@ class ServiceConfig(ServiceFieldsConfig):
 # --- simulation -----------------------------------------------------------------------------
 
 
-class SimulationConfig(_Strict):
-    fidelity: Literal["request", "fluid"] = _default(SimSettings, "fidelity").value
-    duration_s: float | None = Field(default=_default(SimSettings, "duration_s"), gt=0)
-    seed: int = Field(default=_default(SimSettings, "seed"), ge=0)
-    tick_s: float = Field(default=_default(SimSettings, "tick_s"), gt=0)
-    cold_start_s: float = Field(default=_default(SimSettings, "cold_start_s"), ge=0)
-    drain_grace_s: float = Field(default=_default(SimSettings, "drain_grace_s"), ge=0)
-    scale_in_mode: Literal["drain", "kill"] = _default(SimSettings, "scale_in_mode").value
-    fluid_step_s: float = Field(default=_default(SimSettings, "fluid_step_s"), gt=0)
-    telemetry_window_s: float = Field(default=_default(SimSettings, "telemetry_window_s"), gt=0)
-    kv_activation_reserve: float = Field(default=_default(SimSettings, "kv_activation_reserve"), ge=0, lt=1)
-    max_tail_s: float = Field(default=_default(SimSettings, "max_tail_s"), ge=0)
-    perf_engine: Literal["current", "measured-2023"] = _default(SimSettings, "perf_engine")
-    ratio_tolerance: float = Field(default=_default(SimSettings, "ratio_tolerance"), gt=0)
-    soft_scale_in_s: float = Field(default=_default(SimSettings, "soft_scale_in_s"), ge=0)
-    role_wise_targets: bool = _default(SimSettings, "role_wise_targets")
+class SimulationConfig(StrictModel):
+    fidelity: Literal["request", "fluid"] = field_default(SimSettings, "fidelity").value
+    duration_s: float | None = Field(default=field_default(SimSettings, "duration_s"), gt=0)
+    seed: int = Field(default=field_default(SimSettings, "seed"), ge=0)
+    tick_s: float = Field(default=field_default(SimSettings, "tick_s"), gt=0)
+    cold_start_s: float = Field(default=field_default(SimSettings, "cold_start_s"), ge=0)
+    drain_grace_s: float = Field(default=field_default(SimSettings, "drain_grace_s"), ge=0)
+    scale_in_mode: Literal["drain", "kill"] = field_default(SimSettings, "scale_in_mode").value
+    fluid_step_s: float = Field(default=field_default(SimSettings, "fluid_step_s"), gt=0)
+    telemetry_window_s: float = Field(default=field_default(SimSettings, "telemetry_window_s"), gt=0)
+    kv_activation_reserve: float = Field(default=field_default(SimSettings, "kv_activation_reserve"), ge=0, lt=1)
+    max_tail_s: float = Field(default=field_default(SimSettings, "max_tail_s"), ge=0)
+    perf_engine: Literal["current", "measured-2023"] = field_default(SimSettings, "perf_engine")
+    ratio_tolerance: float = Field(default=field_default(SimSettings, "ratio_tolerance"), gt=0)
+    soft_scale_in_s: float = Field(default=field_default(SimSettings, "soft_scale_in_s"), ge=0)
+    role_wise_targets: bool = field_default(SimSettings, "role_wise_targets")
 
 
 # --- the file -------------------------------------------------------------------------------
@@ -231,14 +218,14 @@ CatalogRef = Annotated[
 ]
 
 
-class VariantShapesConfig(_Strict):
+class VariantShapesConfig(StrictModel):
     """Other allowed shapes of one service in a variant (a role left out keeps its shapes)."""
 
     prefill: list[ShapeConfig] | None = Field(default=None, min_length=1)
     decode: list[ShapeConfig] | None = Field(default=None, min_length=1)
 
 
-class VariantConfig(_Strict):
+class VariantConfig(StrictModel):
     """A named way to run the scenario in ``compare``: a registry policy and options for every service
     (over the service's own options when it uses the same policy), optionally other shapes."""
 
@@ -250,7 +237,7 @@ class VariantConfig(_Strict):
     description: str = ""
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(StrictModel):
     """GPUs all services may hold together (pending, starting, ready and draining instances): a total
     and/or per-SKU caps. When it binds, capacity goes by service priority."""
 
@@ -264,7 +251,7 @@ class BudgetConfig(_Strict):
         return self
 
 
-class ScenarioConfig(_Strict):
+class ScenarioConfig(StrictModel):
     """A ``kind: scenario`` file."""
 
     kind: Literal["scenario"]

@@ -7,6 +7,7 @@ A :class:`Document` keeps the parsed data together with the YAML node tree, so a
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import types
 import typing
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from heteroscale.errors import ConfigError
 
@@ -260,3 +261,18 @@ def _only_model(tp: Any) -> type[BaseModel] | None:
         found = [m for m in (_only_model(a) for a in typing.get_args(tp)) if m is not None]
         return found[0] if len(found) == 1 else None
     return None
+
+
+class StrictModel(BaseModel):
+    """The base of every file model: unknown fields rejected, values frozen, no type coercion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def field_default(cls: type[Any], name: str) -> Any:
+    """The declared default of dataclass field ``cls.name`` (slotted dataclasses hide it), so a file
+    model and the value type it builds share one source for each default."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import Discriminator, Field, StringConstraints, Tag, model_validator
 
 from heteroscale.config.catalog import Catalog
-from heteroscale.config.source import UNION_TAG_PREFIX, Document, Loc, format_loc
+from heteroscale.config.source import UNION_TAG_PREFIX, Document, Loc, StrictModel, format_loc
 from heteroscale.domain.topology import KvBandwidthTable, NodeSpec, SubgroupPriority, Topology
 from heteroscale.errors import ConfigError
 
@@ -28,11 +28,7 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"
 _DEFAULT_KV = KvBandwidthTable()
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class _NodeCommon(_Strict):
+class _NodeCommon(StrictModel):
     sku: str = Field(min_length=1)
     gpus: int = Field(ge=1, le=64)
     gpus_free: int | None = Field(default=None, ge=0)  # default: all of ``gpus``
@@ -73,41 +69,41 @@ NodeItem = Annotated[
 ]
 
 
-class S0Config(_Strict):
+class S0Config(StrictModel):
     name: Name
     nodes: list[NodeItem] = Field(min_length=1)
 
 
-class MiniPodConfig(_Strict):
+class MiniPodConfig(StrictModel):
     """An S1 switch domain."""
 
     name: Name
     s0s: list[S0Config] = Field(min_length=1)
 
 
-class BigPodConfig(_Strict):
+class BigPodConfig(StrictModel):
     """An S2 switch domain."""
 
     name: Name
     mini_pods: list[MiniPodConfig] = Field(min_length=1)
 
 
-class LogicalClusterConfig(_Strict):
+class LogicalClusterConfig(StrictModel):
     name: Name
     big_pods: list[BigPodConfig] = Field(min_length=1)
 
 
-class PhysicalClusterConfig(_Strict):
+class PhysicalClusterConfig(StrictModel):
     name: Name
     logical_clusters: list[LogicalClusterConfig] = Field(min_length=1)
 
 
-class VdcConfig(_Strict):
+class VdcConfig(StrictModel):
     name: Name
     physical_clusters: list[PhysicalClusterConfig] = Field(min_length=1)
 
 
-class KvBandwidthConfig(_Strict):
+class KvBandwidthConfig(StrictModel):
     """KV-transfer bandwidth factor by the closest level P and D share (defaults: assumptions)."""
 
     same_node: float = Field(default=_DEFAULT_KV.same_node, gt=0)
@@ -118,7 +114,7 @@ class KvBandwidthConfig(_Strict):
     setup_s: float = Field(default=_DEFAULT_KV.setup_s, ge=0)
 
 
-class TopologyConfig(_Strict):
+class TopologyConfig(StrictModel):
     """A ``kind: topology`` file, or a scenario's inline ``topology:`` mapping."""
 
     kind: Literal["topology"] = "topology"

@@ -10,9 +10,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from heteroscale.actuators.kubernetes import KubernetesCluster, KubernetesSettings, WorkloadKey, WorkloadTemplate
-from heteroscale.cli.live import load_controller_config
+from heteroscale.actuators.kube.api import KubernetesSettings
+from heteroscale.actuators.kube.manifests import WorkloadTemplate
+from heteroscale.actuators.kube.naming import WorkloadKey
+from heteroscale.actuators.kube.owned import KubernetesCluster
 from heteroscale.clock import WallClock
+from heteroscale.config.controller import load_controller_config
 from heteroscale.domain.hardware import Role
 from tests.support.kube_fake import KubeFakeServer
 from tests.support.live_env import NAMESPACE

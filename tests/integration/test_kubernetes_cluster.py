@@ -9,14 +9,10 @@ import kubernetes
 import pytest
 
 from heteroscale.actuators.advisory import AdvisoryActuator
-from heteroscale.actuators.kubernetes import (
-    DELETION_COST,
-    KubernetesCluster,
-    KubernetesSettings,
-    WorkloadKey,
-    WorkloadTemplate,
-    translate,
-)
+from heteroscale.actuators.kube.api import KubernetesSettings, translate
+from heteroscale.actuators.kube.manifests import WorkloadTemplate
+from heteroscale.actuators.kube.naming import DELETION_COST, WorkloadKey
+from heteroscale.actuators.kube.owned import KubernetesCluster
 from heteroscale.clock import WallClock
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.plan import DiscoveryChange, Launch, PlacementPlan, Remove

@@ -6,15 +6,29 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from heteroscale.config.catalog import calibration_for
+from heteroscale.actuators.advisory import AdvisoryActuator
+from heteroscale.actuators.kube.api import KubernetesSettings, LabelKeys, new_api_client
+from heteroscale.actuators.kube.manifests import WorkloadTemplate
+from heteroscale.actuators.kube.owned import KubernetesCluster
+from heteroscale.clock import WallClock
+from heteroscale.config.build import budget_from_config
+from heteroscale.config.catalog import calibration_for, load_catalog
+from heteroscale.config.controller import ControllerConfig, build_service, relative_path
 from heteroscale.config.loader import load_scenario, write_resolved_config
+from heteroscale.config.source import Document, Loc
+from heteroscale.controller.leader import LeaseElector, LeaseSettings, default_identity
+from heteroscale.controller.live import DurableJournal, LiveController, LiveSettings, read_journal
+from heteroscale.controller.mixing import mix_settings
+from heteroscale.controller.reconcile import Controller, ServiceBinding
+from heteroscale.domain.service import AffinityLevel
+from heteroscale.errors import ConfigError
 from heteroscale.experiments.pressure import pressure_test
+from heteroscale.metrics.prometheus import PrometheusSource
+from heteroscale.metrics.promql import MetricMapping
+from heteroscale.policy.registry import TARGET_FREE_POLICIES, make_policy
 from heteroscale.reports.files import write_summary, write_timeseries
 from heteroscale.sim.runner import ProgressFn, SimulationRun
-from heteroscale.sim.scenario import Fidelity, Scenario
-
-# policies that read no targets; every other policy gets its targets from a pressure test
-TARGET_FREE_POLICIES = frozenset({"fixed", "static", "periodic"})
+from heteroscale.sim.scenario import Fidelity, PolicySpec, Scenario, SimSettings
 
 
 def with_overrides(
@@ -77,3 +91,128 @@ def simulate(
         write_timeseries(out_dir, run.telemetry.rows)
         write_summary(out_dir, summary)
     return summary
+
+
+def build_live(
+    config: ControllerConfig,
+    doc: Document,
+    *,
+    dry_run: bool,
+    once: bool,
+    cycles: int | None = None,
+    duration_s: float | None = None,
+) -> LiveController:
+    """The LiveController for ``config`` (Kubernetes client, Prometheus source, policies, journal)."""
+    catalog = load_catalog()
+    clock = WallClock()
+    bindings: list[ServiceBinding] = []
+    templates: dict[str, WorkloadTemplate] = {}
+    mappings: dict[str, MetricMapping] = {}
+    affinity: dict[str, AffinityLevel] = {}
+    seen: set[str] = set()
+    for i, service in enumerate(config.services):
+        loc: Loc = ("services", i)
+        if service.name in seen:
+            raise doc.error((*loc, "name"), f"duplicate service name {service.name!r}")
+        seen.add(service.name)
+        spec, targets = build_service(service, doc, loc, catalog)
+        policy_spec = PolicySpec(
+            prefill=service.policy.prefill,
+            decode=service.policy.decode,
+            name=service.policy.name,
+            options=tuple(sorted(service.policy.options.items())),
+        )
+        try:
+            policy = make_policy(policy_spec.name, policy_spec.build_options())
+        except (ValueError, TypeError) as exc:
+            field = "name" if "unknown policy" in str(exc) else "options"
+            raise doc.error((*loc, "policy", field), str(exc)) from exc
+        # the launch penalty: one cold start of a default 120 s (the simulator's cold start)
+        mix = mix_settings(spec, catalog.skus, SimSettings().cold_start_s)
+        bindings.append(ServiceBinding(spec, policy, targets, mix=mix))
+        w = service.workload
+        templates[spec.name] = WorkloadTemplate(
+            image=w.image,
+            prefill_args=tuple(w.prefill_args),
+            decode_args=tuple(w.decode_args),
+            command=tuple(w.command),
+            port=w.port,
+            readiness_path=w.readiness_path,
+            env=tuple(sorted(w.env.items())),
+            labels=tuple(sorted(w.labels.items())),
+            termination_grace_s=w.termination_grace_s,
+        )
+        affinity[spec.name] = spec.affinity
+        if service.metrics is not None:
+            mappings[spec.name] = service.metrics.to_mapping()
+    k = config.kubernetes
+    labels = k.labels
+    settings = KubernetesSettings(
+        namespace=k.namespace,
+        labels=LabelKeys(
+            vdc=labels.vdc,
+            physical_cluster=labels.physical_cluster,
+            logical_cluster=labels.logical_cluster,
+            s2=labels.s2,
+            s1=labels.s1,
+            s0=labels.s0,
+            sku=labels.sku,
+            gpu_resource=labels.gpu_resource,
+        ),
+        request_timeout_s=k.request_timeout_s,
+        max_attempts=k.max_attempts,
+        backoff_s=k.backoff_s,
+        max_backoff_s=k.max_backoff_s,
+        retry_budget_s=k.retry_budget_s,
+        gpu_accounting=k.gpu_accounting,
+    )
+
+    def resolve(value: str) -> str | None:
+        try:
+            return catalog.resolve_sku(value)
+        except ConfigError:
+            return None
+
+    api = new_api_client(None if k.kubeconfig is None else relative_path(k.kubeconfig, doc), k.context, k.in_cluster)
+    cluster = KubernetesCluster(api, settings, templates, clock, affinity=affinity, resolve_sku=resolve)
+    p = config.prometheus
+    metrics = PrometheusSource(
+        p.url,
+        p.mapping.to_mapping(),
+        timeout_s=p.timeout_s,
+        staleness_s=p.staleness_s,
+        clock=clock,
+        budget_s=p.budget_s,
+        service_mappings=mappings,
+    )
+    journal_path = relative_path(config.controller.journal, doc)
+    journal = DurableJournal(journal_path)
+    acting: Any = AdvisoryActuator(cluster) if dry_run else cluster
+    loop = config.controller
+    budget = None if config.budget is None else budget_from_config(config.budget, doc, ("budget",), catalog)
+    controller = Controller(
+        bindings, metrics, acting, acting, journal, window_s=loop.window_s, tick_s=loop.interval_s, budget=budget
+    )
+    elector = None
+    le = config.leader_election
+    if le.enabled:
+        elector = LeaseElector(
+            cluster.client,
+            LeaseSettings(
+                namespace=le.namespace or k.namespace,
+                identity=le.identity or default_identity(),
+                name=le.lease_name,
+                lease_duration_s=le.lease_duration_s,
+                renew_deadline_s=le.renew_deadline_s,
+            ),
+            clock,
+        )
+    live = LiveController(
+        controller,
+        acting,
+        LiveSettings(interval_s=loop.interval_s, max_cycles=1 if once else cycles, max_duration_s=duration_s),
+        clock=clock,
+        elector=elector,
+    )
+    live.restore(read_journal(journal_path), loop.memory_window_s)
+    return live

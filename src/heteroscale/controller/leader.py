@@ -20,7 +20,7 @@ from typing import Any
 
 import kubernetes
 
-from heteroscale.actuators.kubernetes import ConflictError, KubernetesCluster, NotFoundError
+from heteroscale.actuators.kube.api import ConflictError, KubeApi, NotFoundError
 from heteroscale.clock import Clock
 from heteroscale.errors import PermanentActuationError, TransientActuationError
 
@@ -54,11 +54,11 @@ def _micro_time(t_s: float) -> str:
 class LeaseElector:
     """One ``try_acquire_or_renew()`` per controller cycle; ``is_leader()`` in between."""
 
-    def __init__(self, cluster: KubernetesCluster, settings: LeaseSettings, clock: Clock) -> None:
-        self.cluster = cluster
+    def __init__(self, client: KubeApi, settings: LeaseSettings, clock: Clock) -> None:
+        self.client = client
         self.settings = settings
         self.clock = clock
-        self.coordination = kubernetes.client.CoordinationV1Api(cluster.api)
+        self.coordination = kubernetes.client.CoordinationV1Api(client.api)
         self._renewed_at_s: float | None = None
         self._observed: tuple[str, str] | None = None  # (holder, resourceVersion) last seen
         self._observed_at_s = 0.0
@@ -87,7 +87,7 @@ class LeaseElector:
         now_s = self.clock.now_s()
         what = f"lease {s.namespace}/{s.name}"
         try:
-            lease = self.cluster.call(f"read {what}", self.coordination.read_namespaced_lease, s.name, s.namespace)
+            lease = self.client.call(f"read {what}", self.coordination.read_namespaced_lease, s.name, s.namespace)
         except NotFoundError:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -96,7 +96,7 @@ class LeaseElector:
                 "spec": self._spec(now_s, acquire=True, transitions=0),
             }
             try:
-                self.cluster.call(f"create {what}", self.coordination.create_namespaced_lease, s.namespace, body)
+                self.client.call(f"create {what}", self.coordination.create_namespaced_lease, s.namespace, body)
             except ConflictError:
                 return self._lost("another candidate created the lease first")
             except (TransientActuationError, PermanentActuationError) as exc:
@@ -125,7 +125,7 @@ class LeaseElector:
         s = self.settings
         body = {"metadata": {"resourceVersion": lease["metadata"].get("resourceVersion")}, "spec": spec}
         try:
-            self.cluster.call(
+            self.client.call(
                 f"update lease {s.namespace}/{s.name}",
                 self.coordination.patch_namespaced_lease,
                 s.name,
@@ -162,7 +162,7 @@ class LeaseElector:
             return
         s = self.settings
         try:
-            lease = self.cluster.call(
+            lease = self.client.call(
                 f"read lease {s.namespace}/{s.name}", self.coordination.read_namespaced_lease, s.name, s.namespace
             )
             if (lease.get("spec") or {}).get("holderIdentity") != s.identity:
@@ -171,7 +171,7 @@ class LeaseElector:
                 "metadata": {"resourceVersion": lease["metadata"].get("resourceVersion")},
                 "spec": {"holderIdentity": None, "leaseDurationSeconds": 1},
             }
-            self.cluster.call(
+            self.client.call(
                 f"release lease {s.namespace}/{s.name}",
                 self.coordination.patch_namespaced_lease,
                 s.name,

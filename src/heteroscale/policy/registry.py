@@ -56,6 +56,8 @@ POLICY_NAMES: tuple[str, ...] = (
 )
 # options that are groups of their own (``None`` by default: the feature is off), by option name
 _NESTED: dict[str, type] = {"adaptive_ratio": AdaptiveRatio, "predictive": ForecastParams}
+# policies that read no targets; every other policy gets its targets from a pressure test (or pinned ones)
+TARGET_FREE_POLICIES = frozenset({"fixed", "static", "periodic"})
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

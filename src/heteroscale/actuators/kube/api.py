@@ -1,0 +1,221 @@
+"""API calls with error translation, bounded retries and a write fence.
+
+Every API failure is translated with ``raise … from``: 409 → :class:`ConflictError` (the caller re-reads
+and retries with backoff), 429 and 5xx → :class:`TransientActuationError` honouring ``Retry-After``,
+time-outs and connection errors → transient, other 4xx → :class:`PermanentActuationError`. Retries are
+bounded in count (``max_attempts``) and time (``retry_budget_s``, on the injected clock).
+
+A write (``write=True``) first asks the fence, when one is set: a controller that can no longer prove it
+holds the leader Lease must not change the cluster (see ``controller/leader.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from heteroscale.clock import Clock, WallClock
+from heteroscale.domain.topology import Level
+from heteroscale.errors import PermanentActuationError, TransientActuationError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "heteroscale.io"
+
+
+class ConflictError(TransientActuationError):
+    """409: the object changed (or exists) since we read it; re-read and try again."""
+
+
+class NotFoundError(PermanentActuationError):
+    """404: the object does not exist."""
+
+
+class FencedError(PermanentActuationError):
+    """A write refused before it was sent: this controller cannot prove it still leads."""
+
+
+def translate(exc: Exception, what: str, backoff_s: float = 1.0) -> TransientActuationError | PermanentActuationError:
+    """An API or transport exception as a HeteroScale actuation error (to be raised ``from exc``)."""
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        message = _api_message(exc)
+        if status == 409:
+            return ConflictError(f"{what}: 409 conflict: {message}", backoff_s)
+        if status == 429 or status >= 500:
+            retry_after = _retry_after_s(exc)
+            return TransientActuationError(
+                f"{what}: HTTP {status}: {message}", backoff_s if retry_after is None else retry_after
+            )
+        if status == 404:
+            return NotFoundError(f"{what}: 404 not found: {message}")
+        if status == 0:
+            return TransientActuationError(f"{what}: no answer: {message}", backoff_s)
+        return PermanentActuationError(f"{what}: HTTP {status}: {message}")
+    return TransientActuationError(f"{what}: {type(exc).__name__}: {exc}", backoff_s)
+
+
+def _api_message(exc: ApiException) -> str:
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str):
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return body[:200]
+        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+            return str(parsed["message"])[:200]
+    return str(exc.reason or "")
+
+
+def _retry_after_s(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelKeys:
+    """Node label keys for the topology. A level whose key is None (or absent on a node) is "default"."""
+
+    vdc: str | None = f"{PREFIX}/vdc"
+    physical_cluster: str | None = f"{PREFIX}/physical-cluster"
+    logical_cluster: str | None = f"{PREFIX}/logical-cluster"
+    s2: str | None = f"{PREFIX}/s2"
+    s1: str | None = f"{PREFIX}/s1"
+    s0: str | None = f"{PREFIX}/s0"
+    sku: str = f"{PREFIX}/gpu-sku"
+    gpu_resource: str = "nvidia.com/gpu"
+
+    def level_keys(self) -> tuple[tuple[Level, str | None], ...]:
+        return (
+            (Level.VDC, self.vdc),
+            (Level.PHYSICAL_CLUSTER, self.physical_cluster),
+            (Level.LOGICAL_CLUSTER, self.logical_cluster),
+            (Level.S2, self.s2),
+            (Level.S1, self.s1),
+            (Level.S0, self.s0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesSettings:
+    namespace: str = "default"
+    labels: LabelKeys = field(default_factory=LabelKeys)
+    request_timeout_s: float = 10.0
+    max_attempts: int = 5
+    backoff_s: float = 0.2  # first conflict / error backoff, doubled per attempt
+    max_backoff_s: float = 5.0
+    retry_budget_s: float = 30.0  # one call with its retries never waits longer than this
+    field_manager: str = "heteroscale"
+    gpu_accounting: str = "cluster"  # "cluster": every pod on a node counts; "namespace": ours only
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be ≥ 1")
+        if self.request_timeout_s <= 0 or self.retry_budget_s <= 0:
+            raise ValueError("request_timeout_s and retry_budget_s must be > 0")
+        if self.gpu_accounting not in ("cluster", "namespace"):
+            raise ValueError("gpu_accounting must be 'cluster' or 'namespace'")
+
+
+def new_api_client(kubeconfig: Path | None = None, context: str | None = None, in_cluster: bool = False) -> Any:
+    """An ApiClient from a kubeconfig file (or the default one) or from the in-cluster service account."""
+    try:
+        if in_cluster:
+            configuration = kubernetes.client.Configuration()
+            kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            configuration.retries = False
+            return kubernetes.client.ApiClient(configuration)
+        api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=None if kubeconfig is None else str(kubeconfig), context=context
+        )
+        api.configuration.retries = False
+        api.rest_client = kubernetes.client.rest.RESTClientObject(api.configuration)
+        return api
+    except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
+        where = "in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig or '(default)'}"
+        raise PermanentActuationError(f"cannot configure the Kubernetes client from the {where}: {exc}") from exc
+
+
+Fence = Callable[[str], None]
+"""Called with a write's description before it is sent; raises :class:`FencedError` to refuse it."""
+
+
+class KubeApi:
+    """The official client's typed APIs, one ``call`` with translation and bounded retries, and the fence."""
+
+    def __init__(self, api_client: Any, settings: KubernetesSettings, clock: Clock | None = None) -> None:
+        self.api = api_client
+        self.settings = settings
+        self.clock: Clock = clock if clock is not None else WallClock()
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.fence: Fence | None = None
+        self.calls = 0  # API calls made (for tests and figures)
+        self.writes = 0  # writes sent (each attempt counts)
+
+    def call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry_conflicts: bool = False,
+        write: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """``fn(*args, **kwargs)`` as parsed JSON, retrying transient failures (and 409 if asked)."""
+        deadline_s = self.clock.now_s() + self.settings.retry_budget_s
+        backoff_s = self.settings.backoff_s
+        last: TransientActuationError | None = None
+        for attempt in range(1, self.settings.max_attempts + 1):
+            if write and self.fence is not None:
+                self.fence(what)  # before every attempt: a retry may come after the lease lapsed
+            try:
+                self.calls += 1
+                self.writes += 1 if write else 0
+                response = fn(*args, _preload_content=False, _request_timeout=self.settings.request_timeout_s, **kwargs)
+                return parse_json(response, what)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                error = translate(exc, what, backoff_s)
+                if isinstance(error, PermanentActuationError):
+                    raise error from exc
+                if isinstance(error, ConflictError) and not retry_conflicts:
+                    raise error from exc
+                last = error
+                wait_s = min(error.retry_after_s, self.settings.max_backoff_s * 6)
+                left_s = deadline_s - self.clock.now_s()
+                if attempt == self.settings.max_attempts or wait_s >= left_s:
+                    raise TransientActuationError(
+                        f"{error} (gave up after {attempt} attempt(s))", error.retry_after_s
+                    ) from exc
+                log.info("%s: attempt %d failed (%s); retrying in %.2f s", what, attempt, error, wait_s)
+                self.clock.sleep_s(wait_s)
+                backoff_s = min(backoff_s * 2, self.settings.max_backoff_s)
+        raise last or TransientActuationError(f"{what}: no attempt made")  # max_attempts ≥ 1: unreachable
+
+
+def parse_json(response: Any, what: str) -> Any:
+    data = getattr(response, "data", response)
+    try:
+        return json.loads(data)
+    except (TypeError, ValueError) as exc:
+        raise TransientActuationError(f"{what}: malformed answer from the API server") from exc
+
+
+def error_kind(exc: Exception) -> str:
+    return "permanent" if isinstance(exc, PermanentActuationError) else "transient"

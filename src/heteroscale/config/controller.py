@@ -1,0 +1,236 @@
+"""The live controller's configuration: a ``kind: controller`` file (validated with pydantic, one-line
+errors naming file, field and line) says where Prometheus and Kubernetes are, how series map to
+services and roles, and which services to manage — with the same service fields as a scenario, less
+``load`` (a live cluster has real load) and with pinned ``targets`` (it has no simulator pressure test)
+plus the ``workload`` its pods run::
+
+    kind: controller
+    prometheus: {url: http://prometheus:9090, timeout_s: 5, staleness_s: 60,
+                 mapping: {engine: vllm, spelling: both, service_selector: 'service="{service}"'}}
+    kubernetes: {in_cluster: true, namespace: llm}          # or kubeconfig: ~/.kube/config, context: …
+    controller: {interval_s: 30, window_s: 60, journal: /var/lib/heteroscale/journal.jsonl}
+    leader_election: {enabled: true, lease_name: heteroscale-controller}
+    http: {address: 0.0.0.0, port: 8080}
+    services:
+      - name: chat
+        model: llama-3.1-70b
+        roles: {prefill: {shapes: [{sku: h800, tp: 4}]}, decode: {shapes: [{sku: h20, tp: 4}]}}
+        pd_ratio: 1.0
+        slo: {ttft_s: 2.0, tbt_s: 0.1}
+        policy: {name: heteroscale, prefill: 2, decode: 2}
+        targets: {…}                                          # config.schema.TargetsConfig
+        workload: {image: vllm/vllm-openai:v0.8.5, prefill_args: [...], decode_args: [...]}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from heteroscale.config.build import resolve_spec, targets_from_config
+from heteroscale.config.catalog import Catalog
+from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
+from heteroscale.config.source import Document, Loc, StrictModel, field_default, read_document
+from heteroscale.domain.hardware import Role
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.metrics.promql import (
+    Engine,
+    Frontend,
+    MetricMapping,
+    Spelling,
+    check_selector_template,
+)
+from heteroscale.policy.context import Targets
+from heteroscale.policy.registry import TARGET_FREE_POLICIES
+
+
+class MappingConfig(StrictModel):
+    """How Prometheus series map to services and roles (metrics.promql.MetricMapping)."""
+
+    engine: Literal["vllm", "sglang"] = field_default(MetricMapping, "engine").value
+    spelling: Literal["colon", "underscore", "both"] = field_default(MetricMapping, "spelling").value
+    service_selector: str = field_default(MetricMapping, "service_selector")
+    prefill_selector: str = field_default(MetricMapping, "prefill_selector")
+    decode_selector: str = field_default(MetricMapping, "decode_selector")
+    gpu_service_selector: str | None = field_default(MetricMapping, "gpu_service_selector")
+    gpu_prefill_selector: str | None = field_default(MetricMapping, "gpu_prefill_selector")
+    gpu_decode_selector: str | None = field_default(MetricMapping, "gpu_decode_selector")
+    frontend: Literal["engine", "dynamo"] = field_default(MetricMapping, "frontend").value
+    dynamo_selector: str = field_default(MetricMapping, "dynamo_selector")
+    ttft_role: Literal["prefill", "decode"] = field_default(MetricMapping, "ttft_role").value
+    tbt_role: Literal["prefill", "decode"] = field_default(MetricMapping, "tbt_role").value
+    extra_matchers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _selectors(self) -> MappingConfig:
+        for name, value in self.to_mapping().templates().items():
+            problem = check_selector_template(value)
+            if problem is not None:
+                raise ValueError(f"{name} {value!r}: {problem}")
+        return self
+
+    def to_mapping(self) -> MetricMapping:
+        return MetricMapping(
+            engine=Engine(self.engine),
+            spelling=Spelling(self.spelling),
+            service_selector=self.service_selector,
+            prefill_selector=self.prefill_selector,
+            decode_selector=self.decode_selector,
+            gpu_service_selector=self.gpu_service_selector,
+            gpu_prefill_selector=self.gpu_prefill_selector,
+            gpu_decode_selector=self.gpu_decode_selector,
+            frontend=Frontend(self.frontend),
+            dynamo_selector=self.dynamo_selector,
+            ttft_role=Role(self.ttft_role),
+            tbt_role=Role(self.tbt_role),
+            extra_matchers=tuple(self.extra_matchers),
+        )
+
+
+class PrometheusConfig(StrictModel):
+    url: str = Field(min_length=1, pattern=r"^https?://")
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    staleness_s: float = Field(default=60.0, gt=0)
+    budget_s: float | None = Field(default=None, gt=0)
+    mapping: MappingConfig = Field(default_factory=MappingConfig)
+
+
+class NodeLabelsConfig(StrictModel):
+    vdc: str | None = "heteroscale.io/vdc"
+    physical_cluster: str | None = "heteroscale.io/physical-cluster"
+    logical_cluster: str | None = "heteroscale.io/logical-cluster"
+    s2: str | None = "heteroscale.io/s2"
+    s1: str | None = "heteroscale.io/s1"
+    s0: str | None = "heteroscale.io/s0"
+    sku: str = Field(default="heteroscale.io/gpu-sku", min_length=1)
+    gpu_resource: str = Field(default="nvidia.com/gpu", min_length=1)
+
+
+class KubernetesConfig(StrictModel):
+    in_cluster: bool = False
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    labels: NodeLabelsConfig = Field(default_factory=NodeLabelsConfig)
+    request_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    backoff_s: float = Field(default=0.2, gt=0)
+    max_backoff_s: float = Field(default=5.0, gt=0)
+    retry_budget_s: float = Field(default=30.0, gt=0)
+    gpu_accounting: Literal["cluster", "namespace"] = "cluster"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KubernetesConfig:
+        if self.in_cluster and (self.kubeconfig or self.context):
+            raise ValueError("in_cluster: true takes no kubeconfig or context")
+        return self
+
+
+class LoopConfig(StrictModel):
+    interval_s: float = Field(default=30.0, gt=0)
+    window_s: float = Field(default=60.0, gt=0)
+    journal: str = Field(default="journal.jsonl", min_length=1)
+    memory_window_s: float = Field(default=600.0, ge=0)
+
+
+class LeaderElectionConfig(StrictModel):
+    enabled: bool = True
+    lease_name: str = Field(default="heteroscale-controller", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str | None = None
+    identity: str | None = Field(default=None, min_length=1)
+    lease_duration_s: float = Field(default=15.0, gt=0)
+    renew_deadline_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _deadline(self) -> LeaderElectionConfig:
+        if self.renew_deadline_s >= self.lease_duration_s:
+            raise ValueError(
+                f"renew_deadline_s ({self.renew_deadline_s:g}) must be below "
+                f"lease_duration_s ({self.lease_duration_s:g})"
+            )
+        return self
+
+
+class HttpConfig(StrictModel):
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class WorkloadConfig(StrictModel):
+    image: str = Field(min_length=1)
+    command: list[str] = Field(default_factory=list)
+    prefill_args: list[str] = Field(default_factory=list)
+    decode_args: list[str] = Field(default_factory=list)
+    port: int = Field(default=8000, ge=1, le=65535)
+    readiness_path: str = Field(default="/health", pattern=r"^/")
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    termination_grace_s: int = Field(default=30, ge=0)
+
+
+class LiveServiceConfig(ServiceConfig):
+    """A scenario's service fields, less ``load``, plus the pods' workload and an optional metric mapping."""
+
+    load: None = None  # type: ignore[assignment]
+    workload: WorkloadConfig
+    metrics: MappingConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_load(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("load") is not None:
+            raise ValueError("load is for the simulator; a live controller observes the real load in Prometheus")
+        return data
+
+
+class ControllerConfig(StrictModel):
+    """A ``kind: controller`` file."""
+
+    kind: Literal["controller"]
+    name: ServiceName = "heteroscale"
+    description: str = ""
+    prometheus: PrometheusConfig
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    controller: LoopConfig = Field(default_factory=LoopConfig)
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    services: list[LiveServiceConfig] = Field(min_length=1)
+    budget: BudgetConfig | None = None  # GPUs all services may hold together; cuts go by priority
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+def load_controller_config(path: Path) -> tuple[ControllerConfig, Document]:
+    doc = read_document(path)
+    if doc.data.get("kind") != "controller":
+        raise doc.error(("kind",), f"expected 'controller', got {doc.data.get('kind')!r}")
+    return doc.validate(ControllerConfig), doc
+
+
+def build_service(service: LiveServiceConfig, doc: Document, loc: Loc, catalog: Catalog) -> tuple[ServiceSpec, Targets]:
+    # the cluster's nodes are read at run time: shapes are checked against the catalog and the model here
+    _, spec = resolve_spec(service, doc, loc, catalog, None)
+    return spec, _targets(service, spec, doc, (*loc, "targets"))
+
+
+def _targets(service: LiveServiceConfig, spec: ServiceSpec, doc: Document, loc: Loc) -> Targets:
+    t: TargetsConfig | None = service.targets
+    if t is None:
+        if service.policy.name not in TARGET_FREE_POLICIES:
+            raise doc.error(
+                loc,
+                f"required for policy '{service.policy.name}': a live cluster has no simulator pressure test, "
+                "so pin the targets (e.g. from a scenario's resolved.yaml)",
+            )
+        unused = tuple((s.key, 1.0) for s in spec.decode_shapes), tuple((s.key, 1.0) for s in spec.prefill_shapes)
+        return Targets(unused[0], unused[1], 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "unused")
+    return targets_from_config(t, spec, doc, loc)
+
+
+def relative_path(ref: str, doc: Document) -> Path:
+    path = Path(ref).expanduser()
+    return path if path.is_absolute() else doc.base_dir / path

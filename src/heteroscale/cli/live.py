@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog, load_catalog
@@ -107,6 +107,16 @@ class PrometheusConfig(StrictModel):
     staleness_s: float = Field(default=60.0, gt=0)
     budget_s: float | None = Field(default=None, gt=0)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, url: str) -> str:
+        from heteroscale.metrics.prometheus import url_problem  # httpx loads only when a config is read
+
+        problem = url_problem(url)  # checked as the HTTP client will read it
+        if problem is not None:
+            raise ValueError(problem)
+        return url
 
 
 class NodeLabelsConfig(StrictModel):

@@ -8,7 +8,11 @@ Calls that once hung run under a SIGALRM bound, so the old code fails here inste
 
 from __future__ import annotations
 
+import os
+import resource
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+import heteroscale
 from heteroscale.cli.live import load_controller_config
 from heteroscale.cli.main import main
 from heteroscale.cli.scheduling import load_demands
@@ -149,6 +154,34 @@ def test_cli_exits_2_on_hostile_yaml(
     assert rc == 2
     assert "Traceback" not in captured.err + captured.out
     assert YAML_CASES[case][2] in captured.err + captured.out
+
+
+def _limited_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # an endless read fails fast, not the machine
+
+
+@pytest.mark.parametrize("how", ["validate", "scenario topology", "scenario catalog"])
+def test_an_endless_file_is_refused(tmp_path: Path, how: str) -> None:
+    """Reading /dev/zero to the end never ends: it once grew until memory ran out (hence a subprocess)."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    target = "/dev/zero"
+    if how != "validate":
+        target = str(_scenario(tmp_path, **{how.split()[1]: "/dev/zero"}))
+    src = Path(heteroscale.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "heteroscale.cli.main", "validate", target],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        preexec_fn=_limited_memory,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "/dev/zero: larger than 16 MiB" in done.stdout
+    assert "Traceback" not in done.stderr
 
 
 # --- non-finite numbers in every schema ---------------------------------------------------------

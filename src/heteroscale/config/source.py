@@ -30,6 +30,7 @@ KINDS: tuple[str, ...] = ("catalog", "scenario", "topology")
 # that multiply) before it exhausts the stack, loops or burns CPU in our checks or in validation.
 MAX_DEPTH = 64
 MAX_NODES = 200_000  # after expanding aliases: each ``*name`` repeats its anchor's whole value
+MAX_FILE_BYTES = 16 << 20  # a config is kilobytes; this stops /dev/zero or an endless pipe
 
 # Tags of discriminated unions start with this character; they are dropped from error paths.
 UNION_TAG_PREFIX = "~"
@@ -124,7 +125,11 @@ def read_document(path: Path, display: str | None = None) -> Document:
     if path.is_dir():
         raise ConfigError(f"{shown}: is a directory, expected a YAML file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"{shown}: larger than {MAX_FILE_BYTES >> 20} MiB: not a configuration file")
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{shown}: cannot read: {exc}") from exc
     return parse_document(text, shown, path)

@@ -35,6 +35,7 @@ from heteroscale.errors import ConfigError, HeteroScaleError, MetricsUnavailable
 from heteroscale.metrics.prometheus import MAX_ANSWER_BYTES, PrometheusSource
 from heteroscale.metrics.promql import MetricMapping
 from heteroscale.policy.normalize import hold_on_bad_observation, read_signal
+from heteroscale.policy.registry import make_policy
 from heteroscale.sim.traces import read_azure, read_burstgpt, read_mooncake, read_rate_curve, read_trace
 from tests.support.live_env import controller_config
 from tests.unit.policy_builders import counts
@@ -107,6 +108,12 @@ YAML_CASES = {
     "deep-block-nesting": ("x:\n" + "".join(" " * i + "a:\n" for i in range(1, 3000)), 65, "nested more than 64"),
     "control-character": ("x: \x07\n", 2, "unacceptable character #x0007"),
     "nul-character": ("description: a\x00b\n", 2, "unacceptable character #x0000"),
+    "impossible-date": ("description: 2001-02-30\n", 2, "cannot read this timestamp (day is out of range"),
+    "bad-timestamp-tag": ("x: !!timestamp soon\n", 2, "cannot read this timestamp"),
+    "bad-bool-tag": ("x: !!bool maybe\n", 2, "cannot read this bool"),
+    "empty-int-tag": ("x: !!int ''\n", 2, "cannot read this int"),
+    "5000-digit-int": (f"x: {'9' * 5000}\n", 2, "cannot read this int"),
+    "20-nines": ("x: 99999999999999999999\n", 2, "an integer of 67 bits"),
 }
 
 
@@ -262,13 +269,22 @@ def test_non_finite_numbers_are_refused_naming_the_field(tmp_path: Path, case: s
     assert f"{field}: input should be a finite number" in message
 
 
-@pytest.mark.parametrize("value", [INF, 10**400])
-def test_a_policy_option_beyond_float_range_is_refused(tmp_path: Path, value: float) -> None:
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (INF, "services[0].policy.options: heteroscale.scale_out_cooldown_s must be a finite number"),
+        (10**400, "invalid YAML: an integer of 1329 bits"),  # past float range
+    ],
+    ids=["inf", "10**400"],
+)
+def test_a_policy_option_beyond_float_range_is_refused(tmp_path: Path, value: float, problem: str) -> None:
     policy = {"name": "heteroscale", "prefill": 1, "decode": 1, "options": {"scale_out_cooldown_s": value}}
     path = _scenario(tmp_path, **{"services.0.policy": policy})
     report = validate_file(path)
     assert not report.ok
-    assert "scale_out_cooldown_s must be a finite number" in one_line(report.message, path)
+    assert problem in one_line(report.message, path)
+    with pytest.raises(ValueError, match="finite number"):  # the registry checks on its own too
+        make_policy("heteroscale", {"scale_out_cooldown_s": value})
 
 
 def test_cli_exits_2_on_an_infinite_slo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -312,6 +328,13 @@ TRACE_ROWS: dict[str, tuple[str, str, Callable[..., Any], str]] = {
     "rate curve 5000 digits": ("r.csv", CURVE.format(r=1.0, n=DIGITS_5000), read_rate_curve, "active_clients"),
     "rate curve huge rate": ("r.csv", CURVE.format(r="1e300", n=3), read_rate_curve, "total_rate_rps"),
 }
+
+
+def test_overlapping_rate_windows_name_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.csv", "window_start_s,total_rate_rps\n0,1\n300,1\n")
+    with pytest.raises(TraceError) as caught:
+        read_rate_curve(path, window_s=600.0)
+    assert one_line(str(caught.value), path).startswith(f"{path}: windows overlap")
 
 
 @pytest.mark.parametrize("case", sorted(TRACE_ROWS))

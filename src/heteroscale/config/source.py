@@ -30,6 +30,7 @@ KINDS: tuple[str, ...] = ("catalog", "scenario", "topology")
 # that multiply) before it exhausts the stack, loops or burns CPU in our checks or in validation.
 MAX_DEPTH = 64
 MAX_NODES = 200_000  # after expanding aliases: each ``*name`` repeats its anchor's whole value
+MAX_INT_BITS = 63  # a signed 64-bit integer; error messages and numpy both stop well before 10^4300
 MAX_FILE_BYTES = 16 << 20  # a config is kilobytes; this stops /dev/zero or an endless pipe
 
 # Tags of discriminated unions start with this character; they are dropped from error paths.
@@ -155,8 +156,7 @@ def parse_document(text: str, display: str, path: Path | None = None) -> Documen
             f"{display}: line {line}: invalid YAML: unacceptable {what} (control characters are not allowed)"
         ) from exc
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{display}: invalid YAML: {first}") from exc
+        raise ConfigError(f"{display}: invalid YAML: {_first_line(exc)}") from exc
     finally:
         if loader is not None:
             loader.dispose()
@@ -201,6 +201,29 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            value = super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        # PyYAML's scalar constructors raise plain Python errors on odd values: a date such as
+        # 2001-02-30, an integer of thousands of digits, "!!timestamp x", "!!bool maybe", "!!int ''"
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+            what = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this {what} ({_first_line(exc)}); quote it if it is text", node.start_mark
+            ) from exc
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:  # no field counts that far
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {value.bit_length()} bits, beyond any field's range", node.start_mark
+            )
+        return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

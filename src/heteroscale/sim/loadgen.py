@@ -175,10 +175,13 @@ def read_rate_curve(
     if not starts:
         raise TraceError(f"{file}: no windows (bad rows skipped: {tally.skipped})")
     tally.report()
+    gap_s = float(np.diff(np.asarray(starts)).min()) if len(starts) > 1 else math.inf
     if window_s is None:
         if len(starts) < 2:
             raise TraceError(f"{file}: one window only; pass window_s to say how long it is")
-        window_s = float(np.diff(np.asarray(starts)).min())
+        window_s = gap_s
+    elif gap_s < window_s * (1 - 1e-9):  # said here, with the file, rather than by RateCurve with its name
+        raise TraceError(f"{file}: windows overlap: starts {gap_s:g} s apart, closer than window_s={window_s:g}")
     return RateCurve(
         name=name if name is not None else os.path.splitext(os.path.basename(file))[0],
         window_start_s=np.asarray(starts, dtype=np.float64),

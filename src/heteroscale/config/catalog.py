@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from heteroscale.config.bundled import data_path
-from heteroscale.config.source import Document, Loc, read_document
+from heteroscale.config.source import Document, Loc, StrictModel, read_document
 from heteroscale.domain.hardware import GpuSku, ModelSpec
 from heteroscale.errors import ConfigError
 
@@ -39,9 +39,7 @@ def normalise_name(name: str) -> str:
 # entry and a partial override; completeness of new entries is checked when merging.
 
 
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
+class _Entry(StrictModel):
     id: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
 
@@ -79,10 +77,8 @@ class ModelEntry(_Entry):
         return self
 
 
-class CatalogConfig(BaseModel):
+class CatalogConfig(StrictModel):
     """A ``kind: catalog`` file, or the inline ``catalog:`` section of a scenario."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     kind: Literal["catalog"] = "catalog"
     gpus: list[GpuEntry] = Field(default_factory=list)

@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog
@@ -35,6 +35,7 @@ from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, 
 from heteroscale.config.source import Document, Loc, StrictModel, field_default, read_document
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import ServiceSpec
+from heteroscale.metrics.prometheus import url_problem
 from heteroscale.metrics.promql import (
     Engine,
     Frontend,
@@ -95,6 +96,14 @@ class PrometheusConfig(StrictModel):
     staleness_s: float = Field(default=60.0, gt=0)
     budget_s: float | None = Field(default=None, gt=0)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, url: str) -> str:
+        problem = url_problem(url)  # checked as the HTTP client will read it
+        if problem is not None:
+            raise ValueError(problem)
+        return url
 
 
 class NodeLabelsConfig(StrictModel):

@@ -25,6 +25,14 @@ Loc = tuple[str | int, ...]
 
 KINDS: tuple[str, ...] = ("catalog", "scenario", "topology")
 
+# Bounds on one YAML document. Real configs nest about 15 levels and hold a few thousand nodes; the
+# bounds stop a crafted file (``[[[[…]]]]`` thousands deep, an alias cycle, "billion laughs" aliases
+# that multiply) before it exhausts the stack, loops or burns CPU in our checks or in validation.
+MAX_DEPTH = 64
+MAX_NODES = 200_000  # after expanding aliases: each ``*name`` repeats its anchor's whole value
+MAX_INT_BITS = 63  # a signed 64-bit integer; error messages and numpy both stop well before 10^4300
+MAX_FILE_BYTES = 16 << 20  # a config is kilobytes; this stops /dev/zero or an endless pipe
+
 # Tags of discriminated unions start with this character; they are dropped from error paths.
 UNION_TAG_PREFIX = "~"
 
@@ -118,28 +126,40 @@ def read_document(path: Path, display: str | None = None) -> Document:
     if path.is_dir():
         raise ConfigError(f"{shown}: is a directory, expected a YAML file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"{shown}: larger than {MAX_FILE_BYTES >> 20} MiB: not a configuration file")
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{shown}: cannot read: {exc}") from exc
     return parse_document(text, shown, path)
 
 
 def parse_document(text: str, display: str, path: Path | None = None) -> Document:
-    loader = yaml.SafeLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks for control characters right here
         root = loader.get_single_node()
         if root is not None:
-            _reject_duplicate_keys(root, display)
+            _check_node_graph(root, display)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(f"{display}: {at}invalid YAML: {problem}") from exc
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        what = f"character #x{exc.character:04x}" if isinstance(exc.character, int) else "byte"
+        raise ConfigError(
+            f"{display}: line {line}: invalid YAML: unacceptable {what} (control characters are not allowed)"
+        ) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{display}: invalid YAML: {exc}") from exc
+        raise ConfigError(f"{display}: invalid YAML: {_first_line(exc)}") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         raise ConfigError(f"{display}: empty file (expected a mapping with 'kind: {' | '.join(KINDS)}')")
     if not isinstance(data, dict):
@@ -164,24 +184,106 @@ def check_kind(doc: Document) -> str:
     return str(kind)
 
 
-def _reject_duplicate_keys(node: yaml.Node, display: str) -> None:
-    """PyYAML keeps the last of two equal keys silently; we refuse them instead."""
-    stack = [node]
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a bound on nesting: its composer recurses once per level, so a file
+    nested thousands deep would end in a RecursionError instead of a message."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            value = super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        # PyYAML's scalar constructors raise plain Python errors on odd values: a date such as
+        # 2001-02-30, an integer of thousands of digits, "!!timestamp x", "!!bool maybe", "!!int ''"
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+            what = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this {what} ({_first_line(exc)}); quote it if it is text", node.start_mark
+            ) from exc
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:  # no field counts that far
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {value.bit_length()} bits, beyond any field's range", node.start_mark
+            )
+        return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_node_graph(root: yaml.Node, display: str) -> None:
+    """Refuse duplicate keys, alias cycles, and documents too deep or too large once aliases expand.
+
+    An alias is the very node its anchor names, so the composed tree is a graph: each node is visited
+    once (depth-first, without recursion) and its expanded size and depth are computed from its
+    children's, which counts what aliases would repeat without repeating it.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the ancestors of the node being visited
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
-        current = stack.pop()
-        if isinstance(current, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key, value in current.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
-                        raise ConfigError(
-                            f"{display}: line {key.start_mark.line + 1}: duplicate key {key.value!r} "
-                            f"(first on line {seen[key.value]})"
-                        )
-                    seen[key.value] = key.start_mark.line + 1
-                stack.append(value)
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
+        node, finished = stack.pop()
+        key = id(node)
+        line = node.start_mark.line + 1
+        if finished:
+            open_nodes.discard(key)
+            kids = _children(node)
+            size[key] = 1 + sum(size[id(kid)] for kid in kids)
+            depth[key] = 1 + max((depth[id(kid)] for kid in kids), default=0)
+            if size[key] > MAX_NODES:
+                raise ConfigError(
+                    f"{display}: line {line}: this value expands to more than {MAX_NODES} YAML nodes "
+                    "(each alias *name repeats its anchor's whole value)"
+                )
+            if depth[key] > MAX_DEPTH:
+                raise ConfigError(f"{display}: line {line}: nested more than {MAX_DEPTH} levels deep (through aliases)")
+            continue
+        if key in size:  # shared through an alias and already measured
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{display}: line {line}: recursive alias: the value anchored here contains itself")
+        open_nodes.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            _reject_duplicate_keys(node, display)
+        stack.extend((kid, False) for kid in _children(node) if id(kid) not in size)
+
+
+def _reject_duplicate_keys(node: yaml.MappingNode, display: str) -> None:
+    """PyYAML keeps the last of two equal keys silently; we refuse them instead."""
+    seen: dict[str, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            if key.value in seen:
+                raise ConfigError(
+                    f"{display}: line {key.start_mark.line + 1}: duplicate key {key.value!r} "
+                    f"(first on line {seen[key.value]})"
+                )
+            seen[key.value] = key.start_mark.line + 1
 
 
 def _yaml_type(value: object) -> str:
@@ -264,9 +366,10 @@ def _only_model(tp: Any) -> type[BaseModel] | None:
 
 
 class StrictModel(BaseModel):
-    """The base of every file model: unknown fields rejected, values frozen, no type coercion."""
+    """The base of every file model: unknown fields rejected, values frozen, no type coercion, and no
+    ``.inf`` / ``.nan`` in any float field (an infinite duration or target is never meant)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def field_default(cls: type[Any], name: str) -> Any:

@@ -11,13 +11,18 @@ as a drop in load. What cannot be read is said, never papered over:
   nothing (with ready instances in the cluster the policy then holds: a partial observation);
 * a role whose newest sample is older than ``staleness_s`` → ``stale=True`` and ``missing`` gives the
   age; DCGM series are checked on their own, a stale GPU signal is dropped (``None``) with a note;
-* NaN or ±Inf (e.g. a histogram quantile over a window without requests) → ``None`` with a note.
+* NaN or ±Inf (e.g. a histogram quantile over a window without requests) → ``None`` with a note;
+  so is a value no signal can take (a negative queue, a utilisation above 1, a negative count): the
+  answer is wrong, so it is not used; an instance count that is not one reads as 0 (not measured);
+* an answer over ``MAX_ANSWER_BYTES``, not JSON, nested too deeply or of the wrong shape →
+  :class:`MetricsUnavailable`.
 
 All waiting is bounded: each query by ``timeout_s``, one ``observe`` by ``budget_s`` on ``clock``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -32,6 +37,38 @@ from heteroscale.errors import MetricsUnavailable
 from heteroscale.metrics.promql import QUANTILES, MetricMapping, Queries
 
 log = logging.getLogger(__name__)
+
+# Every query is one aggregate: its answer is a few hundred bytes. A bigger one is not read to the end.
+MAX_ANSWER_BYTES = 1 << 20
+MAX_INSTANCES = 1_000_000  # an instance count above this is not a count of real instances
+_FRACTION_SLACK = 1e-9  # float sums of values ≤ 1 may land a hair above 1
+UNIT = (0.0, 1.0 + _FRACTION_SLACK)  # utilisation, SM activity, KV-cache usage: fractions
+NON_NEGATIVE = (0.0, math.inf)  # queues, batches, latencies, rates, token means
+ANY_REAL = (-math.inf, math.inf)  # TPS: a negative rate is clamped to 0 below, not refused
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a Prometheus base URL (None when it can). The URL itself is not repeated:
+    it may carry a password."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "contains a space or a control character"
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        return f"not a valid URL ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    if parsed.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    host = parsed.host
+    if not host:
+        return "has no host"
+    if ":" not in host and not all(ch.isalnum() or ch in "-._" for ch in host):  # IPv6 hosts hold ':'
+        return "has a host name with characters a host name cannot hold"
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} is outside 1–65535"
+    if parsed.query or parsed.fragment:
+        return "must not carry a query (?…) or a fragment (#…): queries are appended to its path"
+    return None
 
 
 class PrometheusSource:
@@ -57,6 +94,9 @@ class PrometheusSource:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if staleness_s <= 0:
             raise ValueError(f"staleness_s must be > 0, got {staleness_s}")
+        problem = url_problem(base_url)
+        if problem is not None:
+            raise ValueError(f"prometheus url: {problem}")
         self.base_url = base_url.rstrip("/")
         self.mapping = mapping
         self.service_mappings = dict(service_mappings or {})
@@ -86,19 +126,19 @@ class PrometheusSource:
                 )
             timeout_s = min(timeout_s, left_s)
         where = f"prometheus {self.base_url}: {what}"
+        params = {"query": promql, "time": f"{at_s:.3f}"}
         try:
-            response = self._client.get(
-                "/api/v1/query", params={"query": promql, "time": f"{at_s:.3f}"}, timeout=timeout_s
-            )
+            with self._client.stream("GET", "/api/v1/query", params=params, timeout=timeout_s) as response:
+                content = _read_capped(response, where)
         except httpx.TimeoutException as exc:
             raise MetricsUnavailable(f"{where}: time-out after {timeout_s:.3g} s") from exc
         except httpx.HTTPError as exc:
             raise MetricsUnavailable(f"{where}: cannot reach the server ({type(exc).__name__}: {exc})") from exc
-        body = _json_or_none(response)
+        body = _json_or_none(content)
         if response.status_code != 200:
             detail = ""
             if isinstance(body, dict) and isinstance(body.get("error"), str):
-                detail = f": {body.get('errorType', 'error')}: {body['error']}"
+                detail = f": {_short(body.get('errorType', 'error'))}: {_short(body['error'])}"
             raise MetricsUnavailable(f"{where}: HTTP {response.status_code}{detail}")
         return _single_value(body, where)
 
@@ -120,7 +160,9 @@ class PrometheusSource:
         missing: list[str] = []
         stale = False
 
-        def number(name: str, value: float | None, note_absent: bool = False) -> float | None:
+        def number(
+            name: str, value: float | None, note_absent: bool = False, bounds: tuple[float, float] = NON_NEGATIVE
+        ) -> float | None:
             if value is None:
                 if note_absent:
                     missing.append(f"{name}: no series")
@@ -128,11 +170,30 @@ class PrometheusSource:
             if not math.isfinite(value):
                 missing.append(f"{name}: {value} (not a finite number)")
                 return None
+            low, high = bounds
+            if not low <= value <= high:
+                missing.append(f"{name}: {value:g} is outside [{low:g}, {high:g}], not used (a wrong answer)")
+                return None
             return value
 
-        newest: dict[Role, float | None] = {
-            role: self.query(q.freshest_sample(role), now_s, f"{role.value} freshness", deadline_s) for role in Role
-        }
+        def count(name: str, value: float | None) -> int:
+            """An instance count; anything else reads 0, i.e. not measured (policies then fall back
+            on the cluster's own count)."""
+            if value is None:
+                return 0
+            if not (math.isfinite(value) and 0 <= value <= MAX_INSTANCES and value.is_integer()):
+                missing.append(f"{name}: {value:g} is not an instance count, not used")
+                return 0
+            return int(value)
+
+        newest: dict[Role, float | None] = {}
+        for role in Role:
+            newest_s = self.query(q.freshest_sample(role), now_s, f"{role.value} freshness", deadline_s)
+            if newest_s is not None and not math.isfinite(newest_s):
+                # no usable time for the newest sample: as good as no sample at all
+                missing.append(f"{role.value}: newest sample time {newest_s} is not a finite number")
+                newest_s = None
+            newest[role] = newest_s
         seen = [t for t in newest.values() if t is not None]
         # Rates are taken over a window that ends at the newest sample, not at now: when scrapes stop,
         # a window ending at now would be partly empty and rate() would read low (a false scale-in)
@@ -152,29 +213,39 @@ class PrometheusSource:
                 stale = True
                 missing.append(f"{p}: newest sample is {age_s:.1f} s old (staleness limit {self.staleness_s:g} s)")
             ready = self.query(q.fresh_instances(role, self.staleness_s), now_s, f"{p} instances", deadline_s)
-            tps = number(f"{p}.tps", self.query(q.tps(role), at_s, f"{p} tps", deadline_s), note_absent=True)
+            tps = number(
+                f"{p}.tps", self.query(q.tps(role), at_s, f"{p} tps", deadline_s), note_absent=True, bounds=ANY_REAL
+            )
             if tps is not None and tps < 0:  # counters scraped a moment apart: hits may lead prompts briefly
                 tps = 0.0
             gpu_util = sm_activity = None
             gpu_newest_s = self.query(q.gpu_freshest_sample(role), now_s, f"{p} DCGM freshness", deadline_s)
             if gpu_newest_s is None:
                 missing.append(f"{p}.gpu_util: no DCGM series")
+            elif not math.isfinite(gpu_newest_s):
+                missing.append(f"{p}.gpu_util: DCGM sample time {gpu_newest_s} is not a finite number")
             elif now_s - gpu_newest_s > self.staleness_s:
                 missing.append(f"{p}.gpu_util: DCGM samples {now_s - gpu_newest_s:.1f} s old, dropped")
             else:
                 gpu_at_s = min(now_s, gpu_newest_s)
-                gpu_util = number(f"{p}.gpu_util", self.query(q.gpu_util(role), gpu_at_s, f"{p} GPU util", deadline_s))
+                gpu_util = number(
+                    f"{p}.gpu_util", self.query(q.gpu_util(role), gpu_at_s, f"{p} GPU util", deadline_s), bounds=UNIT
+                )
                 sm_activity = number(
-                    f"{p}.sm_activity", self.query(q.sm_activity(role), gpu_at_s, f"{p} SM activity", deadline_s)
+                    f"{p}.sm_activity",
+                    self.query(q.sm_activity(role), gpu_at_s, f"{p} SM activity", deadline_s),
+                    bounds=UNIT,
                 )
             roles[role] = RoleSignals(
-                instances_ready=int(ready) if ready is not None and math.isfinite(ready) else 0,
+                instances_ready=count(f"{p}.instances_ready", ready),
                 tps=tps,
                 gpu_util=gpu_util,
                 sm_activity=sm_activity,
                 queue_len=number(f"{p}.queue_len", self.query(q.queue_len(role), at_s, f"{p} queue", deadline_s)),
                 running=number(f"{p}.running", self.query(q.running(role), at_s, f"{p} running", deadline_s)),
-                kv_usage=number(f"{p}.kv_usage", self._first(q.kv_usage(role), at_s, f"{p} KV usage", deadline_s)),
+                kv_usage=number(
+                    f"{p}.kv_usage", self._first(q.kv_usage(role), at_s, f"{p} KV usage", deadline_s), bounds=UNIT
+                ),
             )
         latency: dict[str, float | None] = {}
         for label, quantile in QUANTILES:
@@ -205,11 +276,30 @@ class PrometheusSource:
         )
 
 
-def _json_or_none(response: httpx.Response) -> Any:
+def _read_capped(response: httpx.Response, where: str) -> bytes:
+    """The body, refused once it grows past ``MAX_ANSWER_BYTES`` (never read to the end)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise MetricsUnavailable(f"{where}: answer larger than {MAX_ANSWER_BYTES} bytes, not read")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_or_none(content: bytes) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return json.loads(content)
+    except (ValueError, RecursionError):  # not JSON, bad UTF-8, huge integers, or nested past the stack
         return None
+
+
+def _short(value: object) -> str:
+    """A value from an answer, cut for a one-line message."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _single_value(body: Any, where: str) -> float | None:
@@ -217,7 +307,9 @@ def _single_value(body: Any, where: str) -> float | None:
     if not isinstance(body, dict):
         raise MetricsUnavailable(f"{where}: malformed answer (not a JSON object)")
     if body.get("status") != "success":
-        raise MetricsUnavailable(f"{where}: query failed: {body.get('errorType', '?')}: {body.get('error', '?')}")
+        raise MetricsUnavailable(
+            f"{where}: query failed: {_short(body.get('errorType', '?'))}: {_short(body.get('error', '?'))}"
+        )
     data = body.get("data")
     if not isinstance(data, dict) or "result" not in data:
         raise MetricsUnavailable(f"{where}: malformed answer (no data.result)")
@@ -226,7 +318,7 @@ def _single_value(body: Any, where: str) -> float | None:
     if kind == "scalar":
         return _sample_value(result, where)
     if kind != "vector" or not isinstance(result, list):
-        raise MetricsUnavailable(f"{where}: malformed answer (resultType {kind!r}, expected a vector)")
+        raise MetricsUnavailable(f"{where}: malformed answer (resultType {_short(kind)}, expected a vector)")
     if not result:
         return None
     if len(result) > 1:
@@ -239,8 +331,11 @@ def _single_value(body: Any, where: str) -> float | None:
 
 def _sample_value(pair: Any, where: str) -> float:
     if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
-        raise MetricsUnavailable(f"{where}: malformed sample {pair!r}")
+        raise MetricsUnavailable(f"{where}: malformed sample {_short(pair)}")
+    text = pair[1]
     try:
-        return float(pair[1])  # "NaN", "+Inf" and "-Inf" parse; callers decide what they mean
+        if "_" in text or text != text.strip():  # Python's float() takes "1_0" and " 1"; Prometheus never sends them
+            raise ValueError(text)
+        return float(text)  # "NaN", "+Inf" and "-Inf" parse; callers decide what they mean
     except ValueError as exc:
-        raise MetricsUnavailable(f"{where}: malformed sample value {pair[1]!r}") from exc
+        raise MetricsUnavailable(f"{where}: malformed sample value {_short(text)}") from exc

@@ -14,6 +14,7 @@ decode}`` or ``[p, d]``; else top-level ``prefill``/``decode``) and ``start_week
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -64,6 +65,11 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{where} must be a number, got {value!r}")
+    # an int beyond float range, or .inf / .nan from YAML: no option means either
+    if isinstance(value, int) and abs(value) > 2**63:
+        raise ValueError(f"{where} must be a finite number, got an integer of {value.bit_length()} bits")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
     return float(value)
 
 

@@ -36,6 +36,7 @@ __all__ = ["RateCurve", "generate_poisson", "read_rate_curve", "superpose"]
 
 DAY_S = 86_400.0
 RATE_COLUMNS = ("window_start_s", "total_rate_rps")  # then optionally active_clients
+MAX_RATE_RPS = 1e7  # a higher rate in a file is a corrupt row, not a load anyone replays
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -145,8 +146,7 @@ def read_rate_curve(
     columns = [cell.strip().lower() for cell in (head or "").split(",")]
     if tuple(columns[:2]) != RATE_COLUMNS or columns[2:] not in ([], ["active_clients"]):
         raise TraceError(
-            f"{file}:{start + 1}: missing header 'window_start_s,total_rate_rps,active_clients', "
-            f"got {(head or '').strip()!r}"
+            f"{file}:{start + 1}: missing header 'window_start_s,total_rate_rps,active_clients'; {tr.NOT_HEADER}"
         )
     starts: list[float] = []
     rates: list[float] = []
@@ -162,7 +162,7 @@ def read_rate_curve(
             if len(cells) != len(columns):
                 raise tr.RowProblem(f"expected {len(columns)} columns, got {len(cells)}")
             window_start = tr.parse_number(cells[0], "window_start_s")
-            rate = tr.parse_number(cells[1], "total_rate_rps")
+            rate = tr.parse_number(cells[1], "total_rate_rps", maximum=MAX_RATE_RPS)
             if len(cells) == 3:
                 tr.parse_count(cells[2], "active_clients", minimum=0)
             if starts and window_start <= starts[-1]:
@@ -175,10 +175,13 @@ def read_rate_curve(
     if not starts:
         raise TraceError(f"{file}: no windows (bad rows skipped: {tally.skipped})")
     tally.report()
+    gap_s = float(np.diff(np.asarray(starts)).min()) if len(starts) > 1 else math.inf
     if window_s is None:
         if len(starts) < 2:
             raise TraceError(f"{file}: one window only; pass window_s to say how long it is")
-        window_s = float(np.diff(np.asarray(starts)).min())
+        window_s = gap_s
+    elif gap_s < window_s * (1 - 1e-9):  # said here, with the file, rather than by RateCurve with its name
+        raise TraceError(f"{file}: windows overlap: starts {gap_s:g} s apart, closer than window_s={window_s:g}")
     return RateCurve(
         name=name if name is not None else os.path.splitext(os.path.basename(file))[0],
         window_start_s=np.asarray(starts, dtype=np.float64),

@@ -75,7 +75,16 @@ BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "
 _JSONL_EXTENSIONS = (".jsonl", ".json", ".ndjson")
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _NS_PER_DAY = 86_400 * 10**9
-MAX_TOKENS = 2**40  # anything larger is a corrupt row, not a request
+# Sanity bounds on one row: anything beyond them is a corrupt row, not a request (the longest context
+# windows hold a few million tokens; 10^11 s is over 3,000 years, so epoch seconds still fit).
+MAX_TOKENS = 10_000_000
+MAX_SECONDS = 1e11
+_MAX_DIGITS = 20  # more digits than any bound above; int() of a longer string can be slow or refused
+MAX_JSON_DEPTH = 32  # a Mooncake row nests 2 levels; Python's json recurses once per level
+_SHOWN_CHARS = 40
+# a header that does not match is not echoed: the file may be anything readable (a scenario's trace:
+# can point at any path), and its first line is none of our business
+NOT_HEADER = "the first non-blank line is something else (not shown)"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -245,33 +254,44 @@ def header_matches(line: str | None, columns: tuple[str, ...]) -> bool:
     return cells == [column.lower() for column in columns]
 
 
+def shown(value: object) -> str:
+    """``repr(value)``, cut to a few dozen characters: a message names a bad cell without echoing a
+    whole line of whatever file it came from."""
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int is slow, or refused
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[: _SHOWN_CHARS - 5]}… ({len(text)} chars)"
+
+
 def parse_count(text: str, column: str, minimum: int = 1) -> int:
     """A decimal integer ≥ ``minimum`` (ASCII digits only: no signs, spaces inside, or ``_``)."""
     value = text.strip()
-    if value.isascii() and value.isdigit():
-        number = int(value)
-    elif value[:1] == "-" and value[1:].isascii() and value[1:].isdigit():
-        number = -int(value[1:])
-    else:
-        raise RowProblem(f"{column}: not an integer: {value!r}")
+    digits = value[1:] if value[:1] == "-" else value
+    if not (digits.isascii() and digits.isdigit()):
+        raise RowProblem(f"{column}: not an integer: {shown(value)}")
+    if len(digits.lstrip("0")) > _MAX_DIGITS:
+        raise RowProblem(f"{column}: not a plausible count: an integer of {len(digits.lstrip('0'))} digits")
+    number = -int(digits) if value[:1] == "-" else int(digits)
     if number < minimum:
         raise RowProblem(f"{column} must be ≥ {minimum}, got {number}")
     if number > MAX_TOKENS:
-        raise RowProblem(f"{column}: implausibly large: {number}")
+        raise RowProblem(f"{column}: implausibly large: {number} (limit {MAX_TOKENS})")
     return number
 
 
-def parse_number(text: str, column: str, minimum: float = 0.0) -> float:
-    """A finite decimal number ≥ ``minimum``."""
+def parse_number(text: str, column: str, minimum: float = 0.0, maximum: float = MAX_SECONDS) -> float:
+    """A finite decimal number in [``minimum``, ``maximum``]."""
     value = text.strip()
     try:
         number = float(value)
     except ValueError:
-        raise RowProblem(f"{column}: not a number: {value!r}") from None
+        raise RowProblem(f"{column}: not a number: {shown(value)}") from None
     if "_" in value or not math.isfinite(number):
-        raise RowProblem(f"{column}: not a finite number: {value!r}")
+        raise RowProblem(f"{column}: not a finite number: {shown(value)}")
     if number < minimum:
-        raise RowProblem(f"{column} must be ≥ {minimum:g}, got {value}")
+        raise RowProblem(f"{column} must be ≥ {minimum:g}, got {number:g}")
+    if number > maximum:
+        raise RowProblem(f"{column}: implausibly large: {number:g} (limit {maximum:g})")
     return number
 
 
@@ -372,8 +392,7 @@ def _wallclock_ns(text: str, day_cache: dict[str, int]) -> int:
 def _parse_azure(file: str, lines: list[str | None], tally: BadRowTally, name: str | None) -> RequestTrace:
     start = first_content_line(lines)
     if start == len(lines) or not header_matches(lines[start], AZURE_COLUMNS):
-        got = lines[start] if start < len(lines) else ""
-        raise TraceError(f"{file}:{start + 1}: missing header {','.join(AZURE_COLUMNS)!r}, got {(got or '').strip()!r}")
+        raise TraceError(f"{file}:{start + 1}: missing header {','.join(AZURE_COLUMNS)!r}; {NOT_HEADER}")
     stamps_ns: list[int] = []
     inp: list[int] = []
     out: list[int] = []
@@ -418,12 +437,46 @@ def _json_int(record: dict[str, Any], key: str, minimum: int) -> int:
         raise RowProblem(f"missing {key!r}")
     value = record[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RowProblem(f"{key}: not an integer: {value!r}")
+        raise RowProblem(f"{key}: not an integer: {shown(value)}")
     if value < minimum:
-        raise RowProblem(f"{key} must be ≥ {minimum}, got {value}")
+        raise RowProblem(f"{key} must be ≥ {minimum}, got {shown(value)}")
     if value > MAX_TOKENS:
-        raise RowProblem(f"{key}: implausibly large: {value}")
+        raise RowProblem(f"{key}: implausibly large: {shown(value)} (limit {MAX_TOKENS})")
     return value
+
+
+def _json_row(line: str) -> Any:
+    """One JSONL row parsed, or a RowProblem (bad syntax, nesting too deep, a number too long)."""
+    if line.count("[") + line.count("{") > MAX_JSON_DEPTH and _json_depth(line) > MAX_JSON_DEPTH:
+        raise RowProblem(f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RowProblem(f"invalid JSON: {exc.msg}") from None
+    except ValueError:  # an integer of thousands of digits, refused by int()
+        raise RowProblem("invalid JSON: a number with too many digits") from None
+
+
+def _json_depth(line: str) -> int:
+    """The deepest nesting of ``[`` / ``{`` outside strings (only run on lines with many brackets)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _parse_mooncake(
@@ -440,23 +493,22 @@ def _parse_mooncake(
         if not line or line.isspace():
             continue
         try:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RowProblem(f"invalid JSON: {exc.msg}") from None
+            record = _json_row(line)
             if not isinstance(record, dict):
                 raise RowProblem("expected a JSON object")
             if "timestamp" not in record:
                 raise RowProblem("missing 'timestamp'")
             stamp = record["timestamp"]
             if isinstance(stamp, bool) or not isinstance(stamp, int | float):
-                raise RowProblem(f"timestamp: not a number: {stamp!r}")
+                raise RowProblem(f"timestamp: not a number: {shown(stamp)}")
             try:
                 stamp_ms = float(stamp)
             except OverflowError:
-                raise RowProblem(f"timestamp: too large: {stamp}") from None
+                raise RowProblem(f"timestamp: too large: {shown(stamp)}") from None
             if not math.isfinite(stamp_ms) or stamp_ms < 0:
-                raise RowProblem(f"timestamp must be a finite number ≥ 0, got {stamp!r}")
+                raise RowProblem(f"timestamp must be a finite number ≥ 0, got {shown(stamp)}")
+            if stamp_ms > MAX_SECONDS * 1000.0:
+                raise RowProblem(f"timestamp: implausibly large: {stamp_ms:g} ms (limit {MAX_SECONDS * 1000.0:g})")
             n_in = _json_int(record, "input_length", 1)
             n_out = _json_int(record, "output_length", 1)
             ids = record.get("hash_ids")
@@ -523,10 +575,7 @@ def _parse_burstgpt(
 ) -> RequestTrace:
     start = first_content_line(lines)
     if start == len(lines) or not header_matches(lines[start], BURSTGPT_COLUMNS):
-        got = lines[start] if start < len(lines) else ""
-        raise TraceError(
-            f"{file}:{start + 1}: missing header {','.join(BURSTGPT_COLUMNS)!r}, got {(got or '').strip()!r}"
-        )
+        raise TraceError(f"{file}:{start + 1}: missing header {','.join(BURSTGPT_COLUMNS)!r}; {NOT_HEADER}")
     stamps: list[float] = []
     inp: list[int] = []
     out: list[int] = []
@@ -602,8 +651,8 @@ def _detect(file: str, lines: list[str | None]) -> str:
     if head.strip().lower().startswith("window_start_s,"):
         raise TraceError(f"{file}: this is a rate curve, not a request trace (read it with read_rate_curve)")
     raise TraceError(
-        f"{file}:{start + 1}: unknown trace format (header {head.strip()!r}); expected Azure "
-        f"{','.join(AZURE_COLUMNS)!r}, BurstGPT {','.join(BURSTGPT_COLUMNS)!r} or Mooncake JSONL"
+        f"{file}:{start + 1}: unknown trace format: this line is not an Azure "
+        f"{','.join(AZURE_COLUMNS)!r} or BurstGPT {','.join(BURSTGPT_COLUMNS)!r} header, nor a Mooncake JSONL row"
     )
 
 

@@ -100,7 +100,7 @@ class SourceScore:
     in_target: bool
     overall: Stats
     by_regime: tuple[tuple[str, Stats], ...]
-    folds: tuple[str, ...]
+    folds: tuple[tuple[str, Stats], ...]  # each held-out group and its errors
     excluded: tuple[tuple[str, int], ...]
     efficiencies: tuple[EfficiencyRange, ...] = ()
     strict: Stats | None = None  # leave-one-model-out, for information
@@ -207,17 +207,20 @@ def _held_out(
     spec: FitSpec,
     models: Mapping[str, ModelSpec],
     skus: Mapping[str, GpuSku],
-) -> tuple[list[tuple[ProfileRow, float]], list[str], list[Calibration]]:
-    groups = sorted({key(row) for row in rows})
+) -> tuple[list[tuple[ProfileRow, float]], list[tuple[str, Stats]], list[Calibration]]:
+    """Every group predicted by a fit on all the other groups."""
     scored: list[tuple[ProfileRow, float]] = []
+    folds: list[tuple[str, Stats]] = []
     fits: list[Calibration] = []
-    for group in groups:
+    for group in sorted({key(row) for row in rows}):
         train = [row for row in rows if key(row) != group]
         test = [row for row in rows if key(row) == group]
         fit = fit_engine(train, models, skus, spec)
+        errors = _errors(test, fit, models, skus)
         fits.append(fit)
-        scored.extend(_errors(test, fit, models, skus))
-    return scored, groups, fits
+        folds.append((group, Stats.of([err for _, err in errors])))
+        scored.extend(errors)
+    return scored, folds, fits
 
 
 def _split(source: Source) -> tuple[str, Callable[[ProfileRow], str]]:
@@ -238,13 +241,13 @@ def score_held_out(
     spec = profile.fit_spec()
     rows = source.rows
     split, key = _split(source)
-    scored, groups, fits = _held_out(rows, key, spec, models, skus)
+    scored, folds, fits = _held_out(rows, key, spec, models, skus)
     full = fit_engine(rows, models, skus, spec)
     strict = None
     if split == SPLIT_CONFIG and len({row.model_id for row in rows}) >= 2:
         strict_scored, _, _ = _held_out(rows, _model_key, spec, models, skus)
         strict = Stats.of([err for _, err in strict_scored])
-    return _summarise(source, profile, split, scored, tuple(groups), full, _ranges(full, fits), strict)
+    return _summarise(source, profile, split, scored, tuple(folds), full, _ranges(full, fits), strict)
 
 
 def score_fixed(
@@ -265,7 +268,7 @@ def _summarise(
     profile: EngineProfile,
     split: str,
     scored: Sequence[tuple[ProfileRow, float]],
-    folds: tuple[str, ...],
+    folds: tuple[tuple[str, Stats], ...],
     calibration: Calibration,
     efficiencies: tuple[EfficiencyRange, ...],
     strict: Stats | None,

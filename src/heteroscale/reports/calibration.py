@@ -42,8 +42,10 @@ def _block(score: SourceScore, *, show_engine: bool = True) -> list[str]:
     lines = [f"  {score.source} [{score.kind}] — {score.description}"]
     if show_engine:
         lines.append(f"    engine profile {score.engine_summary}")
-    folds = f" ({len(score.folds)} folds: {', '.join(score.folds)})" if score.folds else ""
-    lines.append(f"    split: {score.split}{folds}")
+    lines.append(f"    split: {score.split}")
+    if score.folds:
+        held = ", ".join(f"{name} {_pct(stats.median)}" for name, stats in score.folds)
+        lines.append(f"    held-out groups (median error): {held}")
     if score.excluded:
         dropped = "; ".join(f"{n} {reason}" for reason, n in score.excluded)
         lines.append(f"    scored {score.overall.n} rows; left out: {dropped}")
@@ -107,7 +109,7 @@ def _score_json(score: SourceScore) -> dict[str, Any]:
         "engine": score.engine,
         "engine_assumptions": score.engine_summary,
         "split": score.split,
-        "folds": list(score.folds),
+        "folds": {name: _stats_json(stats) for name, stats in score.folds},
         "in_target": score.in_target,
         "target_met": score.target_met,
         "overall": _stats_json(score.overall),

@@ -8,7 +8,7 @@ engine, so each fitted profile is fitted on its own source; the scorecard
 * ``current`` (the simulator's default) — not fitted to any engine: the efficiencies of the pooled
   Splitwise llama2-70b fit (:func:`~heteroscale.perf.fit.fit_calibration`, the same for every SKU)
   with the 2025-engine priors of :meth:`Calibration.default` (3 ms per prefill step, 1.5 ms per
-  decode step, 10 µs per sequence, no per-layer latency). Its decode step is ≈3x faster than the
+  decode step, 10 µs per sequence, no per-layer latency). Its decode step is 2–3x faster than the
   2023 measured rows; only the AIConfigurator estimates, which are not measurements, describe such
   an engine.
 * ``measured-2023`` — Splitwise ``perf_model.csv``: a 2023 vLLM-era engine (eager PyTorch, Ray
@@ -68,7 +68,7 @@ ENGINE_PROFILES: tuple[EngineProfile, ...] = (
     EngineProfile(
         CURRENT,
         "2025-class engine priors (CUDA graphs, fused kernels), not fitted to a measured engine: its decode "
-        "step is ≈3x faster than the 2023 measured rows (`heteroscale calibrate --report`)",
+        "step is 2–3x faster than the 2023 measured rows (`heteroscale calibrate --report`)",
         None,
     ),
     EngineProfile("measured-2023", "2023 vLLM-era engine measured by Splitwise on DGX-A100/H100", "splitwise"),

@@ -15,7 +15,11 @@ a few outlying points — e.g. the 2023 engine's jump in prefill cost beyond ~2k
 TP4/8 — should not drag every other row). ``kernel_only`` rows (GPU kernel time) get no host
 overhead columns. ``comm_bw_eff`` stays at the prior: on NVLink the all-reduce bandwidth is a few %
 of the time, and fitting it trades off against the other terms (it lands at an implausible ≈0.27
-link efficiency with ≈0.98 bandwidth efficiency). Closed-form numpy: deterministic, milliseconds.
+link efficiency with ≈0.98 bandwidth efficiency). A spec with ``prior_weight > 0`` adds a weak
+Gaussian prior centred on its base values (:func:`_prior_rows`), which settles the directions the rows
+cannot (e.g. per-layer against per-step latency when every row has one layer count); ``max_hbm_eff``
+caps the bandwidth efficiency at what a memory system can stream. Closed-form numpy: deterministic,
+milliseconds.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ _PRIOR_SCALES: Mapping[str, float] = {
     "allreduce_call_latency_s": 5e-5,
 }
 """One prior standard deviation of each engine term: the order of magnitude a 2023 engine shows."""
-_PRIOR_SCALE_INV_EFF = 1.0  # an inverse efficiency of 1.7 ± 1 (60 % of peak, anywhere in 37–100 %)
+_PRIOR_SCALE_INV_EFF = 1.0  # inverse efficiency ± 1 around the base's (e.g. 1/0.6 ± 1: 37–100 % of peak)
 _GB_TERMS = frozenset({"decode_layer_latency_bytes", "prefill_layer_latency_bytes"})
 _LSQ_ROUNDS = 4  # regime re-evaluation rounds of plain least squares
 _IRLS_ROUNDS = 6

@@ -1,4 +1,4 @@
-"""`heteroscale` command line: simulate, scenarios, validate."""
+"""`heteroscale` command line: simulate, compare, scenarios, validate, calibrate and the rest."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     from heteroscale.cli.live import add_controller_parser
 
     add_controller_parser(sub)
+
+    cal = sub.add_parser(
+        "calibrate", help="the performance model's engine profiles; --report: its scorecard on held-out rows"
+    )
+    cal.add_argument("--report", action="store_true", help="score the model on every measured profile source")
+    cal.add_argument(
+        "--profile", type=Path, help="score this file instead (any shipped format: kernel times, Splitwise, DistServe)"
+    )
+    cal.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", default="diurnal-ramp")
@@ -182,6 +191,27 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from heteroscale.cli.calibrate import engine_profiles, file_scorecard, packaged_scorecard
+    from heteroscale.reports.calibration import scorecard_json, scorecard_text
+
+    if args.profile is not None and not args.report:
+        raise HeteroScaleError("--profile needs --report (it scores the file)")
+    if not args.report:
+        profiles = engine_profiles()
+        if args.json:
+            sys.stdout.write(json.dumps({"engine_profiles": profiles}, sort_keys=True) + "\n")
+        else:
+            print("\n".join(f"  {line}" for line in profiles.values()))
+        return EXIT_OK
+    card = packaged_scorecard() if args.profile is None else file_scorecard(args.profile)
+    if args.json:
+        sys.stdout.write(json.dumps(scorecard_json(card), sort_keys=True) + "\n")
+    else:
+        print(scorecard_text(card))
+    return EXIT_OK
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from heteroscale.cli.progress import ProgressBar
     from heteroscale.cli.wiring import simulate
@@ -249,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "study-metrics": _cmd_study,
         "sweep-ratio": _cmd_sweep,
         "tune": _cmd_tune,
+        "calibrate": _cmd_calibrate,
         "topology": _cmd_topology,
         "schedule": _cmd_schedule,
         "controller": _cmd_controller,

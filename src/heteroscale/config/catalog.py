@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -69,6 +68,7 @@ class ModelEntry(_Entry):
     params_b: float | None = Field(default=None, gt=0)
     bytes_per_param: float | None = Field(default=None, gt=0)
     kv_bytes_per_elem: float | None = Field(default=None, gt=0)
+    mlp_matrices: int | None = Field(default=None, ge=2, le=3)
 
     @model_validator(mode="after")
     def _kv_heads_divide_heads(self) -> ModelEntry:
@@ -226,36 +226,20 @@ def model_entry(model: ModelSpec) -> dict[str, object]:
 
 
 def calibration(engine: str = "measured-2023") -> Calibration:
-    """Performance-model calibration fitted on the packaged Splitwise ``perf_model.csv`` (cached).
+    """The performance-model calibration of engine profile ``engine`` (cached; see
+    :mod:`heteroscale.perf.engines`).
 
-    ``measured-2023`` is the plain fit (the 2023 vLLM engine's host overheads included);
-    ``current`` keeps the fitted efficiencies and takes current-engine overheads
-    (``Calibration.default()``), which is what the simulator uses by default.
+    ``current`` (what the simulator uses by default) keeps the efficiencies of the pooled fit on the
+    packaged Splitwise llama2-70b rows and takes current-engine overheads (``Calibration.default()``);
+    ``measured-2023`` is fitted on the Splitwise table (the 2023 vLLM engine's overheads included,
+    efficiencies per SKU); ``gpu-kernels``, ``distserve-2024`` and ``vllm-2024`` are fitted on the
+    other packaged profiles. ``ConfigError`` for an unknown name.
     """
-    from heteroscale.perf import Calibration
+    from heteroscale.config.profile_sources import engine_calibration
 
-    fitted = _fitted_calibration()
-    if engine == "measured-2023":
-        return fitted
-    if engine == "current":
-        return fitted.with_engine_of(Calibration.default())
-    raise ConfigError(f"unknown perf engine {engine!r} (known: current, measured-2023)")
+    return engine_calibration(engine)
 
 
 def calibration_for(scenario: Scenario) -> Calibration:
     """The calibration a scenario's settings ask for."""
     return calibration(scenario.settings.perf_engine)
-
-
-@functools.lru_cache(maxsize=1)
-def _fitted_calibration() -> Calibration:
-    from heteroscale.perf import fit_calibration, parse_splitwise_csv
-
-    resource = resources.files("heteroscale").joinpath("data", "profiles", "perf_model.csv")
-    try:
-        text = resource.read_text(encoding="utf-8")
-        rows = parse_splitwise_csv(text, "perf_model.csv")
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"<packaged>/profiles/perf_model.csv: {exc}") from exc
-    catalog = load_catalog()
-    return fit_calibration(rows, catalog.models, catalog.skus)

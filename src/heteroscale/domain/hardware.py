@@ -41,7 +41,11 @@ class GpuSku:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A dense decoder-only transformer."""
+    """A dense decoder-only transformer.
+
+    ``mlp_matrices`` is 3 for a gated MLP (SwiGLU: gate, up, down; Llama, Qwen) and 2 for a plain one
+    (up, down with ReLU / GELU; OPT, BLOOM).
+    """
 
     id: str
     hf_name: str
@@ -55,6 +59,7 @@ class ModelSpec:
     params_b: float  # parameters, billions
     bytes_per_param: float = 2.0  # 2 = BF16, 1 = FP8
     kv_bytes_per_elem: float = 2.0
+    mlp_matrices: int = 3
 
     @property
     def weight_bytes(self) -> float:

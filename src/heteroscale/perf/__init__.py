@@ -5,19 +5,23 @@ Pure: no file I/O, no clock. Callers read profile tables and catalogs and pass t
 
 from __future__ import annotations
 
-from heteroscale.perf.calibrate import Calibration, exclusion_reason, fit_calibration, fit_rows
+from heteroscale.perf.calibrate import Calibration, SkuEfficiency
+from heteroscale.perf.fit import FitSpec, exclusion_reason, fit_calibration, fit_engine, fit_rows
 from heteroscale.perf.model import InstancePerf, build_instance_perf, predict_row_time_s
 from heteroscale.perf.profiles import ProfileRow, parse_aiconfigurator_csv, parse_splitwise_csv
 from heteroscale.perf.roofline import RooflineTerms, kv_capacity_tokens, roofline_terms
 
 __all__ = [
     "Calibration",
+    "FitSpec",
     "InstancePerf",
     "ProfileRow",
     "RooflineTerms",
+    "SkuEfficiency",
     "build_instance_perf",
     "exclusion_reason",
     "fit_calibration",
+    "fit_engine",
     "fit_rows",
     "kv_capacity_tokens",
     "parse_aiconfigurator_csv",

@@ -4,13 +4,16 @@
 :class:`~heteroscale.perf.calibrate.Calibration` into an :class:`InstancePerf` whose methods are
 plain float arithmetic on precomputed coefficients (no numpy, no allocation beyond a tuple).
 
-Prefill kernel time of one batch (``n`` new tokens, ``a`` attention units)::
+Prefill kernel time of one batch (``n`` new tokens, ``a`` attention units, ``p`` prefix units —
+see :mod:`heteroscale.perf.roofline` for the pair count)::
 
-    hops·hop_latency + max(n·c_tok + a·c_attn, weight_read) + n·comm_tok
+    hops·hop_latency + layers·prefill_layer_latency + max(n·c_tok + (a + p)·c_attn, weight_read)
+        + n·comm_tok
 
-— GEMMs and attention at ``prefill_compute_eff`` of peak, but never faster than streaming the
-weights once (a tiny chunk is memory-bound); all-reduces are not overlapped with compute (as in
-vLLM / SGLang tensor parallelism). Wall time adds the per-step host overhead.
+— GEMMs at the SKU's compute efficiency and attention at its attention efficiency
+(:meth:`Calibration.efficiency`), but never faster than streaming the weights once (a tiny chunk is
+memory-bound); all-reduces are not overlapped with compute (as in vLLM / SGLang tensor
+parallelism). Wall time adds the per-step host overhead.
 
 Decode step time (``b`` sequences, ``ctx`` total context tokens)::
 
@@ -63,7 +66,8 @@ class InstancePerf:
     # -- precomputed coefficients --
     decode_host_overhead_per_seq_s: float
     decode_layer_latency_s: float  # per-layer latency term summed over the layers, per decode step
-    allreduce_latency_s: float  # all-reduce hop latency summed over one step (prefill and decode)
+    allreduce_latency_s: float  # all-reduce hop and call latency summed over one step (both phases)
+    prefill_layer_latency_s: float  # per-layer latency term summed over the layers, per prefill step
     prefill_s_per_token: float  # GEMM compute per new token
     prefill_s_per_attn_unit: float  # attention compute per attention unit
     prefill_comm_s_per_token: float  # all-reduce bandwidth per new token
@@ -76,20 +80,23 @@ class InstancePerf:
     decode_flops_per_seq: float
     decode_attn_flops_per_context_token: float
 
-    def prefill_kernel_s(self, new_tokens: int, attn_units: float) -> float:
+    def prefill_kernel_s(self, new_tokens: int, attn_units: float, prefix_units: float = 0.0) -> float:
         """GPU-busy time of one prefill batch (no host overhead)."""
-        compute = new_tokens * self.prefill_s_per_token + attn_units * self.prefill_s_per_attn_unit
+        units = attn_units + prefix_units
+        compute = new_tokens * self.prefill_s_per_token + units * self.prefill_s_per_attn_unit
         floor = self.weight_read_s
         compute = floor if compute < floor else compute  # roofline max, without a call
-        return self.allreduce_latency_s + compute + new_tokens * self.prefill_comm_s_per_token
+        latency = self.allreduce_latency_s + self.prefill_layer_latency_s
+        return latency + compute + new_tokens * self.prefill_comm_s_per_token
 
-    def prefill_time_s(self, new_tokens: int, attn_units: float) -> float:
+    def prefill_time_s(self, new_tokens: int, attn_units: float, prefix_units: float = 0.0) -> float:
         """Wall time of one prefill batch: ``new_tokens`` = Σ uncached prompt tokens,
-        ``attn_units`` = Σ new·(cached + new). Includes the per-step host overhead."""
-        return self.prefill_host_overhead_s + self.prefill_kernel_s(new_tokens, attn_units)
+        ``attn_units`` = Σ new·(cached + new), ``prefix_units`` = Σ new·cached (the cached-prefix
+        attention term; 0 counts cached pairs half). Includes the per-step host overhead."""
+        return self.prefill_host_overhead_s + self.prefill_kernel_s(new_tokens, attn_units, prefix_units)
 
-    def prefill_flops(self, new_tokens: int, attn_units: float) -> float:
-        return new_tokens * self.prefill_flops_per_token + attn_units * self.attn_flops_per_unit
+    def prefill_flops(self, new_tokens: int, attn_units: float, prefix_units: float = 0.0) -> float:
+        return new_tokens * self.prefill_flops_per_token + (attn_units + prefix_units) * self.attn_flops_per_unit
 
     def _decode_base_s(self, batch: int) -> float:
         floor = self.weight_read_s
@@ -147,6 +154,7 @@ def build_instance_perf(
             f"{have_gb:.1f} GB usable after a {activation_reserve:.0%} activation reserve"
         )
     cal = calibration
+    eff = cal.efficiency(sku.id)
     return InstancePerf(
         model_id=model.id,
         sku_id=sku.id,
@@ -161,14 +169,16 @@ def build_instance_perf(
         weight_bytes=terms.weight_bytes,
         decode_host_overhead_per_seq_s=cal.decode_seq_overhead_s,
         decode_layer_latency_s=cal.decode_layer_latency_bytes * terms.layer_latency_s_per_byte,
-        allreduce_latency_s=terms.allreduce_hops_per_step * cal.allreduce_hop_latency_s,
-        prefill_s_per_token=terms.prefill_compute_s_per_token / cal.prefill_compute_eff,
-        prefill_s_per_attn_unit=terms.attn_compute_s_per_unit / cal.prefill_compute_eff,
+        allreduce_latency_s=terms.allreduce_hops_per_step * cal.allreduce_hop_latency_s
+        + terms.allreduce_calls_per_step * cal.allreduce_call_latency_s,
+        prefill_layer_latency_s=cal.prefill_layer_latency_bytes * terms.layer_latency_s_per_byte,
+        prefill_s_per_token=terms.prefill_compute_s_per_token / eff.compute,
+        prefill_s_per_attn_unit=terms.attn_compute_s_per_unit / eff.attention,
         prefill_comm_s_per_token=terms.allreduce_s_per_token / cal.comm_bw_eff,
-        weight_read_s=terms.weight_read_s / cal.decode_bw_eff,
-        decode_gemm_s_per_seq=terms.decode_compute_s_per_seq / cal.prefill_compute_eff,
+        weight_read_s=terms.weight_read_s / eff.hbm,
+        decode_gemm_s_per_seq=terms.decode_compute_s_per_seq / eff.compute,
         decode_comm_s_per_seq=terms.allreduce_s_per_token / cal.comm_bw_eff,
-        decode_s_per_context_token=terms.kv_read_s_per_token / cal.decode_bw_eff,
+        decode_s_per_context_token=terms.kv_read_s_per_token / eff.hbm,
         prefill_flops_per_token=terms.prefill_flops_per_token,
         attn_flops_per_unit=terms.attn_flops_per_unit,
         decode_flops_per_seq=terms.decode_flops_per_seq,
@@ -177,7 +187,12 @@ def build_instance_perf(
 
 
 def predict_row_time_s(perf: InstancePerf, row: ProfileRow) -> float:
-    """Model time of a profile row on ``perf`` (which must be the row's model/SKU/TP)."""
+    """Model time of a profile row on ``perf`` (which must be the row's model/SKU/TP): GPU kernel
+    time for a ``kernel_only`` row, wall time (host overhead included) otherwise."""
     if row.phase is Role.PREFILL:
-        return perf.prefill_time_s(row.new_tokens, row.attn_units)
+        if row.kernel_only:
+            return perf.prefill_kernel_s(row.new_tokens, row.attn_units, row.prefix_units)
+        return perf.prefill_time_s(row.new_tokens, row.attn_units, row.prefix_units)
+    if row.kernel_only:
+        return perf.decode_kernel_s(row.batch, row.context_tokens)
     return perf.decode_step_time_s(row.batch, row.context_tokens)

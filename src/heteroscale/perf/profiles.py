@@ -1,12 +1,17 @@
 """Parse profiling tables (text in, :class:`ProfileRow` out). Pure: the caller reads the files.
 
-Two sources ship as package data (``heteroscale/data/profiles``, see its ``LICENSES.md``):
+Four formats ship as package data (``heteroscale/data/profiles``, see its ``LICENSES.md``):
 
 * Splitwise ``perf_model.csv`` — measured, 2023 vLLM-era; one CSV line gives a prefill row
   (``prompt_time``: ``batch_size`` prompts of ``prompt_size`` tokens) and a decode row
   (``token_time``: one step of ``batch_size`` sequences).
 * AIConfigurator estimates — ``static_ctx`` is the prefill of one ``isl``-token prompt at batch 1
   (``ttft_ms``), ``static_gen`` one decode step at batch 64 (``tpot_ms``).
+* GPU kernel times (``h200_kernel_times.csv``) — measured GPU time of one forward pass, no host
+  overhead (rows are ``kernel_only``): a prefill of ``new_tokens`` over ``cached_tokens`` cached ones,
+  or a decode step of ``batch`` sequences of ``ctx_per_seq`` tokens (:mod:`.profile_formats`).
+* DistServe's fitted A100 profiles (``profiler-a100-80g.*.json``) — coefficients fitted to
+  measurements, evaluated on the grid DistServe measured (:mod:`.profile_formats`).
 
 Decode context: a decode step's KV read depends on the batch's total context, which the tables do
 not give per step. We use the mid-generation average, ``batch · (prompt + output // 2)``: for
@@ -69,11 +74,12 @@ _AIC_COLUMNS = ("model", "system", "tp", "mode", "batch_size", "isl", "osl", "tt
 class ProfileRow:
     """One timed step: a prefill batch or a decode step, on one (model, SKU, TP).
 
-    Prefill: ``batch`` prompts of ``prompt_tokens`` uncached tokens each (``context_tokens = 0``).
-    Decode: one step of ``batch`` sequences whose KV totals ``context_tokens``.
-    ``sku_id``/``model_id`` are catalog ids where the source name is known, else the source's
-    spelling (lower-case for hardware); ``hardware`` keeps the source's spelling. ``measured`` is
-    False for estimates and for columns known to be copied rather than measured.
+    Prefill: ``batch`` prompts of ``prompt_tokens`` uncached tokens each over ``cached_tokens``
+    cached ones (``context_tokens = 0``). Decode: one step of ``batch`` sequences whose KV totals
+    ``context_tokens``. ``sku_id``/``model_id`` are catalog ids where the source name is known, else
+    the source's spelling (lower-case for hardware); ``hardware`` keeps the source's spelling.
+    ``measured`` is False for estimates and for columns known to be copied rather than measured.
+    ``kernel_only`` rows time GPU kernels alone (no host overhead) and are scored against kernel time.
     """
 
     model_id: str
@@ -88,6 +94,8 @@ class ProfileRow:
     output_tokens: int = 0
     measured: bool = True
     hardware: str = ""
+    cached_tokens: int = 0
+    kernel_only: bool = False
 
     @property
     def new_tokens(self) -> int:
@@ -99,7 +107,14 @@ class ProfileRow:
         """``Σ new·(cached + new)`` of a prefill row (0 for decode rows)."""
         if self.phase is not Role.PREFILL:
             return 0.0
-        return float(self.batch) * float(self.prompt_tokens) ** 2
+        return float(self.batch) * float(self.prompt_tokens) * float(self.cached_tokens + self.prompt_tokens)
+
+    @property
+    def prefix_units(self) -> float:
+        """``Σ new·cached`` of a prefill row (0 for decode rows and fresh prompts)."""
+        if self.phase is not Role.PREFILL:
+            return 0.0
+        return float(self.batch) * float(self.prompt_tokens) * float(self.cached_tokens)
 
 
 def decode_context_tokens(batch: int, prompt_tokens: int, output_tokens: int) -> int:
@@ -107,7 +122,7 @@ def decode_context_tokens(batch: int, prompt_tokens: int, output_tokens: int) ->
     return batch * (prompt_tokens + output_tokens // 2)
 
 
-def _records(text: str, required: tuple[str, ...], source_name: str) -> list[tuple[int, dict[str, str]]]:
+def records(text: str, required: tuple[str, ...], source_name: str) -> list[tuple[int, dict[str, str]]]:
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
     missing = [c for c in required if c not in header]
@@ -116,7 +131,7 @@ def _records(text: str, required: tuple[str, ...], source_name: str) -> list[tup
     return [(index + 2, record) for index, record in enumerate(reader)]
 
 
-def _number(record: dict[str, str], column: str, source_name: str, line: int) -> float:
+def number(record: dict[str, str], column: str, source_name: str, line: int) -> float:
     raw = (record.get(column) or "").strip()
     try:
         value = float(raw)
@@ -127,8 +142,8 @@ def _number(record: dict[str, str], column: str, source_name: str, line: int) ->
     return value
 
 
-def _integer(record: dict[str, str], column: str, source_name: str, line: int) -> int:
-    value = _number(record, column, source_name, line)
+def integer(record: dict[str, str], column: str, source_name: str, line: int) -> int:
+    value = number(record, column, source_name, line)
     if value != int(value):
         raise ValueError(f"{source_name}:{line}: column {column!r} must be an integer, got {value}")
     return int(value)
@@ -149,15 +164,15 @@ def parse_splitwise_csv(
     hw_map = SPLITWISE_HARDWARE if hardware_aliases is None else hardware_aliases
     model_map = SPLITWISE_MODELS if model_aliases is None else model_aliases
     rows: list[ProfileRow] = []
-    for line, record in _records(text, _SPLITWISE_COLUMNS, source_name):
+    for line, record in records(text, _SPLITWISE_COLUMNS, source_name):
         hardware = (record["hardware"] or "").strip()
         model_name = (record["model"] or "").strip()
         sku_id = hw_map.get(hardware, hardware.lower())
         model_id = model_map.get(model_name, model_name)
-        prompt = _integer(record, "prompt_size", source_name, line)
-        batch = _integer(record, "batch_size", source_name, line)
-        output = _integer(record, "token_size", source_name, line)
-        tp = _integer(record, "tensor_parallel", source_name, line)
+        prompt = integer(record, "prompt_size", source_name, line)
+        batch = integer(record, "batch_size", source_name, line)
+        output = integer(record, "token_size", source_name, line)
+        tp = integer(record, "tensor_parallel", source_name, line)
         if batch < 1 or tp < 1 or prompt < 1:
             raise ValueError(f"{source_name}:{line}: prompt_size, batch_size and tensor_parallel must be >= 1")
         for phase, column, context, measured in (
@@ -178,7 +193,7 @@ def parse_splitwise_csv(
                     prompt_tokens=prompt,
                     batch=batch,
                     context_tokens=context,
-                    time_s=_number(record, column, source_name, line) / 1e3,
+                    time_s=number(record, column, source_name, line) / 1e3,
                     source=source_name,
                     output_tokens=output,
                     measured=measured,
@@ -203,24 +218,24 @@ def parse_aiconfigurator_csv(
     hw_map = AICONFIGURATOR_HARDWARE if hardware_aliases is None else hardware_aliases
     model_map = AICONFIGURATOR_MODELS if model_aliases is None else model_aliases
     rows: list[ProfileRow] = []
-    for line, record in _records(text, _AIC_COLUMNS, source_name):
+    for line, record in records(text, _AIC_COLUMNS, source_name):
         system = (record["system"] or "").strip()
         model_name = (record["model"] or "").strip()
         mode = (record["mode"] or "").strip()
-        tp = _integer(record, "tp", source_name, line)
-        batch = _integer(record, "batch_size", source_name, line)
-        isl = _integer(record, "isl", source_name, line)
-        osl = _integer(record, "osl", source_name, line)
+        tp = integer(record, "tp", source_name, line)
+        batch = integer(record, "batch_size", source_name, line)
+        isl = integer(record, "isl", source_name, line)
+        osl = integer(record, "osl", source_name, line)
         if batch < 1 or tp < 1 or isl < 1:
             raise ValueError(f"{source_name}:{line}: tp, batch_size and isl must be >= 1")
         if mode == "static_ctx":
             phase = Role.PREFILL
             context = 0
-            time_s = _number(record, "ttft_ms", source_name, line) / 1e3
+            time_s = number(record, "ttft_ms", source_name, line) / 1e3
         elif mode == "static_gen":
             phase = Role.DECODE
             context = decode_context_tokens(batch, isl, osl)
-            time_s = _number(record, "tpot_ms", source_name, line) / 1e3
+            time_s = number(record, "tpot_ms", source_name, line) / 1e3
         else:
             raise ValueError(f"{source_name}:{line}: unknown mode {mode!r} (static_ctx or static_gen)")
         rows.append(

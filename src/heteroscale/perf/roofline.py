@@ -4,16 +4,20 @@ Everything here is the 100 %-efficient bound computed from published specs; effi
 host overheads are applied by :mod:`heteroscale.perf.model` from a
 :class:`~heteroscale.perf.calibrate.Calibration`.
 
-Counting rules (dense decoder-only transformer, SwiGLU MLP, grouped-query attention):
+Counting rules (dense decoder-only transformer, grouped-query or multi-head attention):
 
 * Matmul parameters per layer: Q and O projections ``2·h·H·d``, K and V ``2·h·Hkv·d``, MLP
-  ``3·h·I``. The input embedding is a lookup (no FLOPs, not streamed); the LM head ``V·h`` is a
-  matmul. Prefill computes logits for the last token of a sequence only, so the prefill FLOPs per
-  token leave the LM head out; every decode step computes it for each sequence.
+  ``mlp_matrices·h·I`` (3 for SwiGLU, 2 for a plain ReLU / GELU MLP). The input embedding is a
+  lookup (no FLOPs, not streamed); the LM head ``V·h`` is a matmul. Prefill computes logits for the
+  last token of a sequence only, so the prefill FLOPs per token leave the LM head out; every decode
+  step computes it for each sequence.
 * Prefill FLOPs: ``2·matmul_params`` per new token plus attention ``4·L·H·d`` per (query, key)
-  pair. With the simulator's ``attn_units = Σ new·(cached + new)`` the causal pair count of a fresh
-  prompt is ``new²/2 = attn_units/2``, so attention FLOPs are ``2·L·H·d·attn_units`` (exact for
-  uncached prompts; up to 2x low when ``cached ≫ new``, where attention is a small share anyway).
+  pair. A prompt of ``new`` uncached tokens over ``cached`` cached ones has ``new·cached + new²/2``
+  causal pairs. Callers pass ``attn_units = Σ new·(cached + new)`` and, where they know it,
+  ``prefix_units = Σ new·cached``; the pair count is ``(attn_units + prefix_units) / 2``, so attention
+  FLOPs are ``2·L·H·d·(attn_units + prefix_units)`` — exact for fresh and for cached prompts (the
+  cached-prefix term). A caller that passes no ``prefix_units`` counts the cached pairs half (2x low
+  on attention when ``cached ≫ new``).
 * Decode step: the GPU streams the non-embedding weights once (``weight_read_s``) and the batch's
   KV cache (``kv_read_s_per_token`` per context token); GEMM FLOPs ``2·(matmul + LM head)`` per
   sequence. Decode attention reads ~2 bytes per 8 FLOPs (GQA), far below every ridge point, so it is
@@ -21,10 +25,12 @@ Counting rules (dense decoder-only transformer, SwiGLU MLP, grouped-query attent
 * Tensor parallelism: weights, FLOPs and KV heads split over ``tp`` GPUs (KV heads are replicated
   when ``tp > kv_heads``). Each layer does two all-reduces of the activations (``tokens·h`` BF16
   values); a ring all-reduce moves ``2·(tp-1)/tp`` of the message per GPU over the per-direction
-  link bandwidth and takes ``2·(tp-1)`` latency-bound hops. PCIe parts (32 GB/s) pay ~10x NVLink.
+  link bandwidth and takes ``2·(tp-1)`` latency-bound hops, plus a fixed cost per call (launch and
+  synchronisation) that the calibration may charge. PCIe parts (32 GB/s) pay ~10x NVLink.
 * ``layer_latency_s_per_byte = layers / one GPU's peak bandwidth`` lets the calibration express a
-  fixed per-layer decode cost in bytes, so that it scales with the SKU's memory system and does not
-  shrink with TP (every GPU runs every layer).
+  fixed per-layer cost of a step (the chain of small, latency-bound kernels of one layer) in bytes,
+  so that it scales with the SKU's memory system and does not shrink with TP (every GPU runs every
+  layer).
 * Precision: ``ModelSpec.bytes_per_param == 1`` (FP8) uses the SKU's FP8 peak (2x BF16) for the
   GEMMs and halves the weight bytes; attention math stays at the BF16 peak.
 """
@@ -40,12 +46,12 @@ FP8_BYTES_PER_PARAM = 1.0
 
 
 def matmul_params(model: ModelSpec) -> float:
-    """Parameters of all transformer-layer matmuls (attention projections and SwiGLU MLP)."""
+    """Parameters of all transformer-layer matmuls (attention projections and the MLP)."""
     h = float(model.hidden_size)
     q_dim = float(model.heads * model.head_dim)
     kv_dim = float(model.kv_heads * model.head_dim)
     attention = 2.0 * h * q_dim + 2.0 * h * kv_dim
-    mlp = 3.0 * h * float(model.intermediate_size)
+    mlp = float(model.mlp_matrices) * h * float(model.intermediate_size)
     return float(model.layers) * (attention + mlp)
 
 
@@ -93,7 +99,7 @@ class RooflineTerms:
     peak_flops: float  # tp · per-GPU peak at the model precision, FLOP/s
     attn_peak_flops: float  # tp · per-GPU BF16 peak, FLOP/s
     prefill_flops_per_token: float  # 2 · matmul params
-    attn_flops_per_unit: float  # 2·L·H·d per attention unit (causal half of 4·L·H·d)
+    attn_flops_per_unit: float  # 2·L·H·d per attention or prefix unit (half of 4·L·H·d per pair)
     decode_flops_per_seq: float  # 2 · (matmul params + LM head)
     decode_attn_flops_per_context_token: float  # 4·L·H·d
     prefill_compute_s_per_token: float
@@ -102,6 +108,7 @@ class RooflineTerms:
     weight_read_s: float  # streaming the non-embedding weights once, per GPU, at peak bandwidth
     kv_read_s_per_token: float  # one context token's KV share per GPU, at peak bandwidth
     allreduce_hops_per_step: float  # 2·L all-reduces × 2·(tp−1) ring hops (0 for tp = 1)
+    allreduce_calls_per_step: float  # 2·L all-reduce calls (0 for tp = 1)
     allreduce_s_per_token: float  # link time of one token's activations in all all-reduces
     layer_latency_s_per_byte: float  # layers / one GPU's peak bandwidth (scales a per-layer floor)
     weight_bytes: float
@@ -142,6 +149,7 @@ def roofline_terms(model: ModelSpec, sku: GpuSku, tp: int, activation_reserve: f
     else:
         allreduce_s_per_token = 0.0
         allreduce_hops = 0.0
+        allreduces = 0.0
 
     return RooflineTerms(
         model_id=model.id,
@@ -159,6 +167,7 @@ def roofline_terms(model: ModelSpec, sku: GpuSku, tp: int, activation_reserve: f
         weight_read_s=streamed_weight_bytes / group_bw,
         kv_read_s_per_token=kv_per_token_group / group_bw,
         allreduce_hops_per_step=allreduce_hops,
+        allreduce_calls_per_step=allreduces,
         allreduce_s_per_token=allreduce_s_per_token,
         layer_latency_s_per_byte=model.layers / (sku.mem_bw_tbps * 1e12),
         weight_bytes=model.weight_bytes,

@@ -68,6 +68,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         ),
         ("scale actions", _fmt(summary["scale_actions"])),
         ("wall time", f"{_fmt(summary['wall_s'], 's', 2)}"),
+        ("perf engine", summary.get("perf_engine_assumptions") or "—"),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]
@@ -109,7 +110,11 @@ def compare_table(result: dict[str, Any]) -> str:
         f"{'TBT p99':>8s} {'util':>6s} {'util P':>6s} {'SM':>6s} {'act/h':>6s} {'P/D dev':>7s} {'failed':>7s} "
         f"{'killed':>7s} {'ramp SLO':>8s} {'ramp miss':>9s}"
     )
-    lines = [f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)})", head]
+    lines = [f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)})"]
+    engine = next((s.get("perf_engine_assumptions") for s in result["policies"].values()), None)
+    if engine:
+        lines.append(f"  perf engine {engine}")
+    lines.append(head)
     for name, s in result["policies"].items():
         ramp_slo, ramp_missed = _ramps(s)
         lines.append(

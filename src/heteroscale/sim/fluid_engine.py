@@ -161,11 +161,10 @@ class FluidEngine:
         new = inp - cached
         shape = load.spec.preferred_shape(Role.PREFILL)
         perf = self.perfs[(svc, shape)]
-        solo = np.array([perf.prefill_time_s(int(n), float(n * (c + n))) for n, c in zip(new, cached, strict=True)])
-        kern = np.array([perf.prefill_kernel_s(int(n), float(n * (c + n))) for n, c in zip(new, cached, strict=True)])
-        flops = sum(
-            perf.prefill_flops(int(n), float(n * (c + n))) for n, c in zip(new[:2000], cached[:2000], strict=True)
-        )
+        pairs = list(zip(new, cached, strict=True))
+        solo = np.array([perf.prefill_time_s(int(n), float(n * (c + n)), float(n * c)) for n, c in pairs])
+        kern = np.array([perf.prefill_kernel_s(int(n), float(n * (c + n)), float(n * c)) for n, c in pairs])
+        flops = sum(perf.prefill_flops(int(n), float(n * (c + n)), float(n * c)) for n, c in pairs[:2000])
         m = np.maximum(out - 1.0, 0.0)
         sum_m = float(m.sum())
         kv_caps = [self.perfs[(svc, sh)].kv_capacity_tokens for sh in load.spec.shapes(Role.DECODE)]

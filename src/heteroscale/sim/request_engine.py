@@ -375,6 +375,7 @@ class RequestEngine:
         batch: list[Req] = []
         tokens = 0
         attn = 0.0
+        prefix = 0.0
         while queue:
             req = queue[0]
             if batch and tokens + req.new > budget:
@@ -383,17 +384,18 @@ class RequestEngine:
             batch.append(req)
             tokens += req.new
             attn += req.new * (req.cached + req.new)
+            prefix += req.new * req.cached
         p.queued_tokens -= tokens
         perf = p.perf
-        dur = perf.prefill_time_s(tokens, attn)
-        kernel = perf.prefill_kernel_s(tokens, attn)
+        dur = perf.prefill_time_s(tokens, attn, prefix)
+        kernel = perf.prefill_kernel_s(tokens, attn, prefix)
         p.busy = True
         p.batch = batch
         p.batch_end = now_s + dur
         p.batch_kfrac = kernel / dur if dur > 0 else 0.0
         p.acc_kernel_s += kernel
         p.acc_wall_s += dur
-        p.acc_flops += perf.prefill_flops(tokens, attn)
+        p.acc_flops += perf.prefill_flops(tokens, attn, prefix)
         heapq.heappush(self.heap, (p.batch_end, next(self.seq), _EV_PREFILL_DONE, p, 0))
 
     def _prefill_done(self, p: PrefillInst, now_s: float) -> None:

@@ -114,6 +114,7 @@ class SimulationRun:
         (registry name, options), overriding the scenario's."""
         st = scenario.settings
         self.scenario = scenario
+        self.calibration = calibration
         self.fidelity = fidelity or st.fidelity
         self.duration_s = duration_s if duration_s is not None else st.duration_s
         self.seed = st.seed if seed is None else seed

@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from heteroscale.domain.hardware import Role
+from heteroscale.perf.engines import assumptions
 from heteroscale.sim.telemetry import percentile
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
         "fidelity": run.fidelity.value,
         "seed": run.seed,
         "latency_estimated": engine.latency_estimated,
+        "perf_engine": run.scenario.settings.perf_engine,
+        "perf_engine_assumptions": assumptions(run.scenario.settings.perf_engine, run.calibration),
         "requests_total": total,
         "requests_completed": completed,
         "requests_failed": failed,

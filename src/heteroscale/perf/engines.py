@@ -1,0 +1,121 @@
+"""Engine profiles: which calibration a name stands for, what it assumes, and how it is fitted.
+
+An engine profile pairs GPU physics (per-SKU efficiencies) with the engine terms of one software
+generation (host overheads, per-layer and all-reduce latencies). Each measured source describes one
+engine, so each fitted profile is fitted on its own source; the scorecard
+(:mod:`heteroscale.perf.scorecard`) scores every profile on held-out rows of that source.
+
+* ``current`` (the simulator's default) — not fitted to any engine: the efficiencies of the pooled
+  Splitwise llama2-70b fit (:func:`~heteroscale.perf.fit.fit_calibration`, the same for every SKU)
+  with the 2025-engine priors of :meth:`Calibration.default` (3 ms per prefill step, 1.5 ms per
+  decode step, 10 µs per sequence, no per-layer latency). Its decode step is 2–3x faster than the
+  2023 measured rows; only the AIConfigurator estimates, which are not measurements, describe such
+  an engine.
+* ``measured-2023`` — Splitwise ``perf_model.csv``: a 2023 vLLM-era engine (eager PyTorch, Ray
+  workers) on DGX-A100 and DGX-H100, llama2-70b and bloom-176b.
+* ``gpu-kernels`` — ``h200_kernel_times.csv``: generic PyTorch kernels (cuBLAS GEMMs, SDPA) on one
+  H200 in CUDA graphs, kernel time only (host terms fixed at 0). An engine's fused kernels are at
+  least this fast.
+* ``distserve-2024`` / ``vllm-2024`` — DistServe's A100 profiles of its own engine and of the vLLM
+  it compared against (OSDI'24), OPT-13B and OPT-66B.
+
+Every fitted profile uses the same model: per-SKU compute, attention and HBM efficiencies, every
+engine term of ``ENGINE_TERMS`` (host terms only where the rows include host time) and a weak prior
+at :meth:`Calibration.default`'s values; SKUs without rows take the row-weighted mean efficiencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from heteroscale.perf.calibrate import ENGINE_TERMS, Calibration
+from heteroscale.perf.fit import HOST_TERMS, FitSpec
+
+CURRENT = "current"
+PRIOR_WEIGHT = 1e-5  # see fit._prior_rows: weak enough that the rows decide wherever they can
+MAX_HBM_EFF = 0.95  # no engine streams HBM faster than ≈90–93 % of the datasheet (STREAM-class copies)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProfile:
+    """A named engine profile: ``source`` is the profile source its fit uses (``None``: not fitted)
+    and ``kernel_only`` says its rows are GPU kernel time (no host overhead)."""
+
+    name: str
+    engine: str  # one line: which engine, measured where
+    source: str | None
+    kernel_only: bool = False
+
+    def fit_spec(self) -> FitSpec:
+        """How this profile is fitted (the same model for every fitted profile)."""
+        base = Calibration.default()
+        terms: tuple[str, ...] = ENGINE_TERMS
+        if self.kernel_only:  # kernel time has no host part: those terms are 0, not fitted
+            base = replace(base, prefill_step_overhead_s=0.0, decode_step_overhead_s=0.0, decode_seq_overhead_s=0.0)
+            terms = tuple(name for name in ENGINE_TERMS if name not in HOST_TERMS)
+        return FitSpec(
+            f"fit:{self.name}",
+            per_sku=True,
+            separate_attention=True,
+            fitted_terms=terms,
+            base=base,
+            prior_weight=PRIOR_WEIGHT,
+            max_hbm_eff=MAX_HBM_EFF,
+        )
+
+
+ENGINE_PROFILES: tuple[EngineProfile, ...] = (
+    EngineProfile(
+        CURRENT,
+        "2025-class engine priors (CUDA graphs, fused kernels), not fitted to a measured engine: its decode "
+        "step is 2–3x faster than the 2023 measured rows (`heteroscale calibrate --report`)",
+        None,
+    ),
+    EngineProfile("measured-2023", "2023 vLLM-era engine measured by Splitwise on DGX-A100/H100", "splitwise"),
+    EngineProfile(
+        "gpu-kernels", "generic PyTorch kernels in CUDA graphs on one H200, kernel time only", "h200-kernels", True
+    ),
+    EngineProfile("distserve-2024", "DistServe's engine profiled on A100-80G (OSDI'24)", "distserve"),
+    EngineProfile("vllm-2024", "vLLM as profiled by DistServe on A100-80G (OSDI'24)", "vllm"),
+)
+
+
+def engine_profile(name: str) -> EngineProfile:
+    """The profile called ``name``; ``KeyError`` naming the known ones otherwise."""
+    for profile in ENGINE_PROFILES:
+        if profile.name == name:
+            return profile
+    known = ", ".join(p.name for p in ENGINE_PROFILES)
+    raise KeyError(f"unknown perf engine {name!r} (known: {known})")
+
+
+def assumptions(name: str, calibration: Calibration) -> str:
+    """One line: the profile ``name``, its engine and the numbers of ``calibration`` (what every
+    simulation summary prints); a name that is no packaged profile is described by its numbers."""
+    try:
+        profile = engine_profile(name)
+    except KeyError:
+        profile = EngineProfile(name, "a calibration given by the caller", None)
+    return describe(profile, calibration)
+
+
+def describe(profile: EngineProfile, calibration: Calibration) -> str:
+    """One line: ``profile``, its engine and the numbers of ``calibration``."""
+    cal = calibration
+    per_sku = ", ".join(
+        f"{e.sku_id} {e.compute:.2f}/{e.attention:.2f}/{e.hbm:.2f}" for e in sorted(cal.sku_efficiencies, key=_sku)
+    )
+    shared = cal.efficiency("")
+    effs = f"efficiencies compute/attention/HBM {shared.compute:.2f}/{shared.attention:.2f}/{shared.hbm:.2f}"
+    effs += f" (fitted per SKU: {per_sku}; other SKUs the mean)" if per_sku else " (every SKU)"
+    host = (
+        f"host {cal.prefill_step_overhead_s * 1e3:.1f} ms/prefill step, {cal.decode_step_overhead_s * 1e3:.1f} ms"
+        f"/decode step + {cal.decode_seq_overhead_s * 1e6:.0f} µs/seq"
+    )
+    per_layer_mb = (cal.prefill_layer_latency_bytes / 1e6, cal.decode_layer_latency_bytes / 1e6)
+    layers = f"per-layer latency worth {per_layer_mb[0]:.0f}/{per_layer_mb[1]:.0f} MB of HBM streaming (prefill/decode)"
+    return f"{profile.name}: {profile.engine}; {effs}; {host}; {layers}"
+
+
+def _sku(entry: object) -> str:
+    return str(getattr(entry, "sku_id", ""))

@@ -56,8 +56,17 @@ def controller_config(
     policy: dict[str, Any] | None = None,
     journal: str = "journal.jsonl",
     name: str = "controller.yaml",
+    lease_duration_s: float = 6.0,
+    renew_deadline_s: float = 4.0,
+    retry_period_s: float = 0.5,
+    prometheus_timeout_s: float = 1.0,
+    request_timeout_s: float = 1.0,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a kubeconfig for the fake and a controller config; return the config's path."""
+    """Write a kubeconfig for the fake and a controller config; return the config's path.
+
+    The time-outs fit the lease as the config requires: Prometheus' observation budget and the
+    Kubernetes retry budget are the renew deadline. ``extra`` adds fields to a section."""
     kubeconfig = workdir / "kubeconfig.yaml"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -83,23 +92,25 @@ def controller_config(
         "name": "test-controller",
         "prometheus": {
             "url": prometheus_url,
-            "timeout_s": 2,
+            "timeout_s": prometheus_timeout_s,
+            "budget_s": renew_deadline_s,
             "staleness_s": staleness_s,
             "mapping": {"engine": "vllm", "spelling": spelling},
         },
         "kubernetes": {
             "kubeconfig": str(kubeconfig),
             "namespace": NAMESPACE,
-            "request_timeout_s": 1.0,
+            "request_timeout_s": request_timeout_s,
             "max_attempts": 4,
             "backoff_s": 0.05,
-            "retry_budget_s": 5.0,
+            "retry_budget_s": renew_deadline_s,
         },
         "controller": {"interval_s": interval_s, "window_s": window_s, "journal": journal},
         "leader_election": {
             "enabled": leader,
-            "lease_duration_s": 3.0,
-            "renew_deadline_s": 2.0,
+            "lease_duration_s": lease_duration_s,
+            "renew_deadline_s": renew_deadline_s,
+            "retry_period_s": retry_period_s,
             **({"identity": identity} if identity else {}),
         },
         "http": {"enabled": http_port != 0, "address": "127.0.0.1", "port": http_port},
@@ -138,6 +149,8 @@ def controller_config(
             }
         ],
     }
+    for section, fields in (extra or {}).items():
+        config[section] = {**config[section], **fields}
     path = workdir / name
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -192,10 +205,16 @@ def stop_process(process: subprocess.Popen[bytes], *, kill: bool = False, timeou
         return process.wait(timeout=timeout_s)
 
 
-def journal_records(path: Path) -> list[dict[str, Any]]:
+def journal_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a journal file (intents, outcomes, checkpoints), each parsed strictly."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def journal_records(path: Path) -> list[dict[str, Any]]:
+    """One record per decision: the outcomes (intents and checkpoints left out)."""
+    return [r for r in journal_lines(path) if r.get("phase", "outcome") == "outcome"]
 
 
 def replicas(deployments: list[dict[str, Any]]) -> dict[str, int]:

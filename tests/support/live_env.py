@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -180,18 +181,41 @@ def run_controller(config: Path, *args: str, timeout_s: float = 60.0) -> subproc
     )
 
 
-def start_controller(config: Path, *args: str, log_path: Path) -> subprocess.Popen[bytes]:
-    log = log_path.open("ab")
-    try:
-        return subprocess.Popen(
-            controller_command(config, *args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            stdin=subprocess.DEVNULL,
-        )
-    finally:
-        log.close()
+# exec the controller under a file-size limit (RLIMIT_FSIZE): every write that would grow a file past it
+# fails with EFBIG, as on a full disk (Python ignores SIGXFSZ, so the write returns the error)
+_LIMITED = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def start_controller(
+    config: Path, *args: str, log_path: Path, file_size_limit_bytes: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the controller; with ``file_size_limit_bytes`` no file it writes may grow past that size
+    (its log then goes through a pipe, copied to ``log_path`` by a thread of ours, not limited)."""
+    command = controller_command(config, *args)
+    if file_size_limit_bytes is None:
+        log = log_path.open("ab")
+        try:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_env(), stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+    command = [sys.executable, "-c", _LIMITED, str(file_size_limit_bytes), *command]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), stdin=subprocess.DEVNULL
+    )
+    pipe = process.stdout
+    assert pipe is not None
+
+    def copy() -> None:  # ends at EOF, when the process exits
+        with log_path.open("ab") as log:
+            for line in pipe:
+                log.write(line)
+                log.flush()
+
+    threading.Thread(target=copy, name="controller-log", daemon=True).start()
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes], *, kill: bool = False, timeout_s: float = 15.0) -> int:

@@ -6,7 +6,6 @@ No sleeps: time moves only when a test moves it, and the renewal thread waits on
 
 from __future__ import annotations
 
-import queue
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from heteroscale.config.controller import (
 )
 from heteroscale.controller.leader import LeaseElector, LeaseSettings
 from heteroscale.errors import ConfigError
-from tests.support.lease_fake import FakeLeaseStore
+from tests.support.lease_fake import FakeLeaseStore, Turns
 from tests.support.live_env import controller_config
 
 
@@ -30,31 +29,6 @@ def elector(store: FakeLeaseStore, clock: ManualClock, identity: str = "ctl-a") 
         namespace="llm", identity=identity, lease_duration_s=15.0, renew_deadline_s=10.0, retry_period_s=2.0
     )
     return LeaseElector(store, settings, clock)
-
-
-class Turns:
-    """The renewal thread's wait, driven by the test: the thread parks after each attempt until released."""
-
-    def __init__(self, clock: ManualClock) -> None:
-        self.clock = clock
-        self.parked_q: queue.Queue[float] = queue.Queue()
-        self.go_q: queue.Queue[bool] = queue.Queue()
-
-    def wait(self, seconds: float) -> bool:  # called by the renewal thread
-        self.parked_q.put(seconds)
-        return self.go_q.get(timeout=10.0)
-
-    def parked(self) -> float:
-        """Block (bounded) until the thread has finished an attempt and waits; returns its wait."""
-        return self.parked_q.get(timeout=10.0)
-
-    def release(self, advance_s: float) -> None:
-        """Move time on by ``advance_s`` and let the thread make its next attempt."""
-        self.clock.advance(advance_s)
-        self.go_q.put(False)
-
-    def stop(self) -> None:
-        self.go_q.put(True)
 
 
 def test_the_fence_opens_only_within_the_renew_deadline_of_a_successful_renewal() -> None:

@@ -172,12 +172,15 @@ class DurableJournal(Journal):
             written = 0
             while written < len(data):
                 written += os.write(self._fd, data[written:])
-            os.fsync(self._fd)
+            self._sync()
         except OSError:
             self._truncate_to_last_line()
             raise
         self._size += len(data)
         self._since_checkpoint += 1
+
+    def _sync(self) -> None:
+        os.fsync(self._fd)
 
     def _truncate_to_last_line(self) -> None:
         """Take a partly written line back out (best effort: a torn tail is also dropped at open)."""

@@ -256,7 +256,9 @@ def run_fault(case: Case) -> str:
         try:
             for identity in s.replicas:
                 s.start(identity)
-                wait_until(lambda: s.holder() is not None, 15.0, 0.2)
+            journals = [r.journal for r in s.replicas.values()]  # every replica up: its start-up checkpoint
+            wait_until(lambda: all(j.exists() and j.stat().st_size > 0 for j in journals), 30.0, 0.2)
+            wait_until(lambda: s.holder() is not None, 15.0, 0.2)
             if not wait_until(lambda: s.counts() == (3, 3), 60.0, 0.5):
                 return f"{case.name:<24} outcome=did not reach 3P/3D before the fault ({s.counts()})"
             CLOCK.sleep_s(2.0)
@@ -302,16 +304,16 @@ def run_fault(case: Case) -> str:
             recover += f" after usable data ({clean_s - cleared_s:.1f} s after the clear)"
         ok = bool(after) and after[0]["at_s"] - origin_s <= 2 * INTERVAL_S
         repeated = sum(len(r["outcome"].get("launched", [])) + len(r["outcome"].get("removed", [])) for r in after)
+        refused = [r for r in held if r["outcome"].get("errors")]
         if case.cluster_down:
             what = f"no decision while the API failed, {repeated} action(s) after it"
-        elif case.recover_from_inject:
-            what = f"{len(during_recs)} decision(s) while it lasted, {repeated} action(s) after"
-        else:
-            refused = [r for r in held if r["outcome"].get("errors")]
+        elif refused:
+            what = f"actuation refused and reported (transient) in {len(refused)}/{len(during_recs)} cycles"
+        elif held:
             reasons = sorted({r["recommendation"]["reason"] for r in held})
-            what = f"held {len(held)}/{len(during_recs)} cycles ({', '.join(reasons) or 'none'})"
-            if refused:
-                what = f"actuation refused and reported (transient) in {len(refused)}/{len(during_recs)} cycles"
+            what = f"held {len(held)}/{len(during_recs)} cycles ({', '.join(reasons)})"
+        else:
+            what = f"{len(during_recs)} decision(s) recorded while it lasted, {repeated} action(s) after"
         if unrecorded:
             what += f"; {unrecorded} decision(s) held unrecorded (journal-unwritable, in the log and /metrics)"
         scaled = "" if during == before else f" counts {before}→{during}"

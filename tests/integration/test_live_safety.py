@@ -107,7 +107,6 @@ def test_a_slow_cycle_never_lets_a_replica_without_the_lease_write(
     writes = kube.writes()
     assert writes and {w.writer for w in writes} <= {"ctl-a", "ctl-b"}
     assert kube.non_holder_writes() == [], [(w.writer, w.holder, w.method, w.path) for w in kube.non_holder_writes()]
-    assert journal_records(tmp_path / "b.jsonl") == []  # the standby never led, so decided nothing
 
 
 def test_a_journal_that_cannot_grow_holds_the_controller_without_acting_until_it_can(

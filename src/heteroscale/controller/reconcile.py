@@ -313,9 +313,9 @@ class Controller:
         )
         decision_id = self.journal.new_id(spec.name, now_s)
         outcome: dict[str, object] = {"applied": "nothing to do"}
-        applied = False
+        applied = held = False
         if plan.empty and not plan.unplaced:
-            pass
+            pass  # nothing to do: no intent, the outcome alone records the decision
         elif self._fenced is not None:
             self._put_back(p)
             outcome = {"abandoned": f"not applied: an earlier write this cycle was fenced ({self._fenced})"}
@@ -325,7 +325,7 @@ class Controller:
             except JournalUnwritable as exc:
                 log.warning("%s: holding, nothing applied: the intent cannot be journaled (%s)", spec.name, exc)
                 self._put_back(p)
-                record = _held(record, str(exc))
+                record, held = _held(record, str(exc)), True
                 outcome = {"held": f"{Reason.JOURNAL_UNWRITABLE.value}: {exc}"}
             else:
                 result = self.actuator.apply(plan, now_s)
@@ -335,8 +335,9 @@ class Controller:
         record = dataclasses.replace(record, outcome=outcome)
         try:
             self.journal.conclude(record, decision_id, applied)
-        except JournalUnwritable as exc:
-            log.error("%s: the outcome of %s could not be journaled: %s", spec.name, decision_id, exc)
+        except JournalUnwritable as exc:  # after a held intent this is expected, and already said
+            level = logging.DEBUG if held else logging.ERROR
+            log.log(level, "%s: the outcome of %s could not be journaled: %s", spec.name, decision_id, exc)
         return record
 
     @staticmethod

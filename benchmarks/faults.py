@@ -2,37 +2,46 @@
 
 Each fault runs in a fresh local stack on 127.0.0.1 — a real Prometheus (Debian's binary) scraping the
 test exporter, the Kubernetes API fake (kmock + tests/support/kube_fake.py) and ``heteroscale controller``
-as a subprocess reconciling every INTERVAL_S — and prints:
+as a subprocess (two, leader and standby, where the fault needs them) reconciling every INTERVAL_S —
+and prints:
 
-    <fault>  outcome=<what the controller did>  recover=<s after the fault cleared> (target ≤ 2 intervals)
-             records=<n> lost=<0|n>
+    <fault>  outcome=<what the controller did>  recover=<s> (target ≤ 2 intervals)
+             non-holder-writes=<n> (target 0)  unjournaled-actions=<n> (target 0)  records=<n> lost=<n>
 
-"recover" is the time from the moment the fault clears to the first DecisionRecord that is again a
-normal decision (observation read, cluster written). "lost" counts cycles that should have produced a
-record but left none in the journal: a cycle with a readable cluster always writes one record per
-service, so between the first and last record the gaps must be one interval (a journal line must parse,
-too). While the Kubernetes API itself is down no decision can be made; those cycles are logged and counted
-as "no-decision", not as lost records.
+* ``recover``: from the moment the fault clears (or, for ``clean`` faults, Prometheus holds usable data
+  again) to the first DecisionRecord that is again a normal decision (observation read, cluster
+  written); for a killed leader, from the kill to the standby's first decision.
+* ``non-holder-writes``: writes the Kubernetes fake applied while their writer (named by its
+  ``User-Agent``) did not hold the Lease — split brain.
+* ``unjournaled-actions``: applied outcomes with no earlier intent record of the same ``decision_id``,
+  plus every cluster write made while the controller's journal could not be written.
+* ``lost``: records that should be in a journal and are not — a gap in the per-run decision counter
+  (the ``#n`` of ``decision_id``), an intent without its outcome, or a line that does not parse. A slow
+  cycle makes no decision id, so it is not a lost record.
 
-Run: ``.venv/bin/python benchmarks/faults.py`` (needs ``prometheus`` on PATH: ``make system-deps``).
+A fault is one entry of ``FAULTS``: a name, ``inject(stack)`` returning the function that clears it,
+and what the stack needs (two replicas, a short lease, a PromQL query that says the data is clean).
+
+Run: ``.venv/bin/python benchmarks/faults.py [NAME …]`` (needs ``prometheus`` on PATH: ``make system-deps``).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import re
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.engine_exporter import EngineExporter, RoleLoad, ServiceLoad  # noqa: E402
-from tests.support.kube_fake import Fault, KubeFakeServer  # noqa: E402
+from tests.support.kube_fake import LEASES, Fault, KubeFakeServer  # noqa: E402
 from tests.support.live_env import (  # noqa: E402
     NAMESPACE,
     controller_config,
@@ -50,6 +59,30 @@ INTERVAL_S = 1.0
 FAULT_S = 6.0
 CLOCK = WallClock()
 HOLDS = {"hold-stale-observation", "hold-missing-observation", "hold-partial-observation", "hold-missing-signal"}
+LEASE: Mapping[str, float] = {"lease_duration_s": 6.0, "renew_deadline_s": 4.0, "retry_period_s": 0.5}
+SHORT_LEASE: Mapping[str, float] = {
+    "lease_duration_s": 3.0,
+    "renew_deadline_s": 2.0,
+    "retry_period_s": 0.5,
+    "prometheus_timeout_s": 0.5,
+}
+FRESH = 'max(timestamp({__name__=~"vllm[:_]num_requests_running"})) > time() - 1.5'
+FINITE = 'sum(rate({__name__=~"vllm[:_]generation_tokens_total"}[5000ms])) >= 0'
+GEN = 'rate({__name__="vllm:generation_tokens_total"}[5s])'
+
+
+# --- the stack -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Replica:
+    identity: str
+    config: Path
+    journal: Path
+    log: Path
+    process: Popen[bytes] | None = None
+    limited_from_s: float | None = None  # its journal could not grow from then …
+    limited_until_s: float | None = None  # … until then
 
 
 @dataclass
@@ -58,49 +91,134 @@ class Stack:
     kube: KubeFakeServer
     exporter: EngineExporter
     prometheus: PrometheusServer
-    config: Path
+    replicas: dict[str, Replica] = field(default_factory=dict)
 
     def counts(self) -> tuple[int, int]:
         deployments = self.kube.deployments(NAMESPACE)
         return role_replicas(deployments, "prefill"), role_replicas(deployments, "decode")
 
-    def stop(self) -> None:
+    def holder(self) -> str | None:
+        return self.kube.call(lambda f: f.lease_holder())  # type: ignore[no-any-return]
+
+    def transitions(self) -> int:
+        def read(f: Any) -> int:
+            leases = f.live_objects(LEASES, NAMESPACE)
+            return int((leases[0].get("spec") or {}).get("leaseTransitions") or 0) if leases else 0
+
+        return self.kube.call(read)  # type: ignore[no-any-return]
+
+    def start(self, identity: str, *, file_size_limit_bytes: int | None = None) -> None:
+        r = self.replicas[identity]
+        r.process = start_controller(
+            r.config, "--duration-s", "180", log_path=r.log, file_size_limit_bytes=file_size_limit_bytes
+        )
+
+    def stop(self, identity: str, *, kill: bool = False) -> None:
+        r = self.replicas[identity]
+        if r.process is not None:
+            stop_process(r.process, kill=kill)
+            r.process = None
+
+    def stop_all(self) -> None:
+        for identity in self.replicas:
+            self.stop(identity)
         self.prometheus.stop()
         self.exporter.stop()
         self.kube.stop()
 
 
-def stack(workdir: Path, *, explicit_timestamps: bool = False) -> Stack:
+def stack(workdir: Path, case: Case) -> Stack:
     kube = KubeFakeServer(gpu_nodes(), ready_after_s=0.3).start()
     load = ServiceLoad("chat", prefill=RoleLoad(1, 8000.0, 6000.0), decode=RoleLoad(1, 2800.0, 1500.0), base_tbt_s=0.02)
     # explicit timestamps only where a stale (frozen) exporter is the fault: Prometheus then keeps old
     # samples instead of marking the series stale, as with a lagging federation or remote-write source
     exporter = EngineExporter(
-        [load], explicit_timestamps=explicit_timestamps, instances_source=lambda: kube.ready_counts(NAMESPACE)
+        [load], explicit_timestamps=case.explicit, instances_source=lambda: kube.ready_counts(NAMESPACE)
     )
     exporter.start()
     prometheus = PrometheusServer(workdir / "prometheus", [f"127.0.0.1:{exporter.port}"]).start()
-    config = controller_config(
-        workdir, prometheus.url, kube.url, identity="bench-a", staleness_s=3.0, interval_s=INTERVAL_S
-    )
-    s = Stack(workdir, kube, exporter, prometheus, config)
-    result = run_controller(config, "--once")  # raises both roles to their minimum
+    s = Stack(workdir, kube, exporter, prometheus)
+    for identity in ("bench-a", "bench-b") if case.standby else ("bench-a",):
+        config = controller_config(
+            workdir,
+            prometheus.url,
+            kube.url,
+            identity=identity,
+            staleness_s=3.0,
+            interval_s=INTERVAL_S,
+            journal=f"{identity}.jsonl",
+            name=f"{identity}.yaml",
+            **case.lease,
+        )
+        s.replicas[identity] = Replica(identity, config, workdir / f"{identity}.jsonl", workdir / f"{identity}.log")
+    result = run_controller(s.replicas["bench-a"].config, "--once")  # raises both roles to their minimum
     if result.returncode != 0:
-        s.stop()
+        s.stop_all()
         raise RuntimeError(result.stderr[-2000:])
-    wait_until(lambda: prometheus.has_data('rate({__name__="vllm:generation_tokens_total"}[5s])'), 30.0, 0.25)
+    wait_until(lambda: prometheus.has_data(GEN), 30.0, 0.25)
     return s
 
 
-def records(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(complete records, unparseable lines)."""
-    out, bad = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+# --- reading the journals ------------------------------------------------------------------------
+
+
+def journal_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """(parsed lines, lines that do not parse)."""
+    out: list[dict[str, Any]] = []
+    bad = 0
+    if not path.exists():
+        return out, bad
+    for raw in path.read_bytes().splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(raw.decode("utf-8"), parse_constant=lambda c: float("nan"))
         except ValueError:
             bad += 1
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+        else:
+            bad += 1
     return out, bad
+
+
+def decisions(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in lines if r.get("phase", "outcome") == "outcome"]
+
+
+def lost_records(lines: list[dict[str, Any]]) -> int:
+    """Gaps in each run's decision counter, and intents that never got their outcome."""
+    lost = 0
+    previous = 0
+    outcomes = {r["decision_id"] for r in lines if r.get("phase") == "outcome"}
+    for r in lines:
+        if r.get("phase") == "checkpoint":
+            continue
+        m = re.search(r"#(\d+)$", str(r.get("decision_id") or ""))
+        if m is None:
+            continue
+        n = int(m.group(1))
+        if r.get("phase") == "intent" and r["decision_id"] not in outcomes:
+            lost += 1
+        if n == previous:  # the outcome of the intent just read
+            continue
+        if n < previous or n == 1:  # a new run
+            previous = n
+            continue
+        lost += n - previous - 1
+        previous = n
+    return lost
+
+
+def unjournaled(lines: list[dict[str, Any]]) -> int:
+    """Applied outcomes without an earlier intent record of the same decision."""
+    intents: set[str] = set()
+    missing = 0
+    for r in lines:
+        if r.get("phase") == "intent":
+            intents.add(str(r.get("decision_id")))
+        elif r.get("phase", "outcome") == "outcome" and r.get("applied") and str(r.get("decision_id")) not in intents:
+            missing += 1
+    return missing
 
 
 def normal(record: dict[str, Any]) -> bool:
@@ -109,86 +227,105 @@ def normal(record: dict[str, Any]) -> bool:
         "error" not in record["observation"]
         and record["recommendation"]["reason"] not in HOLDS
         and not [e for e in outcome.get("errors", []) if not str(e).startswith("unplaced")]
+        and "held" not in outcome
     )
 
 
-def lost_records(recs: list[dict[str, Any]], allowed_gaps: list[tuple[float, float]]) -> int:
-    """Cycles without a record between consecutive records (outside windows where none can be made)."""
-    lost = 0
-    for a, b in itertools.pairwise(recs):
-        gap = b["at_s"] - a["at_s"]
-        if any(lo - INTERVAL_S <= a["at_s"] and b["at_s"] <= hi + 2 * INTERVAL_S for lo, hi in allowed_gaps):
-            continue
-        lost += max(0, round(gap / INTERVAL_S) - 1)
-    return lost
+# --- one fault -------------------------------------------------------------------------------------
 
 
-FRESH = 'max(timestamp({__name__=~"vllm[:_]num_requests_running"})) > time() - 1.5'
-FINITE = 'sum(rate({__name__=~"vllm[:_]generation_tokens_total"}[5000ms])) >= 0'
+@dataclass(frozen=True)
+class Case:
+    """One fault: ``inject(stack)`` starts it and returns the function that clears it."""
+
+    name: str
+    inject: Callable[[Stack], Callable[[], None]]
+    clean: str | None = None  # PromQL answering once Prometheus holds usable data again
+    cluster_down: bool = False  # the API itself fails: no decision can be made meanwhile
+    explicit: bool = False  # the exporter stamps its samples
+    standby: bool = False  # a second replica runs
+    lease: Mapping[str, float] = field(default_factory=lambda: dict(LEASE))
+    fault_s: float = FAULT_S
+    recover_from_inject: bool = False  # time recovery from the fault itself (a killed leader)
+    recover_note: str | None = None  # what bounds recovery when it is not two intervals
 
 
-def run_fault(
-    name: str,
-    inject: Callable[[Stack], Callable[[], None]],
-    *,
-    cluster_down: bool = False,
-    explicit: bool = False,
-    clean: str | None = None,
-) -> str:
-    """``clean``: a PromQL query that answers once Prometheus holds usable data again (fresh samples, a
-    rate window free of NaN); recovery is then also timed from that moment, which is what the
-    controller can react to."""
-    with tempfile.TemporaryDirectory(prefix=f"faults-{name}-") as tmp:
-        s = stack(Path(tmp), explicit_timestamps=explicit)
-        log = Path(tmp) / "controller.log"
-        loop_start_s = CLOCK.now_s()
-        process = start_controller(s.config, "--duration-s", "120", log_path=log)
+def run_fault(case: Case) -> str:
+    with tempfile.TemporaryDirectory(prefix=f"faults-{case.name}-") as tmp:
+        s = stack(Path(tmp), case)
         try:
-            if not wait_until(lambda: s.counts() == (3, 3), 40.0, 0.5):
-                return f"{name:<22} outcome=did not reach 3P/3D before the fault ({s.counts()})"
+            for identity in s.replicas:
+                s.start(identity)
+            journals = [r.journal for r in s.replicas.values()]  # every replica up: its start-up checkpoint
+            wait_until(lambda: all(j.exists() and j.stat().st_size > 0 for j in journals), 30.0, 0.2)
+            wait_until(lambda: s.holder() is not None, 15.0, 0.2)
+            if not wait_until(lambda: s.counts() == (3, 3), 60.0, 0.5):
+                return f"{case.name:<24} outcome=did not reach 3P/3D before the fault ({s.counts()})"
             CLOCK.sleep_s(2.0)
             before = s.counts()
+            transitions_before = s.transitions()
             start_s = CLOCK.now_s()
-            clear = inject(s)
-            CLOCK.sleep_s(FAULT_S)
+            clear = case.inject(s)
+            CLOCK.sleep_s(case.fault_s)
             during = s.counts()
             clear()
             cleared_s = CLOCK.now_s()
             clean_s = cleared_s
-            if clean is not None:
-                wait_until(lambda: s.prometheus.has_data(clean), 20.0, 0.1)
+            if case.clean is not None:
+                wait_until(lambda: s.prometheus.has_data(case.clean), 20.0, 0.1)
                 clean_s = CLOCK.now_s()
             CLOCK.sleep_s(4.0 * INTERVAL_S + 2.0)
+            transitions = s.transitions() - transitions_before  # before a stop hands the Lease on
+            for identity in s.replicas:
+                s.stop(identity)
+            writes = s.kube.writes()
         finally:
-            stop_process(process)
-        recs, bad = records(Path(tmp) / "journal.jsonl")
-        s.stop()
+            s.stop_all()
+        lines: list[dict[str, Any]] = []
+        bad = lost = no_intent = 0
+        for r in s.replicas.values():
+            got, unparsed = journal_lines(r.journal)
+            lines += got
+            bad += unparsed
+            lost += lost_records(got)
+            no_intent += unjournaled(got)
+            if r.limited_from_s is not None:  # no intent could be made durable then: every write is one
+                until = r.limited_until_s or cleared_s
+                no_intent += sum(1 for w in writes if w.writer == r.identity and r.limited_from_s <= w.at_s <= until)
+        recs = sorted(decisions(lines), key=lambda r: r["at_s"])
+        unrecorded = sum(r.log.read_text().count("the intent cannot be journaled") for r in s.replicas.values())
+        non_holder = len([w for w in writes if not w.by_holder])
         during_recs = [r for r in recs if start_s + INTERVAL_S < r["at_s"] < cleared_s]
         held = [r for r in during_recs if not normal(r)]
-        after = [r for r in recs if r["at_s"] >= cleared_s and normal(r)]
-        recover = f"{after[0]['at_s'] - cleared_s:.2f} s" if after else "never"
-        if after and clean is not None:
-            recover += (
-                f" ({after[0]['at_s'] - clean_s:.2f} s after usable data, {clean_s - cleared_s:.1f} s after the clear)"
-            )
-        ok = after and after[0]["at_s"] - clean_s <= 2 * INTERVAL_S
+        origin_s = start_s if case.recover_from_inject else clean_s
+        after = [r for r in recs if r["at_s"] >= (start_s if case.recover_from_inject else cleared_s) and normal(r)]
+        recover = f"{after[0]['at_s'] - origin_s:.2f} s" if after else "never"
+        if after and case.clean is not None:
+            recover += f" after usable data ({clean_s - cleared_s:.1f} s after the clear)"
+        ok = bool(after) and after[0]["at_s"] - origin_s <= 2 * INTERVAL_S
         repeated = sum(len(r["outcome"].get("launched", [])) + len(r["outcome"].get("removed", [])) for r in after)
-        if cluster_down:
-            silent = lost_records([r for r in recs if r["at_s"] >= loop_start_s], [])
-            what = f"no decision for {silent} cycle(s) while the API failed, {repeated} action(s) after it"
-        else:
-            refused = [r for r in held if r["outcome"].get("errors")]
+        refused = [r for r in held if r["outcome"].get("errors")]
+        if case.cluster_down:
+            what = f"no decision while the API failed, {repeated} action(s) after it"
+        elif refused:
+            what = f"actuation refused and reported (transient) in {len(refused)}/{len(during_recs)} cycles"
+        elif held:
             reasons = sorted({r["recommendation"]["reason"] for r in held})
-            what = f"held {len(held)}/{len(during_recs)} cycles ({', '.join(reasons) or 'none'})"
-            if refused:
-                what = f"actuation refused and reported (transient) in {len(refused)}/{len(during_recs)} cycles"
-        scaled = "" if during == before else f" counts moved {before}→{during}!"
-        loop = [r for r in recs if r["at_s"] >= loop_start_s]
-        lost = lost_records(loop, [(start_s, cleared_s)] if cluster_down else []) + bad
+            what = f"held {len(held)}/{len(during_recs)} cycles ({', '.join(reasons)})"
+        else:
+            what = f"{len(during_recs)} decision(s) recorded while it lasted, {repeated} action(s) after"
+        if unrecorded:
+            what += f"; {unrecorded} decision(s) held unrecorded (journal-unwritable, in the log and /metrics)"
+        scaled = "" if during == before else f" counts {before}→{during}"
+        target = case.recover_note or f"{'within' if ok else 'OVER'} 2×{INTERVAL_S:g} s"
         return (
-            f"{name:<22} outcome={what}{scaled}  recover={recover} "
-            f"({'within' if ok else 'OVER'} 2×{INTERVAL_S:g} s)  records={len(recs)} lost={lost}"
+            f"{case.name:<24} outcome={what}{scaled}, {transitions} leadership change(s)  recover={recover} "
+            f"({target})  non-holder-writes={non_holder}  unjournaled-actions={no_intent}  "
+            f"records={len(recs)} lost={lost + bad}"
         )
+
+
+# --- the faults ----------------------------------------------------------------------------------
 
 
 def prometheus_down(s: Stack) -> Callable[[], None]:
@@ -218,95 +355,92 @@ def api(status: int, delay_s: float = 0.0) -> Callable[[Stack], Callable[[], Non
     return inject
 
 
-def kill_restart() -> str:
-    """SIGKILL the controller, restart it: state from the cluster, journal intact, nothing repeated."""
-    with tempfile.TemporaryDirectory(prefix="faults-kill-") as tmp:
-        s = stack(Path(tmp))
-        log = Path(tmp) / "controller.log"
-        process = start_controller(s.config, "--duration-s", "120", log_path=log)
-        try:
-            wait_until(lambda: s.counts() == (3, 3), 40.0, 0.5)
-            CLOCK.sleep_s(1.5)
-        finally:
-            stop_process(process, kill=True)
-        journal = Path(tmp) / "journal.jsonl"
-        before_text = journal.read_text(encoding="utf-8")
-        before, bad = records(journal)
-        restarted_s = CLOCK.now_s()
-        process = start_controller(s.config, "--duration-s", "120", log_path=log)
-        try:
-            wait_until(lambda: len(records(journal)[0]) > len(before) + 2, 15.0, 0.2)
-        finally:
-            stop_process(process)
-        after, bad_after = records(journal)
-        s.stop()
-        intact = journal.read_text(encoding="utf-8").startswith(before_text)
-        new = after[len(before) :]
-        repeated = sum(len(r["outcome"].get("launched", [])) + len(r["outcome"].get("removed", [])) for r in new)
-        recover = f"{new[0]['at_s'] - restarted_s:.2f} s" if new else "never"
-        return (
-            f"{'controller-kill-restart':<22} outcome=state rebuilt ({new[0]['decision']['current_prefill']}P/"
-            f"{new[0]['decision']['current_decode']}D), {repeated} action(s) repeated, journal "
-            f"{'intact' if intact else 'REWRITTEN'}  recover={recover} (from restart, incl. start-up)  "
-            f"records={len(after)} lost={bad + bad_after}"
-        )
+def conflicts(s: Stack) -> Callable[[], None]:
+    """409 on every scale write while the load doubles: the scale-out waits, then goes through once."""
+    fault = s.kube.inject(Fault("PATCH", r"/scale$", status=409, count=10_000))
+    s.exporter.set_load("chat", decode_tps=5600.0, prefill_tps=16000.0)
+    return lambda: setattr(fault, "count", fault.hits)
 
 
-def leader_failover() -> str:
-    """Two controllers; SIGKILL the leader: the standby takes over once the lease (3 s) expires."""
-    with tempfile.TemporaryDirectory(prefix="faults-leader-") as tmp:
-        s = stack(Path(tmp))
-        config_b = controller_config(
-            Path(tmp),
-            s.prometheus.url,
-            s.kube.url,
-            identity="bench-b",
-            journal="b.jsonl",
-            name="b.yaml",
-            staleness_s=3.0,
-            interval_s=INTERVAL_S,
-        )
-        a = start_controller(s.config, "--duration-s", "120", log_path=Path(tmp) / "a.log")
-        b = start_controller(config_b, "--duration-s", "120", log_path=Path(tmp) / "b.log")
-        try:
-            wait_until(lambda: s.counts() == (3, 3), 40.0, 0.5)
-            b_before = len(records(Path(tmp) / "b.jsonl")[0]) if (Path(tmp) / "b.jsonl").exists() else 0
-            stop_process(a, kill=True)
-            killed_s = CLOCK.now_s()
-            wait_until(lambda: (Path(tmp) / "b.jsonl").exists() and bool(records(Path(tmp) / "b.jsonl")[0]), 15.0, 0.1)
-        finally:
-            stop_process(b)
-            stop_process(a)
-        rb, bad = records(Path(tmp) / "b.jsonl")
-        s.stop()
-        took = f"{rb[0]['at_s'] - killed_s:.2f} s" if rb else "never"
-        return (
-            f"{'leader-failover':<22} outcome=standby wrote {b_before} record(s) while not leading, then took over  "
-            f"recover={took} (lease 3 s + ≤1 interval)  records={len(rb)} lost={bad}"
-        )
+def slow_cycles(s: Stack) -> Callable[[], None]:
+    """Every cluster read takes 0.5 s (a cycle outlasts the 3 s lease) while the load doubles."""
+    fault = s.kube.inject(Fault("GET", r"/(nodes|pods|deployments)$", status=0, delay_s=0.5, count=100_000))
+    s.exporter.set_load("chat", decode_tps=5600.0, prefill_tps=16000.0)
+    return lambda: setattr(fault, "count", fault.hits)
+
+
+def journal_full(s: Stack) -> Callable[[], None]:
+    """The leader's journal cannot grow by a byte (RLIMIT_FSIZE: EFBIG, as a full disk gives ENOSPC)
+    while the load doubles; then it has room again."""
+    leader = s.replicas[s.holder() or "bench-a"]
+    s.stop(leader.identity)
+    leader.limited_from_s = CLOCK.now_s()
+    s.start(leader.identity, file_size_limit_bytes=leader.journal.stat().st_size)
+    s.exporter.set_load("chat", decode_tps=5600.0, prefill_tps=16000.0)
+
+    def clear() -> None:
+        s.stop(leader.identity)
+        leader.limited_until_s = CLOCK.now_s()
+        s.start(leader.identity)
+
+    return clear
+
+
+def kill_restart(s: Stack) -> Callable[[], None]:
+    """SIGKILL the controller; restart it: state from the cluster, nothing repeated."""
+    leader = s.holder() or "bench-a"
+    s.stop(leader, kill=True)
+    return lambda: s.start(leader)
+
+
+def kill_leader(s: Stack) -> Callable[[], None]:
+    """SIGKILL whichever replica holds the Lease (read from the Lease first); the standby takes over."""
+    leader = s.holder()
+    if leader is None:
+        raise RuntimeError("nobody leads before the kill")
+    s.stop(leader, kill=True)
+    return lambda: s.start(leader)
+
+
+FAULTS = [
+    Case("prometheus-down", prometheus_down, clean=FRESH),
+    Case("stale-metrics", stale, explicit=True, clean=FRESH),
+    Case("nan-metrics", nan, clean=FINITE),
+    Case("api-500", api(500), cluster_down=True),
+    Case("api-timeouts", api(0, delay_s=1.5), cluster_down=True),
+    Case("api-409-on-scale", conflicts),
+    Case(
+        "split-brain-slow-cycle",
+        slow_cycles,
+        standby=True,
+        lease=SHORT_LEASE,
+        fault_s=20.0,
+        recover_note="the cycle in flight at the clear is still a slow one",
+    ),
+    Case("journal-disk-full", journal_full, fault_s=8.0, recover_note="from the restart with room, start-up included"),
+    Case("controller-kill-restart", kill_restart, fault_s=1.0, recover_note="from the restart, start-up included"),
+    Case(
+        "leader-failover",
+        kill_leader,
+        standby=True,
+        fault_s=10.0,
+        recover_from_inject=True,
+        recover_note=f"from the kill: lease {LEASE['lease_duration_s']:g} s + retry {LEASE['retry_period_s']:g} s "
+        "+ the standby's next cycle",
+    ),
+    # room for more, one line each: a partial scrape, pods that never become Ready, a cordoned node …
+]
 
 
 def main() -> int:
     if prometheus_binary() is None:
         print("prometheus is not on PATH: run `make system-deps` first")
         return 2
-    print(f"live-controller faults: interval {INTERVAL_S:g} s, each fault held {FAULT_S:g} s")
-    print(run_fault("prometheus-down", prometheus_down, clean=FRESH), flush=True)
-    print(run_fault("stale-metrics", stale, explicit=True, clean=FRESH), flush=True)
-    print(run_fault("nan-metrics", nan, clean=FINITE), flush=True)
-    print(run_fault("api-500", api(500), cluster_down=True), flush=True)
-    print(run_fault("api-timeouts", api(0, delay_s=1.5), cluster_down=True), flush=True)
-    print(run_fault("api-409-on-scale", _conflicts), flush=True)
-    print(kill_restart(), flush=True)
-    print(leader_failover(), flush=True)
+    chosen = [f for f in FAULTS if len(sys.argv) == 1 or f.name in sys.argv[1:]]
+    print(f"live-controller faults: interval {INTERVAL_S:g} s, each fault held {FAULT_S:g} s unless noted")
+    for case in chosen:
+        print(run_fault(case), flush=True)
     return 0
-
-
-def _conflicts(s: Stack) -> Callable[[], None]:
-    """409 on every scale write while the load doubles: the scale-out waits, then goes through once."""
-    fault = s.kube.inject(Fault("PATCH", r"/scale$", status=409, count=10_000))
-    s.exporter.set_load("chat", decode_tps=5600.0, prefill_tps=16000.0)
-    return lambda: setattr(fault, "count", fault.hits)
 
 
 if __name__ == "__main__":

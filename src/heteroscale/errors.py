@@ -36,3 +36,7 @@ class TransientActuationError(HeteroScaleError):
 
 class PermanentActuationError(HeteroScaleError):
     """The cluster refused an action for good (e.g. 4xx other than 409)."""
+
+
+class JournalUnwritable(HeteroScaleError):
+    """The decision journal cannot be written (disk full, file too large, I/O error): hold, do not act."""

@@ -9,7 +9,7 @@ import kubernetes
 import pytest
 
 from heteroscale.actuators.advisory import AdvisoryActuator
-from heteroscale.actuators.kube.api import KubernetesSettings, translate
+from heteroscale.actuators.kube.api import FencedError, KubernetesSettings, translate
 from heteroscale.actuators.kube.manifests import WorkloadTemplate
 from heteroscale.actuators.kube.naming import DELETION_COST, WorkloadKey
 from heteroscale.actuators.kube.owned import KubernetesCluster
@@ -231,6 +231,45 @@ def test_discovery_changes_flip_the_label_only(cluster: KubernetesCluster, kube:
     gated = next(i for i in state.instances if i.id == pod)
     assert gated.lifecycle is Lifecycle.READY and not gated.in_discovery
     assert len(kube.pods(NAMESPACE)) == 2  # outside the selector: nothing replaced
+
+
+def test_a_write_refused_by_the_fence_abandons_every_write_left(
+    cluster: KubernetesCluster, kube: KubeFakeServer
+) -> None:
+    """The defect: a controller that no longer held the Lease kept writing. Refused once, it asks no more."""
+    scale_up(cluster, 0, 3)
+    assert wait_until(lambda: ready(cluster, 3), 10.0)
+    now_s = CLOCK.now_s()
+    pods = sorted(i.id for i in cluster.snapshot(now_s).instances)
+    asked: list[str] = []
+
+    def fence(what: str) -> None:  # lets the first write through, then the lease has lapsed
+        asked.append(what)
+        if len(asked) > 1:
+            raise FencedError(f"{what}: refused: the last lease renewal began 11.0 s ago (renew deadline 10 s)")
+
+    cluster.client.fence = fence
+    writes_before = len(kube.writes())
+    plan = PlacementPlan(
+        launches=launches("pod-a-n0", PREFILL, 2),
+        removals=(Remove(pods[0], ScaleInMode.DRAIN, 0.0),),
+        discovery=(DiscoveryChange(pods[1], False, "gated"), DiscoveryChange(pods[2], False, "gated")),
+    )
+    result = cluster.apply(plan, now_s)
+    assert len(asked) == 2  # one write went through; the refused one was the last asked for
+    assert len(kube.writes()) == writes_before + 1
+    assert result.removed == (pods[0],) and result.launched == () and result.discovery_changed == ()
+    assert result.fenced is not None and "renew deadline" in result.fenced
+    assert result.abandoned == (
+        "scale chat-dg0-prefill-h100-sxm-tp1 by +2",
+        f"discovery {pods[1]} → off",
+        f"discovery {pods[2]} → off",
+    )
+    assert any(e.startswith("fenced:") and "3 write(s) abandoned" in e for e in result.errors)
+    # finishing drains is refused at its first write too: the victim's drain is due at once
+    finished = cluster.finish_drains(CLOCK.now_s())
+    assert finished.fenced is not None and finished.removed == () and len(asked) == 3
+    assert len(kube.writes()) == writes_before + 1
 
 
 def test_advisory_applies_nothing(cluster: KubernetesCluster, kube: KubeFakeServer) -> None:

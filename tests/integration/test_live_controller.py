@@ -95,24 +95,27 @@ def test_prometheus_stopped_mid_run_holds_with_a_reason_and_recovers(
         assert wait_until(lambda: counts(kube) == (3, 3), 40.0, 0.5), counts(kube)
         exporter.set_load("chat", decode_tps=800.0, prefill_tps=2000.0)  # would scale in, were it observed
         prometheus.stop()
-        stopped_s = CLOCK.now_s()
         CLOCK.sleep_s(4.0)
         assert counts(kube) == (3, 3)  # never scales in on missing metrics
         prometheus.start()
-        restarted_s = CLOCK.now_s()
         assert wait_until(lambda: counts(kube)[1] < 3, 30.0, 0.5)  # observed again: the scale-in goes ahead
     finally:
         stop_process(process)
     records = journal_records(tmp_path / "journal.jsonl")
-    outage = [r for r in records if stopped_s + 0.5 < r["at_s"] < restarted_s - 0.1]
-    assert len(outage) >= 2
-    for r in outage:
-        assert "cannot reach the server" in r["observation"]["error"]
+    # records are chosen by what they observed, not by when they were made: a cycle that began before
+    # the stop may end after it, and a loaded machine stretches every interval
+    outage = [i for i, r in enumerate(records) if "cannot reach the server" in r["observation"].get("error", "")]
+    assert len(outage) >= 2, [r["observation"].get("error") for r in records]
+    for i in outage:
+        r = records[i]
         assert r["recommendation"]["reason"] == "hold-missing-observation"
         d = r["decision"]
         assert (d["desired_prefill"], d["desired_decode"]) == (d["current_prefill"], d["current_decode"])
-    first_ok = next(r for r in records if r["at_s"] > restarted_s and "error" not in r["observation"])
-    assert first_ok["at_s"] - restarted_s <= 2 * 1.0 + 1.0  # two intervals, plus Prometheus' first scrape
+        assert not r["outcome"].get("launched") and not r["outcome"].get("removed")
+    after = records[outage[-1] + 1 :]
+    assert any("error" not in r["observation"] for r in after)  # observed again after the outage
+    scaled_in = [r for r in after if r["decision"]["desired_decode"] < r["decision"]["current_decode"]]
+    assert scaled_in and all("error" not in r["observation"] for r in scaled_in)
 
 
 @pytest.mark.parametrize("fault", ["nan", "frozen"])
@@ -185,14 +188,19 @@ def test_killed_controller_restarts_from_the_cluster_without_repeating_itself(
         stop_process(process, kill=True)
     journal = tmp_path / "journal.jsonl"
     before = journal.read_text(encoding="utf-8")
-    records_before = [json.loads(line) for line in before.splitlines()]  # every line whole after SIGKILL
+    lines_before = [json.loads(line) for line in before.splitlines()]  # every line whole after SIGKILL
+    records_before = [r for r in lines_before if r["phase"] == "outcome"]
     launched_before = sum(len(r["outcome"].get("launched", [])) for r in records_before)
     assert launched_before == 6  # 0→1→2→3 for each role
+    intents = {r["decision_id"] for r in lines_before if r["phase"] == "intent"}
+    assert all(r["decision_id"] in intents for r in records_before if r["applied"])  # intent before acting
     result = run_controller(config, "--cycles", "3")
     assert result.returncode == 0, result.stderr[-3000:]
     after = journal.read_text(encoding="utf-8")
     assert after.startswith(before)  # the journal is intact: appended to, never rewritten
-    new = [json.loads(line) for line in after[len(before) :].splitlines()]
+    lines = [json.loads(line) for line in after[len(before) :].splitlines()]
+    assert lines[0]["phase"] == "checkpoint"  # start-up checkpoints what it read
+    new = [r for r in lines if r["phase"] == "outcome"]
     assert len(new) == 3
     for r in new:
         d = r["decision"]

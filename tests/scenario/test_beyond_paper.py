@@ -14,7 +14,6 @@ minutes in all, so the expensive runs are shared per module.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from heteroscale.config.catalog import calibration_for
 from heteroscale.config.loader import load_scenario
+from heteroscale.controller.journal import decision_records, read_all
 from heteroscale.experiments.compare import Comparison
 
 pytestmark = pytest.mark.slow
@@ -96,7 +96,7 @@ def test_cost_aware_mix_costs_less_than_the_single_type_at_its_slo(
 
 def test_every_mix_decision_explains_its_shapes(gpu_mix: tuple[dict[str, dict[str, Any]], Path]) -> None:
     _, run_dir = gpu_mix
-    records = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+    records = list(decision_records(read_all(run_dir / "journal.jsonl")))
     mixed = [r for r in records if any(s["name"] == "gpu-mix" for s in r["decision"]["steps"])]
     assert mixed
     for record in mixed:

@@ -8,13 +8,13 @@ while batch pays for it, batch's cuts name chat, chat is never cut in steady sta
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from heteroscale.config.catalog import calibration_for
 from heteroscale.config.loader import load_scenario
+from heteroscale.controller.journal import decision_records, read_all
 from heteroscale.experiments.compare import Comparison
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def by_priority(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any
     scenario = load_scenario("budget")
     out = tmp_path_factory.mktemp("budget") / "by-priority"
     run = Comparison(scenario, calibration_for(scenario)).run_policy("by-priority", scenario.settings.seed, out)
-    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+    journal = list(decision_records(read_all(out / "journal.jsonl")))
     return run.summary, journal
 
 

@@ -17,7 +17,13 @@ model what HeteroScale relies on, so this module adds, and only for tests:
   (unscheduled, pending, not ready, lower ``controller.kubernetes.io/pod-deletion-cost``, newer first);
   deleted pods go at once (no termination grace);
 * **fault injection**: :class:`Fault` answers matching requests with an error status (with an optional
-  ``Retry-After``) without applying them, or delays them (the client times out, the change still lands).
+  ``Retry-After``) without applying them, or delays them (the client times out, the change still lands);
+  a fault may be limited to one client by its ``User-Agent`` (``agent``, a regex);
+* **write accounting**: every write (POST, PATCH, PUT, DELETE) to anything but a Lease that the fake
+  applied is kept as a :class:`WriteSeen` with the writer and the Lease's ``holderIdentity`` at that
+  moment, so a test can count writes by a replica that did not hold the Lease. The writer is read from
+  the ``User-Agent`` header: the controller sends ``heteroscale/<identity>`` (``cli/wiring.py``); any
+  other client is named by its whole User-Agent.
 
 Leases need nothing more than the resourceVersion precondition. Run it with :class:`KubeFakeServer`,
 which serves it on 127.0.0.1 from a thread and stops it by its handle with bounded waits.
@@ -61,12 +67,41 @@ class Fault:
     count: int = 1
     delay_s: float = 0.0
     retry_after_s: float | None = None
+    agent: str | None = None  # only requests whose User-Agent matches this regex
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, agent: str = "") -> bool:
         return (
-            self.hits < self.count and method.upper() == self.method.upper() and re.search(self.path, path) is not None
+            self.hits < self.count
+            and method.upper() == self.method.upper()
+            and re.search(self.path, path) is not None
+            and (self.agent is None or re.search(self.agent, agent) is not None)
         )
+
+
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+AGENT_PREFIX = "heteroscale/"
+
+
+@dataclass(frozen=True)
+class WriteSeen:
+    """One write the fake applied: when, what, by whom, and who held the Lease then."""
+
+    at_s: float
+    method: str
+    path: str
+    writer: str
+    holder: str | None
+    status: int
+
+    @property
+    def by_holder(self) -> bool:
+        return self.holder is not None and self.writer == self.holder
+
+
+def writer_of(user_agent: str) -> str:
+    """The controller identity in ``heteroscale/<identity>``, else the whole User-Agent."""
+    return user_agent[len(AGENT_PREFIX) :] if user_agent.startswith(AGENT_PREFIX) else user_agent
 
 
 def _now_iso(clock: WallClock) -> str:
@@ -137,6 +172,7 @@ class KubeFake(kmock.KubernetesEmulator):
     rv: Any = attrs.field(factory=lambda: itertools.count(1))
     pod_seq: Any = attrs.field(factory=lambda: itertools.count(1))
     controllers_enabled: bool = True
+    writes: list[WriteSeen] = attrs.field(factory=list)
 
     # --- request pipeline ----------------------------------------------------------------------
 
@@ -153,12 +189,29 @@ class KubeFake(kmock.KubernetesEmulator):
                 return refused
             if self.controllers_enabled:
                 self.run_controllers()
-        return await super()._handle(request)
+        holder = self.lease_holder()
+        response = await super()._handle(request)
+        method = str(request.method.value).upper()
+        if method in WRITE_METHODS and "/leases" not in request.url.path and response.status < 400:
+            agent = request.headers.get("User-Agent", "")
+            self.writes.append(
+                WriteSeen(self.clock.now_s(), method, request.url.path, writer_of(agent), holder, response.status)
+            )
+        return response
+
+    def lease_holder(self) -> str | None:
+        """The ``holderIdentity`` of the (first) live Lease, None when there is none or it is released."""
+        for lease in self.live_objects(LEASES):
+            holder = (lease.get("spec") or {}).get("holderIdentity")
+            if holder:
+                return str(holder)
+        return None
 
     def _take_fault(self, request: kmock.Request) -> Fault | None:
+        agent = request.headers.get("User-Agent", "")
         with self.faults_lock:
             for fault in self.faults:
-                if fault.matches(str(request.method.value), request.url.path):
+                if fault.matches(str(request.method.value), request.url.path, agent):
                     fault.hits += 1
                     return fault
         return None
@@ -485,6 +538,14 @@ class KubeFakeServer:
         if self.fake is not None:
             with self.fake.faults_lock:
                 self.fake.faults.clear()
+
+    def writes(self) -> list[WriteSeen]:
+        """Every write the fake applied so far (module doc), oldest first."""
+        return list(self.call(lambda f: list(f.writes)))
+
+    def non_holder_writes(self) -> list[WriteSeen]:
+        """Writes applied while their writer did not hold the Lease."""
+        return [w for w in self.writes() if not w.by_holder]
 
     def deployments(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return list(self.call(lambda f: [dict(d) for d in f.live_objects(DEPLOYMENTS, namespace)]))

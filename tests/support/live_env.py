@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,17 @@ def controller_config(
     policy: dict[str, Any] | None = None,
     journal: str = "journal.jsonl",
     name: str = "controller.yaml",
+    lease_duration_s: float = 6.0,
+    renew_deadline_s: float = 4.0,
+    retry_period_s: float = 0.5,
+    prometheus_timeout_s: float = 1.0,
+    request_timeout_s: float = 1.0,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a kubeconfig for the fake and a controller config; return the config's path."""
+    """Write a kubeconfig for the fake and a controller config; return the config's path.
+
+    The time-outs fit the lease as the config requires: Prometheus' observation budget and the
+    Kubernetes retry budget are the renew deadline. ``extra`` adds fields to a section."""
     kubeconfig = workdir / "kubeconfig.yaml"
     kubeconfig.write_text(
         yaml.safe_dump(
@@ -83,23 +93,25 @@ def controller_config(
         "name": "test-controller",
         "prometheus": {
             "url": prometheus_url,
-            "timeout_s": 2,
+            "timeout_s": prometheus_timeout_s,
+            "budget_s": renew_deadline_s,
             "staleness_s": staleness_s,
             "mapping": {"engine": "vllm", "spelling": spelling},
         },
         "kubernetes": {
             "kubeconfig": str(kubeconfig),
             "namespace": NAMESPACE,
-            "request_timeout_s": 1.0,
+            "request_timeout_s": request_timeout_s,
             "max_attempts": 4,
             "backoff_s": 0.05,
-            "retry_budget_s": 5.0,
+            "retry_budget_s": renew_deadline_s,
         },
         "controller": {"interval_s": interval_s, "window_s": window_s, "journal": journal},
         "leader_election": {
             "enabled": leader,
-            "lease_duration_s": 3.0,
-            "renew_deadline_s": 2.0,
+            "lease_duration_s": lease_duration_s,
+            "renew_deadline_s": renew_deadline_s,
+            "retry_period_s": retry_period_s,
             **({"identity": identity} if identity else {}),
         },
         "http": {"enabled": http_port != 0, "address": "127.0.0.1", "port": http_port},
@@ -138,6 +150,8 @@ def controller_config(
             }
         ],
     }
+    for section, fields in (extra or {}).items():
+        config[section] = {**config[section], **fields}
     path = workdir / name
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -167,18 +181,41 @@ def run_controller(config: Path, *args: str, timeout_s: float = 60.0) -> subproc
     )
 
 
-def start_controller(config: Path, *args: str, log_path: Path) -> subprocess.Popen[bytes]:
-    log = log_path.open("ab")
-    try:
-        return subprocess.Popen(
-            controller_command(config, *args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            stdin=subprocess.DEVNULL,
-        )
-    finally:
-        log.close()
+# exec the controller under a file-size limit (RLIMIT_FSIZE): every write that would grow a file past it
+# fails with EFBIG, as on a full disk (Python ignores SIGXFSZ, so the write returns the error)
+_LIMITED = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def start_controller(
+    config: Path, *args: str, log_path: Path, file_size_limit_bytes: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start the controller; with ``file_size_limit_bytes`` no file it writes may grow past that size
+    (its log then goes through a pipe, copied to ``log_path`` by a thread of ours, not limited)."""
+    command = controller_command(config, *args)
+    if file_size_limit_bytes is None:
+        log = log_path.open("ab")
+        try:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_env(), stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+    command = [sys.executable, "-c", _LIMITED, str(file_size_limit_bytes), *command]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), stdin=subprocess.DEVNULL
+    )
+    pipe = process.stdout
+    assert pipe is not None
+
+    def copy() -> None:  # ends at EOF, when the process exits
+        with log_path.open("ab") as log:
+            for line in pipe:
+                log.write(line)
+                log.flush()
+
+    threading.Thread(target=copy, name="controller-log", daemon=True).start()
+    return process
 
 
 def stop_process(process: subprocess.Popen[bytes], *, kill: bool = False, timeout_s: float = 15.0) -> int:
@@ -192,10 +229,16 @@ def stop_process(process: subprocess.Popen[bytes], *, kill: bool = False, timeou
         return process.wait(timeout=timeout_s)
 
 
-def journal_records(path: Path) -> list[dict[str, Any]]:
+def journal_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a journal file (intents, outcomes, checkpoints), each parsed strictly."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def journal_records(path: Path) -> list[dict[str, Any]]:
+    """One record per decision: the outcomes (intents and checkpoints left out)."""
+    return [r for r in journal_lines(path) if r.get("phase", "outcome") == "outcome"]
 
 
 def replicas(deployments: list[dict[str, Any]]) -> dict[str, int]:

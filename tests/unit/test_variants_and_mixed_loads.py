@@ -17,6 +17,7 @@ import yaml
 
 from heteroscale.cli.main import main
 from heteroscale.config import load_scenario, resolved_config_dict, write_resolved_config
+from heteroscale.controller.journal import decision_records, read_all
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.errors import ConfigError
 from heteroscale.experiments.compare import DEFAULT_POLICIES, default_policies
@@ -477,7 +478,7 @@ def test_the_mix_shift_scenario_round_trips(tmp_path: Path) -> None:
 
 
 def steps_of(journal: Path, name: str) -> list[dict[str, Any]]:
-    records = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
+    records = list(decision_records(read_all(journal)))  # one record per decision (not the intents)
     assert records, journal
     return [s for r in records for s in r["decision"]["steps"] if s["name"] == name]
 
@@ -535,7 +536,7 @@ def test_a_variant_picking_one_of_the_services_shapes_runs_on_it_in_compare(
     adaptive = result["policies"]["adaptive"]
     assert adaptive["requests_total"] > 0
     assert adaptive["gpu_hours_by_sku"]["a100-80g"] == adaptive["gpu_hours_by_role"]["decode"] > 0
-    records = [json.loads(line) for line in (out / "adaptive" / "journal.jsonl").read_text().splitlines()]
+    records = list(decision_records(read_all(out / "adaptive" / "journal.jsonl")))
     launched = [launch["shape"] for r in records for launch in r["plan"]["launches"] if launch["role"] == "decode"]
     assert launched and all(shape["sku"] == "a100-80g" for shape in launched)
     # sized with the A100 target, and the adaptive ratio estimated with it

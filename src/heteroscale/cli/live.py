@@ -58,7 +58,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
     server = None
     if config.http.enabled:
         try:
-            server = HealthServer(live.metrics, config.http.address, config.http.port, live.healthy).start()
+            server = HealthServer(
+                live.metrics, config.http.address, config.http.port, live.healthy, live.health
+            ).start()
         except OSError as exc:
             live.shutdown()
             print(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from heteroscale.actuators.advisory import AdvisoryActuator
-from heteroscale.actuators.kube.api import KubernetesSettings, LabelKeys, new_api_client
+from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings, LabelKeys, new_api_client
 from heteroscale.actuators.kube.manifests import WorkloadTemplate
 from heteroscale.actuators.kube.owned import KubernetesCluster
 from heteroscale.clock import WallClock
@@ -16,8 +16,9 @@ from heteroscale.config.catalog import calibration_for, load_catalog
 from heteroscale.config.controller import ControllerConfig, build_service, relative_path
 from heteroscale.config.loader import load_scenario, write_resolved_config
 from heteroscale.config.source import Document, Loc
-from heteroscale.controller.leader import LeaseElector, LeaseSettings, default_identity
-from heteroscale.controller.live import DurableJournal, LiveController, LiveSettings, read_journal
+from heteroscale.controller.journal import JournalSettings, open_journal
+from heteroscale.controller.leader import KubeLeaseStore, LeaseElector, LeaseSettings, default_identity
+from heteroscale.controller.live import LiveController, LiveSettings
 from heteroscale.controller.mixing import mix_settings
 from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.service import AffinityLevel
@@ -173,7 +174,10 @@ def build_live(
         except ConfigError:
             return None
 
+    le = config.leader_election
+    identity = le.identity or default_identity()
     api = new_api_client(None if k.kubeconfig is None else relative_path(k.kubeconfig, doc), k.context, k.in_cluster)
+    api.user_agent = f"heteroscale/{identity}"  # names the writer in the API server's audit log
     cluster = KubernetesCluster(api, settings, templates, clock, affinity=affinity, resolve_sku=resolve)
     p = config.prometheus
     metrics = PrometheusSource(
@@ -185,28 +189,38 @@ def build_live(
         budget_s=p.budget_s,
         service_mappings=mappings,
     )
-    journal_path = relative_path(config.controller.journal, doc)
-    journal = DurableJournal(journal_path)
-    acting: Any = AdvisoryActuator(cluster) if dry_run else cluster
     loop = config.controller
+    journal_settings = JournalSettings(
+        max_bytes=loop.journal_max_bytes,
+        keep_files=loop.journal_keep_files,
+        checkpoint_every=loop.journal_checkpoint_every,
+        checkpoint_interval_s=loop.journal_checkpoint_interval_s,
+        window_s=loop.memory_window_s,
+    )
+    journal_path = relative_path(loop.journal, doc)
+    try:
+        journal, state = open_journal(journal_path, journal_settings, clock.now_s())
+    except OSError as exc:
+        raise ConfigError(f"controller.journal {journal_path}: cannot open: {exc}") from exc
+    acting: Any = AdvisoryActuator(cluster) if dry_run else cluster
     budget = None if config.budget is None else budget_from_config(config.budget, doc, ("budget",), catalog)
     controller = Controller(
         bindings, metrics, acting, acting, journal, window_s=loop.window_s, tick_s=loop.interval_s, budget=budget
     )
     elector = None
-    le = config.leader_election
     if le.enabled:
-        elector = LeaseElector(
-            cluster.client,
-            LeaseSettings(
-                namespace=le.namespace or k.namespace,
-                identity=le.identity or default_identity(),
-                name=le.lease_name,
-                lease_duration_s=le.lease_duration_s,
-                renew_deadline_s=le.renew_deadline_s,
-            ),
-            clock,
+        lease = LeaseSettings(
+            namespace=le.namespace or k.namespace,
+            identity=identity,
+            name=le.lease_name,
+            lease_duration_s=le.lease_duration_s,
+            renew_deadline_s=le.renew_deadline_s,
+            retry_period_s=le.retry_period_s,
         )
+        # its own client state (counters), the same connection pool; Lease calls are never fenced
+        store = KubeLeaseStore(KubeApi(api, settings, clock), lease.namespace, lease.name)
+        elector = LeaseElector(store, lease, clock)
+        cluster.client.fence = elector.fence  # every write to the cluster first proves the lead
     live = LiveController(
         controller,
         acting,
@@ -214,5 +228,5 @@ def build_live(
         clock=clock,
         elector=elector,
     )
-    live.restore(read_journal(journal_path), loop.memory_window_s)
+    live.restore(state.fold)
     return live

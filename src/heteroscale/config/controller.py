@@ -5,7 +5,7 @@ services and roles, and which services to manage — with the same service field
 plus the ``workload`` its pods run::
 
     kind: controller
-    prometheus: {url: http://prometheus:9090, timeout_s: 5, staleness_s: 60,
+    prometheus: {url: http://prometheus:9090, timeout_s: 2, staleness_s: 60,
                  mapping: {engine: vllm, spelling: both, service_selector: 'service="{service}"'}}
     kubernetes: {in_cluster: true, namespace: llm}          # or kubeconfig: ~/.kube/config, context: …
     controller: {interval_s: 30, window_s: 60, journal: /var/lib/heteroscale/journal.jsonl}
@@ -20,6 +20,16 @@ plus the ``workload`` its pods run::
         policy: {name: heteroscale, prefill: 2, decode: 2}
         targets: {…}                                          # config.schema.TargetsConfig
         workload: {image: vllm/vllm-openai:v0.8.5, prefill_args: [...], decode_args: [...]}
+
+With leader election on, the time-outs must fit the lease (:func:`check_lease_budgets`), so that a cycle
+never spends longer than the renew deadline between two fence checks and a write that passed the fence
+lands before a successor can take the Lease:
+
+* ``prometheus.budget_s`` (default ``4 × timeout_s``) ≤ ``leader_election.renew_deadline_s`` — one
+  service's observation;
+* ``kubernetes.retry_budget_s`` ≤ ``renew_deadline_s`` — one API call with its retries (a renewal too);
+* ``kubernetes.request_timeout_s`` ≤ ``lease_duration_s − renew_deadline_s`` — one write in flight;
+* ``retry_period_s`` < ``renew_deadline_s`` / 2 — a failed renewal is retried before the deadline.
 """
 
 from __future__ import annotations
@@ -92,9 +102,9 @@ class MappingConfig(StrictModel):
 
 class PrometheusConfig(StrictModel):
     url: str = Field(min_length=1, pattern=r"^https?://")
-    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    timeout_s: float = Field(default=2.0, gt=0, le=120)
     staleness_s: float = Field(default=60.0, gt=0)
-    budget_s: float | None = Field(default=None, gt=0)
+    budget_s: float | None = Field(default=None, gt=0)  # one observation; default 4 × timeout_s
     mapping: MappingConfig = Field(default_factory=MappingConfig)
 
     @field_validator("url")
@@ -104,6 +114,10 @@ class PrometheusConfig(StrictModel):
         if problem is not None:
             raise ValueError(problem)
         return url
+
+    @property
+    def observation_budget_s(self) -> float:
+        return 4.0 * self.timeout_s if self.budget_s is None else self.budget_s
 
 
 class NodeLabelsConfig(StrictModel):
@@ -123,11 +137,11 @@ class KubernetesConfig(StrictModel):
     context: str | None = None
     namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     labels: NodeLabelsConfig = Field(default_factory=NodeLabelsConfig)
-    request_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    request_timeout_s: float = Field(default=5.0, gt=0, le=300)
     max_attempts: int = Field(default=5, ge=1, le=20)
     backoff_s: float = Field(default=0.2, gt=0)
     max_backoff_s: float = Field(default=5.0, gt=0)
-    retry_budget_s: float = Field(default=30.0, gt=0)
+    retry_budget_s: float = Field(default=8.0, gt=0)
     gpu_accounting: Literal["cluster", "namespace"] = "cluster"
 
     @model_validator(mode="after")
@@ -142,6 +156,10 @@ class LoopConfig(StrictModel):
     window_s: float = Field(default=60.0, gt=0)
     journal: str = Field(default="journal.jsonl", min_length=1)
     memory_window_s: float = Field(default=600.0, ge=0)
+    journal_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)  # then the file rotates
+    journal_keep_files: int = Field(default=3, ge=0)  # rotated files kept
+    journal_checkpoint_every: int = Field(default=100, ge=1)  # records between checkpoints
+    journal_checkpoint_interval_s: float = Field(default=600.0, gt=0)  # or this much time
 
 
 class LeaderElectionConfig(StrictModel):
@@ -151,6 +169,7 @@ class LeaderElectionConfig(StrictModel):
     identity: str | None = Field(default=None, min_length=1)
     lease_duration_s: float = Field(default=15.0, gt=0)
     renew_deadline_s: float = Field(default=10.0, gt=0)
+    retry_period_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _deadline(self) -> LeaderElectionConfig:
@@ -158,6 +177,11 @@ class LeaderElectionConfig(StrictModel):
             raise ValueError(
                 f"renew_deadline_s ({self.renew_deadline_s:g}) must be below "
                 f"lease_duration_s ({self.lease_duration_s:g})"
+            )
+        if self.retry_period_s >= self.renew_deadline_s / 2:
+            raise ValueError(
+                f"retry_period_s ({self.retry_period_s:g}) must be below half of renew_deadline_s "
+                f"({self.renew_deadline_s:g}), so a failed renewal is retried before the deadline"
             )
         return self
 
@@ -217,7 +241,38 @@ def load_controller_config(path: Path) -> tuple[ControllerConfig, Document]:
     doc = read_document(path)
     if doc.data.get("kind") != "controller":
         raise doc.error(("kind",), f"expected 'controller', got {doc.data.get('kind')!r}")
-    return doc.validate(ControllerConfig), doc
+    config = doc.validate(ControllerConfig)
+    check_lease_budgets(config, doc)
+    return config, doc
+
+
+def check_lease_budgets(config: ControllerConfig, doc: Document) -> None:
+    """With leader election on, the time-outs must fit the lease (the rules in the module doc)."""
+    le = config.leader_election
+    if not le.enabled:
+        return
+    p, k = config.prometheus, config.kubernetes
+    deadline = f"leader_election.renew_deadline_s ({le.renew_deadline_s:g} s)"
+    if p.observation_budget_s > le.renew_deadline_s:
+        field = "budget_s" if p.budget_s is not None else "timeout_s"
+        how = "" if p.budget_s is not None else ", 4 × timeout_s when budget_s is not set"
+        raise doc.error(
+            ("prometheus", field),
+            f"the observation budget ({p.observation_budget_s:g} s{how}) must fit within {deadline}: "
+            "one service's observation",
+        )
+    if k.retry_budget_s > le.renew_deadline_s:
+        raise doc.error(
+            ("kubernetes", "retry_budget_s"),
+            f"{k.retry_budget_s:g} s must fit within {deadline}: one call with its retries, a renewal too",
+        )
+    gap_s = le.lease_duration_s - le.renew_deadline_s
+    if k.request_timeout_s > gap_s:
+        raise doc.error(
+            ("kubernetes", "request_timeout_s"),
+            f"{k.request_timeout_s:g} s must fit within lease_duration_s − renew_deadline_s ({gap_s:g} s): "
+            "a write sent just before the renew deadline must land before a successor can take the lease",
+        )
 
 
 def build_service(service: LiveServiceConfig, doc: Document, loc: Loc, catalog: Catalog) -> tuple[ServiceSpec, Targets]:

@@ -8,17 +8,27 @@ Metrics (one registry per controller, never the global default):
   whether the decision scales out, in, or holds;
 * ``heteroscale_reconcile_duration_seconds`` — one cycle, histogram;
 * ``heteroscale_errors_total{kind}`` — metrics, cluster, actuation, leader, reconcile;
-* ``heteroscale_leader`` (0/1), ``heteroscale_last_cycle_timestamp_seconds``, ``heteroscale_journal_records_total``.
+* ``heteroscale_leader`` (0/1), ``heteroscale_last_cycle_timestamp_seconds``, ``heteroscale_journal_records_total``;
+* ``heteroscale_journal_writable`` (0/1: the last journal write succeeded) and
+  ``heteroscale_journal_errors_total`` (journal writes that failed; while it cannot write, the
+  controller holds with reason ``journal-unwritable``).
 
-``/healthz`` answers 200 while cycles keep completing (the last within ``stale_after_s``), else 503.
+On losing the leadership the ``heteroscale_desired_instances`` series are removed: only the leader
+says what it wants (an HPA or a dashboard reading them never sees a standby's stale wishes).
+
+``/healthz`` answers 200 while cycles keep completing (the last within ``stale_after_s``), else 503,
+on the leader and on a standby alike, with a JSON body naming the role (``{"role": "leader" |
+"standby", "healthy": …, …}``) when the server is given ``describe``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -49,6 +59,11 @@ class ControllerMetrics:
         self.leader = Gauge("heteroscale_leader", "1 while this replica leads", registry=r)
         self.last_cycle = Gauge("heteroscale_last_cycle_timestamp_seconds", "End of the last cycle", registry=r)
         self.records = Counter("heteroscale_journal_records", "DecisionRecords written", registry=r)
+        self.journal_writable = Gauge(
+            "heteroscale_journal_writable", "1 while the last journal write succeeded", registry=r
+        )
+        self.journal_errors = Counter("heteroscale_journal_errors", "Journal writes that failed", registry=r)
+        self.journal_writable.set(1)
         for kind in ("metrics", "cluster", "actuation", "leader", "reconcile"):
             self.errors.labels(kind=kind)
 
@@ -69,6 +84,10 @@ class ControllerMetrics:
         if real:
             self.errors.labels(kind="actuation").inc(len(real))
 
+    def lost_leadership(self) -> None:
+        """A standby states no desired counts: remove every ``heteroscale_desired_instances`` series."""
+        self.desired.clear()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -76,11 +95,19 @@ class ControllerMetrics:
 class HealthServer:
     """``/metrics`` and ``/healthz`` on ``address:port`` from a daemon thread; ``stop()`` is bounded."""
 
-    def __init__(self, metrics: ControllerMetrics, address: str, port: int, healthy: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        metrics: ControllerMetrics,
+        address: str,
+        port: int,
+        healthy: Callable[[], bool],
+        describe: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.address = address
         self.port = port
         self.healthy = healthy
+        self.describe = describe  # the /healthz JSON body (role, …); None: plain text
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -94,7 +121,11 @@ class HealthServer:
                     self._answer(200, owner.metrics.render(), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     ok = owner.healthy()
-                    self._answer(200 if ok else 503, b"ok\n" if ok else b"stalled\n", "text/plain")
+                    if owner.describe is not None:
+                        body = {**owner.describe(), "healthy": ok}
+                        self._answer(200 if ok else 503, json.dumps(body).encode() + b"\n", "application/json")
+                    else:
+                        self._answer(200 if ok else 503, b"ok\n" if ok else b"stalled\n", "text/plain")
                 else:
                     self._answer(404, b"not found\n", "text/plain")
 

@@ -1,142 +1,57 @@
 """The live loop: ``Controller.reconcile_once`` on the wall clock, against Prometheus and Kubernetes.
 
-Each cycle: renew (or try to take) the leader Lease — a replica that does not lead only watches;
-finish drains that fell due; reconcile every service once (one DecisionRecord each, written durably);
-update the controller's own metrics. Then sleep until the next tick in short slices, so a stop request
-(SIGTERM) is honoured within a fraction of a second. Failures never end the loop: a cluster that cannot
-be read is logged, counted and retried on the next tick; metrics that cannot be read become a hold
-inside the decision (the Controller's own behaviour). The loop is bounded by ``max_cycles`` /
-``max_duration_s`` when given (``--once`` is one cycle), else by the stop request.
+Leadership is kept by the elector's own thread (``controller/leader.py``): it renews the Lease every
+retry period whatever the cycles do, and every write to the cluster passes its fence. Each cycle: a
+replica that cannot prove it leads only watches (on losing the lead its ``desired`` series are
+cleared); the leader finishes drains that fell due and reconciles every service once, each decision
+journaled before and after acting (``controller/reconcile.py``); then the controller's own metrics are
+updated. It then sleeps until the next tick in short slices, so a stop request (SIGTERM) is honoured
+within a fraction of a second. Failures never end the loop: a cluster that cannot be read is logged,
+counted and retried on the next tick; metrics that cannot be read become a hold inside the decision; a
+journal that cannot be written becomes a hold too (``journal-unwritable``, counted in ``/metrics``), and
+drains are not finished while it lasts. The loop is bounded by ``max_cycles`` / ``max_duration_s``
+when given (``--once`` is one cycle), else by the stop request.
 
-On start, each policy's memory (last scale-out and scale-in times, direction, recent recommendations)
-is rebuilt from the journal, so a restarted controller keeps its cooldowns and takes no action twice.
+On start, each policy's memory (last scale-out and scale-in, direction, recent recommendations, the
+ratio) is rebuilt from the journal's last checkpoint and the records after it (``controller/journal``),
+counting only applied actions, so a restarted controller keeps its cooldowns and takes no action twice,
+and a dry run's plans block nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from heteroscale.actuators.base import Actuator, ClusterStateSource
-from heteroscale.clock import WallClock
+from heteroscale.clock import Clock, WallClock
 from heteroscale.controller.http import ControllerMetrics
-from heteroscale.controller.journal import Journal, to_plain
-from heteroscale.controller.leader import LeaseElector
+from heteroscale.controller.journal import DurableJournal, MemoryFold, restore_memory
 from heteroscale.controller.reconcile import Controller, ServiceBinding, service_counts
-from heteroscale.domain.decision import DecisionRecord, Reason
+from heteroscale.domain.decision import DecisionRecord
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.plan import ActuationResult
 from heteroscale.errors import HeteroScaleError, PermanentActuationError, TransientActuationError
-from heteroscale.policy.context import PolicyMemory
-from heteroscale.policy.normalize import PD
-from heteroscale.policy.outcome import remember_actions
-from heteroscale.policy.ratio import restored_ratio
 
 log = logging.getLogger(__name__)
-
-HOLD_REASONS = frozenset(
-    {Reason.HOLD_STALE.value, Reason.HOLD_MISSING.value, Reason.HOLD_PARTIAL.value, Reason.HOLD_NO_SIGNAL.value}
-)
 
 
 class DrainingCluster(ClusterStateSource, Actuator, Protocol):
     def finish_drains(self, now_s: float) -> ActuationResult: ...
 
 
-class DurableJournal(Journal):
-    """The JSONL journal, each record flushed and fsynced before the next action.
+class Leadership(Protocol):
+    """What the loop needs of leader election (``controller.leader.LeaseElector``)."""
 
-    Opening repairs a torn last line (a record cut by a kill mid-write was never complete, so it was
-    never acted on as written); ``count_on_disk`` is how many complete records the file held at open.
-    """
+    def start(self) -> None: ...
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(None)
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.count_on_disk = 0
-        self.repaired_bytes = 0
-        if path.exists():
-            data = path.read_bytes()
-            keep = data.rfind(b"\n") + 1
-            if keep < len(data):
-                self.repaired_bytes = len(data) - keep
-                log.warning("journal %s: dropped a torn last record of %d bytes", path, self.repaired_bytes)
-                with path.open("r+b") as fh:
-                    fh.truncate(keep)
-            self.count_on_disk = data[:keep].count(b"\n")
-        self._fh = path.open("a", encoding="utf-8")
+    def is_leader(self) -> bool: ...
 
-    def append(self, record: DecisionRecord) -> None:
-        super().append(record)
-        self._fh.write(json.dumps(to_plain(record), sort_keys=True) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def stop(self, timeout_s: float = 5.0) -> bool: ...
 
-    def close(self) -> None:
-        super().close()
-        if not self._fh.closed:
-            self._fh.close()
-
-
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """The complete records of a journal file (a torn or unreadable line is skipped, with a warning)."""
-    if not path.exists():
-        return []
-    out: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
-                break
-            try:
-                record = json.loads(line)
-            except ValueError:
-                log.warning("journal %s: line %d is not JSON; skipped", path, n)
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-    return out
-
-
-def restore_memory(records: Iterable[dict[str, Any]], service: str, now_s: float, window_s: float) -> PolicyMemory:
-    """A policy's memory rebuilt from journal records of ``service`` (see the module doc).
-
-    Only what every policy shares is rebuilt, plus the P/D ratio the last decision used (an adaptive
-    ratio resumes there); other policy-specific history (signal samples, the forecaster's profile)
-    starts empty and refills within one window (a season for the profile).
-    """
-    memory = PolicyMemory()
-    recent: list[tuple[float, int, int]] = []
-    ratio: float | None = None
-    for record in records:
-        if record.get("service") != service:
-            continue
-        try:
-            at_s = float(record["at_s"])
-            decision = record["decision"]
-            current = PD(int(decision["current_prefill"]), int(decision["current_decode"]))
-            final = PD(int(decision["desired_prefill"]), int(decision["desired_decode"]))
-            rec = record["recommendation"]
-        except (KeyError, TypeError, ValueError):
-            continue
-        if at_s > now_s:
-            continue
-        memory = remember_actions(memory, at_s, current, final)
-        given = record.get("pd_ratio")
-        if isinstance(given, int | float) and not isinstance(given, bool) and math.isfinite(given) and given > 0:
-            ratio = float(given)
-        if rec.get("reason") not in HOLD_REASONS and now_s - at_s <= window_s:
-            recent.append((at_s, int(rec.get("prefill", 0)), int(rec.get("decode", 0))))
-    if ratio is not None:  # an adaptive ratio resumes where it was, not at the service's
-        memory = restored_ratio(memory, ratio)
-    return replace(memory, recommendations=tuple(recent))
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,56 +87,83 @@ class LiveController:
         cluster: DrainingCluster,
         settings: LiveSettings,
         *,
-        clock: WallClock | None = None,
-        elector: LeaseElector | None = None,
+        clock: Clock | None = None,
+        elector: Leadership | None = None,
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.controller = controller
         self.cluster = cluster
         self.settings = settings
-        self.clock = clock if clock is not None else WallClock()
+        self.clock: Clock = clock if clock is not None else WallClock()
         self.elector = elector
         self.metrics = metrics if metrics is not None else ControllerMetrics()
         self.stop_requested = threading.Event()
         self.cycles = 0
-        self.started_s = self.clock.now_s()
-        self.last_cycle_end_s: float | None = None
+        self.started_mono_s = self.clock.monotonic_s()
+        self.last_cycle_end_mono_s: float | None = None
         self.last_error: str | None = None
+        self.leading = False
+        self._journal_errors_seen = 0
+        self._started = False
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current cycle (safe from a signal handler)."""
         self.stop_requested.set()
 
-    def healthy(self) -> bool:
-        limit_s = self.settings.stale_after_cycles * self.settings.interval_s
-        last = self.last_cycle_end_s if self.last_cycle_end_s is not None else self.started_s
-        return self.clock.now_s() - last <= limit_s + self.settings.interval_s
+    # --- health --------------------------------------------------------------------------------
 
-    def restore(self, records: list[dict[str, Any]], window_s: float) -> None:
+    def healthy(self) -> bool:
+        """Cycles keep completing (leader or standby): the last ended within the staleness limit."""
+        limit_s = self.settings.stale_after_cycles * self.settings.interval_s
+        last = self.last_cycle_end_mono_s if self.last_cycle_end_mono_s is not None else self.started_mono_s
+        return self.clock.monotonic_s() - last <= limit_s + self.settings.interval_s
+
+    def health(self) -> dict[str, Any]:
+        """The ``/healthz`` body: role, health and what they rest on."""
+        last = self.last_cycle_end_mono_s
+        journal = self.controller.journal
+        return {
+            "role": "leader" if self.leading else "standby",
+            "healthy": self.healthy(),
+            "cycles": self.cycles,
+            "last_cycle_age_s": None if last is None else round(self.clock.monotonic_s() - last, 3),
+            "journal_writable": journal.writable,
+            "last_error": self.last_error,
+        }
+
+    # --- start-up ------------------------------------------------------------------------------
+
+    def restore(self, fold: MemoryFold) -> None:
+        """Every policy's memory from the journal's folded records (module doc)."""
         now_s = self.clock.now_s()
         for binding in self.controller.services:
-            binding.memory = restore_memory(records, binding.spec.name, now_s, window_s)
+            binding.memory = fold.memory(binding.spec.name, now_s)
+
+    def start(self) -> None:
+        """Start leader election (one attempt now, then its renewal thread)."""
+        if not self._started and self.elector is not None:
+            self.elector.start()
+        self._started = True
+
+    # --- one cycle -----------------------------------------------------------------------------
+
+    def _lead(self) -> bool:
+        leading = True if self.elector is None else self.elector.is_leader()
+        if self.leading and not leading:
+            log.warning("not leading any more: acting stops, the desired-instances series are cleared")
+            self.metrics.lost_leadership()
+        self.leading = leading
+        self.metrics.leader.set(1 if leading else 0)
+        return leading
 
     def cycle(self) -> CycleOutcome:
+        self.start()
         t0 = self.clock.monotonic_s()
         now_s = self.clock.now_s()
-        outcome = CycleOutcome(at_s=now_s, leader=True, records=[])
-        if self.elector is not None:
-            try:
-                outcome.leader = self.elector.try_acquire_or_renew()
-            except HeteroScaleError as exc:  # defensive: the elector reports its own errors
-                outcome.leader = False
-                outcome.error = f"leader election: {exc}"
-                self.metrics.errors.labels(kind="leader").inc()
-            self.metrics.leader.set(1 if outcome.leader else 0)
-        else:
-            self.metrics.leader.set(1)
+        outcome = CycleOutcome(at_s=now_s, leader=self._lead(), records=[])
         if outcome.leader:
             try:
-                finished = self.cluster.finish_drains(now_s)
-                if finished.errors:
-                    self.metrics.errors.labels(kind="actuation").inc(len(finished.errors))
-                    log.warning("finishing drains: %s", "; ".join(finished.errors))
+                self._finish_drains(now_s)
                 outcome.records = self.controller.reconcile_once(now_s)
             except (TransientActuationError, PermanentActuationError) as exc:
                 outcome.error = f"cluster: {exc}"
@@ -235,13 +177,32 @@ class LiveController:
                 self.metrics.observe_record(record)
             if outcome.records:
                 self._observe_state(now_s)
+            self._lead()  # leadership may have lapsed during the cycle
+        self._observe_journal()
         outcome.duration_s = self.clock.monotonic_s() - t0
         self.metrics.duration.observe(outcome.duration_s)
-        self.last_cycle_end_s = self.clock.now_s()
-        self.metrics.last_cycle.set(self.last_cycle_end_s)
+        self.last_cycle_end_mono_s = self.clock.monotonic_s()
+        self.metrics.last_cycle.set(self.clock.now_s())
         self.cycles += 1
         self.last_error = outcome.error
         return outcome
+
+    def _finish_drains(self, now_s: float) -> None:
+        journal = self.controller.journal
+        if not journal.writable:  # no write to the cluster while nothing can be journaled
+            log.warning("drains not finished this cycle: the journal cannot be written (%s)", journal.last_error)
+            return
+        finished = self.cluster.finish_drains(now_s)
+        if finished.errors:
+            self.metrics.errors.labels(kind="actuation").inc(len(finished.errors))
+            log.warning("finishing drains: %s", "; ".join(finished.errors))
+
+    def _observe_journal(self) -> None:
+        journal = self.controller.journal
+        self.metrics.journal_writable.set(1 if journal.writable else 0)
+        if journal.errors > self._journal_errors_seen:
+            self.metrics.journal_errors.inc(journal.errors - self._journal_errors_seen)
+            self._journal_errors_seen = journal.errors
 
     def _observe_state(self, now_s: float) -> None:
         try:
@@ -257,9 +218,12 @@ class LiveController:
                         value
                     )
 
+    # --- the loop ------------------------------------------------------------------------------
+
     def run(self) -> int:
         """Cycle until stopped or bounded; returns the number of cycles run."""
         s = self.settings
+        self.start()
         start_mono = self.clock.monotonic_s()
         next_mono = start_mono
         while not self.stop_requested.is_set():
@@ -284,9 +248,12 @@ class LiveController:
         return self.cycles
 
     def shutdown(self) -> None:
-        """Release the lease and close the journal (called once after ``run``)."""
+        """Stop renewing, release the lease and close the journal (called once after ``run``)."""
         if self.elector is not None:
+            if not self.elector.stop():
+                log.warning("leader election: the renewal thread did not stop in time")
             self.elector.release()
+            self.leading = False
             self.metrics.leader.set(0)
         self.controller.journal.close()
 
@@ -295,9 +262,9 @@ __all__ = [
     "CycleOutcome",
     "DrainingCluster",
     "DurableJournal",
+    "Leadership",
     "LiveController",
     "LiveSettings",
     "ServiceBinding",
-    "read_journal",
     "restore_memory",
 ]

@@ -2,6 +2,14 @@
 
 The same code runs against the simulator (virtual time) and against a live cluster (wall time); only
 the MetricSource, ClusterStateSource and Actuator behind it differ.
+
+Journal before acting: each decision that will call the actuator is first recorded as an *intent*
+(durable in the live journal), then acted on, then recorded with its *outcome* (``applied``: whether
+anything reached the cluster). If the intent cannot be written nothing is applied: the decision becomes
+a hold (a ``journal`` step, reason ``journal-unwritable``), the policy's memory and the service's
+bookkeeping are put back as they were, and the next cycle tries again. If the actuator reports that it
+was fenced (it can no longer prove it leads), the cycle's remaining plans are not applied: their
+outcome says ``abandoned``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from heteroscale.domain.observation import Observation
 from heteroscale.domain.plan import DiscoveryChange, PlacementPlan, Remove
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle, ScaleInMode
-from heteroscale.errors import MetricsUnavailable
+from heteroscale.errors import JournalUnwritable, MetricsUnavailable
 from heteroscale.metrics.source import MetricSource
 from heteroscale.policy.context import (
     Policy,
@@ -89,8 +97,10 @@ def service_counts(state: ClusterState, service: str, exclude: Collection[str] =
 class _Pending:
     """One service's decision, waiting for the cycle's placement."""
 
+    binding: ServiceBinding
     spec: ServiceSpec
     book: ServiceBook
+    before: tuple[PolicyMemory, ServiceBook]  # memory and bookkeeping as they were, should nothing be done
     instances: dict[str, InstanceInfo]
     observation: Observation | None
     error: str | None
@@ -137,9 +147,11 @@ class Controller:
         # per service: soft-removed and gated instances (rebuilt from the cluster after a restart:
         # a Ready instance out of discovery is treated as gated and restored when the ratio allows)
         self.books: dict[str, ServiceBook] = {}
+        self._fenced: str | None = None  # set when the actuator refused to write this cycle
 
     def reconcile_once(self, now_s: float) -> list[DecisionRecord]:
         """One cycle: every service's decision, one placement for all of them, then act and record."""
+        self._fenced = None
         snapshot = self.state.snapshot(now_s)
         pending = [self._decide(binding, snapshot, now_s) for binding in self.services]
         free_gpus: Mapping[str, int] | None = None
@@ -173,12 +185,7 @@ class Controller:
                 snapshot, instances=tuple(i for i in snapshot.instances if i.id not in leaving)
             )
             placed = place(demands, placeable, self.state.topology(), self.state.free_gpus())
-        records: list[DecisionRecord] = []
-        for p in pending:
-            record = self._finish(p, placed, now_s)
-            self.journal.append(record)
-            records.append(record)
-        return records
+        return [self._finish(p, placed, now_s) for p in pending]
 
     @staticmethod
     def _within_budget(
@@ -223,6 +230,7 @@ class Controller:
     def _decide(self, binding: ServiceBinding, snapshot: ClusterState, now_s: float) -> _Pending:
         spec = binding.spec
         book = self.books.setdefault(spec.name, ServiceBook())
+        before = (binding.memory, ServiceBook(dict(book.soft_removed), set(book.gated)))
         instances = {i.id: i for i in snapshot.of(spec.name)}
         observation = None
         error: str | None = None
@@ -256,8 +264,10 @@ class Controller:
                 restores += [DiscoveryChange(i, True, "soft scale-in reverted: scale-out") for i in back]
                 capacity[role] += len(back)
         return _Pending(
+            binding=binding,
             spec=spec,
             book=book,
+            before=before,
             instances=instances,
             observation=observation,
             error=error,
@@ -291,19 +301,51 @@ class Controller:
             removals=(*plan.removals, *p.expired),
             discovery=_merge_discovery((*p.restores, *plan.discovery, *gating)),
         )
-        outcome: dict[str, object] = {"applied": "nothing to do"}
-        if not plan.empty or plan.unplaced:
-            outcome = to_plain(self.actuator.apply(plan, now_s))
-        return DecisionRecord(
+        record = DecisionRecord(
             at_s=now_s,
             service=spec.name,
             observation={"error": p.error} if p.observation is None else to_plain(p.observation),
             recommendation=p.result.recommendation,
             decision=p.result.decision,
             plan=to_plain(plan),
-            outcome=outcome,
+            outcome={},
             pd_ratio=p.result.pd_ratio,
         )
+        decision_id = self.journal.new_id(spec.name, now_s)
+        outcome: dict[str, object] = {"applied": "nothing to do"}
+        applied = held = False
+        if plan.empty and not plan.unplaced:
+            pass  # nothing to do: no intent, the outcome alone records the decision
+        elif self._fenced is not None:
+            self._put_back(p)
+            outcome = {"abandoned": f"not applied: an earlier write this cycle was fenced ({self._fenced})"}
+        else:
+            try:
+                self.journal.intend(record, decision_id)
+            except JournalUnwritable as exc:
+                log.warning("%s: holding, nothing applied: the intent cannot be journaled (%s)", spec.name, exc)
+                self._put_back(p)
+                record, held = _held(record, str(exc)), True
+                outcome = {"held": f"{Reason.JOURNAL_UNWRITABLE.value}: {exc}"}
+            else:
+                result = self.actuator.apply(plan, now_s)
+                outcome, applied = to_plain(result), result.wrote
+                if result.fenced is not None:
+                    self._fenced = result.fenced
+        record = dataclasses.replace(record, outcome=outcome)
+        try:
+            self.journal.conclude(record, decision_id, applied)
+        except JournalUnwritable as exc:  # after a held intent this is expected, and already said
+            level = logging.DEBUG if held else logging.ERROR
+            log.log(level, "%s: the outcome of %s could not be journaled: %s", spec.name, decision_id, exc)
+        return record
+
+    @staticmethod
+    def _put_back(p: _Pending) -> None:
+        """Nothing will be applied: the policy's memory and the service's bookkeeping as before."""
+        memory, book = p.before
+        p.binding.memory = memory
+        p.book.soft_removed, p.book.gated = book.soft_removed, book.gated
 
     def _soften(
         self,
@@ -328,6 +370,16 @@ class Controller:
             else:
                 keep.append(removal)
         return dataclasses.replace(plan, removals=tuple(keep), discovery=(*plan.discovery, *soft))
+
+
+def _held(record: DecisionRecord, why: str) -> DecisionRecord:
+    """``record`` turned into a hold at the current counts, with a ``journal`` step saying why."""
+    d = record.decision
+    step = Step("journal", d.current_prefill, d.current_decode, Reason.JOURNAL_UNWRITABLE, why)
+    held = dataclasses.replace(
+        d, desired_prefill=d.current_prefill, desired_decode=d.current_decode, steps=(*d.steps, step)
+    )
+    return dataclasses.replace(record, decision=held)
 
 
 def _merge_discovery(changes: Sequence[DiscoveryChange]) -> tuple[DiscoveryChange, ...]:

@@ -65,6 +65,8 @@ class Reason(StrEnum):
     NOT_STABILISED = "not-stabilised"
     ADJUSTMENT_INTERVAL = "adjustment-interval"
     ADJUSTED = "adjusted"
+    # the controller's own guards
+    JOURNAL_UNWRITABLE = "journal-unwritable"  # the intent could not be made durable: nothing acted
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,3 +59,11 @@ class ActuationResult:
     removed: tuple[str, ...] = ()
     discovery_changed: tuple[str, ...] = ()
     errors: tuple[str, ...] = field(default=())
+    # writes never attempted because the actuator was fenced (it could not prove it still leads)
+    abandoned: tuple[str, ...] = ()
+    fenced: str | None = None  # why it stopped writing; None when it was not fenced
+
+    @property
+    def wrote(self) -> bool:
+        """Whether anything reached the cluster (a dry run or a refused plan writes nothing)."""
+        return bool(self.launched or self.removed or self.discovery_changed)

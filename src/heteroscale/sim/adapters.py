@@ -18,6 +18,9 @@ class SimClock:
     def now_s(self) -> float:
         return self._engine.now_s
 
+    def monotonic_s(self) -> float:
+        return self._engine.now_s  # virtual time never goes back
+
     def sleep_s(self, seconds: float) -> None:
         self._engine.run_until(self._engine.now_s + max(0.0, seconds))
 

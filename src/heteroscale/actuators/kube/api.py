@@ -5,8 +5,9 @@ and retries with backoff), 429 and 5xx → :class:`TransientActuationError` hono
 time-outs and connection errors → transient, other 4xx → :class:`PermanentActuationError`. Retries are
 bounded in count (``max_attempts``) and time (``retry_budget_s``, on the injected clock).
 
-A write (``write=True``) first asks the fence, when one is set: a controller that can no longer prove it
-holds the leader Lease must not change the cluster (see ``controller/leader.py``).
+A write (``write=True``) first asks the fence, before every attempt, when one is set: a controller that
+can no longer prove it holds the leader Lease must not change the cluster (``controller/leader.py``
+sets it; :class:`FencedError` is never retried).
 """
 
 from __future__ import annotations
@@ -116,11 +117,11 @@ class LabelKeys:
 class KubernetesSettings:
     namespace: str = "default"
     labels: LabelKeys = field(default_factory=LabelKeys)
-    request_timeout_s: float = 10.0
+    request_timeout_s: float = 5.0
     max_attempts: int = 5
     backoff_s: float = 0.2  # first conflict / error backoff, doubled per attempt
     max_backoff_s: float = 5.0
-    retry_budget_s: float = 30.0  # one call with its retries never waits longer than this
+    retry_budget_s: float = 8.0  # one call with its retries never waits longer than this
     field_manager: str = "heteroscale"
     gpu_accounting: str = "cluster"  # "cluster": every pod on a node counts; "namespace": ours only
 

@@ -14,17 +14,23 @@ scaled down by the number of due victims — only while every other pod of it is
 ReplicaSet deletes unready pods before it looks at the deletion cost. The live loop calls
 :meth:`KubernetesCluster.finish_drains` every cycle for drains that fall due between plans.
 
-``apply`` reports per-workload failures in ``ActuationResult.errors`` and carries on with the rest.
+``apply`` reports per-workload failures in ``ActuationResult.errors`` and carries on with the rest —
+except a write refused by the fence (the controller can no longer prove it holds the leader Lease):
+that abandons every write left in the plan (and the drains to finish), listed in
+``ActuationResult.abandoned`` with ``fenced`` saying why.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from heteroscale.actuators.kube.api import (
     ConflictError,
+    FencedError,
     KubeApi,
     KubernetesSettings,
     NotFoundError,
@@ -53,6 +59,33 @@ from heteroscale.domain.topology import Topology
 from heteroscale.errors import PermanentActuationError, TransientActuationError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One write of a plan: ``do`` it, then ``done`` (bookkeeping) if it went through."""
+
+    what: str
+    do: Callable[[], object]
+    done: Callable[[], object]
+
+
+def _run_writes(writes: list[_Write], errors: list[str]) -> tuple[str | None, list[str]]:
+    """Make the writes in order; a failure is recorded in ``errors`` and the rest go on, except a
+    refusal by the fence, which abandons every write left. Returns (why fenced or None, abandoned)."""
+    for i, write in enumerate(writes):
+        try:
+            write.do()
+        except FencedError as exc:
+            abandoned = [w.what for w in writes[i:]]
+            errors.append(f"fenced: {exc}; {len(abandoned)} write(s) abandoned")
+            log.warning("fenced: %s; abandoning %d write(s): %s", exc, len(abandoned), "; ".join(abandoned))
+            return str(exc), abandoned
+        except (TransientActuationError, PermanentActuationError) as exc:
+            errors.append(f"{write.what}: {error_kind(exc)}: {exc}")
+            continue
+        write.done()
+    return None, []
 
 
 class KubernetesCluster:
@@ -133,7 +166,9 @@ class KubernetesCluster:
         snap = self._fresh(now_s) if self._last is None else self._last
         launched: list[str] = []
         removed: list[str] = []
+        changed: list[str] = []
         errors: list[str] = [f"unplaced {u.service}/{u.role.value} ×{u.count}: {u.reason}" for u in plan.unplaced]
+        writes: list[_Write] = []
         # replicas to add (launches) or take away at once (placeholders) per workload
         delta: dict[str, int] = {}
         created: dict[str, tuple[WorkloadKey, str]] = {}  # workload name → (key, node to pin the domain by)
@@ -156,42 +191,46 @@ class KubernetesCluster:
             grace_s = (
                 removal.grace_s if removal.mode is ScaleInMode.DRAIN and info.lifecycle is Lifecycle.READY else 0.0
             )
-            try:
-                self._mark_victim(info.id, now_s + grace_s)
-                removed.append(info.id)
-            except (TransientActuationError, PermanentActuationError) as exc:
-                errors.append(f"remove {info.id}: {error_kind(exc)}: {exc}")
+            writes.append(
+                _Write(
+                    f"remove {info.id}",
+                    functools.partial(self._mark_victim, info.id, now_s + grace_s),
+                    functools.partial(removed.append, info.id),
+                )
+            )
         for name, change in sorted(delta.items()):
-            try:
-                if name in created:
-                    key, node = created[name]
-                    self._ensure_workload(key, node, change, snap)
-                else:
-                    wl = snap.workloads[name]
-                    self._scale_to(wl.name, wl.replicas, wl.replicas + change)
-                if change > 0:
-                    launched.extend(f"{name}+{i + 1}" for i in range(change))
-            except (TransientActuationError, PermanentActuationError) as exc:
-                errors.append(f"scale {name} by {change:+d}: {error_kind(exc)}: {exc}")
-        changed: list[str] = []
+            if name in created:
+                key, node = created[name]
+                do = functools.partial(self._ensure_workload, key, node, change, snap)
+            else:
+                wl = snap.workloads[name]
+                do = functools.partial(self._scale_to, wl.name, wl.replicas, wl.replicas + change)
+            new = [f"{name}+{i + 1}" for i in range(change)]
+            writes.append(_Write(f"scale {name} by {change:+d}", do, functools.partial(launched.extend, new)))
         for flip in plan.discovery:
             found = snap.instances.get(flip.instance_id)
             if found is None or "#pending-" in flip.instance_id:
                 errors.append(f"discovery {flip.instance_id}: no such pod")
                 continue
             value = DISCOVERY_ON if flip.in_discovery else DISCOVERY_OFF
-            try:
-                self._patch_pod(flip.instance_id, {"metadata": {"labels": {L_DISCOVERY: value}}})
-                changed.append(flip.instance_id)
-            except (TransientActuationError, PermanentActuationError) as exc:
-                errors.append(f"discovery {flip.instance_id} → {value}: {error_kind(exc)}: {exc}")
+            body = {"metadata": {"labels": {L_DISCOVERY: value}}}
+            writes.append(
+                _Write(
+                    f"discovery {flip.instance_id} → {value}",
+                    functools.partial(self._patch_pod, flip.instance_id, body),
+                    functools.partial(changed.append, flip.instance_id),
+                )
+            )
+        fenced, abandoned = _run_writes(writes, errors)
         self._last = None  # the world changed: the next read is fresh
-        finished = self.finish_drains(now_s)
+        finished = ActuationResult() if fenced is not None else self.finish_drains(now_s)
         return ActuationResult(
             launched=tuple(launched),
             removed=tuple(removed),
             discovery_changed=tuple(changed),
             errors=tuple(errors) + finished.errors,
+            abandoned=tuple(abandoned) + finished.abandoned,
+            fenced=fenced if fenced is not None else finished.fenced,
         )
 
     def finish_drains(self, now_s: float) -> ActuationResult:
@@ -200,6 +239,7 @@ class KubernetesCluster:
         self._last = snap
         removed: list[str] = []
         errors: list[str] = []
+        writes: list[_Write] = []
         for wl in snap.workloads.values():
             due: list[dict[str, Any]] = []
             others: list[dict[str, Any]] = []
@@ -221,18 +261,23 @@ class KubernetesCluster:
             if others and min(replicaset_rank(p) for p in others) < worst_victim:
                 log.info("%s: %d drained pod(s) wait until the other pods are as far along", wl.name, len(due))
                 continue
-            try:
-                for pod in due:
-                    self._patch_pod(
-                        pod["metadata"]["name"], {"metadata": {"annotations": {A_SCALED_DOWN: f"{now_s:.3f}"}}}
-                    )
-                self._scale_to(wl.name, wl.replicas, wl.replicas - len(due))
-                removed.extend(p["metadata"]["name"] for p in due)
-            except (TransientActuationError, PermanentActuationError) as exc:
-                errors.append(f"finish drain of {wl.name}: {error_kind(exc)}: {exc}")
+            names = [p["metadata"]["name"] for p in due]
+            writes.append(
+                _Write(
+                    f"finish drain of {wl.name}",
+                    functools.partial(self._scale_down_drained, wl.name, wl.replicas, names, now_s),
+                    functools.partial(removed.extend, names),
+                )
+            )
+        fenced, abandoned = _run_writes(writes, errors)
         if removed:
             self._last = None
-        return ActuationResult(removed=tuple(removed), errors=tuple(errors))
+        return ActuationResult(removed=tuple(removed), errors=tuple(errors), abandoned=tuple(abandoned), fenced=fenced)
+
+    def _scale_down_drained(self, name: str, replicas: int, pods: list[str], now_s: float) -> None:
+        for pod in pods:
+            self._patch_pod(pod, {"metadata": {"annotations": {A_SCALED_DOWN: f"{now_s:.3f}"}}})
+        self._scale_to(name, replicas, replicas - len(pods))
 
     # --- writes ----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""`heteroscale` command line: simulate, scenarios, validate."""
+"""`heteroscale` command line: simulate, scenarios, validate, compare, gen-trace, …"""
 
 from __future__ import annotations
 
@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     from heteroscale.cli.live import add_controller_parser
 
     add_controller_parser(sub)
+
+    from heteroscale.cli.gentrace import add_gen_trace_parser
+
+    add_gen_trace_parser(sub)
 
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", default="diurnal-ramp")
@@ -182,6 +186,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_gen_trace(args: argparse.Namespace) -> int:
+    from heteroscale.cli.gentrace import gen_trace, gen_trace_text
+
+    result = gen_trace(args)
+    _emit(result, args.json, gen_trace_text)
+    return EXIT_OK
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from heteroscale.cli.progress import ProgressBar
     from heteroscale.cli.wiring import simulate
@@ -252,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "topology": _cmd_topology,
         "schedule": _cmd_schedule,
         "controller": _cmd_controller,
+        "gen-trace": _cmd_gen_trace,
     }
     if args.command is None:
         parser.print_help()

@@ -23,7 +23,7 @@ from heteroscale.errors import ConfigError
 
 Loc = tuple[str | int, ...]
 
-KINDS: tuple[str, ...] = ("catalog", "scenario", "topology")
+KINDS: tuple[str, ...] = ("catalog", "scenario", "suite", "topology")
 
 # Tags of discriminated unions start with this character; they are dropped from error paths.
 UNION_TAG_PREFIX = "~"

@@ -411,7 +411,7 @@ def test_error_names_the_line_of_the_field(tmp_path: Path) -> None:
         ("kind: scenario\n\tname: t\n", "line 2, column 1: invalid YAML"),
         ("", "empty file"),
         ("- kind: scenario\n", "expected a mapping at the top level, got a list"),
-        ("name: t\n", "kind: missing (expected one of: catalog, scenario, topology)"),
+        ("name: t\n", "kind: missing (expected one of: catalog, scenario, suite, topology)"),
     ],
 )
 def test_unparsable_files_give_one_line(tmp_path: Path, text: str, problem: str) -> None:

@@ -1,4 +1,4 @@
-"""`heteroscale` command line: simulate, compare, scenarios, validate, calibrate and the rest."""
+"""`heteroscale` command line: simulate, compare, scenarios, validate, calibrate, gen-trace and the rest."""
 
 from __future__ import annotations
 
@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         "--profile", type=Path, help="score this file instead (any shipped format: kernel times, Splitwise, DistServe)"
     )
     cal.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+
+    from heteroscale.cli.gentrace import add_gen_trace_parser
+
+    add_gen_trace_parser(sub)
 
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", default="diurnal-ramp")
@@ -212,6 +216,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_gen_trace(args: argparse.Namespace) -> int:
+    from heteroscale.cli.gentrace import gen_trace, gen_trace_text
+
+    result = gen_trace(args)
+    _emit(result, args.json, gen_trace_text)
+    return EXIT_OK
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from heteroscale.cli.progress import ProgressBar
     from heteroscale.cli.wiring import simulate
@@ -283,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "topology": _cmd_topology,
         "schedule": _cmd_schedule,
         "controller": _cmd_controller,
+        "gen-trace": _cmd_gen_trace,
     }
     if args.command is None:
         parser.print_help()

@@ -2,10 +2,11 @@
 
 Public API::
 
-    load_scenario(ref) -> Scenario                 # embedded name or YAML path
+    load_scenario(ref) -> Scenario                 # embedded name (`suite/<name>` too) or YAML path
+    load_suite(ref) -> Suite                       # embedded suite name (`policies`) or YAML path
     list_embedded_scenarios() -> [(name, description)]
     load_topology(ref, catalog=None) -> Topology   # embedded name or YAML path
-    validate_file(path) -> ValidationReport        # any scenario / topology / catalog file
+    validate_file(path) -> ValidationReport        # any scenario / suite / topology / catalog file
     resolved_config_dict(scenario) -> dict         # plain, YAML-dumpable, fully resolved
     write_resolved_config(scenario, path) -> Path
     load_catalog() -> Catalog; resolve_sku(name); resolve_model(name); calibration()
@@ -18,6 +19,7 @@ from heteroscale.config.loader import (
     ValidationReport,
     list_embedded_scenarios,
     load_scenario,
+    load_suite,
     load_topology,
     validate_file,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "list_embedded_scenarios",
     "load_catalog",
     "load_scenario",
+    "load_suite",
     "load_topology",
     "resolve_model",
     "resolve_sku",

@@ -21,6 +21,7 @@ from heteroscale.config.catalog import (
 from heteroscale.config.schema import (
     BudgetConfig,
     LoadConfig,
+    LoadWindowConfig,
     RoleConfig,
     ScenarioConfig,
     ServiceConfig,
@@ -36,10 +37,11 @@ from heteroscale.domain.hardware import InstanceShape, ModelSpec, Role
 from heteroscale.domain.service import AffinityLevel, GpuMix, ServiceSpec, Slo
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
-from heteroscale.errors import ConfigError
+from heteroscale.errors import ConfigError, TraceError
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import POLICY_NAMES
 from heteroscale.scheduling.budget import GpuBudget
+from heteroscale.sim.parts import check_day, check_window
 from heteroscale.sim.scenario import (
     Fidelity,
     LoadKind,
@@ -50,6 +52,8 @@ from heteroscale.sim.scenario import (
     SimSettings,
     Variant,
 )
+from heteroscale.sim.transforms import LengthScale, RateStep
+from heteroscale.sim.windows import LoadWindow, WindowKind
 
 # the activation reserve where no simulation settings say otherwise (demands files, live configs)
 DEFAULT_KV_RESERVE = SimSettings().kv_activation_reserve
@@ -430,7 +434,7 @@ def _one_load(load: LoadConfig, doc: Document, load_loc: Loc) -> LoadSpec:
             (*load_loc, "rate_curve"),
         )
     )
-    return LoadSpec(
+    spec = LoadSpec(
         kind=LoadKind(load.kind),
         trace_path=trace,
         trace_format=load.format,
@@ -443,7 +447,38 @@ def _one_load(load: LoadConfig, doc: Document, load_loc: Loc) -> LoadSpec:
         copy_shift_s=load.copy_shift_s,
         start_s=load.start_s,
         skip_bad_rows=load.skip_bad_rows,
+        lengths=LengthScale(
+            input_scale=load.input_scale,
+            input_cap_tokens=load.input_cap_tokens,
+            output_scale=load.output_scale,
+            output_cap_tokens=load.output_cap_tokens,
+        ),
+        rate_steps=tuple(RateStep(at_s=s.at_s, factor=s.factor, ramp_s=s.ramp_s) for s in load.rate_steps),
+        window=None if load.window is None else load_window_spec(load.window),
     )
+    check_part(spec, doc, load_loc)
+    return spec
+
+
+def load_window_spec(window: LoadWindowConfig) -> LoadWindow:
+    if window.half is not None:
+        return LoadWindow(WindowKind.FIRST_HALF if window.half == "first" else WindowKind.SECOND_HALF)
+    if window.steepest_s is not None:
+        return LoadWindow(WindowKind.STEEPEST, length_s=window.steepest_s)
+    if window.start_s is None or window.end_s is None:  # the schema requires both; narrowed for mypy
+        raise ConfigError("a window by time needs both start_s and end_s")
+    return LoadWindow(WindowKind.RANGE, start_s=window.start_s, end_s=window.end_s)
+
+
+def check_part(load: LoadSpec, doc: Document, load_loc: Loc) -> None:
+    """A day or a window outside the load is the file's error, found now rather than mid-run."""
+    for field, check in (("rate_curve_day", check_day), ("window", check_window)):
+        try:
+            check(load)
+        except ConfigError as exc:
+            raise doc.error((*load_loc, field), str(exc).removeprefix("window: ")) from exc
+        except TraceError:
+            return  # a malformed data file is the run's to report (by line, or skipped with --skip-bad-rows)
 
 
 def _data_file(

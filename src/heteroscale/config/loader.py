@@ -1,4 +1,4 @@
-"""Load scenario, topology and catalog files; validate any of them; list the embedded scenarios.
+"""Load scenario, suite, topology and catalog files; validate any of them; list the embedded scenarios.
 
 Every problem surfaces as one :class:`~heteroscale.errors.ConfigError` line, never a traceback:
 ``<file>: <dotted.field.path>: <problem> (line N)``.
@@ -10,19 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from heteroscale.config.build import build_scenario, topology_from_document
-from heteroscale.config.bundled import embedded_scenarios, embedded_topologies, looks_like_path
+from heteroscale.config.bundled import embedded_scenarios, embedded_suites, embedded_topologies, looks_like_path
 from heteroscale.config.catalog import Catalog, load_catalog_file
 from heteroscale.config.resolved import resolved_config_dict, write_resolved_config
 from heteroscale.config.schema import ScenarioConfig
-from heteroscale.config.source import Document, check_kind, read_document, require_kind
+from heteroscale.config.source import Document, Loc, check_kind, read_document, require_kind
+from heteroscale.config.suite import SuiteConfig, build_suite
 from heteroscale.domain.topology import Topology
 from heteroscale.errors import ConfigError
 from heteroscale.sim.scenario import Scenario
+from heteroscale.sim.suite import Suite
 
 __all__ = [
     "ValidationReport",
     "list_embedded_scenarios",
     "load_scenario",
+    "load_suite",
     "load_topology",
     "resolved_config_dict",
     "validate_file",
@@ -43,6 +46,33 @@ def load_scenario(ref: str | Path) -> Scenario:
     """An embedded scenario by name (``default``, ``fluid-day``, …) or a scenario YAML file by path."""
     path, source = _scenario_path(ref)
     return _scenario_from_document(read_document(path), source)
+
+
+def load_suite(ref: str | Path) -> Suite:
+    """An embedded suite by name (``policies``) or a ``kind: suite`` file by path."""
+    suites = embedded_suites()
+    if isinstance(ref, str) and not looks_like_path(ref) and ref in suites:
+        path, source = suites[ref], f"embedded:{ref}"
+    else:
+        path, source = Path(ref), str(Path(ref).resolve())
+    return _suite_from_document(read_document(path), source)
+
+
+def _suite_from_document(doc: Document, source: str) -> Suite:
+    require_kind(doc, "suite")
+    config = doc.validate(SuiteConfig)
+
+    def scenario_at(ref: str, suite_doc: Document, loc: Loc) -> Scenario:
+        if ref in embedded_scenarios():
+            return load_scenario(ref)
+        if not looks_like_path(ref):
+            raise suite_doc.error(loc, f"unknown embedded scenario {ref!r} (or give a path relative to this file)")
+        path = suite_doc.base_dir / ref
+        if not path.is_file():
+            raise suite_doc.error(loc, f"no scenario file {path}")
+        return _scenario_from_document(read_document(path), str(path.resolve()))
+
+    return build_suite(config, doc, scenario_at, source)
 
 
 def list_embedded_scenarios() -> list[tuple[str, str]]:
@@ -92,11 +122,11 @@ def validate_file(path: str | Path) -> ValidationReport:
 
 def _scenario_path(ref: str | Path) -> tuple[Path, str]:
     """The file behind a scenario reference and the ``source`` label the Scenario records."""
-    if isinstance(ref, str) and not looks_like_path(ref):
+    if isinstance(ref, str):
         embedded = embedded_scenarios()
-        if ref in embedded:
+        if ref in embedded:  # before the path test: `suite/<name>` is a name
             return embedded[ref], f"embedded:{ref}"
-        if not Path(ref).exists():
+        if not looks_like_path(ref) and not Path(ref).exists():
             known = ", ".join(sorted(embedded)) or "none"
             raise ConfigError(f"{ref}: unknown scenario (embedded: {known}; or give a path to a YAML file)")
     path = Path(ref)
@@ -118,6 +148,10 @@ def _summarise(doc: Document, kind: str) -> str:
             f"'{scenario.name}', {len(scenario.services)} service(s) ({services}), "
             f"topology '{scenario.topology.name}' with {_gpu_summary(scenario.topology)}"
         )
+    if kind == "suite":
+        suite = _suite_from_document(doc, str((doc.path or Path(doc.display)).resolve()))
+        scores = sum(len(entry.score) for entry in suite.entries)
+        return f"'{suite.name}', {len(suite.entries)} scenario(s), {len(suite.entries)} tune and {scores} score part(s)"
     if kind == "topology":
         topology = topology_from_document(doc)
         return f"'{topology.name}' with {_gpu_summary(topology)}"

@@ -21,6 +21,7 @@ from heteroscale.errors import ConfigError
 from heteroscale.policy.context import Targets
 from heteroscale.scheduling.budget import GpuBudget
 from heteroscale.sim.scenario import LoadKind, LoadSpec, Scenario, ServiceRun, Variant
+from heteroscale.sim.windows import LoadWindow, WindowKind
 
 
 def resolved_config_dict(scenario: Scenario) -> dict[str, Any]:
@@ -120,10 +121,28 @@ def _load_dict(load: LoadSpec) -> dict[str, Any]:
         "copy_shift_s": load.copy_shift_s,
         "start_s": load.start_s,
         "skip_bad_rows": load.skip_bad_rows,
+        "input_scale": load.lengths.input_scale,
+        "input_cap_tokens": load.lengths.input_cap_tokens,
+        "output_scale": load.lengths.output_scale,
+        "output_cap_tokens": load.lengths.output_cap_tokens,
+        "rate_steps": [{"at_s": s.at_s, "factor": s.factor, "ramp_s": s.ramp_s} for s in load.rate_steps],
     }
+    if load.window is not None:
+        out["window"] = window_dict(load.window)
     if load.mixed_with:
         out["mix"] = [_load_dict(part) for part in load.mixed_with]
     return out
+
+
+def window_dict(window: LoadWindow) -> dict[str, Any]:
+    """A load window as the file writes it."""
+    if window.kind is WindowKind.FIRST_HALF:
+        return {"half": "first"}
+    if window.kind is WindowKind.SECOND_HALF:
+        return {"half": "second"}
+    if window.kind is WindowKind.STEEPEST:
+        return {"steepest_s": window.length_s}
+    return {"start_s": window.start_s, "end_s": window.end_s}
 
 
 def _service_dict(run: ServiceRun, scenario: Scenario) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from heteroscale.config.source import UNION_TAG_PREFIX, StrictModel, field_defau
 from heteroscale.config.topology import TopologyConfig
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.sim.scenario import LoadSpec, SimSettings
+from heteroscale.sim.transforms import LengthScale, RateStep
 
 ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
@@ -96,12 +97,43 @@ class TargetsConfig(StrictModel):
     source: str = "pinned"
 
 
+class RateStepConfig(StrictModel):
+    """The arrival rate ×``factor`` from ``at_s`` on (load axis), reached linearly over ``ramp_s``."""
+
+    at_s: float = Field(ge=0, allow_inf_nan=False)
+    factor: float = Field(gt=0, allow_inf_nan=False)
+    ramp_s: float = Field(default=field_default(RateStep, "ramp_s"), ge=0, allow_inf_nan=False)
+
+
+class LoadWindowConfig(StrictModel):
+    """A part of the load, rebased to start at 0: ``half`` (first / second), ``start_s`` + ``end_s``,
+    or ``steepest_s`` (the window of that length where a Poisson load's curve rises fastest)."""
+
+    half: Literal["first", "second"] | None = None
+    start_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    end_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    steepest_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> LoadWindowConfig:
+        forms = [self.half is not None, self.start_s is not None or self.end_s is not None, self.steepest_s is not None]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of: half, start_s + end_s, steepest_s")
+        if forms[1] and (self.start_s is None or self.end_s is None):
+            raise ValueError("a window by time needs both start_s and end_s")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s:g}) must be after start_s ({self.start_s:g})")
+        return self
+
+
 class LoadConfig(StrictModel):
     """Where a service's requests come from.
 
     ``trace`` and ``rate_curve`` take a bundled name (``azure-conv``, ``servegen-m-large``, …) or a
     path relative to the YAML file. ``kind: poisson`` draws arrivals from ``rate_curve`` and lengths
-    from ``trace``; ``kind: trace`` replays ``trace``.
+    from ``trace``; ``kind: trace`` replays ``trace``. Transforms (the same for every policy):
+    ``input_scale`` / ``output_scale`` with optional caps, ``rate_steps``, and ``window`` (a part of
+    the load); see :mod:`heteroscale.sim.transforms` and :mod:`heteroscale.sim.windows`.
     """
 
     kind: Literal["trace", "poisson"] = "trace"
@@ -116,6 +148,12 @@ class LoadConfig(StrictModel):
     copy_shift_s: float = Field(default=field_default(LoadSpec, "copy_shift_s"), ge=0)
     start_s: float = Field(default=field_default(LoadSpec, "start_s"), ge=0)
     skip_bad_rows: bool = field_default(LoadSpec, "skip_bad_rows")
+    input_scale: float = Field(default=field_default(LengthScale, "input_scale"), gt=0, le=64, allow_inf_nan=False)
+    input_cap_tokens: int | None = Field(default=field_default(LengthScale, "input_cap_tokens"), ge=1)
+    output_scale: float = Field(default=field_default(LengthScale, "output_scale"), gt=0, le=64, allow_inf_nan=False)
+    output_cap_tokens: int | None = Field(default=field_default(LengthScale, "output_cap_tokens"), ge=1)
+    rate_steps: list[RateStepConfig] = Field(default_factory=list)
+    window: LoadWindowConfig | None = None
     # further sources of the same service, superposed with this one (one level: a part has no mix)
     mix: list[LoadConfig] = Field(default_factory=list)
 
@@ -125,6 +163,10 @@ class LoadConfig(StrictModel):
             raise ValueError("kind 'poisson' needs a rate_curve")
         if self.kind == "trace" and self.rate_curve is not None:
             raise ValueError("rate_curve is only used by kind 'poisson' (kind 'trace' replays the trace)")
+        if self.kind == "trace" and self.rate_scale != 1.0:  # a replay has no curve to scale: it was ignored
+            raise ValueError(
+                "rate_scale scales a rate curve (kind 'poisson'); scale a replay with copies or rate_steps"
+            )
         if self.rate_curve_day is not None and self.rate_curve is None:
             raise ValueError("rate_curve_day needs a rate_curve")
         if any(part.mix for part in self.mix):

@@ -23,7 +23,7 @@ from heteroscale.errors import ConfigError
 
 Loc = tuple[str | int, ...]
 
-KINDS: tuple[str, ...] = ("catalog", "scenario", "topology")
+KINDS: tuple[str, ...] = ("catalog", "scenario", "suite", "topology")
 
 # Bounds on one YAML document. Real configs nest about 15 levels and hold a few thousand nodes; the
 # bounds stop a crafted file (``[[[[…]]]]`` thousands deep, an alias cycle, "billion laughs" aliases

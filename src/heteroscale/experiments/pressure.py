@@ -26,6 +26,7 @@ from heteroscale.sim.engine import ServiceLoad
 from heteroscale.sim.runner import SimulationRun, build_trace
 from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, PolicySpec, Scenario, ServiceRun, SimSettings
 from heteroscale.sim.traces import RequestTrace, read_trace
+from heteroscale.sim.transforms import scale_lengths
 
 SLO_ATTAINMENT = 0.99
 DEFAULT_MARGIN = 0.75
@@ -78,11 +79,13 @@ class PressureResult:
 
 
 def length_mix(run: ServiceRun, duration_s: float | None = None, seed: int = 0) -> RequestTrace:
-    """The request lengths of a service's load (the trace it replays or resamples). A mixed load's are
-    those of the whole load over the run (each source in proportion to its requests)."""
+    """The request lengths of a service's load (the trace it replays or resamples, its length scales
+    applied). A mixed load's are those of the whole load over the run (each source in proportion to
+    its requests)."""
     if run.load.mixed_with:
         return build_trace(run.load, np.random.default_rng([seed, 20_000]), run.spec.name, duration_s)
-    return read_trace(run.load.trace_path, run.load.trace_format, skip_bad_rows=run.load.skip_bad_rows)
+    source = read_trace(run.load.trace_path, run.load.trace_format, skip_bad_rows=run.load.skip_bad_rows)
+    return scale_lengths(source, run.load.lengths)
 
 
 def _test_topology(spec: ServiceSpec, prefill: int, decode: int) -> Topology:

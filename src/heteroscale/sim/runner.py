@@ -29,6 +29,7 @@ from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
 from heteroscale.sim.fluid_engine import FluidEngine
+from heteroscale.sim.parts import load_window, raw_curve, shape_source, smoothed_curve
 from heteroscale.sim.records import RecordWriter
 from heteroscale.sim.request_engine import RequestEngine
 from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, Scenario, ServiceRun
@@ -39,24 +40,17 @@ from heteroscale.sim.traces import (
     RequestTrace,
     generate_poisson,
     merge,
-    read_rate_curve,
     read_trace,
     superpose,
 )
+from heteroscale.sim.transforms import scale_lengths
 
 ProgressFn = Callable[[float], None]
 
 
 def load_curve(load: LoadSpec, name: str) -> RateCurve:
     """A Poisson load's rate curve: the chosen day, smoothed between window centres."""
-    if load.rate_curve_path is None:
-        raise ConfigError(f"service {name}: load.kind poisson needs a rate_curve")
-    curve = read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows)
-    if load.rate_curve_day is not None:
-        curve = curve.day(load.rate_curve_day)
-    if load.rate_curve_smoothing_s > 0:
-        curve = curve.smoothed(load.rate_curve_smoothing_s)
-    return curve
+    return smoothed_curve(raw_curve(load, name), load)
 
 
 def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None = None) -> RequestTrace:
@@ -71,17 +65,20 @@ def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s:
 
 def _source_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None) -> RequestTrace:
     source = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
-    if load.kind is LoadKind.POISSON:
-        curve = load_curve(load, name)
+    curve = raw_curve(load, name) if load.kind is LoadKind.POISSON else None
+    part = load_window(load, source, curve)
+    offset_s = 0.0 if part is None else part.start_s
+    if curve is not None:
+        length_s = None if part is None else part.length_s
         trace = generate_poisson(
-            curve,
+            smoothed_curve(curve, load),
             source,
             rng,
             rate_scale=load.rate_scale,
             time_compression=load.time_compression,
             name=name,
-            start_s=load.start_s,
-            duration_s=duration_s,
+            start_s=load.start_s + offset_s,
+            duration_s=_shorter(length_s, duration_s),
         )
     else:
         trace = source
@@ -91,7 +88,13 @@ def _source_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_
         trace = superpose(trace, load.copies, load.copy_shift_s, name=name)
     if load.start_s > 0 and load.kind is not LoadKind.POISSON:  # Poisson arrivals start there already
         trace = trace.slice_time(load.start_s, math.inf)
-    return trace
+    if part is not None and load.kind is not LoadKind.POISSON:
+        trace = trace.slice_time(part.start_s, math.inf if part.end_s is None else part.end_s)
+    return shape_source(trace, load, rng, offset_s)
+
+
+def _shorter(a_s: float | None, b_s: float | None) -> float | None:
+    return a_s if b_s is None else b_s if a_s is None else min(a_s, b_s)
 
 
 class SimulationRun:
@@ -125,7 +128,12 @@ class SimulationRun:
             loads = []
             for i, run in enumerate(scenario.services):
                 rng = np.random.default_rng([self.seed, i])
-                if self.fidelity is Fidelity.FLUID and run.load.kind is LoadKind.POISSON and not run.load.mixed_with:
+                if (
+                    self.fidelity is Fidelity.FLUID
+                    and run.load.kind is LoadKind.POISSON
+                    and not run.load.mixed_with
+                    and not run.load.rate_steps  # steps act on requests: draw them
+                ):
                     loads.append(self._curve_load(run, st.cold_start_s))
                     continue
                 trace = build_trace(run.load, rng, run.spec.name, self.duration_s)
@@ -220,17 +228,19 @@ class SimulationRun:
     def _curve_load(self, run: ServiceRun, cold_start_s: float) -> ServiceLoad:
         load = run.load
         lengths = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
-        curve = load_curve(load, run.spec.name)
+        curve = raw_curve(load, run.spec.name)
+        part = load_window(load, lengths, curve)
+        lengths = scale_lengths(lengths, load.lengths)
         return ServiceLoad(
             run.spec,
             lengths,
             ServiceLoad.resolve_cached(lengths, run.spec.prefix_cache_hit_rate),
             cold_start_s,
-            rate_curve=curve,
+            rate_curve=smoothed_curve(curve, load),
             rate_scale=load.rate_scale * max(1, load.copies),
             time_compression=load.time_compression,
-            duration_s=self.duration_s,
-            curve_start_s=load.start_s,
+            duration_s=self.duration_s if part is None else _shorter(part.length_s, self.duration_s),
+            curve_start_s=load.start_s + (0.0 if part is None else part.start_s),
         )
 
     def _deploy_initial(self) -> None:

@@ -15,6 +15,8 @@ from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
 from heteroscale.policy.context import Targets
 from heteroscale.scheduling.budget import GpuBudget
+from heteroscale.sim.transforms import LengthScale, RateStep
+from heteroscale.sim.windows import LoadWindow
 
 
 class Fidelity(StrEnum):
@@ -43,6 +45,10 @@ class LoadSpec:
     copy_shift_s: float = 0.0
     start_s: float = 0.0  # offset into the (compressed) load
     skip_bad_rows: bool = False
+    # transforms, part of the load (the same for every policy; see heteroscale.sim.transforms)
+    lengths: LengthScale = field(default_factory=LengthScale)
+    rate_steps: tuple[RateStep, ...] = ()
+    window: LoadWindow | None = None  # keep only this part of the load (see heteroscale.sim.windows)
     # further sources served by the same service, superposed with this one (a request mix that moves
     # within the day: e.g. conversation on one day curve, long-prompt code traffic on another)
     mixed_with: tuple[LoadSpec, ...] = ()

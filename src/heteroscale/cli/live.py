@@ -1,12 +1,19 @@
 """``heteroscale controller --config FILE [--once] [--dry-run]``: the live controller command.
 
-The configuration is ``config.controller``; the parts are joined in ``cli.wiring.build_live``.
+The configuration is ``config.controller``; ``--kubeconfig``, ``--context`` and ``--namespace`` (or
+``HETEROSCALE_KUBECONFIG`` / ``_CONTEXT`` / ``_NAMESPACE``) override the file (``config.access``); the
+parts are joined in ``cli.wiring.build_live``. A dry run prints one line per decision on stdout.
+
+Exit codes: 0 a clean stop; 1 ``--once`` made no decision; 2 a configuration or start-up error; 4 the
+run ended without ever reaching the Kubernetes API (an unbounded run keeps retrying meanwhile, and
+``/healthz`` says so in ``api_reached`` / ``api_error``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,8 +21,17 @@ from types import FrameType
 from typing import Any
 
 from heteroscale.cli.wiring import build_live
+from heteroscale.config.access import apply_overrides, describe, overrides
 from heteroscale.config.controller import load_controller_config, relative_path
+from heteroscale.controller.journal import to_plain
+from heteroscale.domain.decision import DecisionRecord
 from heteroscale.errors import HeteroScaleError
+from heteroscale.reports.decisions import decision_text
+
+EXIT_OK = 0
+EXIT_NO_DECISION = 1
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 4  # a required service (the Kubernetes API) was never reached
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +49,28 @@ def add_controller_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--cycles", type=int, help="stop after this many cycles (default: until SIGTERM)")
     parser.add_argument("--duration-s", type=float, help="stop after this many seconds (default: until SIGTERM)")
     parser.add_argument("--check", action="store_true", help="validate the config file and exit")
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (else $HETEROSCALE_KUBECONFIG, else the config's kubernetes.kubeconfig)"
+    )
+    parser.add_argument("--context", help="kubeconfig context (else $HETEROSCALE_CONTEXT, else the config's)")
+    parser.add_argument("--namespace", help="namespace to manage (else $HETEROSCALE_NAMESPACE, else the config's)")
     return parser
 
 
+def print_decision(record: DecisionRecord) -> None:
+    """A dry run's line for one decision, on stdout as it is made."""
+    print(decision_text(to_plain(record)), flush=True)
+
+
 def cmd_controller(args: argparse.Namespace) -> int:
-    """0 on a clean stop; 1 when ``--once`` could make no decision; 2 on a configuration or start-up error."""
+    """The exit codes of the module doc."""
     try:
         config, doc = load_controller_config(args.config)
+        flags = {"kubeconfig": args.kubeconfig, "context": args.context, "namespace": args.namespace}
+        given = overrides(flags, os.environ)
+        config = apply_overrides(config, given, Path.cwd())
+        if given:
+            log.info("kubernetes: %s (over %s)", describe(given), args.config)
         if args.check:
             print(f"{args.config}: valid controller config ({len(config.services)} service(s))")
             return 0
@@ -52,7 +83,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
         )
     except HeteroScaleError as exc:
         print(f"heteroscale controller: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    if args.dry_run:
+        live.on_record = print_decision
     from heteroscale.controller.http import HealthServer
 
     server = None
@@ -66,7 +99,7 @@ def cmd_controller(args: argparse.Namespace) -> int:
             print(
                 f"heteroscale controller: error: http {config.http.address}:{config.http.port}: {exc}", file=sys.stderr
             )
-            return 2
+            return EXIT_CONFIG
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.warning("received signal %d: stopping after the current cycle", signum)
@@ -91,10 +124,17 @@ def cmd_controller(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     journal = relative_path(config.controller.journal, doc)
     print(f"heteroscale controller: stopped after {cycles} cycle(s); journal {journal}")
+    if not live.api_reached:
+        why = live.api_error or "no attempt was answered"
+        print(
+            f"heteroscale controller: error: the Kubernetes API was never reached in {cycles} cycle(s): {why}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
     if args.once and live.last_error is not None:
         print(f"heteroscale controller: error: the cycle made no decision: {live.last_error}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_NO_DECISION
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,6 +119,8 @@ class LeaseElector:
         self._observed: tuple[str, str] | None = None  # (holder, resourceVersion) last seen
         self._observed_mono = 0.0
         self.holder: str | None = None
+        self.reached = False  # the Lease store answered at least once (the API server is reachable)
+        self.last_error: str | None = None  # why the last attempt failed; None when it got an answer
         self.transitions = 0  # how often this replica became the leader
         self.renewals = 0
         self._stop = threading.Event()
@@ -174,6 +176,9 @@ class LeaseElector:
             lease = self.store.read()
         except (TransientActuationError, PermanentActuationError) as exc:
             return self._failed(exc)
+        with self._state:
+            self.reached = True
+            self.last_error = None
         if lease is None:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -236,6 +241,8 @@ class LeaseElector:
         return False
 
     def _failed(self, exc: Exception) -> bool:
+        with self._state:
+            self.last_error = str(exc)
         log.warning("leader election: cannot reach the lease: %s", exc)
         return self.is_leader()  # keep leading only within the renew deadline
 

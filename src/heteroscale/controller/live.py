@@ -10,7 +10,13 @@ within a fraction of a second. Failures never end the loop: a cluster that canno
 counted and retried on the next tick; metrics that cannot be read become a hold inside the decision; a
 journal that cannot be written becomes a hold too (``journal-unwritable``, counted in ``/metrics``), and
 drains are not finished while it lasts. The loop is bounded by ``max_cycles`` / ``max_duration_s``
-when given (``--once`` is one cycle), else by the stop request.
+when given (``--once`` is one cycle; it never sleeps past the duration's deadline, so a run ends within
+one cycle of it), else by the stop request.
+
+Whether the Kubernetes API was ever reached (a Lease read, or a cycle that read the cluster) is kept in
+``api_reached``, and why the last attempt failed in ``api_error``; ``/healthz`` shows both, so an
+unbounded controller that keeps retrying an unreachable API says so, and ``cli/live.py`` ends a run that
+never reached it with exit code 4.
 
 On start, each policy's memory (last scale-out and scale-in, direction, recent recommendations, the
 ratio) is rebuilt from the journal's last checkpoint and the records after it (``controller/journal``),
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +59,16 @@ class Leadership(Protocol):
     def stop(self, timeout_s: float = 5.0) -> bool: ...
 
     def release(self) -> None: ...
+
+    @property
+    def reached(self) -> bool:
+        """The Lease store answered at least once."""
+        ...
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last attempt to reach the Lease failed (None: it got an answer)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +107,7 @@ class LiveController:
         clock: Clock | None = None,
         elector: Leadership | None = None,
         metrics: ControllerMetrics | None = None,
+        on_record: Callable[[DecisionRecord], None] | None = None,
     ) -> None:
         self.controller = controller
         self.cluster = cluster
@@ -103,6 +121,9 @@ class LiveController:
         self.last_cycle_end_mono_s: float | None = None
         self.last_error: str | None = None
         self.leading = False
+        self.on_record = on_record  # called with every decision once it is journaled (e.g. a dry run's lines)
+        self.api_reached = False  # the Kubernetes API answered at least once (the Lease or a cluster read)
+        self.api_error: str | None = None  # why the last attempt to reach it failed; None when it answered
         self._journal_errors_seen = 0
         self._started = False
 
@@ -129,6 +150,8 @@ class LiveController:
             "last_cycle_age_s": None if last is None else round(self.clock.monotonic_s() - last, 3),
             "journal_writable": journal.writable,
             "last_error": self.last_error,
+            "api_reached": self.api_reached,
+            "api_error": self.api_error,
         }
 
     # --- start-up ------------------------------------------------------------------------------
@@ -161,23 +184,31 @@ class LiveController:
         t0 = self.clock.monotonic_s()
         now_s = self.clock.now_s()
         outcome = CycleOutcome(at_s=now_s, leader=self._lead(), records=[])
+        self._note_lease_contact()
         if outcome.leader:
             try:
                 self._finish_drains(now_s)
                 outcome.records = self.controller.reconcile_once(now_s)
+                self._api_answered()
             except (TransientActuationError, PermanentActuationError) as exc:
                 outcome.error = f"cluster: {exc}"
+                self.api_error = str(exc)
                 self.metrics.errors.labels(kind="cluster").inc()
                 log.warning("cycle at %.3f: no decision, the cluster cannot be read: %s", now_s, exc)
             except HeteroScaleError as exc:  # e.g. a policy refusing its targets: say so, keep running
+                self._api_answered()  # raised after the cluster snapshot: the API did answer
                 outcome.error = f"reconcile: {exc}"
                 self.metrics.errors.labels(kind="reconcile").inc()
                 log.error("cycle at %.3f: reconcile failed: %s", now_s, exc)
             for record in outcome.records:
                 self.metrics.observe_record(record)
+                if self.on_record is not None:
+                    self.on_record(record)
             if outcome.records:
                 self._observe_state(now_s)
             self._lead()  # leadership may have lapsed during the cycle
+        elif self.api_error is not None:  # a standby that cannot reach the Lease: say why it does nothing
+            outcome.error = f"leader election: {self.api_error}"
         self._observe_journal()
         outcome.duration_s = self.clock.monotonic_s() - t0
         self.metrics.duration.observe(outcome.duration_s)
@@ -186,6 +217,18 @@ class LiveController:
         self.cycles += 1
         self.last_error = outcome.error
         return outcome
+
+    def _api_answered(self) -> None:
+        self.api_reached = True
+        self.api_error = None
+
+    def _note_lease_contact(self) -> None:
+        """What the elector's attempts say about the API: reached once, and why the last one failed."""
+        if self.elector is None:
+            return
+        if self.elector.reached:
+            self.api_reached = True
+        self.api_error = self.elector.last_error
 
     def _finish_drains(self, now_s: float) -> None:
         journal = self.controller.journal
@@ -225,11 +268,12 @@ class LiveController:
         s = self.settings
         self.start()
         start_mono = self.clock.monotonic_s()
+        deadline_mono = None if s.max_duration_s is None else start_mono + s.max_duration_s
         next_mono = start_mono
         while not self.stop_requested.is_set():
             if s.max_cycles is not None and self.cycles >= s.max_cycles:
                 break
-            if s.max_duration_s is not None and self.clock.monotonic_s() - start_mono >= s.max_duration_s:
+            if deadline_mono is not None and self.clock.monotonic_s() >= deadline_mono:
                 break
             outcome = self.cycle()
             if outcome.error:
@@ -239,9 +283,11 @@ class LiveController:
             next_mono += s.interval_s
             now_mono = self.clock.monotonic_s()
             next_mono = max(next_mono, now_mono)  # after a slow cycle, do not try to catch up
-            slices = int((next_mono - now_mono) / s.sleep_slice_s) + 2
+            # --duration-s: never sleep past the deadline to wait for a tick that will not run
+            wake_mono = next_mono if deadline_mono is None else min(next_mono, deadline_mono)
+            slices = int(max(0.0, wake_mono - now_mono) / s.sleep_slice_s) + 2
             for _ in range(slices):
-                left_s = next_mono - self.clock.monotonic_s()
+                left_s = wake_mono - self.clock.monotonic_s()
                 if left_s <= 0 or self.stop_requested.is_set():
                     break
                 self.clock.sleep_s(min(s.sleep_slice_s, left_s))

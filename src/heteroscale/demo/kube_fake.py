@@ -1,0 +1,579 @@
+"""KubeFake: a Kubernetes API *fake* for the integration tests and ``heteroscale demo``, built on kmock's
+KubernetesEmulator (the ``demo`` extra). It is not a cluster: nothing runs in its pods.
+
+kmock (PyPI) serves an in-memory Kubernetes API over HTTP: discovery, create / get / list / patch /
+delete of any resource, with JSON-merge patches and 409 on creating an existing object. It does not
+model what HeteroScale relies on, so this module adds, for the tests and the demo only:
+
+* **resourceVersion**: every create and patch stamps a new ``metadata.resourceVersion``; a patch that
+  carries a different ``metadata.resourceVersion`` is refused with 409 Conflict (the API server's
+  optimistic-concurrency precondition, which the Lease and the scale updates rely on);
+* **label and field selectors** on list (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``,
+  ``!a``; fields ``metadata.name``, ``spec.nodeName``, ``status.phase``), which kmock ignores;
+* **the ``scale`` subresource** of Deployments (GET and PATCH answer a ``Scale`` object);
+* **a stand-in for the ReplicaSet controller, the scheduler and the kubelet**: before each request
+  the fake brings every Deployment's pods in line with ``spec.replicas`` — new pods are bound to the
+  first node that satisfies the required node affinity and has free ``nvidia.com/gpu``, and turn
+  Running and Ready ``ready_after_s`` later; surplus pods are deleted in the ReplicaSet's order
+  (unscheduled, pending, not ready, lower ``controller.kubernetes.io/pod-deletion-cost``, newer first);
+  deleted pods go at once (no termination grace);
+* **fault injection**: :class:`Fault` answers matching requests with an error status (with an optional
+  ``Retry-After``) without applying them, or delays them (the client times out, the change still lands);
+  a fault may be limited to one client by its ``User-Agent`` (``agent``, a regex);
+* **write accounting**: every write (POST, PATCH, PUT, DELETE) to anything but a Lease that the fake
+  applied is kept as a :class:`WriteSeen` with the writer and the Lease's ``holderIdentity`` at that
+  moment, so a test can count writes by a replica that did not hold the Lease. The writer is read from
+  the ``User-Agent`` header: the controller sends ``heteroscale/<identity>`` (``cli/wiring.py``); any
+  other client is named by its whole User-Agent.
+
+Leases need nothing more than the resourceVersion precondition. Run it with :class:`KubeFakeServer`,
+which serves it on 127.0.0.1 from a thread and stops it by its handle with bounded waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+
+from heteroscale.clock import WallClock
+
+PODS = kmock.resource(group="", version="v1", plural="pods")
+NODES = kmock.resource(group="", version="v1", plural="nodes")
+DEPLOYMENTS = kmock.resource(group="apps", version="v1", plural="deployments")
+LEASES = kmock.resource(group="coordination.k8s.io", version="v1", plural="leases")
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+OWNER_LABEL = "kube-fake/deployment"  # the fake's own ownership mark on pods it creates
+
+
+@dataclass
+class Fault:
+    """Answer up to ``count`` requests matching ``method`` and ``path`` (a regex) with ``status``.
+
+    ``status=0`` with ``delay_s`` > 0 delays the request, then serves it normally.
+    """
+
+    method: str
+    path: str
+    status: int = 500
+    count: int = 1
+    delay_s: float = 0.0
+    retry_after_s: float | None = None
+    agent: str | None = None  # only requests whose User-Agent matches this regex
+    hits: int = 0
+
+    def matches(self, method: str, path: str, agent: str = "") -> bool:
+        return (
+            self.hits < self.count
+            and method.upper() == self.method.upper()
+            and re.search(self.path, path) is not None
+            and (self.agent is None or re.search(self.agent, agent) is not None)
+        )
+
+
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+AGENT_PREFIX = "heteroscale/"
+
+
+@dataclass(frozen=True)
+class WriteSeen:
+    """One write the fake applied: when, what, by whom, and who held the Lease then."""
+
+    at_s: float
+    method: str
+    path: str
+    writer: str
+    holder: str | None
+    status: int
+
+    @property
+    def by_holder(self) -> bool:
+        return self.holder is not None and self.writer == self.holder
+
+
+def writer_of(user_agent: str) -> str:
+    """The controller identity in ``heteroscale/<identity>``, else the whole User-Agent."""
+    return user_agent[len(AGENT_PREFIX) :] if user_agent.startswith(AGENT_PREFIX) else user_agent
+
+
+def _now_iso(clock: WallClock) -> str:
+    return datetime.datetime.fromtimestamp(clock.now_s(), tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(text: str) -> float:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+
+
+def label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics for the forms listed in the module doc."""
+    for term in re.split(r",(?![^()]*\))", selector.strip()):
+        term = term.strip()
+        if not term:
+            continue
+        m = re.fullmatch(r"([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)", term)
+        if m:
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
+            if op == "in" and labels.get(key) not in values:
+                return False
+            if op == "notin" and key in labels and labels[key] in values:
+                return False
+            continue
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.split("==", 1) if "==" in term else term.split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def field_selector_matches(selector: str, obj: dict[str, Any]) -> bool:
+    paths = {
+        "metadata.name": obj.get("metadata", {}).get("name"),
+        "metadata.namespace": obj.get("metadata", {}).get("namespace"),
+        "spec.nodeName": obj.get("spec", {}).get("nodeName", "") or "",
+        "status.phase": obj.get("status", {}).get("phase"),
+    }
+    for term in selector.split(","):
+        term = term.strip()
+        if not term:
+            continue
+        negate = "!=" in term
+        key, value = term.split("!=" if negate else "=", 1)
+        actual = paths.get(key.strip())
+        if (actual == value.strip()) == negate:
+            return False
+    return True
+
+
+@attrs.define(kw_only=True)
+class KubeFake(kmock.KubernetesEmulator):
+    """kmock's emulator plus the behaviour listed in the module doc (a test fake, not a cluster)."""
+
+    ready_after_s: float = 0.5
+    clock: WallClock = attrs.field(factory=WallClock)
+    faults: list[Fault] = attrs.field(factory=list)
+    faults_lock: threading.Lock = attrs.field(factory=threading.Lock)
+    rv: Any = attrs.field(factory=lambda: itertools.count(1))
+    pod_seq: Any = attrs.field(factory=lambda: itertools.count(1))
+    controllers_enabled: bool = True
+    writes: list[WriteSeen] = attrs.field(factory=list)
+
+    # --- request pipeline ----------------------------------------------------------------------
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        fault = self._take_fault(request)
+        if fault is not None:
+            if fault.status:
+                headers = {} if fault.retry_after_s is None else {"Retry-After": f"{fault.retry_after_s:g}"}
+                return _status(fault.status, f"injected fault {fault.status}", headers)
+            await asyncio.sleep(fault.delay_s)
+        if request.resource is not None:
+            refused = self._prepare(request)
+            if refused is not None:
+                return refused
+            if self.controllers_enabled:
+                self.run_controllers()
+        holder = self.lease_holder()
+        response = await super()._handle(request)
+        method = str(request.method.value).upper()
+        if method in WRITE_METHODS and "/leases" not in request.url.path and response.status < 400:
+            agent = request.headers.get("User-Agent", "")
+            self.writes.append(
+                WriteSeen(self.clock.now_s(), method, request.url.path, writer_of(agent), holder, response.status)
+            )
+        return response
+
+    def lease_holder(self) -> str | None:
+        """The ``holderIdentity`` of the (first) live Lease, None when there is none or it is released."""
+        for lease in self.live_objects(LEASES):
+            holder = (lease.get("spec") or {}).get("holderIdentity")
+            if holder:
+                return str(holder)
+        return None
+
+    def _take_fault(self, request: kmock.Request) -> Fault | None:
+        agent = request.headers.get("User-Agent", "")
+        with self.faults_lock:
+            for fault in self.faults:
+                if fault.matches(str(request.method.value), request.url.path, agent):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def _prepare(self, request: kmock.Request) -> aiohttp.web.StreamResponse | None:
+        """Stamp resourceVersions, check their preconditions, turn Scale writes into Deployment patches."""
+        data = request.data
+        if request.action == kmock.action.CREATE and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            if request.namespace and "namespace" not in meta:
+                meta["namespace"] = request.namespace
+            meta["resourceVersion"] = str(next(self.rv))
+            meta.setdefault("uid", f"uid-{meta['resourceVersion']}")
+            meta.setdefault("creationTimestamp", _now_iso(self.clock))
+            meta["generation"] = 1
+        elif request.action == kmock.action.UPDATE and isinstance(data, dict):
+            key: Any = (request.resource, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                return None  # kmock answers 404
+            current = self.objects[key].raw.get("metadata", {}).get("resourceVersion")
+            wanted = data.get("metadata", {}).get("resourceVersion")
+            if wanted is not None and wanted != current:
+                return _status(409, f"the object has been modified (resourceVersion {wanted} != {current})")
+            if request.subresource == "scale":
+                replicas = data.get("spec", {}).get("replicas")
+                data.clear()
+                data["spec"] = {"replicas": replicas}
+            data.setdefault("metadata", {})["resourceVersion"] = str(next(self.rv))
+        return None
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        answer: Any = await super()._serve_list(request)
+        labels = request.params.get("labelSelector")
+        fields = request.params.get("fieldSelector")
+        items = answer["items"]
+        if labels:
+            items = [o for o in items if label_selector_matches(labels, o.get("metadata", {}).get("labels") or {})]
+        if fields:
+            items = [o for o in items if field_selector_matches(fields, o)]
+        answer["items"] = items
+        answer["metadata"] = {"resourceVersion": str(next(self.rv))}
+        return answer
+
+    async def _serve_fetch(self, request: kmock.Request) -> Any:
+        obj: Any = await super()._serve_fetch(request)
+        return _as_scale(obj) if request.subresource == "scale" else obj
+
+    async def _serve_update(self, request: kmock.Request) -> Any:
+        obj: Any = await super()._serve_update(request)
+        return _as_scale(obj) if request.subresource == "scale" else obj
+
+    # --- controllers stand-in ------------------------------------------------------------------
+
+    def live_objects(self, resource: Any, namespace: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for (res, ns, _), obj in list(self.objects.items()):
+            if res == resource and not obj.deleted and (namespace is None or ns == namespace):
+                out.append(obj.raw)
+        return out
+
+    def run_controllers(self) -> None:
+        """ReplicaSet + scheduler + kubelet, one pass (see the module doc)."""
+        now_s = self.clock.now_s()
+        for deployment in self.live_objects(DEPLOYMENTS):
+            meta = deployment["metadata"]
+            ns, name = meta.get("namespace"), meta["name"]
+            want = int(deployment.get("spec", {}).get("replicas", 1) or 0)
+            pods = [p for p in self.live_objects(PODS, ns) if p["metadata"].get("labels", {}).get(OWNER_LABEL) == name]
+            active = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            for _ in range(want - len(active)):
+                self._create_pod(deployment)
+            if len(active) > want:
+                for pod in sorted(active, key=_deletion_rank)[: len(active) - want]:
+                    self.objects[PODS, ns, pod["metadata"]["name"]].delete()
+        for pod in self.live_objects(PODS):
+            self._kubelet(pod, now_s)
+        for deployment in self.live_objects(DEPLOYMENTS):
+            meta = deployment["metadata"]
+            ns, name = meta.get("namespace"), meta["name"]
+            pods = [p for p in self.live_objects(PODS, ns) if p["metadata"].get("labels", {}).get(OWNER_LABEL) == name]
+            ready = sum(1 for p in pods if _ready(p))
+            status = {
+                "replicas": len(pods),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "updatedReplicas": len(pods),
+            }
+            if deployment.get("status") != status:
+                self.objects[DEPLOYMENTS, ns, name].patch({"status": status})
+
+    def _create_pod(self, deployment: dict[str, Any]) -> None:
+        meta = deployment["metadata"]
+        template = deployment.get("spec", {}).get("template", {})
+        name = f"{meta['name']}-{next(self.pod_seq):05d}"
+        labels = dict(template.get("metadata", {}).get("labels") or {})
+        labels[OWNER_LABEL] = meta["name"]
+        pod: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": meta.get("namespace"),
+                "labels": labels,
+                "annotations": dict(template.get("metadata", {}).get("annotations") or {}),
+                "creationTimestamp": _now_iso(self.clock),
+                "resourceVersion": str(next(self.rv)),
+                "uid": f"uid-pod-{name}",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"]}],
+            },
+            "spec": dict(template.get("spec") or {}),
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]},
+        }
+        node = self._schedule(pod)
+        if node is not None:
+            pod["spec"]["nodeName"] = node
+            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+        self.objects[PODS, meta.get("namespace"), name] = pod
+
+    def _schedule(self, pod: dict[str, Any]) -> str | None:
+        need = _gpu_request(pod)
+        used: dict[str, int] = {}
+        for other in self.live_objects(PODS):
+            node = other.get("spec", {}).get("nodeName")
+            if node:
+                used[node] = used.get(node, 0) + _gpu_request(other)
+        for node in sorted(self.live_objects(NODES), key=lambda n: n["metadata"]["name"]):
+            node_name = node["metadata"]["name"]
+            if node.get("spec", {}).get("unschedulable"):
+                continue
+            if not _affinity_allows(pod, node.get("metadata", {}).get("labels") or {}):
+                continue
+            have = int(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
+            if have - used.get(node_name, 0) >= need:
+                return str(node_name)
+        return None
+
+    def _kubelet(self, pod: dict[str, Any], now_s: float) -> None:
+        meta = pod["metadata"]
+        key = (PODS, meta.get("namespace"), meta["name"])
+        if not pod.get("spec", {}).get("nodeName"):
+            node = self._schedule(pod)
+            if node is not None:
+                self.objects[key].patch({"spec": {"nodeName": node}})
+            return
+        if _ready(pod):
+            return
+        if now_s - _parse_iso(meta["creationTimestamp"]) >= self.ready_after_s:
+            self.objects[key].patch(
+                {
+                    "status": {
+                        "phase": "Running",
+                        "conditions": [
+                            {"type": "PodScheduled", "status": "True"},
+                            {"type": "Ready", "status": "True", "lastTransitionTime": _now_iso(self.clock)},
+                        ],
+                    }
+                }
+            )
+
+
+def _status(code: int, message: str, headers: dict[str, str] | None = None) -> aiohttp.web.StreamResponse:
+    reasons = {
+        409: "Conflict",
+        500: "InternalError",
+        503: "ServiceUnavailable",
+        429: "TooManyRequests",
+        403: "Forbidden",
+    }
+    body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "message": message}
+    body["reason"] = reasons.get(code, "Unknown")
+    return aiohttp.web.json_response(body, status=code, headers=headers)
+
+
+def _as_scale(deployment: dict[str, Any]) -> dict[str, Any]:
+    meta = deployment.get("metadata", {})
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion", "uid") if k in meta},
+        "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
+        "status": {"replicas": deployment.get("status", {}).get("replicas", 0)},
+    }
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def _gpu_request(pod: dict[str, Any]) -> int:
+    total = 0
+    for container in pod.get("spec", {}).get("containers", []):
+        limits = container.get("resources", {}).get("limits", {}) or {}
+        total += int(limits.get("nvidia.com/gpu", 0))
+    return total
+
+
+def _affinity_allows(pod: dict[str, Any], labels: dict[str, str]) -> bool:
+    required = (
+        pod.get("spec", {})
+        .get("affinity", {})
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution")
+    )
+    if not required:
+        return True
+    for term in required.get("nodeSelectorTerms", []):
+        ok = True
+        for expr in term.get("matchExpressions", []):
+            key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+            if (op == "In" and labels.get(key) not in values) or (op == "Exists" and key not in labels):
+                ok = False
+        if ok:
+            return True
+    return False
+
+
+def _deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, int, float]:
+    """The ReplicaSet controller's order of deleting surplus pods (first = deleted first)."""
+    scheduled = 1 if pod.get("spec", {}).get("nodeName") else 0
+    running = 1 if pod.get("status", {}).get("phase") == "Running" else 0
+    cost = int((pod["metadata"].get("annotations") or {}).get(DELETION_COST, "0"))
+    return (scheduled, running, 1 if _ready(pod) else 0, cost, -_parse_iso(pod["metadata"]["creationTimestamp"]))
+
+
+def node_object(name: str, labels: dict[str, str], gpus: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}, "resourceVersion": "1"},
+        "spec": {},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "96", "memory": "1Ti"},
+            "capacity": {"nvidia.com/gpu": str(gpus)},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+class KubeFakeServer:
+    """Serves a KubeFake on 127.0.0.1 from a thread; ``stop()`` ends it with bounded waits."""
+
+    START_TIMEOUT_S = 10.0
+
+    def __init__(self, nodes: list[dict[str, Any]], ready_after_s: float = 0.5) -> None:
+        self.nodes = nodes
+        self.ready_after_s = ready_after_s
+        self.port = 0
+        self.fake: KubeFake | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with KubeFake(ready_after_s=self.ready_after_s) as fake, kmock.Server(fake, host="127.0.0.1") as server:
+            for node in self.nodes:
+                fake.objects[NODES, None, node["metadata"]["name"]] = node
+            fake.resources["coordination.k8s.io/v1/leases"] = {
+                "namespaced": True,
+                "kind": "Lease",
+                "singular": "lease",
+                "verbs": ["get", "create", "patch"],
+                "shortnames": [],
+                "categories": [],
+                "subresources": [],
+            }
+            for res, kind in ((PODS, "Pod"), (DEPLOYMENTS, "Deployment")):
+                fake.resources[res] = {
+                    "namespaced": True,
+                    "kind": kind,
+                    "singular": kind.lower(),
+                    "verbs": ["get", "list", "create", "patch", "delete"],
+                    "shortnames": [],
+                    "categories": [],
+                    "subresources": ["scale"] if kind == "Deployment" else [],
+                }
+            self.fake = fake
+            self.port = server.port
+            self._started.set()
+            await self._stop.wait()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported to the test thread by start()
+            self._error = exc
+            self._started.set()
+
+    def start(self) -> KubeFakeServer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._started.wait(self.START_TIMEOUT_S) or self._error is not None:
+            raise RuntimeError(f"kube fake did not start: {self._error!r}")
+        return self
+
+    def call(self, fn: Callable[[KubeFake], Any], timeout_s: float = 5.0) -> Any:
+        """Run ``fn(fake)`` on the fake's event loop (thread-safe access to its objects)."""
+        if self._loop is None or self.fake is None:
+            raise RuntimeError("kube fake not running")
+        fake = self.fake
+
+        async def run() -> Any:
+            return fn(fake)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=timeout_s)
+
+    def inject(self, fault: Fault) -> Fault:
+        if self.fake is None:
+            raise RuntimeError("kube fake not running")
+        with self.fake.faults_lock:
+            self.fake.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        if self.fake is not None:
+            with self.fake.faults_lock:
+                self.fake.faults.clear()
+
+    def writes(self) -> list[WriteSeen]:
+        """Every write the fake applied so far (module doc), oldest first."""
+        return list(self.call(lambda f: list(f.writes)))
+
+    def non_holder_writes(self) -> list[WriteSeen]:
+        """Writes applied while their writer did not hold the Lease."""
+        return [w for w in self.writes() if not w.by_holder]
+
+    def deployments(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        return list(self.call(lambda f: [dict(d) for d in f.live_objects(DEPLOYMENTS, namespace)]))
+
+    def pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        def read(f: KubeFake) -> list[dict[str, Any]]:
+            f.run_controllers()
+            return [dict(p) for p in f.live_objects(PODS, namespace)]
+
+        return list(self.call(read))
+
+    def ready_counts(self, namespace: str | None = None) -> dict[str, tuple[int, int]]:
+        """service → (Ready prefill pods, Ready decode pods) that are in service discovery."""
+        out: dict[str, list[int]] = {}
+        for pod in self.pods(namespace):
+            labels = pod["metadata"].get("labels") or {}
+            service, role = labels.get("heteroscale.io/service"), labels.get("heteroscale.io/role")
+            if service is None or role not in ("prefill", "decode") or not _ready(pod):
+                continue
+            if pod["metadata"].get("deletionTimestamp") or labels.get("heteroscale.io/discovery") != "on":
+                continue
+            out.setdefault(service, [0, 0])[0 if role == "prefill" else 1] += 1
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None

@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_gen_trace_parser(sub)
 
+    from heteroscale.cli.demo import add_demo_parser
+
+    add_demo_parser(sub)
+
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", default="diurnal-ramp")
     tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")
@@ -216,6 +220,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from heteroscale.cli.demo import cmd_demo
+
+    return cmd_demo(args)
+
+
 def _cmd_gen_trace(args: argparse.Namespace) -> int:
     from heteroscale.cli.gentrace import gen_trace, gen_trace_text
 
@@ -296,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schedule": _cmd_schedule,
         "controller": _cmd_controller,
         "gen-trace": _cmd_gen_trace,
+        "demo": _cmd_demo,
     }
     if args.command is None:
         parser.print_help()

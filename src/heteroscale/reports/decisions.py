@@ -22,16 +22,20 @@ def clock_label(at_s: float) -> str:
 
 
 def binding_steps(record: Mapping[str, Any]) -> list[str]:
-    """The reasons of the steps that changed the recommendation's counts, in order."""
+    """The reasons of the steps that moved the counts away from the recommendation, in order.
+
+    The first step (the observation check) carries the current counts in; a later step that takes up
+    the recommendation is not a change of it; once a step has changed it, every later change counts."""
     rec = record.get("recommendation") or {}
-    last = (rec.get("prefill"), rec.get("decode"))
-    out: list[str] = []
+    wanted = (rec.get("prefill"), rec.get("decode"))
     steps: Sequence[Mapping[str, Any]] = (record.get("decision") or {}).get("steps") or []
+    out: list[str] = []
+    prev: tuple[Any, Any] | None = None
     for step in steps:
         now = (step.get("prefill"), step.get("decode"))
-        if now != last:
+        if prev is not None and now != prev and (out or now != wanted):
             out.append(str(step.get("reason")))
-        last = now
+        prev = now
     return out
 
 
@@ -53,9 +57,8 @@ def decision_text(record: Mapping[str, Any], at: str | None = None) -> str:
     d = record.get("decision") or {}
     rec = record.get("recommendation") or {}
     when = at if at is not None else clock_label(float(record.get("at_s") or 0.0))
-    moves = (
-        f"P {d.get('current_prefill')}→{d.get('desired_prefill')}  D {d.get('current_decode')}→{d.get('desired_decode')}"
-    )
+    prefill = f"P {d.get('current_prefill')}→{d.get('desired_prefill')}"
+    decode = f"D {d.get('current_decode')}→{d.get('desired_decode')}"
     reason = str(rec.get("reason"))
     steps = binding_steps(record)
     if steps:
@@ -63,9 +66,8 @@ def decision_text(record: Mapping[str, Any], at: str | None = None) -> str:
     detail = " ".join(str(rec.get("detail") or "").split())
     if len(detail) > DETAIL_CHARS:
         detail = detail[: DETAIL_CHARS - 1] + "…"
-    line = f"{when} {record.get('service')}  {moves}  {reason}" + (f": {detail}" if detail else "")
-    moved = (d.get("current_prefill"), d.get("current_decode")) != (d.get("desired_prefill"), d.get("desired_decode"))
-    why = not_applied(record) if moved else None
+    line = f"{when} {record.get('service')}  {prefill}  {decode}  {reason}" + (f": {detail}" if detail else "")
+    why = not_applied(record) if moves_counts(record) else None
     return f"{line} ({why})" if why else line
 
 

@@ -79,6 +79,7 @@ class Req:
 
 class PrefillInst(SimInstance):
     __slots__ = (
+        "acc_cached_tokens",
         "batch",
         "batch_end",
         "batch_kfrac",
@@ -104,6 +105,7 @@ class PrefillInst(SimInstance):
         self.killed = False
         self.killed_at_s = _INF
         self.kv_held = 0  # prefilled requests whose KV waits here for a routable decode instance
+        self.acc_cached_tokens = 0.0  # prompt tokens served from the prefix cache (acc_tokens: the rest)
         perf: InstancePerf = self.perf
         self.sec_per_token = perf.prefill_time_s(4096, 4096.0 * 4096.0) / 4096.0
 
@@ -404,6 +406,7 @@ class RequestEngine:
         p.busy = False
         for req in batch:
             p.acc_tokens += req.new
+            p.acc_cached_tokens += req.cached
             self._start_transfer(req, now_s)
         if p.queue:
             self._start_prefill(p, now_s)
@@ -606,6 +609,13 @@ class RequestEngine:
         self._next_arrival = i
         self.events += events
         self.now_s = max(self.now_s, t_stop)
+
+    def settle(self, now_s: float) -> None:
+        """Bring every decode batch's accounting up to ``now_s`` between events, for a reader of the
+        accumulators (the demo's metrics); no outcome changes, a batch advances exactly in pieces."""
+        for insts in self.d_all:
+            for d in insts:
+                self._advance(d, now_s)
 
     def finalize(self, end_s: float) -> None:
         """Advance every decode batch to ``end_s`` and record requests still in flight as unfinished."""

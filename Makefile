@@ -1,4 +1,4 @@
-# HeteroScale — the two commands: `make run` and `make test`.
+# HeteroScale — the three commands: `make run`, `make test` and `make demo`.
 # Each creates or reuses .venv and installs what it needs, idempotently (stamps are keyed to pyproject.toml).
 
 PYTHON ?= python3
@@ -6,12 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
+DEMO_STAMP := $(VENV)/.stamp-demo
 
-.PHONY: run test lint typecheck imports unit bench clean help
+.PHONY: run test demo lint typecheck imports unit bench clean help
 
 help:
 	@echo "make run   - the embedded default scenario under the HeteroScale policy beside static-peak"
 	@echo "make test  - install test dependencies, then lint, type-check, check layering and run every test"
+	@echo "make demo  - the live controller against a simulated cluster, a real Prometheus and a Kubernetes API fake"
 	@echo "make bench - run the benchmarks in benchmarks/ and print their figures"
 
 $(BIN)/python:
@@ -26,8 +28,16 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(RUN_STAMP)
 
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	@touch $@ $(RUN_STAMP)
+
 run: $(RUN_STAMP)
 	$(BIN)/heteroscale compare --scenario default --policies heteroscale,static-peak
+
+# needs a prometheus binary on PATH (`make system-deps` installs Debian's); without one it says how to get it
+demo: $(DEMO_STAMP)
+	$(BIN)/heteroscale demo
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,7 +1,7 @@
 """Fault benchmark for the live controller: one line per fault.
 
 Each fault runs in a fresh local stack on 127.0.0.1 — a real Prometheus (Debian's binary) scraping the
-test exporter, the Kubernetes API fake (kmock + tests/support/kube_fake.py) and ``heteroscale controller``
+test exporter, the Kubernetes API fake (kmock + heteroscale/demo/kube_fake.py) and ``heteroscale controller``
 as a subprocess (two, leader and standby, where the fault needs them) reconciling every INTERVAL_S —
 and prints:
 

@@ -21,6 +21,12 @@ plus the ``workload`` its pods run::
         targets: {…}                                          # config.schema.TargetsConfig
         workload: {image: vllm/vllm-openai:v0.8.5, prefill_args: [...], decode_args: [...]}
 
+``kubernetes``: ``in_cluster: true`` (the pod's service account), or ``kubeconfig`` (a path relative to
+this file; unset: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context`` (unset: the current one).
+``--kubeconfig`` / ``--context`` / ``--namespace`` and ``HETEROSCALE_*`` override them
+(:mod:`heteroscale.config.access`). Complete examples: ``deploy/examples/controller.yaml`` (in the
+cluster) and ``deploy/examples/controller-local.yaml`` (from a workstation).
+
 With leader election on, the time-outs must fit the lease (:func:`check_lease_budgets`), so that a cycle
 never spends longer than the renew deadline between two fence checks and a write that passed the fence
 lands before a successor can take the Lease:

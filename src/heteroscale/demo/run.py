@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import yaml
 
+import heteroscale
 from heteroscale.clock import Clock, WallClock
 from heteroscale.config.catalog import calibration_for
 from heteroscale.config.loader import load_scenario
@@ -163,6 +164,9 @@ class Demo:
 
     def _start_controller(self, config_path: Path) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if k not in ACCESS_ENV and k != "POD_NAME"}
+        # the controller runs the same heteroscale as this process, wherever it was imported from
+        package_root = str(Path(heteroscale.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         bound_s = self.settings.duration_s + self.settings.bootstrap_timeout_s + 60.0  # its own stop, if ours fails
         command = [sys.executable, "-m", "heteroscale.cli.main", "controller", "--config", str(config_path)]
         command += ["--duration-s", f"{bound_s:g}"]

@@ -1,0 +1,45 @@
+"""The example controller configs: the ConfigMap carries the in-cluster one verbatim, both are valid, and
+the workstation one reaches nothing beyond 127.0.0.1 and writes next to itself, with the same services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from heteroscale.config.controller import load_controller_config
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+EXAMPLES = DEPLOY / "examples"
+
+
+def test_the_configmap_carries_the_in_cluster_example_verbatim() -> None:
+    configmap = yaml.safe_load((DEPLOY / "configmap.yaml").read_text(encoding="utf-8"))
+    example = (EXAMPLES / "controller.yaml").read_text(encoding="utf-8")
+    assert configmap["data"]["controller.yaml"] == example, (
+        "deploy/configmap.yaml's controller.yaml and deploy/examples/controller.yaml differ: edit both"
+    )
+
+
+def test_both_examples_are_valid_and_say_where_they_run() -> None:
+    cluster, _ = load_controller_config(EXAMPLES / "controller.yaml")
+    local, doc = load_controller_config(EXAMPLES / "controller-local.yaml")
+    assert cluster.kubernetes.in_cluster and cluster.http.address == "0.0.0.0"  # probes reach the pod's IP
+    assert not local.kubernetes.in_cluster and local.kubernetes.kubeconfig is None  # $KUBECONFIG or ~/.kube/config
+    assert local.http.address == "127.0.0.1" and local.prometheus.url.startswith("http://127.0.0.1:")
+    assert not Path(local.controller.journal).is_absolute()  # next to the file, not /var/lib
+    assert doc.base_dir == EXAMPLES
+
+
+def plain(path: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def test_the_workstation_example_manages_the_same_services_the_same_way() -> None:
+    cluster, local = plain(EXAMPLES / "controller.yaml"), plain(EXAMPLES / "controller-local.yaml")
+    assert local["services"] == cluster["services"]
+    assert local["prometheus"]["mapping"] == cluster["prometheus"]["mapping"]
+    assert local["kubernetes"]["labels"] == cluster["kubernetes"]["labels"]
+    assert local["kubernetes"]["namespace"] == cluster["kubernetes"]["namespace"]
+    assert local["leader_election"]["lease_name"] == cluster["leader_election"]["lease_name"]  # one leader of both

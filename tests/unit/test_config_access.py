@@ -59,5 +59,5 @@ def test_a_namespace_that_is_not_a_name_is_one_line_naming_where_it_came_from() 
         apply_overrides(local(), given, Path("/work"))
     message = str(info.value)
     assert message.startswith("HETEROSCALE_NAMESPACE: 'Bad_NS': not a namespace name") and "\n" not in message
-    with pytest.raises(ConfigError, match="^--context: must not be empty"):
+    with pytest.raises(ConfigError, match=r"^--context: must not be empty"):
         apply_overrides(local(), overrides({**NO_FLAGS, "context": " "}, {}), Path("/work"))

@@ -25,7 +25,7 @@ plus the ``workload`` its pods run::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -62,6 +62,9 @@ class MappingConfig(StrictModel):
     ttft_role: Literal["prefill", "decode"] = field_default(MetricMapping, "ttft_role").value
     tbt_role: Literal["prefill", "decode"] = field_default(MetricMapping, "tbt_role").value
     extra_matchers: list[str] = Field(default_factory=list)
+    instance_labels: list[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]] = Field(
+        default_factory=lambda: list(field_default(MetricMapping, "instance_labels")), min_length=1
+    )
 
     @model_validator(mode="after")
     def _selectors(self) -> MappingConfig:
@@ -86,6 +89,7 @@ class MappingConfig(StrictModel):
             ttft_role=Role(self.ttft_role),
             tbt_role=Role(self.tbt_role),
             extra_matchers=tuple(self.extra_matchers),
+            instance_labels=tuple(self.instance_labels),
         )
 
 

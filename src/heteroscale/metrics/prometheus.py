@@ -14,6 +14,11 @@ as a drop in load. What cannot be read is said, never papered over:
 * NaN or ±Inf (e.g. a histogram quantile over a window without requests) → ``None`` with a note.
 
 All waiting is bounded: each query by ``timeout_s``, one ``observe`` by ``budget_s`` on ``clock``.
+
+``instances_ready`` counts the role's instances that report: distinct ``MetricMapping.instance_labels``
+values (scrape target and pod) among the running gauge's fresh series, so the several series of one
+data-parallel engine count once; the role's TPS sums those same instances. The controller compares
+the count with the serving instances (:mod:`heteroscale.policy.coverage`).
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ class PrometheusSource:
         if window_s <= 0:
             raise MetricsUnavailable(f"observation window must be > 0 s, got {window_s}")
         deadline_s = self.clock.now_s() + self.budget_s
-        q = Queries(self.mapping_for(service), service, window_s)
+        q = Queries(self.mapping_for(service), service, window_s, self.staleness_s)
         missing: list[str] = []
         stale = False
 

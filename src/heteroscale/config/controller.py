@@ -27,7 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog
@@ -35,6 +35,15 @@ from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, 
 from heteroscale.config.source import Document, Loc, StrictModel, field_default, read_document
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import ServiceSpec
+from heteroscale.metrics.auth import (
+    CredentialError,
+    Credentials,
+    TlsFiles,
+    read_secret,
+    redact_url,
+    split_userinfo,
+    ssl_context,
+)
 from heteroscale.metrics.promql import (
     Engine,
     Frontend,
@@ -93,12 +102,66 @@ class MappingConfig(StrictModel):
         )
 
 
+class BasicAuthConfig(StrictModel):
+    username: str = Field(min_length=1)
+    password_file: str = Field(min_length=1)  # read once at start-up
+
+
+class TlsConfig(StrictModel):
+    ca_file: str | None = Field(default=None, min_length=1)  # CA bundle that signed the server's certificate
+    cert_file: str | None = Field(default=None, min_length=1)  # client certificate (mutual TLS)
+    key_file: str | None = Field(default=None, min_length=1)
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        if self.insecure_skip_verify and self.ca_file is not None:
+            raise ValueError("insecure_skip_verify: true verifies nothing, so ca_file would be ignored; give one")
+        return self
+
+
 class PrometheusConfig(StrictModel):
-    url: str = Field(min_length=1, pattern=r"^https?://")
+    """Where Prometheus is and how to authenticate: ``bearer_token_file`` (read again every
+    ``token_refresh_s`` and on a 401) or ``basic_auth`` or ``user:password@`` in the URL (moved into
+    basic auth), and ``tls`` for an https:// URL. File paths are relative to the config file."""
+
+    url: str = Field(min_length=1)
     timeout_s: float = Field(default=5.0, gt=0, le=120)
     staleness_s: float = Field(default=60.0, gt=0)
     budget_s: float | None = Field(default=None, gt=0)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
+    bearer_token_file: str | None = Field(default=None, min_length=1)
+    token_refresh_s: float = Field(default=60.0, gt=0)
+    basic_auth: BasicAuthConfig | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # a ValueError's text replaces pydantic's, which would echo the value with its password
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {redact_url(value)!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> PrometheusConfig:
+        _, username, _ = split_userinfo(self.url)
+        given = [
+            name
+            for name, present in (
+                ("user:password@ in url", username is not None),
+                ("bearer_token_file", self.bearer_token_file is not None),
+                ("basic_auth", self.basic_auth is not None),
+            )
+            if present
+        ]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} exclude each other: give one way to authenticate")
+        if self.tls != TlsConfig() and not self.url.startswith("https://"):
+            raise ValueError("tls applies to an https:// url only")
+        return self
 
 
 class NodeLabelsConfig(StrictModel):
@@ -233,6 +296,33 @@ def _targets(service: LiveServiceConfig, spec: ServiceSpec, doc: Document, loc: 
         unused = tuple((s.key, 1.0) for s in spec.decode_shapes), tuple((s.key, 1.0) for s in spec.prefill_shapes)
         return Targets(unused[0], unused[1], 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "unused")
     return targets_from_config(t, spec, doc, loc)
+
+
+def prometheus_credentials(config: PrometheusConfig, doc: Document) -> Credentials:
+    """The credentials and TLS files of ``config``, each file read once now: a missing, unreadable, empty
+    or malformed one is one :class:`ConfigError` naming the config file and the field."""
+    loc: Loc = ("prometheus",)
+
+    def path(ref: str | None) -> Path | None:
+        return None if ref is None else relative_path(ref, doc)
+
+    t = config.tls
+    tls = TlsFiles(path(t.ca_file), path(t.cert_file), path(t.key_file), t.insecure_skip_verify)
+    token_file = path(config.bearer_token_file)
+    try:
+        if token_file is not None:
+            read_secret(token_file, "bearer_token_file")
+        username = password = None
+        if config.basic_auth is not None:
+            username = config.basic_auth.username
+            password = read_secret(relative_path(config.basic_auth.password_file, doc), "basic_auth.password_file")
+        else:
+            _, username, password = split_userinfo(config.url)
+        if tls != TlsFiles():
+            ssl_context(tls)
+    except CredentialError as exc:
+        raise doc.error((*loc, *exc.field.split(".")), exc.problem) from exc
+    return Credentials(token_file, username, password, config.token_refresh_s, tls)
 
 
 def relative_path(ref: str, doc: Document) -> Path:

@@ -27,19 +27,23 @@ from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle
 from heteroscale.domain.topology import Topology
 from heteroscale.policy.context import PolicyMemory, PolicyResult, RoleCounts, ServiceCounts
-from heteroscale.policy.coverage import judge_coverage, keep_no_scale_in
+from heteroscale.policy.coverage import Coverage, judge_coverage, keep_no_scale_in, serving_counts
 from heteroscale.policy.registry import POLICY_NAMES, TARGET_FREE_POLICIES, make_policy
 from tests.unit import policy_builders as pb
 
 P, D = Role.PREFILL, Role.DECODE
 
 
-def serving(prefill: int, decode: int, *, prefill_held: int = 0, decode_held: int = 0) -> ServiceCounts:
-    """Ready instances, ``*_held`` of them out of service discovery (gated: they carry no load)."""
-    return ServiceCounts(
-        prefill=RoleCounts(ready=prefill, in_discovery=prefill - prefill_held),
-        decode=RoleCounts(ready=decode, in_discovery=decode - decode_held),
-    )
+def ready(prefill: int, decode: int) -> ServiceCounts:
+    return ServiceCounts(prefill=RoleCounts(ready=prefill), decode=RoleCounts(ready=decode))
+
+
+def serving(prefill: int, decode: int) -> dict[Role, int]:
+    return {P: prefill, D: decode}
+
+
+def judge(reporting: tuple[int, int], ready_pd: tuple[int, int], serving_pd: tuple[int, int] | None = None) -> Coverage:
+    return judge_coverage(seen(*reporting), None, ready(*ready_pd), serving(*(serving_pd or ready_pd)))
 
 
 def seen(prefill: int, decode: int, *, decode_tps: float = 3000.0) -> Observation:
@@ -54,36 +58,35 @@ def seen(prefill: int, decode: int, *, decode_tps: float = 3000.0) -> Observatio
 # --- judge_coverage: the table ------------------------------------------------------------------
 
 COVERAGE_TABLE = [
-    # reporting P, D | serving P, D | held P, D | reason | scale-in allowed | decode factor
-    ((3, 3), (3, 3), (0, 0), Reason.COVERAGE_OK, True, 1.0),
-    ((4, 5), (3, 3), (0, 0), Reason.COVERAGE_OK, True, 1.0),  # more report (a draining pod): fine
+    # reporting P, D | ready P, D | serving P, D | reason | scale-in allowed | decode factor
+    ((3, 3), (3, 3), (3, 3), Reason.COVERAGE_OK, True, 1.0),
+    ((4, 5), (3, 3), (3, 3), Reason.COVERAGE_OK, True, 1.0),  # more report (a draining pod): fine
     ((0, 0), (0, 0), (0, 0), Reason.COVERAGE_OK, True, 1.0),  # nothing serves yet
-    ((3, 2), (3, 3), (0, 1), Reason.COVERAGE_OK, True, 1.0),  # the silent one is out of discovery
-    ((3, 2), (3, 3), (0, 0), Reason.COVERAGE_EXTRAPOLATED, False, 1.5),
-    ((3, 2), (3, 4), (0, 0), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),  # exactly half
-    ((3, 1), (3, 2), (0, 0), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),
-    ((3, 1), (3, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),  # 1 of 3: a guess, hold
-    ((3, 0), (3, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),
-    ((0, 3), (1, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),  # prefill alone short is enough
-    ((1, 3), (3, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),
+    ((3, 2), (3, 3), (3, 2), Reason.COVERAGE_OK, True, 1.0),  # the silent one is gated or just Ready
+    ((3, 2), (3, 3), (3, 3), Reason.COVERAGE_EXTRAPOLATED, False, 1.5),
+    ((3, 2), (3, 4), (3, 4), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),  # exactly half
+    ((3, 1), (3, 2), (3, 2), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),
+    ((3, 1), (3, 3), (3, 3), Reason.COVERAGE_HOLD, False, None),  # 1 of 3: a guess, hold
+    ((3, 0), (3, 3), (3, 3), Reason.COVERAGE_HOLD, False, None),
+    ((0, 3), (1, 3), (1, 3), Reason.COVERAGE_HOLD, False, None),  # prefill alone short is enough
+    ((1, 3), (3, 3), (3, 3), Reason.COVERAGE_HOLD, False, None),
 ]
 
 
-@pytest.mark.parametrize(("reporting", "ready", "held", "reason", "scale_in", "factor"), COVERAGE_TABLE)
+@pytest.mark.parametrize(("reporting", "ready_pd", "serving_pd", "reason", "scale_in", "factor"), COVERAGE_TABLE)
 def test_judge_coverage_table(
     reporting: tuple[int, int],
-    ready: tuple[int, int],
-    held: tuple[int, int],
+    ready_pd: tuple[int, int],
+    serving_pd: tuple[int, int],
     reason: Reason,
     scale_in: bool,
     factor: float | None,
 ) -> None:
     obs = seen(*reporting)
-    counts = serving(*ready, prefill_held=held[0], decode_held=held[1])
-    verdict = judge_coverage(obs, None, counts)
+    verdict = judge_coverage(obs, None, ready(*ready_pd), serving(*serving_pd))
     assert verdict.step.reason is reason and verdict.scale_in_allowed is scale_in
-    assert (verdict.step.prefill, verdict.step.decode) == ready  # the step stands at current counts
-    assert f"decode {reporting[1]} of {ready[1] - held[1]} serving instance(s) report" in verdict.step.detail
+    assert (verdict.step.prefill, verdict.step.decode) == ready_pd  # the step stands at current counts
+    assert f"decode {reporting[1]} of {serving_pd[1]} serving instance(s) report" in verdict.step.detail
     if factor is None:
         assert verdict.observation is None and verdict.hold
         assert verdict.error is not None and "partial metric coverage" in verdict.error
@@ -98,11 +101,28 @@ def test_judge_coverage_table(
     if factor == 1.0:
         assert verdict.observation is obs
     else:
-        assert got.instances_ready == ready[1] and f"sums × {ready[1]}/{reporting[1]}" in verdict.step.detail
+        assert got.instances_ready == serving_pd[1] and f"sums × {serving_pd[1]}/{reporting[1]}" in verdict.step.detail
+
+
+def test_serving_counts_only_what_served_through_the_window() -> None:
+    def inst(i: int, role: Role, lifecycle: Lifecycle, in_discovery: bool, ready_at_s: float | None) -> InstanceInfo:
+        shape = PREFILL_SHAPE if role is P else DECODE_SHAPE
+        return InstanceInfo(f"i{i}", "svc", role, shape, "dg0", "n", lifecycle, in_discovery, 0.0, ready_at_s)
+
+    instances = [
+        inst(0, D, Lifecycle.READY, True, 50.0),
+        inst(1, D, Lifecycle.READY, True, 100.0),  # Ready exactly at the window's start: served it all
+        inst(2, D, Lifecycle.READY, True, 100.5),  # Ready inside the window: part of it only
+        inst(3, D, Lifecycle.READY, False, 10.0),  # held out of discovery: serves nothing
+        inst(4, D, Lifecycle.STARTING, False, None),
+        inst(5, D, Lifecycle.DRAINING, False, 10.0),
+        inst(6, P, Lifecycle.READY, True, None),  # no Ready time known: counts
+    ]
+    assert serving_counts(instances, 100.0) == {P: 1, D: 2}
 
 
 def test_no_observation_passes_the_error_through() -> None:
-    verdict = judge_coverage(None, "prometheus http://p:9090: time-out", serving(3, 3))
+    verdict = judge_coverage(None, "prometheus http://p:9090: time-out", ready(3, 3), serving(3, 3))
     assert verdict.step.reason is Reason.COVERAGE_OK and verdict.scale_in_allowed
     assert verdict.observation is None and verdict.error == "prometheus http://p:9090: time-out"
 
@@ -129,7 +149,7 @@ def test_partial_coverage_lifts_a_scale_in_and_takes_its_stamp_back() -> None:
             ("x", 1.0),
         ),
     )  # fmt: skip
-    verdict = judge_coverage(seen(3, 2), None, serving(3, 3))
+    verdict = judge((3, 2), (3, 3))
     out = keep_no_scale_in(verdict, result((3, 3), (4, 2), stamped), before, 1000.0)
     d = out.decision
     assert (d.desired_prefill, d.desired_decode) == (4, 3)
@@ -147,7 +167,7 @@ def test_partial_coverage_lifts_a_scale_in_and_takes_its_stamp_back() -> None:
 def test_nothing_is_lifted_when_allowed_or_not_scaling_in(reporting: tuple[int, int], desired: tuple[int, int]) -> None:
     memory = PolicyMemory(last_scale_in_s=5.0)
     original = result((3, 3), desired, memory)
-    out = keep_no_scale_in(judge_coverage(seen(*reporting), None, serving(3, 3)), original, PolicyMemory(), 9.0)
+    out = keep_no_scale_in(judge(reporting, (3, 3)), original, PolicyMemory(), 9.0)
     assert (out.decision.desired_prefill, out.decision.desired_decode) == desired
     assert out.decision.steps[1:] == original.decision.steps and out.memory is memory
 

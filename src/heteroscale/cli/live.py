@@ -61,7 +61,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
     server = None
     if config.http.enabled:
         try:
-            server = HealthServer(live.metrics, config.http.address, config.http.port, live.healthy).start()
+            http = config.http
+            server = HealthServer(live.metrics, http.address, http.port, live.healthy, http.limits()).start()
         except OSError as exc:
             live.shutdown()
             print(

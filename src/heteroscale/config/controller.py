@@ -33,6 +33,7 @@ from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, StrictModel, field_default, read_document
+from heteroscale.controller.bounded_http import HttpLimits
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.metrics.auth import (
@@ -221,9 +222,18 @@ class LeaderElectionConfig(StrictModel):
 
 
 class HttpConfig(StrictModel):
+    """The ``/metrics`` + ``/healthz`` server: ``workers`` threads answer; at most ``max_connections``
+    connections wait for their request, each for at most ``timeout_s``."""
+
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=field_default(HttpLimits, "workers"), ge=1, le=64)
+    max_connections: int = Field(default=field_default(HttpLimits, "max_connections"), ge=1, le=4096)
+    timeout_s: float = Field(default=field_default(HttpLimits, "timeout_s"), gt=0, le=300)
+
+    def limits(self) -> HttpLimits:
+        return HttpLimits(workers=self.workers, max_connections=self.max_connections, timeout_s=self.timeout_s)
 
 
 class WorkloadConfig(StrictModel):

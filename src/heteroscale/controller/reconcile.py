@@ -42,7 +42,7 @@ from heteroscale.policy.context import (
     ServiceCounts,
     Targets,
 )
-from heteroscale.policy.coverage import judge_coverage, keep_no_scale_in
+from heteroscale.policy.coverage import judge_coverage, keep_no_scale_in, serving_counts
 from heteroscale.scheduling import ServiceDemand, place
 from heteroscale.scheduling.budget import GpuBudget, apply_budget
 
@@ -240,7 +240,9 @@ class Controller:
         restores, expired = soft_scale_in_step(book, instances, now_s, degraded, self.readiness)
         counts = service_counts(snapshot, spec.name, exclude=set(book.soft_removed))
         # a partial scrape reads low: the policy sees the observation as coverage allows, never scales in on it
-        coverage = judge_coverage(observation, error, counts)
+        window_start_s = now_s - self.window_s if observation is None else observation.window_start_s
+        kept = (i for i in instances.values() if i.id not in book.soft_removed)
+        coverage = judge_coverage(observation, error, counts, serving_counts(kept, window_start_s))
         ctx = PolicyContext(
             now_s=now_s,
             spec=spec,

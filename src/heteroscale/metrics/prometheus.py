@@ -21,9 +21,9 @@ auth and leaves the URL, so ``base_url`` — and every message that names the se
 secret; a known secret that still shows up in a message (an exception's text) is blanked.
 
 ``instances_ready`` counts the role's instances that report: distinct ``MetricMapping.instance_labels``
-values (scrape target and pod) among the running gauge's fresh series, so the several series of one
-data-parallel engine count once; the role's TPS sums those same instances. The controller compares
-the count with the serving instances (:mod:`heteroscale.policy.coverage`).
+values (scrape target and pod) with a fresh running gauge and a token rate over the window, so the
+several series of one data-parallel engine count once; the role's TPS sums exactly those instances.
+The controller compares the count with the serving instances (:mod:`heteroscale.policy.coverage`).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class PrometheusSource:
             if age_s > self.staleness_s:
                 stale = True
                 missing.append(f"{p}: newest sample is {age_s:.1f} s old (staleness limit {self.staleness_s:g} s)")
-            ready = self.query(q.fresh_instances(role, self.staleness_s), now_s, f"{p} instances", deadline_s)
+            ready = self.query(q.reporting_instances(role), at_s, f"{p} instances", deadline_s)
             tps = number(f"{p}.tps", self.query(q.tps(role), at_s, f"{p} tps", deadline_s), note_absent=True)
             if tps is not None and tps < 0:  # counters scraped a moment apart: hits may lead prompts briefly
                 tps = 0.0

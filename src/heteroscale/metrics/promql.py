@@ -163,9 +163,9 @@ class Queries:
     """PromQL of every signal of one service under one mapping, for a rate window of ``window_s``.
 
     With ``staleness_s``, a role's token rates sum only the instances whose running gauge has a sample
-    newer than that (the instances :meth:`fresh_instances` counts), so the TPS and the count of
-    instances behind it agree: a pod whose scrapes stopped leaves both at once, and TPS × serving ÷
-    reporting estimates the whole role.
+    newer than that, and :meth:`reporting_instances` counts exactly the instances in that sum: a pod
+    whose scrapes stopped leaves both at once, one whose series are too new for a rate is in neither,
+    so TPS × serving ÷ reporting estimates the whole role.
     """
 
     def __init__(self, mapping: MetricMapping, service: str, window_s: float, staleness_s: float | None = None) -> None:
@@ -214,16 +214,17 @@ class Queries:
 
     # --- signals -----------------------------------------------------------------------------
 
-    def _role_rate(self, name: str, role: Role) -> str:
-        """``sum(rate(...))`` of a role's counter, over the fresh instances only when ``staleness_s`` is set."""
+    def _fresh_rate(self, name: str, role: Role) -> str:
+        """``rate(...)`` of a role's counter per series, of the fresh instances only when ``staleness_s`` is set."""
         rate = f"rate({self.engine_metric(name, role)}[{self.window}])"
         if self.staleness_s is None:
-            return f"sum({rate})"
+            return rate
         on = ", ".join(self.mapping.instance_labels)
-        return f"sum({rate} and on({on}) {self._fresh(role, self.staleness_s)})"
+        gauge = self.engine_metric(self.names.running, role)
+        return f"({rate} and on({on}) (timestamp({gauge}) > (time() - {self.staleness_s:g})))"
 
-    def _fresh(self, role: Role, staleness_s: float) -> str:
-        return f"(timestamp({self.engine_metric(self.names.running, role)}) > (time() - {staleness_s:g}))"
+    def _role_rate(self, name: str, role: Role) -> str:
+        return f"sum({self._fresh_rate(name, role)})"
 
     def prefill_tps(self) -> str:
         """Cache-missed prompt tokens per second on the prefill role: prompt − prefix-cache hits."""
@@ -241,11 +242,12 @@ class Queries:
         """Epoch seconds of the newest sample of the role's running gauge (staleness)."""
         return f"max(timestamp({self.engine_metric(self.names.running, role)}))"
 
-    def fresh_instances(self, role: Role, staleness_s: float) -> str:
-        """Instances (distinct ``instance_labels`` values) whose running gauge has a sample newer than
-        ``staleness_s``."""
+    def reporting_instances(self, role: Role) -> str:
+        """Instances (distinct ``instance_labels`` values) whose token counter is in the role's TPS: it has
+        a rate over the window (two samples or more) and, with ``staleness_s``, a fresh running gauge."""
+        counter = self.names.prompt_tokens if role is Role.PREFILL else self.names.generation_tokens
         by = ", ".join(self.mapping.instance_labels)
-        return f"count(count by ({by}) {self._fresh(role, staleness_s)})"
+        return f"count(count by ({by}) ({self._fresh_rate(counter, role)}))"
 
     def queue_len(self, role: Role) -> str:
         return f"sum({self.engine_metric(self.names.waiting, role)})"

@@ -3,9 +3,10 @@
 A scrape that reaches only some pods makes every summed signal read low (1 of 3 decode pods scraped
 reads a third of the decode TPS), and a policy would scale in on it. Before any policy decides, the
 controller compares, per role, the instances the metric source saw (``RoleSignals.instances_ready``:
-distinct pods with fresh series) with the Ready instances in service discovery (``RoleCounts.
-in_discovery``: the ones that carry load; an instance held out of discovery serves nothing, so its
-missing series lose no load):
+the pods in the TPS sum) with the instances that served through the whole observation window
+(:func:`serving_counts`: Ready and in service discovery since the window began). An instance held out
+of discovery serves nothing, and one that became Ready inside the window served only part of it (its
+series may be too new for a rate yet), so neither's missing series lose load worth extrapolating:
 
 * every serving instance reports (or none serves)         → ``coverage-ok``: the observation as read;
 * fewer report, but at least half                          → ``coverage-extrapolated``: the role's sums
@@ -22,11 +23,13 @@ usage) and latency quantiles are left as read: a sample of the instances estimat
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from heteroscale.domain.decision import Reason, ScalingDecision, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation, RoleSignals
+from heteroscale.domain.state import InstanceInfo, Lifecycle
 from heteroscale.policy.context import PolicyMemory, PolicyResult, ServiceCounts
 from heteroscale.policy.normalize import PD, ROLES, current_counts
 from heteroscale.policy.outcome import remember_actions
@@ -48,8 +51,21 @@ class Coverage:
         return self.step.reason is Reason.COVERAGE_HOLD
 
 
-def judge_coverage(observation: Observation | None, error: str | None, counts: ServiceCounts) -> Coverage:
-    """The coverage verdict for one service (see the module doc)."""
+def serving_counts(instances: Iterable[InstanceInfo], since_s: float) -> dict[Role, int]:
+    """Instances per role that are Ready and in service discovery, and were Ready at ``since_s`` (the
+    observation window's start); one without a Ready time counts."""
+    out = dict.fromkeys(ROLES, 0)
+    for inst in instances:
+        ready_at_s = inst.ready_at_s
+        if inst.lifecycle is Lifecycle.READY and inst.in_discovery and (ready_at_s is None or ready_at_s <= since_s):
+            out[inst.role] += 1
+    return out
+
+
+def judge_coverage(
+    observation: Observation | None, error: str | None, counts: ServiceCounts, serving: Mapping[Role, int]
+) -> Coverage:
+    """The coverage verdict for one service (see the module doc); ``serving`` from :func:`serving_counts`."""
     cur = current_counts(counts)
     if observation is None:
         # nothing was read: the policy's own check holds on the error
@@ -60,14 +76,14 @@ def judge_coverage(observation: Observation | None, error: str | None, counts: S
     factors: dict[Role, float] = {}
     for role in ROLES:
         reporting = observation.role(role).instances_ready
-        serving = counts.role(role).in_discovery
-        said = f"{role.value} {reporting} of {serving} serving instance(s) report"
-        if serving == 0 or reporting >= serving:
+        serving_n = serving[role]
+        said = f"{role.value} {reporting} of {serving_n} serving instance(s) report"
+        if serving_n == 0 or reporting >= serving_n:
             factors[role] = 1.0
             notes.append(said)
-        elif reporting > 0 and reporting >= MIN_REPORTING_FRACTION * serving:
-            factors[role] = serving / reporting
-            notes.append(f"{said}: sums × {serving}/{reporting}")
+        elif reporting > 0 and reporting >= MIN_REPORTING_FRACTION * serving_n:
+            factors[role] = serving_n / reporting
+            notes.append(f"{said}: sums × {serving_n}/{reporting}")
         else:
             short = True
             notes.append(f"{said}, fewer than {MIN_REPORTING_FRACTION:.0%}")
@@ -80,8 +96,8 @@ def judge_coverage(observation: Observation | None, error: str | None, counts: S
         return Coverage(observation, error, step, True)
     extrapolated = dataclasses.replace(
         observation,
-        prefill=_scaled(observation.prefill, factors[Role.PREFILL], counts.prefill.in_discovery),
-        decode=_scaled(observation.decode, factors[Role.DECODE], counts.decode.in_discovery),
+        prefill=_scaled(observation.prefill, factors[Role.PREFILL], serving[Role.PREFILL]),
+        decode=_scaled(observation.decode, factors[Role.DECODE], serving[Role.DECODE]),
     )
     detail = "; ".join(notes) + "; no scale-in while coverage is partial"
     step = Step("coverage", cur.prefill, cur.decode, Reason.COVERAGE_EXTRAPOLATED, detail)

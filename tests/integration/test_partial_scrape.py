@@ -66,7 +66,8 @@ def test_partial_scrape_holds_never_scales_in_and_extrapolates_a_scale_out(
     process = start_controller(config, "--duration-s", "150", log_path=log)
     try:
         # 2800 generated tok/s at 1000 per decode instance → 3 D (and 3 P at ratio 1)
-        assert wait_until(lambda: counts(kube) == (3, 3), 40.0, 0.5), (counts(kube), log.read_text()[-3000:])
+        at_three = lambda: [r for r in journal_records(journal) if r["decision"]["current_decode"] == 3]  # noqa: E731
+        assert wait_until(lambda: counts(kube) == (3, 3) and bool(at_three()), 40.0, 0.5), log.read_text()[-3000:]
         # 1 of 3 decode pods scraped: ≈ 933 tok/s read, which alone would say 1 D
         before = len(journal_records(journal))
         exporter.serve_only("chat", "decode", 1)

@@ -27,7 +27,7 @@ from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle
 from heteroscale.domain.topology import Topology
 from heteroscale.policy.context import PolicyMemory, PolicyResult, RoleCounts, ServiceCounts
-from heteroscale.policy.coverage import Coverage, judge_coverage, keep_no_scale_in, serving_counts
+from heteroscale.policy.coverage import Coverage, Serving, judge_coverage, keep_no_scale_in, serving_counts
 from heteroscale.policy.registry import POLICY_NAMES, TARGET_FREE_POLICIES, make_policy
 from tests.unit import policy_builders as pb
 
@@ -38,12 +38,13 @@ def ready(prefill: int, decode: int) -> ServiceCounts:
     return ServiceCounts(prefill=RoleCounts(ready=prefill), decode=RoleCounts(ready=decode))
 
 
-def serving(prefill: int, decode: int) -> dict[Role, int]:
-    return {P: prefill, D: decode}
+def serving(prefill: int, decode: int, *, new: tuple[int, int] = (0, 0)) -> dict[Role, Serving]:
+    """Serving instances per role, ``new`` of them Ready only within the observation window."""
+    return {P: Serving(prefill, prefill - new[0]), D: Serving(decode, decode - new[1])}
 
 
-def judge(reporting: tuple[int, int], ready_pd: tuple[int, int], serving_pd: tuple[int, int] | None = None) -> Coverage:
-    return judge_coverage(seen(*reporting), None, ready(*ready_pd), serving(*(serving_pd or ready_pd)))
+def judge(reporting: tuple[int, int], ready_pd: tuple[int, int]) -> Coverage:
+    return judge_coverage(seen(*reporting), None, ready(*ready_pd), serving(*ready_pd))
 
 
 def seen(prefill: int, decode: int, *, decode_tps: float = 3000.0) -> Observation:
@@ -58,34 +59,38 @@ def seen(prefill: int, decode: int, *, decode_tps: float = 3000.0) -> Observatio
 # --- judge_coverage: the table ------------------------------------------------------------------
 
 COVERAGE_TABLE = [
-    # reporting P, D | ready P, D | serving P, D | reason | scale-in allowed | decode factor
-    ((3, 3), (3, 3), (3, 3), Reason.COVERAGE_OK, True, 1.0),
-    ((4, 5), (3, 3), (3, 3), Reason.COVERAGE_OK, True, 1.0),  # more report (a draining pod): fine
+    # reporting P, D | serving P, D | new P, D | reason | scale-in allowed | decode factor
+    ((3, 3), (3, 3), (0, 0), Reason.COVERAGE_OK, True, 1.0),
+    ((4, 5), (3, 3), (0, 0), Reason.COVERAGE_OK, True, 1.0),  # more report (a draining pod): fine
     ((0, 0), (0, 0), (0, 0), Reason.COVERAGE_OK, True, 1.0),  # nothing serves yet
-    ((3, 2), (3, 3), (3, 2), Reason.COVERAGE_OK, True, 1.0),  # the silent one is gated or just Ready
-    ((3, 2), (3, 3), (3, 3), Reason.COVERAGE_EXTRAPOLATED, False, 1.5),
-    ((3, 2), (3, 4), (3, 4), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),  # exactly half
-    ((3, 1), (3, 2), (3, 2), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),
-    ((3, 1), (3, 3), (3, 3), Reason.COVERAGE_HOLD, False, None),  # 1 of 3: a guess, hold
-    ((3, 0), (3, 3), (3, 3), Reason.COVERAGE_HOLD, False, None),
-    ((0, 3), (1, 3), (1, 3), Reason.COVERAGE_HOLD, False, None),  # prefill alone short is enough
-    ((1, 3), (3, 3), (3, 3), Reason.COVERAGE_HOLD, False, None),
+    ((3, 3), (3, 3), (0, 2), Reason.COVERAGE_OK, True, 1.0),  # new ones that already report count
+    ((3, 2), (3, 3), (0, 0), Reason.COVERAGE_EXTRAPOLATED, False, 1.5),
+    ((3, 2), (3, 4), (0, 0), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),  # exactly half
+    ((3, 1), (3, 2), (0, 0), Reason.COVERAGE_EXTRAPOLATED, False, 2.0),
+    ((3, 2), (3, 4), (0, 1), Reason.COVERAGE_EXTRAPOLATED, False, 1.5),  # × established ÷ reporting
+    ((3, 2), (3, 3), (0, 1), Reason.COVERAGE_PARTIAL, False, 1.0),  # only a just-Ready one is missing
+    ((3, 1), (3, 2), (0, 1), Reason.COVERAGE_PARTIAL, False, 1.0),  # after a scale-out 1 → 2
+    ((3, 1), (3, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),  # 1 of 3: a guess, hold
+    ((3, 1), (3, 3), (0, 2), Reason.COVERAGE_HOLD, False, None),  # also when 2 of the 3 are new
+    ((3, 0), (3, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),
+    ((0, 3), (1, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),  # prefill alone short is enough
+    ((1, 3), (3, 3), (0, 0), Reason.COVERAGE_HOLD, False, None),
 ]
 
 
-@pytest.mark.parametrize(("reporting", "ready_pd", "serving_pd", "reason", "scale_in", "factor"), COVERAGE_TABLE)
+@pytest.mark.parametrize(("reporting", "serving_pd", "new", "reason", "scale_in", "factor"), COVERAGE_TABLE)
 def test_judge_coverage_table(
     reporting: tuple[int, int],
-    ready_pd: tuple[int, int],
     serving_pd: tuple[int, int],
+    new: tuple[int, int],
     reason: Reason,
     scale_in: bool,
     factor: float | None,
 ) -> None:
     obs = seen(*reporting)
-    verdict = judge_coverage(obs, None, ready(*ready_pd), serving(*serving_pd))
+    verdict = judge_coverage(obs, None, ready(*serving_pd), serving(*serving_pd, new=new))
     assert verdict.step.reason is reason and verdict.scale_in_allowed is scale_in
-    assert (verdict.step.prefill, verdict.step.decode) == ready_pd  # the step stands at current counts
+    assert (verdict.step.prefill, verdict.step.decode) == serving_pd  # the step stands at current counts
     assert f"decode {reporting[1]} of {serving_pd[1]} serving instance(s) report" in verdict.step.detail
     if factor is None:
         assert verdict.observation is None and verdict.hold
@@ -98,27 +103,31 @@ def test_judge_coverage_table(
     assert got.queue_len == pytest.approx(6.0 * factor) and got.running == pytest.approx(30.0 * factor)
     assert (got.gpu_util, got.sm_activity, got.kv_usage) == (raw.gpu_util, raw.sm_activity, raw.kv_usage)
     assert verdict.observation.tbt_p90_s == obs.tbt_p90_s
-    if factor == 1.0:
+    if reason is Reason.COVERAGE_OK:
         assert verdict.observation is obs
+    elif factor == 1.0:
+        assert got == raw and "became Ready within the window, not extrapolated" in verdict.step.detail
     else:
-        assert got.instances_ready == serving_pd[1] and f"sums × {serving_pd[1]}/{reporting[1]}" in verdict.step.detail
+        established = serving_pd[1] - new[1]
+        assert got.instances_ready == established
+        assert f"sums × {established}/{reporting[1]}" in verdict.step.detail
 
 
-def test_serving_counts_only_what_served_through_the_window() -> None:
+def test_serving_counts_ready_in_discovery_and_established_since_the_window() -> None:
     def inst(i: int, role: Role, lifecycle: Lifecycle, in_discovery: bool, ready_at_s: float | None) -> InstanceInfo:
         shape = PREFILL_SHAPE if role is P else DECODE_SHAPE
         return InstanceInfo(f"i{i}", "svc", role, shape, "dg0", "n", lifecycle, in_discovery, 0.0, ready_at_s)
 
     instances = [
         inst(0, D, Lifecycle.READY, True, 50.0),
-        inst(1, D, Lifecycle.READY, True, 100.0),  # Ready exactly at the window's start: served it all
-        inst(2, D, Lifecycle.READY, True, 100.5),  # Ready inside the window: part of it only
+        inst(1, D, Lifecycle.READY, True, 100.0),  # Ready exactly at the window's start: established
+        inst(2, D, Lifecycle.READY, True, 100.5),  # Ready inside the window: serving, not established
         inst(3, D, Lifecycle.READY, False, 10.0),  # held out of discovery: serves nothing
         inst(4, D, Lifecycle.STARTING, False, None),
         inst(5, D, Lifecycle.DRAINING, False, 10.0),
         inst(6, P, Lifecycle.READY, True, None),  # no Ready time known: counts
     ]
-    assert serving_counts(instances, 100.0) == {P: 1, D: 2}
+    assert serving_counts(instances, 100.0) == {P: Serving(1, 1), D: Serving(3, 2)}
 
 
 def test_no_observation_passes_the_error_through() -> None:

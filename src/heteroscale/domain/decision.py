@@ -23,6 +23,7 @@ class Reason(StrEnum):
     # metric coverage: instances reporting metrics against serving instances (policy.coverage)
     COVERAGE_OK = "coverage-ok"
     COVERAGE_EXTRAPOLATED = "coverage-extrapolated"
+    COVERAGE_PARTIAL = "coverage-partial"
     COVERAGE_HOLD = "coverage-hold"
     COVERAGE_NO_SCALE_IN = "coverage-no-scale-in"
     # raw recommendations

@@ -3,18 +3,19 @@
 A scrape that reaches only some pods makes every summed signal read low (1 of 3 decode pods scraped
 reads a third of the decode TPS), and a policy would scale in on it. Before any policy decides, the
 controller compares, per role, the instances the metric source saw (``RoleSignals.instances_ready``:
-the pods in the TPS sum) with the instances that served through the whole observation window
-(:func:`serving_counts`: Ready and in service discovery since the window began). An instance held out
-of discovery serves nothing, and one that became Ready inside the window served only part of it (its
-series may be too new for a rate yet), so neither's missing series lose load worth extrapolating:
+the pods in the TPS sum) with the serving instances, Ready and in service discovery
+(:func:`serving_counts`; one held out of discovery serves nothing). Of those, the *established* ones
+were Ready before the observation window began; one Ready inside it served only part of the window
+and may be too new for a rate, so its missing share is small and is not extrapolated:
 
-* every serving instance reports (or none serves)         → ``coverage-ok``: the observation as read;
-* fewer report, but at least half                          → ``coverage-extrapolated``: the role's sums
-  (TPS, queue length, running requests) are scaled by serving ÷ reporting, so a scale-out can go ahead;
-* fewer than half report                                   → ``coverage-hold``: the policy gets no
-  observation (it holds, and says why).
+* every serving instance reports (or none serves)      → ``coverage-ok``: the observation as read;
+* fewer than half report                                → ``coverage-hold``: the policy gets no
+  observation (it holds, and says why);
+* fewer established ones report than there are          → ``coverage-extrapolated``: the role's sums
+  (TPS, queue length, running requests) × established ÷ reporting, so a scale-out can go ahead;
+* only instances Ready within the window are missing    → ``coverage-partial``: the sums as read.
 
-Whenever coverage is partial the service never scales in this cycle: :func:`keep_no_scale_in` lifts
+Whenever coverage is not ``ok`` the service never scales in this cycle: :func:`keep_no_scale_in` lifts
 every desired count back to its current count after the policy (a ``coverage`` step says so) and takes
 the scale-in the policy stamped into its memory back out. Averages (GPU utilisation, SM activity, KV
 usage) and latency quantiles are left as read: a sample of the instances estimates them.
@@ -38,6 +39,14 @@ MIN_REPORTING_FRACTION = 0.5  # below this share of serving instances reporting,
 
 
 @dataclass(frozen=True, slots=True)
+class Serving:
+    """A role's instances that carry load: all of them, and those that did through the whole window."""
+
+    serving: int
+    established: int
+
+
+@dataclass(frozen=True, slots=True)
 class Coverage:
     """What the policy may see and do, given how many instances report metrics."""
 
@@ -51,19 +60,22 @@ class Coverage:
         return self.step.reason is Reason.COVERAGE_HOLD
 
 
-def serving_counts(instances: Iterable[InstanceInfo], since_s: float) -> dict[Role, int]:
-    """Instances per role that are Ready and in service discovery, and were Ready at ``since_s`` (the
-    observation window's start); one without a Ready time counts."""
-    out = dict.fromkeys(ROLES, 0)
+def serving_counts(instances: Iterable[InstanceInfo], window_start_s: float) -> dict[Role, Serving]:
+    """Per role, the instances Ready and in service discovery, and how many of them were Ready at
+    ``window_start_s`` (one without a Ready time counts as established)."""
+    serving = dict.fromkeys(ROLES, 0)
+    established = dict.fromkeys(ROLES, 0)
     for inst in instances:
-        ready_at_s = inst.ready_at_s
-        if inst.lifecycle is Lifecycle.READY and inst.in_discovery and (ready_at_s is None or ready_at_s <= since_s):
-            out[inst.role] += 1
-    return out
+        if inst.lifecycle is not Lifecycle.READY or not inst.in_discovery:
+            continue
+        serving[inst.role] += 1
+        if inst.ready_at_s is None or inst.ready_at_s <= window_start_s:
+            established[inst.role] += 1
+    return {role: Serving(serving[role], established[role]) for role in ROLES}
 
 
 def judge_coverage(
-    observation: Observation | None, error: str | None, counts: ServiceCounts, serving: Mapping[Role, int]
+    observation: Observation | None, error: str | None, counts: ServiceCounts, serving: Mapping[Role, Serving]
 ) -> Coverage:
     """The coverage verdict for one service (see the module doc); ``serving`` from :func:`serving_counts`."""
     cur = current_counts(counts)
@@ -72,36 +84,40 @@ def judge_coverage(
         step = Step("coverage", cur.prefill, cur.decode, Reason.COVERAGE_OK, "no observation to judge")
         return Coverage(None, error, step, True)
     notes: list[str] = []
-    short = False
-    factors: dict[Role, float] = {}
+    verdicts: set[Reason] = set()
+    factors = dict.fromkeys(ROLES, 1.0)
     for role in ROLES:
         reporting = observation.role(role).instances_ready
-        serving_n = serving[role]
-        said = f"{role.value} {reporting} of {serving_n} serving instance(s) report"
-        if serving_n == 0 or reporting >= serving_n:
-            factors[role] = 1.0
+        all_n, old_n = serving[role].serving, serving[role].established
+        said = f"{role.value} {reporting} of {all_n} serving instance(s) report"
+        if all_n == 0 or reporting >= all_n:
             notes.append(said)
-        elif reporting > 0 and reporting >= MIN_REPORTING_FRACTION * serving_n:
-            factors[role] = serving_n / reporting
-            notes.append(f"{said}: sums × {serving_n}/{reporting}")
-        else:
-            short = True
+        elif reporting == 0 or reporting < MIN_REPORTING_FRACTION * all_n:
+            verdicts.add(Reason.COVERAGE_HOLD)
             notes.append(f"{said}, fewer than {MIN_REPORTING_FRACTION:.0%}")
-    if short:
+        elif reporting < old_n:
+            verdicts.add(Reason.COVERAGE_EXTRAPOLATED)
+            factors[role] = old_n / reporting
+            notes.append(f"{said}: sums × {old_n}/{reporting} (instances Ready through the window)")
+        else:
+            verdicts.add(Reason.COVERAGE_PARTIAL)
+            notes.append(f"{said}: the {all_n - reporting} missing became Ready within the window, not extrapolated")
+    if Reason.COVERAGE_HOLD in verdicts:
         detail = "; ".join(notes) + ": the policy gets no observation (it holds), no scale-in until more report"
         step = Step("coverage", cur.prefill, cur.decode, Reason.COVERAGE_HOLD, detail)
         return Coverage(None, f"partial metric coverage: {detail}", step, False)
-    if all(f == 1.0 for f in factors.values()):
+    if not verdicts:
         step = Step("coverage", cur.prefill, cur.decode, Reason.COVERAGE_OK, "; ".join(notes))
         return Coverage(observation, error, step, True)
-    extrapolated = dataclasses.replace(
+    reason = Reason.COVERAGE_EXTRAPOLATED if Reason.COVERAGE_EXTRAPOLATED in verdicts else Reason.COVERAGE_PARTIAL
+    seen = dataclasses.replace(
         observation,
-        prefill=_scaled(observation.prefill, factors[Role.PREFILL], serving[Role.PREFILL]),
-        decode=_scaled(observation.decode, factors[Role.DECODE], serving[Role.DECODE]),
+        prefill=_scaled(observation.prefill, factors[Role.PREFILL], serving[Role.PREFILL].established),
+        decode=_scaled(observation.decode, factors[Role.DECODE], serving[Role.DECODE].established),
     )
     detail = "; ".join(notes) + "; no scale-in while coverage is partial"
-    step = Step("coverage", cur.prefill, cur.decode, Reason.COVERAGE_EXTRAPOLATED, detail)
-    return Coverage(extrapolated, error, step, False)
+    step = Step("coverage", cur.prefill, cur.decode, reason, detail)
+    return Coverage(seen, error, step, False)
 
 
 def _scaled(signals: RoleSignals, factor: float, serving: int) -> RoleSignals:

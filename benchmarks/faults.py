@@ -1,6 +1,7 @@
 """Fault benchmark for the live controller: one line per fault.
 
-Each fault runs in a fresh local stack on 127.0.0.1 — a real Prometheus (Debian's binary) scraping the
+Each fault (Prometheus down, stale or NaN metrics, a partial scrape, Kubernetes API errors, …) runs in
+a fresh local stack on 127.0.0.1 — a real Prometheus (Debian's binary) scraping the
 test exporter, the Kubernetes API fake (kmock + tests/support/kube_fake.py) and ``heteroscale controller``
 as a subprocess reconciling every INTERVAL_S — and prints:
 
@@ -125,6 +126,8 @@ def lost_records(recs: list[dict[str, Any]], allowed_gaps: list[tuple[float, flo
 
 FRESH = 'max(timestamp({__name__=~"vllm[:_]num_requests_running"})) > time() - 1.5'
 FINITE = 'sum(rate({__name__=~"vllm[:_]generation_tokens_total"}[5000ms])) >= 0'
+# every decode pod has a rate again (two fresh samples): what a coverage check needs
+ALL_DECODE_RATES = 'count(rate({__name__=~"vllm[:_]generation_tokens_total", role="decode"}[5000ms])) >= 3'
 
 
 def run_fault(
@@ -208,6 +211,13 @@ def nan(s: Stack) -> Callable[[], None]:
         s.exporter.nan = False
 
     return clear
+
+
+def partial_scrape(s: Stack) -> Callable[[], None]:
+    """Only 1 of the 3 decode pods is scraped: a third of the decode TPS is seen (a scale-in, were it
+    believed); the controller holds on coverage instead."""
+    s.exporter.serve_only("chat", "decode", 1)
+    return lambda: s.exporter.serve_only("chat", "decode", None)
 
 
 def api(status: int, delay_s: float = 0.0) -> Callable[[Stack], Callable[[], None]]:
@@ -294,6 +304,7 @@ def main() -> int:
     print(run_fault("prometheus-down", prometheus_down, clean=FRESH), flush=True)
     print(run_fault("stale-metrics", stale, explicit=True, clean=FRESH), flush=True)
     print(run_fault("nan-metrics", nan, clean=FINITE), flush=True)
+    print(run_fault("partial-scrape-1-of-3", partial_scrape, clean=ALL_DECODE_RATES), flush=True)
     print(run_fault("api-500", api(500), cluster_down=True), flush=True)
     print(run_fault("api-timeouts", api(0, delay_s=1.5), cluster_down=True), flush=True)
     print(run_fault("api-409-on-scale", _conflicts), flush=True)

@@ -5,12 +5,14 @@ services and roles, and which services to manage — with the same service field
 plus the ``workload`` its pods run::
 
     kind: controller
-    prometheus: {url: http://prometheus:9090, timeout_s: 5, staleness_s: 60,
+    prometheus: {url: https://prometheus:9090, timeout_s: 5, staleness_s: 60,
+                 bearer_token_file: /var/run/secrets/heteroscale/prometheus/token,   # or basic_auth
+                 tls: {ca_file: /var/run/secrets/heteroscale/prometheus/ca.crt},
                  mapping: {engine: vllm, spelling: both, service_selector: 'service="{service}"'}}
     kubernetes: {in_cluster: true, namespace: llm}          # or kubeconfig: ~/.kube/config, context: …
     controller: {interval_s: 30, window_s: 60, journal: /var/lib/heteroscale/journal.jsonl}
     leader_election: {enabled: true, lease_name: heteroscale-controller}
-    http: {address: 0.0.0.0, port: 8080}
+    http: {address: 0.0.0.0, port: 8080, workers: 4, max_connections: 64, timeout_s: 5}
     services:
       - name: chat
         model: llama-3.1-70b

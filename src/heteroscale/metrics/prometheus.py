@@ -94,6 +94,8 @@ class PrometheusSource:
         self.staleness_s = staleness_s
         self.budget_s = 4.0 * timeout_s if budget_s is None else budget_s
         self.clock: Clock = clock if clock is not None else WallClock()
+        if creds.tls.insecure_skip_verify:
+            log.warning("prometheus %s: TLS verification is off (insecure_skip_verify)", self.base_url)
         self._auth = client_auth(creds, self.clock)
         verify: ssl.SSLContext | bool = True if creds.tls == TlsFiles() else ssl_context(creds.tls)
         self._client = httpx.Client(

@@ -136,3 +136,18 @@ def test_stalled_controller_is_503() -> None:
     finally:
         health.stop()
     assert wait_until(lambda: server_threads() == [], 5.0)
+
+
+def test_a_failing_handler_costs_no_worker() -> None:
+    def broken() -> bool:
+        raise RuntimeError("health check bug")
+
+    health = HealthServer(ControllerMetrics(), "127.0.0.1", 0, broken, LIMITS).start()
+    try:
+        for _ in range(2 * LIMITS.workers):  # more failures than workers
+            with pytest.raises(httpx.HTTPError):
+                get(health, "/healthz")
+        assert "heteroscale_leader" in get(health, "/metrics").text
+        assert len(server_threads()) == 1 + LIMITS.workers
+    finally:
+        health.stop()

@@ -189,6 +189,8 @@ class BoundedHttpServer:
                 _answer(self.handler, conn, address, request, self)
             except OSError as exc:  # the client left or stopped reading: nothing to answer
                 log.debug("http: %s: %s", address, exc)
+            except Exception:  # a handler's bug must not cost a worker: say it, serve the next request
+                log.exception("http: answering %s failed", address)
             finally:
                 conn.close()
 

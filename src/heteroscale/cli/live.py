@@ -14,8 +14,9 @@ from types import FrameType
 from typing import Any
 
 from heteroscale.cli.wiring import build_live
-from heteroscale.config.controller import load_controller_config, relative_path
+from heteroscale.config.controller import load_controller_config, prometheus_credentials, relative_path
 from heteroscale.errors import HeteroScaleError
+from heteroscale.metrics.auth import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
     try:
         config, doc = load_controller_config(args.config)
         if args.check:
-            print(f"{args.config}: valid controller config ({len(config.services)} service(s))")
+            credentials = prometheus_credentials(config.prometheus, doc)  # the files are read: a bad one fails here
+            where = f"prometheus {redact_url(config.prometheus.url)} ({credentials.describe()})"
+            print(f"{args.config}: valid controller config ({len(config.services)} service(s)); {where}")
             return 0
         if args.cycles is not None and args.cycles < 1:
             raise HeteroScaleError(f"--cycles must be ≥ 1, got {args.cycles}")
@@ -58,8 +61,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
     server = None
     if config.http.enabled:
         try:
+            http = config.http
             server = HealthServer(
-                live.metrics, config.http.address, config.http.port, live.healthy, live.health
+                live.metrics, http.address, http.port, live.healthy, http.limits(), describe=live.health
             ).start()
         except OSError as exc:
             live.shutdown()

@@ -70,6 +70,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/mix_solver.py
 	$(BIN)/python benchmarks/forecast_accuracy.py
 	$(BIN)/python benchmarks/journal_startup.py
+	$(BIN)/python benchmarks/http_server.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

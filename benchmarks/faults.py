@@ -68,6 +68,8 @@ SHORT_LEASE: Mapping[str, float] = {
 }
 FRESH = 'max(timestamp({__name__=~"vllm[:_]num_requests_running"})) > time() - 1.5'
 FINITE = 'sum(rate({__name__=~"vllm[:_]generation_tokens_total"}[5000ms])) >= 0'
+# every decode pod has a rate again (two fresh samples): what a coverage check needs
+ALL_DECODE_RATES = 'count(rate({__name__=~"vllm[:_]generation_tokens_total", role="decode"}[5000ms])) >= 3'
 GEN = 'rate({__name__="vllm:generation_tokens_total"}[5s])'
 
 
@@ -347,6 +349,13 @@ def nan(s: Stack) -> Callable[[], None]:
     return clear
 
 
+def partial_scrape(s: Stack) -> Callable[[], None]:
+    """Only 1 of the 3 decode pods is scraped: a third of the decode TPS is seen (a scale-in, were it
+    believed); the controller holds on coverage instead."""
+    s.exporter.serve_only("chat", "decode", 1)
+    return lambda: s.exporter.serve_only("chat", "decode", None)
+
+
 def api(status: int, delay_s: float = 0.0) -> Callable[[Stack], Callable[[], None]]:
     def inject(s: Stack) -> Callable[[], None]:
         fault = s.kube.inject(Fault("GET", r"^/api", status=status, count=10_000, delay_s=delay_s))
@@ -406,6 +415,7 @@ FAULTS = [
     Case("prometheus-down", prometheus_down, clean=FRESH),
     Case("stale-metrics", stale, explicit=True, clean=FRESH),
     Case("nan-metrics", nan, clean=FINITE),
+    Case("partial-scrape-1-of-3", partial_scrape, clean=ALL_DECODE_RATES),
     Case("api-500", api(500), cluster_down=True),
     Case("api-timeouts", api(0, delay_s=1.5), cluster_down=True),
     Case("api-409-on-scale", conflicts),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ from heteroscale.actuators.kube.manifests import WorkloadTemplate
 from heteroscale.actuators.kube.naming import WorkloadKey
 from heteroscale.actuators.kube.owned import KubernetesCluster
 from heteroscale.clock import WallClock
-from heteroscale.config.controller import load_controller_config
+from heteroscale.config.controller import load_controller_config, prometheus_credentials
 from heteroscale.domain.hardware import Role
+from heteroscale.errors import ConfigError
 from tests.support.kube_fake import KubeFakeServer
 from tests.support.live_env import NAMESPACE
+from tests.support.tls import make_pki, openssl_binary
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +118,33 @@ def test_generated_workload_manifest_is_valid(kube: KubeFakeServer) -> None:
     for role, sku in ((Role.PREFILL, "h100-sxm"), (Role.DECODE, "h20")):
         manifest = cluster.deployment_manifest(WorkloadKey("chat", "chat-dg0", role, sku, 4), "pod-a-n0", 2)
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_example_prometheus_credentials_come_from_the_mounted_secret(tmp_path: Path) -> None:
+    """The example config's token and CA files lie under the read-only Secret mount of deployment.yaml,
+    and they are read once there (here: a copy of the config pointing at stand-in files)."""
+    configmap = next(doc for _, doc in documents() if doc["kind"] == "ConfigMap")
+    text = configmap["data"]["controller.yaml"]
+    path = tmp_path / "controller.yaml"
+    path.write_text(text, encoding="utf-8")
+    config, doc = load_controller_config(path)
+    p = config.prometheus
+    assert p.url.startswith("https://") and p.bearer_token_file and p.tls.ca_file and not p.tls.insecure_skip_verify
+    pod = next(doc for _, doc in documents() if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "heteroscale-prometheus")
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] and volume["secret"]["defaultMode"] == 0o440
+    for ref in (p.bearer_token_file, p.tls.ca_file):
+        assert ref is not None and Path(ref).parent == Path(mount["mountPath"])
+    with pytest.raises(ConfigError, match=r"prometheus\.bearer_token_file: .*no such file"):
+        prometheus_credentials(p, doc)  # the Secret is not mounted here: one clear line
+    if openssl_binary() is None:
+        pytest.skip("openssl not on PATH: no CA to stand in for ca.crt")
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    (secret_dir / "token").write_text("stand-in-token\n")
+    shutil.copy(make_pki(tmp_path / "pki").ca, secret_dir / "ca.crt")
+    path.write_text(text.replace(mount["mountPath"], str(secret_dir)), encoding="utf-8")
+    config, doc = load_controller_config(path)
+    creds = prometheus_credentials(config.prometheus, doc)
+    assert creds.bearer_token_file == secret_dir / "token" and creds.tls.ca_file == secret_dir / "ca.crt"

@@ -31,8 +31,18 @@ def _loads() -> list[ServiceLoad]:
 
 
 class Stack:
-    def __init__(self, tmp: Path, spelling: str, explicit_timestamps: bool = False) -> None:
-        self.exporter = EngineExporter(_loads(), spelling=spelling, explicit_timestamps=explicit_timestamps).start()
+    def __init__(
+        self,
+        tmp: Path,
+        spelling: str,
+        explicit_timestamps: bool = False,
+        loads: list[ServiceLoad] | None = None,
+        served: tuple[tuple[str, str, int], ...] = (),
+    ) -> None:
+        exporter = EngineExporter(loads or _loads(), spelling=spelling, explicit_timestamps=explicit_timestamps)
+        for service, role, n in served:
+            exporter.serve_only(service, role, n)
+        self.exporter = exporter.start()
         try:
             self.prometheus = PrometheusServer(tmp / f"prom-{spelling}", [f"127.0.0.1:{self.exporter.port}"]).start()
         except BaseException:
@@ -111,6 +121,33 @@ def test_unknown_service_is_reported_missing_not_an_error(colon_stack: Stack) ->
     obs = _source(colon_stack.prometheus.url).observe("nobody", CLOCK.now_s(), WINDOW_S)
     assert obs.prefill.instances_ready == 0 and obs.decode.tps is None
     assert any("prefill: no series" in m for m in obs.missing)
+
+
+def test_instances_are_counted_by_pod_and_a_partial_scrape_shows(tmp_path: Path) -> None:
+    """Only 1 of chat's 3 decode pods is scraped: 1 instance reporting a third of the TPS. The dp service
+    runs 2 decode pods of 4 data-parallel ranks each (8 series): 2 instances, all of the TPS."""
+    if prometheus_binary() is None:
+        pytest.skip("prometheus not on PATH")
+    loads = [
+        ServiceLoad("chat", prefill=RoleLoad(2, 8000.0, 6000.0), decode=RoleLoad(3, 3000.0, 1500.0)),
+        ServiceLoad("dp", prefill=RoleLoad(1, 2000.0, 4000.0), decode=RoleLoad(2, 1200.0, 1000.0), dp_ranks=4),
+    ]
+    stack = Stack(tmp_path, "colon", loads=loads, served=(("chat", "decode", 1),))
+    try:
+        source = _source(stack.prometheus.url)
+        chat = source.observe("chat", CLOCK.now_s(), WINDOW_S)
+        assert chat.decode.instances_ready == 1 and chat.prefill.instances_ready == 2
+        assert chat.decode.tps == pytest.approx(1000.0, rel=0.1)  # the one pod's third of 3000
+        dp = source.observe("dp", CLOCK.now_s(), WINDOW_S)
+        assert dp.decode.instances_ready == 2 and dp.prefill.instances_ready == 1
+        assert dp.decode.tps == pytest.approx(1200.0, rel=0.1)
+        # a pod whose scrapes stop leaves the TPS and the count together: 2 of 3 report 2 thirds
+        stack.exporter.serve_only("dp", "decode", 1)
+        assert wait_until(lambda: source.observe("dp", CLOCK.now_s(), WINDOW_S).decode.instances_ready == 1, 10.0)
+        dp = source.observe("dp", CLOCK.now_s(), WINDOW_S)
+        assert dp.decode.instances_ready == 1 and dp.decode.tps == pytest.approx(600.0, rel=0.1)
+    finally:
+        stack.stop()
 
 
 @pytest.mark.parametrize("spelling", ["underscore"])

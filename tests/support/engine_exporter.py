@@ -8,7 +8,11 @@ The classic format (``text/plain; version=0.0.4``) keeps the ``vllm:`` colon; ``
 serves ``vllm_x`` instead, as an engine on prometheus_client 0.26 appears after an OpenMetrics scrape.
 
 Faults for tests: ``freeze()`` keeps serving the last values with the timestamps of the freeze moment
-(Prometheus then holds samples that grow old: stale), ``nan=True`` serves NaN gauges and counters.
+(Prometheus then holds samples that grow old: stale), ``nan=True`` serves NaN gauges and counters,
+``serve_only(service, role, n)`` serves the series of only the first ``n`` instances of a role while the
+load stays spread over all of them (a partial scrape: pods whose targets are down).
+``ServiceLoad.dp_ranks`` > 1 serves each instance as that many data-parallel ranks (one series per rank,
+label ``engine="<rank>"``, the instance's counters split between them), as vLLM's DP engines do.
 
 Started and stopped by its handle: ``start()`` binds a free port on 127.0.0.1, ``stop()`` shuts the
 server down and joins its thread with a bounded wait.
@@ -45,6 +49,7 @@ class ServiceLoad:
     requests_per_s: float = 2.0
     base_ttft_s: float = 0.2
     base_tbt_s: float = 0.03
+    dp_ranks: int = 1  # series per instance (data-parallel ranks), the instance's values split between them
 
 
 @dataclass(slots=True)
@@ -82,6 +87,7 @@ class EngineExporter:
         self._counters: dict[tuple[str, str, int], _Counters] = {}
         self._last_s: float | None = None
         self._frozen_text: str | None = None
+        self._served: dict[tuple[str, str], int] = {}  # (service, role) → instances whose series are served
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.scrapes = 0
@@ -100,6 +106,14 @@ class EngineExporter:
         with self._lock:
             self.services[service].prefill.instances = prefill
             self.services[service].decode.instances = decode
+
+    def serve_only(self, service: str, role: str, instances: int | None) -> None:
+        """Serve the series of the first ``instances`` instances of ``role`` only (None: all of them)."""
+        with self._lock:
+            if instances is None:
+                self._served.pop((service, role), None)
+            else:
+                self._served[(service, role)] = instances
 
     def freeze(self) -> None:
         """From now on serve the current values with the current timestamp, unchanged."""
@@ -177,41 +191,47 @@ class EngineExporter:
             "ttft": "time_to_first_token_seconds",
             "tbt": "inter_token_latency_seconds",
         }
+        ranks = max(1, svc.dp_ranks)
         for role_name, load in (("prefill", svc.prefill), ("decode", svc.decode)):
             n = max(load.instances, 0)
             per_tps = load.tps / n if n else 0.0
             pressure = per_tps / max(load.capacity_tps_per_instance, 1e-9)
-            for i in range(n):
+            for i in range(min(n, self._served.get((svc.name, role_name), n))):
                 c = self._counters.get((svc.name, role_name, i), _Counters())
-                labels = (
+                pod = (
                     f'model_name="{svc.name}",service="{svc.name}",role="{role_name}",pod="{svc.name}-{role_name}-{i}"'
                 )
 
                 def value(v: float) -> str:
                     return "NaN" if self.nan else repr(float(v))
 
-                def emit(base: str, v: float, labels: str = labels) -> None:
-                    lines.append(f"{self._name(svc.engine, base)}{{{labels}}} {value(v)}")
+                for rank in range(ranks):
+                    labels = pod if ranks == 1 else f'{pod},engine="{rank}"'
 
-                emit(names["prompt"], c.prompt)
-                emit(names["cached"], c.cached)
-                emit(names["generated"], c.generated)
-                emit(names["requests"], c.requests)
-                emit(names["running"], min(256.0, 8.0 * pressure))
-                emit(names["waiting"], max(0.0, 4.0 * (pressure - 1.0)))
-                emit(names["kv"], min(1.0, 0.8 * pressure))
-                buckets, bounds, total = (c.ttft, TTFT_BUCKETS_S, c.ttft_sum)
-                hist = names["ttft"]
-                if role_name == "decode":
-                    buckets, bounds, total = (c.tbt, TBT_BUCKETS_S, c.tbt_sum)
-                    hist = names["tbt"]
-                cumulative = 0.0
-                for bound, count in zip((*bounds, math.inf), buckets, strict=True):
-                    cumulative += count
-                    le = "+Inf" if math.isinf(bound) else repr(bound)
-                    lines.append(f'{self._name(svc.engine, hist)}_bucket{{{labels},le="{le}"}} {cumulative!r}')
-                lines.append(f"{self._name(svc.engine, hist)}_sum{{{labels}}} {total!r}")
-                lines.append(f"{self._name(svc.engine, hist)}_count{{{labels}}} {cumulative!r}")
+                    def emit(base: str, v: float, labels: str = labels) -> None:
+                        lines.append(f"{self._name(svc.engine, base)}{{{labels}}} {value(v / ranks)}")
+
+                    emit(names["prompt"], c.prompt)
+                    emit(names["cached"], c.cached)
+                    emit(names["generated"], c.generated)
+                    emit(names["requests"], c.requests)
+                    emit(names["running"], min(256.0, 8.0 * pressure))
+                    emit(names["waiting"], max(0.0, 4.0 * (pressure - 1.0)))
+                    emit(names["kv"], ranks * min(1.0, 0.8 * pressure))  # a fraction: each rank has the same
+                    buckets, bounds, total = (c.ttft, TTFT_BUCKETS_S, c.ttft_sum)
+                    hist = names["ttft"]
+                    if role_name == "decode":
+                        buckets, bounds, total = (c.tbt, TBT_BUCKETS_S, c.tbt_sum)
+                        hist = names["tbt"]
+                    cumulative = 0.0
+                    for bound, count in zip((*bounds, math.inf), buckets, strict=True):
+                        cumulative += count
+                        le = "+Inf" if math.isinf(bound) else repr(bound)
+                        lines.append(
+                            f'{self._name(svc.engine, hist)}_bucket{{{labels},le="{le}"}} {cumulative / ranks!r}'
+                        )
+                    lines.append(f"{self._name(svc.engine, hist)}_sum{{{labels}}} {total / ranks!r}")
+                    lines.append(f"{self._name(svc.engine, hist)}_count{{{labels}}} {cumulative / ranks!r}")
                 util = min(100.0, 100.0 * pressure)
                 dcgm_labels = f'gpu="0",service="{svc.name}",role="{role_name}",pod="{svc.name}-{role_name}-{i}"'
                 lines.append(f"DCGM_FI_DEV_GPU_UTIL{{{dcgm_labels}}} {value(util)}")

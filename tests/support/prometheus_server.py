@@ -2,7 +2,9 @@
 
 ``PrometheusServer(tmp_path, targets).start()`` writes a config scraping ``targets`` every second,
 starts ``prometheus`` on a free 127.0.0.1 port with its TSDB under ``tmp_path``, and waits (bounded)
-until ``/-/ready`` answers. ``stop()`` terminates the process by its handle and waits (bounded), killing
+until ``/-/ready`` answers. With ``web_config`` (a ``--web.config.file``: TLS, basic auth) the server
+speaks https when ``tls`` is set, and ``client`` holds the httpx options (verify, auth) that its own
+readiness and data probes need. ``stop()`` terminates the process by its handle and waits (bounded), killing
 it if it does not exit. ``start()`` again restarts it on the same port and data directory.
 """
 
@@ -12,6 +14,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,7 +48,16 @@ def wait_until(predicate: object, timeout_s: float, interval_s: float = 0.1) -> 
 
 
 class PrometheusServer:
-    def __init__(self, workdir: Path, targets: list[str], scrape_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        scrape_interval_s: float = 1.0,
+        *,
+        web_config: Path | None = None,
+        tls: bool = False,
+        client: dict[str, Any] | None = None,
+    ) -> None:
         binary = prometheus_binary()
         if binary is None:
             raise RuntimeError("prometheus is not on PATH (make test installs Debian's package)")
@@ -56,10 +68,13 @@ class PrometheusServer:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "prometheus.log"
+        self.web_config = web_config
+        self.scheme = "https" if tls else "http"
+        self.client: dict[str, Any] = dict(client or {})
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
         interval = f"{int(self.scrape_interval_s * 1000)}ms"
@@ -92,6 +107,7 @@ class PrometheusServer:
                     f"--storage.tsdb.path={self.workdir / 'tsdb'}",
                     "--storage.tsdb.retention.time=1h",
                     "--log.level=warn",
+                    *([] if self.web_config is None else [f"--web.config.file={self.web_config}"]),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -109,13 +125,13 @@ class PrometheusServer:
         if self.process is None or self.process.poll() is not None:
             raise RuntimeError(f"prometheus exited: {self.log_path.read_text(errors='replace')[-2000:]}")
         try:
-            return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
+            return httpx.get(f"{self.url}/-/ready", timeout=1.0, **self.client).status_code == 200
         except httpx.HTTPError:
             return False
 
     def has_data(self, query: str) -> bool:
         try:
-            body = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=2.0).json()
+            body = httpx.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=2.0, **self.client).json()
         except (httpx.HTTPError, ValueError):
             return False
         return bool(body.get("data", {}).get("result"))

@@ -284,9 +284,9 @@ def _with(target: str, old: str, new: str) -> tuple[str, bytes]:
 @example(case=_with("scenario", "pd_ratio: 1.0", "pd_ratio: .nan"))
 @example(case=_with("topology", "gpus: 8", "gpus: 99999999999999999999"))
 @example(case=_with("controller", "staleness_s: 60", "staleness_s: .inf"))
-@example(case=_with("controller", "url: http://prometheus-operated.monitoring.svc:9090", "url: http://[::1"))
-@example(case=_with("controller", "url: http://prometheus-operated.monitoring.svc:9090", "url: http://host:99999"))
-@example(case=_with("controller", "url: http://prometheus-operated.monitoring.svc:9090", "url: http://a b"))
+@example(case=_with("controller", "url: https://prometheus-operated.monitoring.svc:9090", "url: http://[::1"))
+@example(case=_with("controller", "url: https://prometheus-operated.monitoring.svc:9090", "url: http://host:99999"))
+@example(case=_with("controller", "url: https://prometheus-operated.monitoring.svc:9090", "url: http://a b"))
 @example(case=_with("demands", "launched_at_s: 100", "launched_at_s: .inf"))
 def test_yaml_loaders_never_crash_or_hang(worker: Worker, case: tuple[str, bytes]) -> None:
     target, data = case

@@ -102,7 +102,7 @@ def test_healthz_answers_json_naming_the_role(tmp_path: Path) -> None:
         controller(cooldown_binding(lambda now_s: (1, 1)), cluster, Journal()), cluster, SETTINGS, clock=clock
     )
     live.cycle()
-    server = HealthServer(live.metrics, "127.0.0.1", 0, live.healthy, live.health).start()
+    server = HealthServer(live.metrics, "127.0.0.1", 0, live.healthy, describe=live.health).start()
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5.0) as answer:
             assert answer.status == 200 and answer.headers["Content-Type"] == "application/json"

@@ -22,10 +22,11 @@ from typing import Any
 
 from heteroscale.cli.wiring import build_live
 from heteroscale.config.access import apply_overrides, describe, overrides
-from heteroscale.config.controller import load_controller_config, relative_path
+from heteroscale.config.controller import load_controller_config, prometheus_credentials, relative_path
 from heteroscale.controller.journal import to_plain
 from heteroscale.domain.decision import DecisionRecord
 from heteroscale.errors import HeteroScaleError
+from heteroscale.metrics.auth import redact_url
 from heteroscale.reports.decisions import decision_text
 
 EXIT_OK = 0
@@ -72,7 +73,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
         if given:
             log.info("kubernetes: %s (over %s)", describe(given), args.config)
         if args.check:
-            print(f"{args.config}: valid controller config ({len(config.services)} service(s))")
+            credentials = prometheus_credentials(config.prometheus, doc)  # the files are read: a bad one fails here
+            where = f"prometheus {redact_url(config.prometheus.url)} ({credentials.describe()})"
+            print(f"{args.config}: valid controller config ({len(config.services)} service(s)); {where}")
             return 0
         if args.cycles is not None and args.cycles < 1:
             raise HeteroScaleError(f"--cycles must be ≥ 1, got {args.cycles}")
@@ -91,8 +94,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
     server = None
     if config.http.enabled:
         try:
+            http = config.http
             server = HealthServer(
-                live.metrics, config.http.address, config.http.port, live.healthy, live.health
+                live.metrics, http.address, http.port, live.healthy, http.limits(), describe=live.health
             ).start()
         except OSError as exc:
             live.shutdown()

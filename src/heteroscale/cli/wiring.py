@@ -13,7 +13,7 @@ from heteroscale.actuators.kube.owned import KubernetesCluster
 from heteroscale.clock import WallClock
 from heteroscale.config.build import budget_from_config
 from heteroscale.config.catalog import calibration_for, load_catalog
-from heteroscale.config.controller import ControllerConfig, build_service, relative_path
+from heteroscale.config.controller import ControllerConfig, build_service, prometheus_credentials, relative_path
 from heteroscale.config.loader import load_scenario, write_resolved_config
 from heteroscale.config.source import Document, Loc
 from heteroscale.controller.journal import JournalSettings, open_journal
@@ -24,6 +24,7 @@ from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.service import AffinityLevel
 from heteroscale.errors import ConfigError
 from heteroscale.experiments.pressure import pressure_test
+from heteroscale.metrics.auth import redact_url
 from heteroscale.metrics.prometheus import PrometheusSource
 from heteroscale.metrics.promql import MetricMapping
 from heteroscale.policy.registry import TARGET_FREE_POLICIES, make_policy
@@ -181,13 +182,14 @@ def build_live(
     cluster = KubernetesCluster(api, settings, templates, clock, affinity=affinity, resolve_sku=resolve)
     p = config.prometheus
     metrics = PrometheusSource(
-        p.url,
+        redact_url(p.url),  # user:password@ travels in the credentials, never in a URL
         p.mapping.to_mapping(),
         timeout_s=p.timeout_s,
         staleness_s=p.staleness_s,
         clock=clock,
         budget_s=p.budget_s,
         service_mappings=mappings,
+        credentials=prometheus_credentials(p, doc),
     )
     loop = config.controller
     journal_settings = JournalSettings(

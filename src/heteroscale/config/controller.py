@@ -5,12 +5,14 @@ services and roles, and which services to manage — with the same service field
 plus the ``workload`` its pods run::
 
     kind: controller
-    prometheus: {url: http://prometheus:9090, timeout_s: 2, staleness_s: 60,
+    prometheus: {url: https://prometheus:9090, timeout_s: 2, staleness_s: 60,
+                 bearer_token_file: /var/run/secrets/heteroscale/prometheus/token,   # or basic_auth
+                 tls: {ca_file: /var/run/secrets/heteroscale/prometheus/ca.crt},
                  mapping: {engine: vllm, spelling: both, service_selector: 'service="{service}"'}}
     kubernetes: {in_cluster: true, namespace: llm}          # or kubeconfig: ~/.kube/config, context: …
     controller: {interval_s: 30, window_s: 60, journal: /var/lib/heteroscale/journal.jsonl}
     leader_election: {enabled: true, lease_name: heteroscale-controller}
-    http: {address: 0.0.0.0, port: 8080}
+    http: {address: 0.0.0.0, port: 8080, workers: 4, max_connections: 64, timeout_s: 5}
     services:
       - name: chat
         model: llama-3.1-70b
@@ -41,7 +43,7 @@ lands before a successor can take the Lease:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -49,8 +51,18 @@ from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import Document, Loc, StrictModel, field_default, read_document
+from heteroscale.controller.bounded_http import HttpLimits
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import ServiceSpec
+from heteroscale.metrics.auth import (
+    CredentialError,
+    Credentials,
+    TlsFiles,
+    read_secret,
+    redact_url,
+    split_userinfo,
+    ssl_context,
+)
 from heteroscale.metrics.prometheus import url_problem
 from heteroscale.metrics.promql import (
     Engine,
@@ -79,6 +91,9 @@ class MappingConfig(StrictModel):
     ttft_role: Literal["prefill", "decode"] = field_default(MetricMapping, "ttft_role").value
     tbt_role: Literal["prefill", "decode"] = field_default(MetricMapping, "tbt_role").value
     extra_matchers: list[str] = Field(default_factory=list)
+    instance_labels: list[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]] = Field(
+        default_factory=lambda: list(field_default(MetricMapping, "instance_labels")), min_length=1
+    )
 
     @model_validator(mode="after")
     def _selectors(self) -> MappingConfig:
@@ -103,15 +118,70 @@ class MappingConfig(StrictModel):
             ttft_role=Role(self.ttft_role),
             tbt_role=Role(self.tbt_role),
             extra_matchers=tuple(self.extra_matchers),
+            instance_labels=tuple(self.instance_labels),
         )
 
 
+class BasicAuthConfig(StrictModel):
+    username: str = Field(min_length=1)
+    password_file: str = Field(min_length=1)  # read once at start-up
+
+
+class TlsConfig(StrictModel):
+    ca_file: str | None = Field(default=None, min_length=1)  # CA bundle that signed the server's certificate
+    cert_file: str | None = Field(default=None, min_length=1)  # client certificate (mutual TLS)
+    key_file: str | None = Field(default=None, min_length=1)
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        if self.insecure_skip_verify and self.ca_file is not None:
+            raise ValueError("insecure_skip_verify: true verifies nothing, so ca_file would be ignored; give one")
+        return self
+
+
 class PrometheusConfig(StrictModel):
-    url: str = Field(min_length=1, pattern=r"^https?://")
+    """Where Prometheus is and how to authenticate: ``bearer_token_file`` (read again every
+    ``token_refresh_s`` and on a 401) or ``basic_auth`` or ``user:password@`` in the URL (moved into
+    basic auth), and ``tls`` for an https:// URL. File paths are relative to the config file."""
+
+    url: str = Field(min_length=1)
     timeout_s: float = Field(default=2.0, gt=0, le=120)
     staleness_s: float = Field(default=60.0, gt=0)
     budget_s: float | None = Field(default=None, gt=0)  # one observation; default 4 × timeout_s
     mapping: MappingConfig = Field(default_factory=MappingConfig)
+    bearer_token_file: str | None = Field(default=None, min_length=1)
+    token_refresh_s: float = Field(default=60.0, gt=0)
+    basic_auth: BasicAuthConfig | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # a ValueError's text replaces pydantic's, which would echo the value with its password
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {redact_url(value)!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> PrometheusConfig:
+        _, username, _ = split_userinfo(self.url)
+        given = [
+            name
+            for name, present in (
+                ("user:password@ in url", username is not None),
+                ("bearer_token_file", self.bearer_token_file is not None),
+                ("basic_auth", self.basic_auth is not None),
+            )
+            if present
+        ]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} exclude each other: give one way to authenticate")
+        if self.tls != TlsConfig() and not self.url.startswith("https://"):
+            raise ValueError("tls applies to an https:// url only")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -193,9 +263,18 @@ class LeaderElectionConfig(StrictModel):
 
 
 class HttpConfig(StrictModel):
+    """The ``/metrics`` + ``/healthz`` server: ``workers`` threads answer; at most ``max_connections``
+    connections wait for their request, each for at most ``timeout_s``."""
+
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=field_default(HttpLimits, "workers"), ge=1, le=64)
+    max_connections: int = Field(default=field_default(HttpLimits, "max_connections"), ge=1, le=4096)
+    timeout_s: float = Field(default=field_default(HttpLimits, "timeout_s"), gt=0, le=300)
+
+    def limits(self) -> HttpLimits:
+        return HttpLimits(workers=self.workers, max_connections=self.max_connections, timeout_s=self.timeout_s)
 
 
 class WorkloadConfig(StrictModel):
@@ -299,6 +378,33 @@ def _targets(service: LiveServiceConfig, spec: ServiceSpec, doc: Document, loc: 
         unused = tuple((s.key, 1.0) for s in spec.decode_shapes), tuple((s.key, 1.0) for s in spec.prefill_shapes)
         return Targets(unused[0], unused[1], 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "unused")
     return targets_from_config(t, spec, doc, loc)
+
+
+def prometheus_credentials(config: PrometheusConfig, doc: Document) -> Credentials:
+    """The credentials and TLS files of ``config``, each file read once now: a missing, unreadable, empty
+    or malformed one is one :class:`ConfigError` naming the config file and the field."""
+    loc: Loc = ("prometheus",)
+
+    def path(ref: str | None) -> Path | None:
+        return None if ref is None else relative_path(ref, doc)
+
+    t = config.tls
+    tls = TlsFiles(path(t.ca_file), path(t.cert_file), path(t.key_file), t.insecure_skip_verify)
+    token_file = path(config.bearer_token_file)
+    try:
+        if token_file is not None:
+            read_secret(token_file, "bearer_token_file")
+        username = password = None
+        if config.basic_auth is not None:
+            username = config.basic_auth.username
+            password = read_secret(relative_path(config.basic_auth.password_file, doc), "basic_auth.password_file")
+        else:
+            _, username, password = split_userinfo(config.url)
+        if tls != TlsFiles():
+            ssl_context(tls)
+    except CredentialError as exc:
+        raise doc.error((*loc, *exc.field.split(".")), exc.problem) from exc
+    return Credentials(token_file, username, password, config.token_refresh_s, tls)
 
 
 def relative_path(ref: str, doc: Document) -> Path:

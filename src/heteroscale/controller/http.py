@@ -19,19 +19,22 @@ says what it wants (an HPA or a dashboard reading them never sees a standby's st
 ``/healthz`` answers 200 while cycles keep completing (the last within ``stale_after_s``), else 503,
 on the leader and on a standby alike, with a JSON body naming the role (``{"role": "leader" |
 "standby", "healthy": …, …}``) when the server is given ``describe``.
+
+The server's threads and connections are bounded (:mod:`.bounded_http`): a few worker threads answer
+complete requests; idle or slow connections hold no thread and are closed after a time-out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from heteroscale.controller.bounded_http import BoundedHttpServer, HttpLimits
 from heteroscale.domain.decision import DecisionRecord
 from heteroscale.domain.hardware import Role
 
@@ -93,7 +96,7 @@ class ControllerMetrics:
 
 
 class HealthServer:
-    """``/metrics`` and ``/healthz`` on ``address:port`` from a daemon thread; ``stop()`` is bounded."""
+    """``/metrics`` and ``/healthz`` on ``address:port``, threads bounded by ``limits``; ``stop()`` is bounded."""
 
     def __init__(
         self,
@@ -101,6 +104,8 @@ class HealthServer:
         address: str,
         port: int,
         healthy: Callable[[], bool],
+        limits: HttpLimits | None = None,
+        *,
         describe: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.metrics = metrics
@@ -108,8 +113,8 @@ class HealthServer:
         self.port = port
         self.healthy = healthy
         self.describe = describe  # the /healthz JSON body (role, …); None: plain text
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.limits = limits or HttpLimits()
+        self._server: BoundedHttpServer | None = None
 
     def start(self) -> HealthServer:
         owner = self
@@ -139,20 +144,12 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("http: " + format, *args)
 
-        self._server = ThreadingHTTPServer((self.address, self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = BoundedHttpServer(self.address, self.port, Handler, self.limits)
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="heteroscale-http", daemon=True
-        )
-        self._thread.start()
+        self._server.start("heteroscale-http")
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop(join_s=5.0)
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None

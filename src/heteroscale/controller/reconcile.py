@@ -1,4 +1,7 @@
-"""reconcile_once(now_s): metrics → policy → normalised decision → placement → actuation → record.
+"""reconcile_once(now_s): metrics → coverage → policy → normalised decision → placement → actuation → record.
+
+Before a policy decides, the instances reporting metrics are compared with the serving instances
+(:mod:`heteroscale.policy.coverage`): a partial scrape is extrapolated or held, and never scales in.
 
 The same code runs against the simulator (virtual time) and against a live cluster (wall time); only
 the MetricSource, ClusterStateSource and Actuator behind it differ.
@@ -47,6 +50,7 @@ from heteroscale.policy.context import (
     ServiceCounts,
     Targets,
 )
+from heteroscale.policy.coverage import judge_coverage, keep_no_scale_in, serving_counts
 from heteroscale.scheduling import ServiceDemand, place
 from heteroscale.scheduling.budget import GpuBudget, apply_budget
 
@@ -243,17 +247,21 @@ class Controller:
         degraded = slo_degraded(spec, observation)
         restores, expired = soft_scale_in_step(book, instances, now_s, degraded, self.readiness)
         counts = service_counts(snapshot, spec.name, exclude=set(book.soft_removed))
+        # a partial scrape reads low: the policy sees the observation as coverage allows, never scales in on it
+        window_start_s = now_s - self.window_s if observation is None else observation.window_start_s
+        kept = (i for i in instances.values() if i.id not in book.soft_removed)
+        coverage = judge_coverage(observation, error, counts, serving_counts(kept, window_start_s))
         ctx = PolicyContext(
             now_s=now_s,
             spec=spec,
-            observation=observation,
-            observation_error=error,
+            observation=coverage.observation,
+            observation_error=coverage.error,
             counts=counts,
             targets=binding.targets,
             memory=binding.memory,
             tick_s=self.tick_s,
         )
-        result = binding.policy.decide(ctx)
+        result = keep_no_scale_in(coverage, binding.policy.decide(ctx), binding.memory, now_s)
         binding.memory = result.memory
         decision = result.decision
         capacity = {Role.PREFILL: counts.prefill.capacity, Role.DECODE: counts.decode.capacity}

@@ -20,6 +20,12 @@ class Reason(StrEnum):
     OBSERVATION_OK = "observation-ok"
     HOLD_PARTIAL = "hold-partial-observation"
     HOLD_NO_SIGNAL = "hold-missing-signal"
+    # metric coverage: instances reporting metrics against serving instances (policy.coverage)
+    COVERAGE_OK = "coverage-ok"
+    COVERAGE_EXTRAPOLATED = "coverage-extrapolated"
+    COVERAGE_PARTIAL = "coverage-partial"
+    COVERAGE_HOLD = "coverage-hold"
+    COVERAGE_NO_SCALE_IN = "coverage-no-scale-in"
     # raw recommendations
     PROPORTIONAL = "proportional"
     LATENCY_THRESHOLD = "latency-threshold"

@@ -18,6 +18,16 @@ as a drop in load. What cannot be read is said, never papered over:
   :class:`MetricsUnavailable`.
 
 All waiting is bounded: each query by ``timeout_s``, one ``observe`` by ``budget_s`` on ``clock``.
+
+Credentials (:mod:`.auth`): a bearer-token file or basic auth, a CA bundle, a client certificate;
+TLS verification is on unless ``insecure_skip_verify``. ``user:password@`` in the URL becomes basic
+auth and leaves the URL, so ``base_url`` — and every message that names the server — carries no
+secret; a known secret that still shows up in a message (an exception's text) is blanked.
+
+``instances_ready`` counts the role's instances that report: distinct ``MetricMapping.instance_labels``
+values (scrape target and pod) with a fresh running gauge and a token rate over the window, so the
+several series of one data-parallel engine count once; the role's TPS sums exactly those instances.
+The controller compares the count with the serving instances (:mod:`heteroscale.policy.coverage`).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +45,15 @@ from heteroscale.clock import Clock, WallClock
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation, RoleSignals
 from heteroscale.errors import MetricsUnavailable
+from heteroscale.metrics.auth import (
+    BearerTokenFile,
+    Credentials,
+    TlsFiles,
+    client_auth,
+    scrub,
+    split_userinfo,
+    ssl_context,
+)
 from heteroscale.metrics.promql import QUANTILES, MetricMapping, Queries
 
 log = logging.getLogger(__name__)
@@ -75,7 +95,9 @@ class PrometheusSource:
     """MetricSource over Prometheus.
 
     ``mapping`` applies to every service unless ``service_mappings`` has one for it (a service on
-    SGLang beside services on vLLM, say). ``transport`` is for tests (an ``httpx.MockTransport``).
+    SGLang beside services on vLLM, say). ``credentials``: how to authenticate and verify TLS (files
+    are read here: a bad one raises :class:`~heteroscale.metrics.auth.CredentialError`). ``transport``
+    is for tests (an ``httpx.MockTransport``).
     """
 
     def __init__(
@@ -88,23 +110,42 @@ class PrometheusSource:
         *,
         budget_s: float | None = None,
         service_mappings: Mapping[str, MetricMapping] | None = None,
+        credentials: Credentials | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if staleness_s <= 0:
             raise ValueError(f"staleness_s must be > 0, got {staleness_s}")
-        problem = url_problem(base_url)
+        clean_url, username, password = split_userinfo(base_url.rstrip("/"))
+        creds = credentials if credentials is not None else Credentials()
+        if username is not None:
+            if creds.bearer_token_file is not None or creds.username is not None:
+                raise ValueError("credentials in the URL and in bearer_token_file / basic_auth exclude each other")
+            creds = Credentials(username=username, password=password, tls=creds.tls)
+        problem = url_problem(clean_url)
         if problem is not None:
             raise ValueError(f"prometheus url: {problem}")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = clean_url
+        self.credentials = creds
         self.mapping = mapping
         self.service_mappings = dict(service_mappings or {})
         self.timeout_s = timeout_s
         self.staleness_s = staleness_s
         self.budget_s = 4.0 * timeout_s if budget_s is None else budget_s
         self.clock: Clock = clock if clock is not None else WallClock()
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport)
+        if creds.tls.insecure_skip_verify:
+            log.warning("prometheus %s: TLS verification is off (insecure_skip_verify)", self.base_url)
+        self._auth = client_auth(creds, self.clock)
+        verify: ssl.SSLContext | bool = True if creds.tls == TlsFiles() else ssl_context(creds.tls)
+        self._client = httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, transport=transport, auth=self._auth, verify=verify
+        )
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the password or the current token."""
+        token = self._auth.secrets if isinstance(self._auth, BearerTokenFile) else ()
+        return scrub(text, (self.credentials.password, *token))
 
     def close(self) -> None:
         self._client.close()
@@ -133,13 +174,15 @@ class PrometheusSource:
         except httpx.TimeoutException as exc:
             raise MetricsUnavailable(f"{where}: time-out after {timeout_s:.3g} s") from exc
         except httpx.HTTPError as exc:
-            raise MetricsUnavailable(f"{where}: cannot reach the server ({type(exc).__name__}: {exc})") from exc
+            raise MetricsUnavailable(self._scrub(f"{where}: {_unreachable(exc)}")) from exc
         body = _json_or_none(content)
         if response.status_code != 200:
             detail = ""
             if isinstance(body, dict) and isinstance(body.get("error"), str):
                 detail = f": {_short(body.get('errorType', 'error'))}: {_short(body['error'])}"
-            raise MetricsUnavailable(f"{where}: HTTP {response.status_code}{detail}")
+            elif response.status_code in (401, 403):
+                detail = f" (refused with {self.credentials.describe()}: check the credentials)"
+            raise MetricsUnavailable(self._scrub(f"{where}: HTTP {response.status_code}{detail}"))
         return _single_value(body, where)
 
     def _first(self, candidates: Sequence[str], at_s: float, what: str, deadline_s: float) -> float | None:
@@ -156,7 +199,7 @@ class PrometheusSource:
         if window_s <= 0:
             raise MetricsUnavailable(f"observation window must be > 0 s, got {window_s}")
         deadline_s = self.clock.now_s() + self.budget_s
-        q = Queries(self.mapping_for(service), service, window_s)
+        q = Queries(self.mapping_for(service), service, window_s, self.staleness_s)
         missing: list[str] = []
         stale = False
 
@@ -212,7 +255,7 @@ class PrometheusSource:
             if age_s > self.staleness_s:
                 stale = True
                 missing.append(f"{p}: newest sample is {age_s:.1f} s old (staleness limit {self.staleness_s:g} s)")
-            ready = self.query(q.fresh_instances(role, self.staleness_s), now_s, f"{p} instances", deadline_s)
+            ready = self.query(q.reporting_instances(role), at_s, f"{p} instances", deadline_s)
             tps = number(
                 f"{p}.tps", self.query(q.tps(role), at_s, f"{p} tps", deadline_s), note_absent=True, bounds=ANY_REAL
             )
@@ -286,6 +329,22 @@ def _read_capped(response: httpx.Response, where: str) -> bytes:
             raise MetricsUnavailable(f"{where}: answer larger than {MAX_ANSWER_BYTES} bytes, not read")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _unreachable(exc: httpx.HTTPError) -> str:
+    """Why a request got no answer, TLS verification failures spelled out."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"TLS verification failed ({text}): the server's certificate is not trusted; "
+            "give the CA that signed it as prometheus.tls.ca_file"
+        )
+    if "[SSL" in text:
+        return (
+            f"TLS handshake failed ({text}); if the server wants a client certificate, "
+            "give it as prometheus.tls.cert_file and key_file"
+        )
+    return f"cannot reach the server ({text})"
 
 
 def _json_or_none(content: bytes) -> Any:

@@ -131,6 +131,9 @@ class MetricMapping:
     ttft_role: Role = Role.PREFILL  # with Frontend.ENGINE: whose TTFT histogram is the service's TTFT
     tbt_role: Role = Role.DECODE
     extra_matchers: tuple[str, ...] = field(default=())  # ANDed into every selector, e.g. 'namespace="llm"'
+    # what tells instances apart when counting those that report: one scrape target (``instance``) or pod
+    # is one instance, however many series it has (a data-parallel engine reports one per rank)
+    instance_labels: tuple[str, ...] = ("instance", "pod")
 
     def role_selector(self, role: Role) -> str:
         return self.prefill_selector if role is Role.PREFILL else self.decode_selector
@@ -157,13 +160,20 @@ class MetricMapping:
 
 
 class Queries:
-    """PromQL of every signal of one service under one mapping, for a rate window of ``window_s``."""
+    """PromQL of every signal of one service under one mapping, for a rate window of ``window_s``.
 
-    def __init__(self, mapping: MetricMapping, service: str, window_s: float) -> None:
+    With ``staleness_s``, a role's token rates sum only the instances whose running gauge has a sample
+    newer than that, and :meth:`reporting_instances` counts exactly the instances in that sum: a pod
+    whose scrapes stopped leaves both at once, one whose series are too new for a rate is in neither,
+    so TPS × serving ÷ reporting estimates the whole role.
+    """
+
+    def __init__(self, mapping: MetricMapping, service: str, window_s: float, staleness_s: float | None = None) -> None:
         self.mapping = mapping
         self.names = ENGINE_NAMES[mapping.engine]
         self.service = service
         self.window = duration(window_s)
+        self.staleness_s = staleness_s
 
     # --- selectors ---------------------------------------------------------------------------
 
@@ -204,14 +214,26 @@ class Queries:
 
     # --- signals -----------------------------------------------------------------------------
 
+    def _fresh_rate(self, name: str, role: Role) -> str:
+        """``rate(...)`` of a role's counter per series, of the fresh instances only when ``staleness_s`` is set."""
+        rate = f"rate({self.engine_metric(name, role)}[{self.window}])"
+        if self.staleness_s is None:
+            return rate
+        on = ", ".join(self.mapping.instance_labels)
+        gauge = self.engine_metric(self.names.running, role)
+        return f"({rate} and on({on}) (timestamp({gauge}) > (time() - {self.staleness_s:g})))"
+
+    def _role_rate(self, name: str, role: Role) -> str:
+        return f"sum({self._fresh_rate(name, role)})"
+
     def prefill_tps(self) -> str:
         """Cache-missed prompt tokens per second on the prefill role: prompt − prefix-cache hits."""
-        prompt = f"sum(rate({self.engine_metric(self.names.prompt_tokens, Role.PREFILL)}[{self.window}]))"
-        hits = f"sum(rate({self.engine_metric(self.names.cached_prompt_tokens, Role.PREFILL)}[{self.window}]))"
+        prompt = self._role_rate(self.names.prompt_tokens, Role.PREFILL)
+        hits = self._role_rate(self.names.cached_prompt_tokens, Role.PREFILL)
         return f"{prompt} - ({hits} or vector(0))"
 
     def decode_tps(self) -> str:
-        return f"sum(rate({self.engine_metric(self.names.generation_tokens, Role.DECODE)}[{self.window}]))"
+        return self._role_rate(self.names.generation_tokens, Role.DECODE)
 
     def tps(self, role: Role) -> str:
         return self.prefill_tps() if role is Role.PREFILL else self.decode_tps()
@@ -220,10 +242,12 @@ class Queries:
         """Epoch seconds of the newest sample of the role's running gauge (staleness)."""
         return f"max(timestamp({self.engine_metric(self.names.running, role)}))"
 
-    def fresh_instances(self, role: Role, staleness_s: float) -> str:
-        """Instances whose running gauge has a sample newer than ``staleness_s``."""
-        gauge = self.engine_metric(self.names.running, role)
-        return f"count(timestamp({gauge}) > (time() - {staleness_s:g}))"
+    def reporting_instances(self, role: Role) -> str:
+        """Instances (distinct ``instance_labels`` values) whose token counter is in the role's TPS: it has
+        a rate over the window (two samples or more) and, with ``staleness_s``, a fresh running gauge."""
+        counter = self.names.prompt_tokens if role is Role.PREFILL else self.names.generation_tokens
+        by = ", ".join(self.mapping.instance_labels)
+        return f"count(count by ({by}) ({self._fresh_rate(counter, role)}))"
 
     def queue_len(self, role: Role) -> str:
         return f"sum({self.engine_metric(self.names.waiting, role)})"

@@ -85,6 +85,49 @@ def test_a_short_demo_scales_out_through_a_real_prometheus_and_stops_everything(
     assert only_old_threads(), sorted(t.name for t in set(threading.enumerate()) - threads_before)
 
 
+@pytest.mark.skipif(prometheus_binary() is None, reason="prometheus not on PATH (make system-deps installs it)")
+def test_a_stop_request_mid_run_stops_everything_and_keeps_the_journal(tmp_path: Path) -> None:
+    """What Ctrl-C or SIGTERM does (the command turns both into this request)."""
+    threads_before = set(threading.enumerate())
+    children_before = children(os.getpid())
+    stop = threading.Event()
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if "the load starts now" in line:
+            stop.set()
+
+    outcome = Demo(DemoSettings(duration_s=120.0), tmp_path / "run", say, stop).run()
+    assert outcome.interrupted and outcome.exit_code == 130, "\n".join(said[-10:])
+    assert outcome.controller_exit == 0  # SIGTERM: it finished its cycle and released the lease
+    assert outcome.decisions  # the bootstrap decision, read back from the journal
+    assert outcome.controller_pid is not None and not alive(outcome.controller_pid)
+    assert outcome.prometheus_pid is not None and not alive(outcome.prometheus_pid)
+    assert children(os.getpid()) <= children_before
+    clock = WallClock()
+    for _ in range(50):
+        if {t for t in threading.enumerate() if t.is_alive()} <= threads_before:
+            break
+        clock.sleep_s(0.1)
+    assert {t for t in threading.enumerate() if t.is_alive()} <= threads_before
+
+
+def test_an_argument_out_of_range_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "heteroscale.cli.main", "demo", "--speedup", "0", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["heteroscale demo: error: --speedup must be between 1 and 60, got 0"]
+
+
 def test_without_prometheus_the_demo_says_in_one_line_how_to_install_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PATH"}
     env["PATH"] = str(tmp_path)  # an empty directory: no prometheus on it

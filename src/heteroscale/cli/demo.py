@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from heteroscale.clock import WallClock
 from heteroscale.errors import HeteroScaleError
 
 DEFAULT_OUT = Path("heteroscale-demo")
@@ -61,7 +62,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except DemoUnavailable as exc:
         print(f"heteroscale demo: {exc}", file=sys.stderr)
         return 2
-    stamp = datetime.datetime.now(tz=datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.fromtimestamp(WallClock().now_s(), tz=datetime.UTC).strftime("%Y%m%d-%H%M%S")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from heteroscale.metrics.promql import DCGM_GPU_UTIL, DCGM_SM_ACTIVE, ENGINE_NAMES, Engine
+from heteroscale.metrics.promql import DCGM_GPU_UTIL, DCGM_SM_ACTIVE, ENGINE_NAMES, Engine, escape_label_value
 
 TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
 TBT_BUCKETS_S = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
@@ -99,10 +99,9 @@ def _num(value: float) -> str:
 
 
 def _labels(pod: PodMetrics, extra: str = "") -> str:
-    base = (
-        f'model_name="{pod.model}",namespace="{pod.namespace}",pod="{pod.pod}",'
-        f'service="{pod.service}",role="{pod.role}"'
-    )
+    values = [("model_name", pod.model), ("namespace", pod.namespace), ("pod", pod.pod)]
+    values += [("service", pod.service), ("role", pod.role)]
+    base = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in values)  # the exposition format escapes as PromQL
     return "{" + base + (f",{extra}" if extra else "") + "}"
 
 

@@ -202,6 +202,8 @@ class Demo:
         sim, tally, targets = self._prepare_simulation()
         spec = sim.scenario.services[0].spec
         try:
+            if self.stop_requested.is_set():  # asked to stop while the targets were computed
+                raise KeyboardInterrupt
             kube = KubeFakeServer(node_objects(sim.scenario.topology, _label_keys()), ready_after_s=0.0).start()
             self._cleanup.append(("the Kubernetes API fake", kube.stop))
             metrics = MetricsServer().start()
@@ -357,10 +359,13 @@ class Demo:
         while self._cleanup:
             what, stop = self._cleanup.pop()
             try:
-                stop()
+                stopped = stop()
             except (OSError, RuntimeError, subprocess.SubprocessError, TimeoutError) as exc:
                 log.warning("stopping %s: %s", what, exc)
                 self.outcome.problem = self.outcome.problem or f"stopping {what}: {exc}"
+                continue
+            if stopped is False:  # a thread that did not end within its bounded wait
+                self.outcome.problem = self.outcome.problem or f"{what} did not stop in time"
 
     def _conclude(self) -> None:
         o = self.outcome

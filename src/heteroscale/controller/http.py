@@ -8,6 +8,9 @@ Metrics (one registry per controller, never the global default):
   whether the decision scales out, in, or holds;
 * ``heteroscale_reconcile_duration_seconds`` — one cycle, histogram;
 * ``heteroscale_errors_total{kind}`` — metrics, cluster, actuation, leader, reconcile;
+* ``heteroscale_instances_stuck_total{service,role,reason}`` — instances removed because they were stuck
+  (``start-timeout``: not Ready in time; ``unschedulable``: no room left in their domain;
+  ``failed-create``: their pods cannot be created), to be replaced;
 * ``heteroscale_leader`` (0/1), ``heteroscale_last_cycle_timestamp_seconds``, ``heteroscale_journal_records_total``.
 
 ``/healthz`` answers 200 while cycles keep completing (the last within ``stale_after_s``), else 503.
@@ -49,6 +52,12 @@ class ControllerMetrics:
         self.leader = Gauge("heteroscale_leader", "1 while this replica leads", registry=r)
         self.last_cycle = Gauge("heteroscale_last_cycle_timestamp_seconds", "End of the last cycle", registry=r)
         self.records = Counter("heteroscale_journal_records", "DecisionRecords written", registry=r)
+        self.stuck = Counter(
+            "heteroscale_instances_stuck",
+            "Instances removed because they were stuck (not Ready in time, or no room in their domain)",
+            ["service", "role", "reason"],
+            registry=r,
+        )
         for kind in ("metrics", "cluster", "actuation", "leader", "reconcile"):
             self.errors.labels(kind=kind)
 
@@ -68,6 +77,15 @@ class ControllerMetrics:
         real = [e for e in errors if not str(e).startswith(("dry run", "unplaced"))]
         if real:
             self.errors.labels(kind="actuation").inc(len(real))
+        self.observe_stuck(record)
+
+    def observe_stuck(self, record: DecisionRecord) -> None:
+        """Count the record's stuck instances that the cluster accepted to remove."""
+        removed = set(record.outcome.get("removed") or ())
+        for entry in record.plan.get("stuck") or ():
+            if entry.get("instance_id") in removed:
+                labels = {"service": record.service, "role": str(entry.get("role")), "reason": str(entry.get("reason"))}
+                self.stuck.labels(**labels).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

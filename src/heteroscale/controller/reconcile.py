@@ -2,6 +2,11 @@
 
 The same code runs against the simulator (virtual time) and against a live cluster (wall time); only
 the MetricSource, ClusterStateSource and Actuator behind it differ.
+
+A stuck instance (a live cluster's pod that never became Ready in time, or that cannot be placed in
+its domain) is not capacity: the policy decides without it, so it launches a replacement, which the
+scheduler places where there is room; the instance itself is removed at once (kill mode) and named in
+the record's plan under ``stuck`` (instance, role, reason, what the cluster said).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class ServiceBinding:
 
 
 def service_counts(state: ClusterState, service: str, exclude: Collection[str] = ()) -> ServiceCounts:
-    """Instances of one service per role and lifecycle, with capacity per shape.
+    """Instances of one service per role and lifecycle, with capacity per shape (stuck ones count nowhere).
 
     ``exclude``: instances not to count at all (soft-removed: out of discovery, on their way out).
     """
@@ -97,6 +102,7 @@ class _Pending:
     result: PolicyResult
     restores: list[DiscoveryChange]
     expired: list[Remove]
+    stuck: list[InstanceInfo]
     capacity_prefill: int
     capacity_decode: int
     shape_counts: tuple[tuple[str, int], ...] = ()
@@ -234,6 +240,9 @@ class Controller:
         # soft scale-in first: restore on SLO degradation, remove those whose window has ended
         degraded = slo_degraded(spec, observation)
         restores, expired = soft_scale_in_step(book, instances, now_s, degraded, self.readiness)
+        stuck = sorted((i for i in instances.values() if i.lifecycle is Lifecycle.STUCK), key=lambda i: i.id)
+        for inst in stuck:
+            log.warning("%s: %s is stuck (%s): %s", spec.name, inst.id, inst.lifecycle_reason, inst.lifecycle_detail)
         counts = service_counts(snapshot, spec.name, exclude=set(book.soft_removed))
         ctx = PolicyContext(
             now_s=now_s,
@@ -264,6 +273,7 @@ class Controller:
             result=result,
             restores=restores,
             expired=expired,
+            stuck=stuck,
             capacity_prefill=capacity[Role.PREFILL],
             capacity_decode=capacity[Role.DECODE],
         )
@@ -277,8 +287,9 @@ class Controller:
             unplaced=tuple(x for x in placed.unplaced if x.service == spec.name),
         )
         plan = self._soften(plan, book, p.instances, now_s, p.result.scale_in_mode)
+        replaced = [Remove(i.id, ScaleInMode.KILL, 0.0) for i in p.stuck]
         # gate discovery on the Ready ratio, as it will be once this plan's changes are made
-        leaving = {r.instance_id for r in (*plan.removals, *p.expired)}
+        leaving = {r.instance_id for r in (*plan.removals, *p.expired, *replaced)}
         projected = {k: v for k, v in p.instances.items() if k not in leaving}
         for change in (*p.restores, *plan.discovery):
             if change.instance_id in projected:
@@ -288,19 +299,25 @@ class Controller:
         gating = gate_discovery(spec, book, projected, self.readiness, p.result.pd_ratio)
         plan = dataclasses.replace(
             plan,
-            removals=(*plan.removals, *p.expired),
+            removals=(*plan.removals, *p.expired, *replaced),
             discovery=_merge_discovery((*p.restores, *plan.discovery, *gating)),
         )
         outcome: dict[str, object] = {"applied": "nothing to do"}
         if not plan.empty or plan.unplaced:
             outcome = to_plain(self.actuator.apply(plan, now_s))
+        planned = to_plain(plan)
+        if p.stuck:
+            planned["stuck"] = [
+                {"instance_id": i.id, "role": i.role.value, "reason": i.lifecycle_reason, "detail": i.lifecycle_detail}
+                for i in p.stuck
+            ]
         return DecisionRecord(
             at_s=now_s,
             service=spec.name,
             observation={"error": p.error} if p.observation is None else to_plain(p.observation),
             recommendation=p.result.recommendation,
             decision=p.result.decision,
-            plan=to_plain(plan),
+            plan=planned,
             outcome=outcome,
             pd_ratio=p.result.pd_ratio,
         )

@@ -62,6 +62,7 @@ from tests.support.kube_objects import (
     list_key,
     now_iso,
     parse_iso,
+    pods_by_owner,
     tolerated,
     unschedulable_condition,
 )
@@ -206,51 +207,50 @@ class KubeFake(kmock.KubernetesEmulator):
                 out.append(obj.raw)
         return out
 
-    def _owned_pods(self) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
-        """(namespace, deployment) → its pods, in one pass over every pod."""
-        out: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
-        for pod in self.live_objects(PODS):
-            owner = pod["metadata"].get("labels", {}).get(OWNER_LABEL)
-            if owner is not None:
-                out.setdefault((pod["metadata"].get("namespace"), owner), []).append(pod)
-        return out
-
     def run_controllers(self) -> None:
-        """ReplicaSet + scheduler + kubelet, one pass (see the module doc)."""
+        """ReplicaSet + scheduler + kubelet, one pass (see the module doc); two reads of all pods."""
         now_s = self.clock.now_s()
-        owned = self._owned_pods()
-        pods_in: collections.Counter[str | None] = collections.Counter(
-            p["metadata"].get("namespace") for p in self.live_objects(PODS)
-        )
-        refused: dict[tuple[str | None, str], int] = {}
-        for deployment in self.live_objects(DEPLOYMENTS):
+        pods = self.live_objects(PODS)
+        owned = pods_by_owner(pods, OWNER_LABEL)
+        pods_in = collections.Counter(p["metadata"].get("namespace") for p in pods)
+        used: dict[str, int] = {}  # GPUs held per node, kept up to date through this pass
+        for pod in pods:
+            if pod.get("spec", {}).get("nodeName"):
+                used[pod["spec"]["nodeName"]] = used.get(pod["spec"]["nodeName"], 0) + gpu_request(pod)
+        refused: set[tuple[str | None, str]] = set()
+        deployments = self.live_objects(DEPLOYMENTS)
+        for deployment in deployments:
             meta = deployment["metadata"]
             ns, name = meta.get("namespace"), meta["name"]
             want = int(deployment.get("spec", {}).get("replicas", 1) or 0)
             active = [p for p in owned.get((ns, name), []) if not p["metadata"].get("deletionTimestamp")]
             for _ in range(want - len(active)):
                 if ns in self.pod_quota and pods_in[ns] >= self.pod_quota[ns]:
-                    refused[(ns, name)] = refused.get((ns, name), 0) + 1
+                    refused.add((ns, name))
                     continue
-                self._create_pod(deployment)
+                self._create_pod(deployment, used)
                 pods_in[ns] += 1
             if len(active) > want:
                 for pod in sorted(active, key=deletion_rank)[: len(active) - want]:
                     self.objects[PODS, ns, pod["metadata"]["name"]].delete()
                     pods_in[ns] -= 1
-        for pod in self.live_objects(PODS):
-            self._kubelet(pod, now_s)
-        owned = self._owned_pods()
-        for deployment in self.live_objects(DEPLOYMENTS):
+                    if pod.get("spec", {}).get("nodeName"):
+                        used[pod["spec"]["nodeName"]] -= gpu_request(pod)
+        pods = self.live_objects(PODS)
+        for pod in pods:
+            if not is_ready(pod):
+                self._kubelet(pod, now_s, used)
+        owned = pods_by_owner(pods, OWNER_LABEL)
+        for deployment in deployments:
             meta = deployment["metadata"]
             ns, name = meta.get("namespace"), meta["name"]
-            pods = owned.get((ns, name), [])
-            ready = sum(1 for p in pods if is_ready(p))
+            mine = owned.get((ns, name), [])
+            ready = sum(1 for p in mine if is_ready(p))
             status: dict[str, Any] = {
-                "replicas": len(pods),
+                "replicas": len(mine),
                 "readyReplicas": ready,
                 "availableReplicas": ready,
-                "updatedReplicas": len(pods),
+                "updatedReplicas": len(mine),
             }
             old = deployment.get("status") or {}
             failure = next((c for c in old.get("conditions") or [] if c.get("type") == "ReplicaFailure"), None)
@@ -266,7 +266,7 @@ class KubeFake(kmock.KubernetesEmulator):
             if old != status:
                 self.objects[DEPLOYMENTS, ns, name].patch({"status": status})
 
-    def _create_pod(self, deployment: dict[str, Any]) -> None:
+    def _create_pod(self, deployment: dict[str, Any], used: dict[str, int]) -> None:
         meta = deployment["metadata"]
         template = deployment.get("spec", {}).get("template", {})
         name = f"{meta['name']}-{next(self.pod_seq):05d}"
@@ -286,21 +286,17 @@ class KubeFake(kmock.KubernetesEmulator):
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"]}],
             },
             "spec": dict(template.get("spec") or {}),
-            "status": {"phase": "Pending", "conditions": [unschedulable_condition()]},
+            "status": {"phase": "Pending", "conditions": [unschedulable_condition(now_iso(self.clock))]},
         }
-        node = self._schedule(pod)
+        node = self._schedule(pod, used)
         if node is not None:
             pod["spec"]["nodeName"] = node
             pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
         self.objects[PODS, meta.get("namespace"), name] = pod
 
-    def _schedule(self, pod: dict[str, Any]) -> str | None:
+    def _schedule(self, pod: dict[str, Any], used: dict[str, int]) -> str | None:
+        """The first node that can take the pod (module doc); its GPUs are counted as used at once."""
         need = gpu_request(pod)
-        used: dict[str, int] = {}
-        for other in self.live_objects(PODS):
-            node = other.get("spec", {}).get("nodeName")
-            if node:
-                used[node] = used.get(node, 0) + gpu_request(other)
         for node in sorted(self.live_objects(NODES), key=lambda n: n["metadata"]["name"]):
             node_name = node["metadata"]["name"]
             if node.get("spec", {}).get("unschedulable") or not tolerated(pod, node):
@@ -309,14 +305,15 @@ class KubeFake(kmock.KubernetesEmulator):
                 continue
             have = int(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
             if have - used.get(node_name, 0) >= need:
+                used[node_name] = used.get(node_name, 0) + need
                 return str(node_name)
         return None
 
-    def _kubelet(self, pod: dict[str, Any], now_s: float) -> None:
+    def _kubelet(self, pod: dict[str, Any], now_s: float, used: dict[str, int]) -> None:
         meta = pod["metadata"]
         key = (PODS, meta.get("namespace"), meta["name"])
         if not pod.get("spec", {}).get("nodeName"):
-            node = self._schedule(pod)
+            node = self._schedule(pod, used)
             if node is not None:
                 conditions = [{"type": "PodScheduled", "status": "True"}]
                 self.objects[key].patch({"spec": {"nodeName": node}, "status": {"conditions": conditions}})

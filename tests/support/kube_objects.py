@@ -76,12 +76,13 @@ def list_key(obj: dict[str, Any]) -> tuple[str, str]:
     return (str(meta.get("namespace") or ""), str(meta.get("name")))
 
 
-def unschedulable_condition() -> dict[str, str]:
+def unschedulable_condition(at: str) -> dict[str, str]:
     return {
         "type": "PodScheduled",
         "status": "False",
         "reason": "Unschedulable",
         "message": "no node satisfies the pod's affinity, tolerations and nvidia.com/gpu request",
+        "lastTransitionTime": at,
     }
 
 
@@ -171,3 +172,13 @@ def as_scale(deployment: dict[str, Any]) -> dict[str, Any]:
         "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
         "status": {"replicas": deployment.get("status", {}).get("replicas", 0)},
     }
+
+
+def pods_by_owner(pods: list[dict[str, Any]], owner_label: str) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
+    """(namespace, owner) → the pods whose ``owner_label`` names that owner."""
+    out: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
+    for pod in pods:
+        owner = pod["metadata"].get("labels", {}).get(owner_label)
+        if owner is not None:
+            out.setdefault((pod["metadata"].get("namespace"), owner), []).append(pod)
+    return out

@@ -139,10 +139,20 @@ def test_an_unschedulable_pod_whose_domain_is_cordoned_is_stuck_at_once() -> Non
     assert snap.free == {"a-n0": 0, "b-n0": 2}  # a cordoned node is no free capacity
 
 
-def test_an_unschedulable_pod_with_room_in_its_domain_waits() -> None:
-    snap = snapshot(gpu_nodes(), [deployment()], [pod(unschedulable=True)])
+def test_an_unschedulable_pod_with_room_in_its_domain_waits_for_the_grace() -> None:
+    snap = snapshot(gpu_nodes(), [deployment()], [pod(age_s=30.0, unschedulable=True)])
     assert lifecycles(snap) == {"w-1": (Lifecycle.PENDING, "")}
-    assert snap.free == {"a-n0": 1, "b-n0": 2}  # the pending pod's GPU is reserved in its domain
+    # the scheduler found no node there: its domain has no room for new h20 pods this cycle
+    assert snap.free == {"a-n0": 0, "b-n0": 2}
+    snap = snapshot(gpu_nodes(), [deployment()], [pod(age_s=61.0, unschedulable=True)])
+    assert lifecycles(snap) == {"w-1": (Lifecycle.STUCK, "unschedulable")}
+    assert "no node found for 61 s > unschedulable_grace_s 60" in snap.instances["w-1"][0].lifecycle_detail
+
+
+def test_a_pending_pod_without_a_verdict_reserves_its_gpu() -> None:
+    snap = snapshot(gpu_nodes(), [deployment(replicas=2)], [pod()])
+    assert lifecycles(snap) == {"w-1": (Lifecycle.PENDING, ""), "w#pending-0": (Lifecycle.PENDING, "")}
+    assert snap.free == {"a-n0": 0, "b-n0": 2}  # the unbound pod and the placeholder, both in big-pod a
 
 
 def test_pods_without_the_schedulers_verdict_are_not_judged_by_our_view() -> None:

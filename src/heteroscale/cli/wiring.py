@@ -200,6 +200,7 @@ def build_live(
         retry_budget_s=k.retry_budget_s,
         gpu_accounting=k.gpu_accounting,
         start_timeout_s=k.start_timeout_s,
+        unschedulable_grace_s=k.unschedulable_grace_s,
         list_page_size=k.list_page_size,
         tolerations=tuple(Toleration(t.key, t.operator, t.value, t.effect) for t in k.tolerations),
     )

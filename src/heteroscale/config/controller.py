@@ -31,7 +31,8 @@ Kubernetes label value (at most 63 characters: letters, digits, ``-``, ``_``, ``
 ending with a letter or digit). ``gpu_accounting: namespace`` (the default) counts the GPUs our own pods
 use; ``cluster`` counts every pod on the GPU nodes and needs the cluster-wide pod list permission of
 deploy/rbac-cluster-gpu-accounting.yaml. A pod that is not Ready within ``start_timeout_s`` is stuck:
-it stops counting as capacity and is replaced.
+it stops counting as capacity and is replaced; so is a pod the scheduler finds no node for, at once
+when its domain has no schedulable room, else after ``unschedulable_grace_s``.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class KubernetesConfig(StrictModel):
     retry_budget_s: float = Field(default=30.0, gt=0)
     gpu_accounting: Literal["cluster", "namespace"] = "namespace"
     start_timeout_s: float = Field(default=900.0, gt=0)
+    unschedulable_grace_s: float = Field(default=60.0, ge=0)
     list_page_size: int = Field(default=500, ge=1, le=10000)
     tolerations: list[TolerationConfig] = Field(default_factory=list)
 

@@ -167,6 +167,7 @@ class KubernetesSettings:
     # pod list permission: deploy/rbac-cluster-gpu-accounting.yaml)
     gpu_accounting: str = "namespace"
     start_timeout_s: float = 900.0  # a pod not Ready for this long is stuck: replaced, not capacity
+    unschedulable_grace_s: float = 60.0  # a pod the scheduler finds no node for this long is stuck
     list_page_size: int = 500  # objects per page of a list
     tolerations: tuple[Toleration, ...] = ()  # on every pod we create; taints they tolerate keep a node usable
 
@@ -177,8 +178,8 @@ class KubernetesSettings:
             raise ValueError("request_timeout_s and retry_budget_s must be > 0")
         if self.gpu_accounting not in ("cluster", "namespace"):
             raise ValueError("gpu_accounting must be 'cluster' or 'namespace'")
-        if self.start_timeout_s <= 0:
-            raise ValueError("start_timeout_s must be > 0")
+        if self.start_timeout_s <= 0 or self.unschedulable_grace_s < 0:
+            raise ValueError("start_timeout_s must be > 0 and unschedulable_grace_s ≥ 0")
         if self.list_page_size < 1:
             raise ValueError("list_page_size must be ≥ 1")
 

@@ -91,6 +91,7 @@ class KubernetesCluster:
         self._view: Snapshot | None = None  # that read with our writes since (None: nothing written)
         self._replicas: dict[str, int] = {}  # workload → replicas we set since the read
         self._patched: dict[str, dict[str, Any]] = {}  # pod → the API's answer to our last patch of it
+        self._writes_at_read = 0  # the client's write count when the read was made
 
     @property
     def api(self) -> Any:
@@ -137,10 +138,12 @@ class KubernetesCluster:
             s.labels,
             self._resolve_sku,
             start_timeout_s=s.start_timeout_s,
+            unschedulable_grace_s=s.unschedulable_grace_s,
             tolerations=s.tolerations,
         )
         self._last, self._view = snap, None
         self._replicas, self._patched = {}, {}
+        self._writes_at_read = self.client.writes
         return snap
 
     def _current(self, now_s: float) -> Snapshot:
@@ -158,8 +161,9 @@ class KubernetesCluster:
 
     def snapshot(self, now_s: float) -> ClusterState:
         """The cluster at ``now_s``: the cycle's read when nothing was written since, else a new read."""
-        reuse = self._last is not None and self._last.at_s == now_s and self._view is None
-        snap = self._last if reuse and self._last is not None else self._read(now_s)
+        unchanged = self.client.writes == self._writes_at_read  # no write attempt through this client since
+        snap = self._last if self._last is not None and self._last.at_s == now_s and unchanged else None
+        snap = snap or self._read(now_s)
         return ClusterState(at_s=now_s, instances=tuple(info for info, _ in snap.instances.values()))
 
     def free_gpus(self) -> dict[str, int]:

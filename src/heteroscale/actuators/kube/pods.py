@@ -79,6 +79,18 @@ def unschedulable_verdict(pod: Mapping[str, Any]) -> str | None:
     return None
 
 
+def unschedulable_since(pod: Mapping[str, Any]) -> float | None:
+    """Since when the scheduler has found no node for the pod (its creation if the condition has no time)."""
+    if unschedulable_verdict(pod) is None:
+        return None
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled":
+            since = parse_time(cond.get("lastTransitionTime"))
+            if since is not None:
+                return since
+    return parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+
+
 def status_detail(pod: Mapping[str, Any]) -> str:
     """One short line of why a pod is not Ready: phase, waiting containers, the scheduler's message."""
     status = pod.get("status") or {}

@@ -11,9 +11,10 @@ the workload that owns them; their lifecycle is :func:`.pods.pod_lifecycle`'s. R
 asks for but whose pods do not exist yet count as pending placeholders, so a restarted controller sees
 the capacity it already asked for and does not ask again. Placeholders and pods not yet bound to a node
 reserve GPUs on a schedulable node of their SKU in their workload's domain (so the scheduler does not
-hand those GPUs out twice); a pod the scheduler found no node for (``Unschedulable``) whose domain has
-no such room left is **stuck** (``unschedulable``): its deployment group is re-placed elsewhere rather
-than left pending on a cordoned or full domain. Placeholders of a workload whose pods cannot even be
+hand those GPUs out twice); a pod the scheduler found no node for (``Unschedulable``) is **stuck**
+(``unschedulable``) — at once when its domain has no such room left, else after a grace — and its
+deployment group is re-placed elsewhere rather than left pending on a cordoned or full domain
+(:func:`reserve_pending`). Placeholders of a workload whose pods cannot even be
 created (the Deployment's ``ReplicaFailure`` condition, e.g. a quota) are stuck after the start
 time-out (``failed-create``).
 """
@@ -38,7 +39,7 @@ from heteroscale.actuators.kube.pods import (
     quantity,
     ready_since,
     status_detail,
-    unschedulable_verdict,
+    unschedulable_since,
 )
 from heteroscale.domain.hardware import InstanceShape
 from heteroscale.domain.state import InstanceInfo, Lifecycle
@@ -91,14 +92,15 @@ def build_snapshot(
     resolve_sku: ResolveSku,
     *,
     start_timeout_s: float = 900.0,
+    unschedulable_grace_s: float = 60.0,
     tolerations: Sequence[Toleration] = (),
 ) -> Snapshot:
     """The snapshot of our ``deployments`` and their ``pods`` on ``nodes``; ``used``: GPUs already held
     on each node (by every pod on it, or only by ours — the caller's accounting)."""
     workloads = group_workloads(deployments, pods)
     topology, raw_values = node_topology(nodes, used, labels, resolve_sku, tolerations)
-    free, no_room = reserve_pending(topology, workloads, now_s, start_timeout_s)
-    instances = workload_instances(workloads, now_s, start_timeout_s, no_room)
+    free, refused = reserve_pending(topology, workloads, now_s, start_timeout_s, unschedulable_grace_s)
+    instances = workload_instances(workloads, now_s, start_timeout_s, refused)
     return Snapshot(now_s, list(nodes), workloads, dict(used), topology, raw_values, instances, free)
 
 
@@ -220,43 +222,72 @@ def node_schedulable(node: Mapping[str, Any], tolerations: Sequence[Toleration] 
 
 
 def reserve_pending(
-    topology: Topology, workloads: Mapping[str, Workload], now_s: float, start_timeout_s: float
-) -> tuple[dict[str, int], set[str]]:
-    """Free GPUs per node (0 on unschedulable nodes) less what placeholders and pending pods not yet
-    bound to a node will take in their workload's domain; and the names of those pods that found no room."""
+    topology: Topology,
+    workloads: Mapping[str, Workload],
+    now_s: float,
+    start_timeout_s: float,
+    unschedulable_grace_s: float = 60.0,
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Free GPUs per node less what placeholders and pending pods not yet bound will take in their
+    workload's domain; and the unbound pods that are stuck unschedulable, with why.
+
+    A pod the scheduler found no node for (``Unschedulable``) is stuck at once when our view agrees its
+    domain has no room, else once it has waited ``unschedulable_grace_s`` (our view misses what the
+    scheduler sees: other namespaces' pods, CPU or memory). Either way its domain has no free GPUs of
+    its SKU for new placements this cycle: the scheduler's word beats our arithmetic."""
     free = {n.name: n.gpus_free if n.schedulable else 0 for n in topology.nodes}
-    no_room: set[str] = set()
+    refused: dict[str, str] = {}
+    blocked: set[tuple[str, Domain]] = set()
     for wl in sorted(workloads.values(), key=lambda w: w.name):
         unbound = [
-            p["metadata"]["name"]
+            p
             for p in wl.pods
             if not (p.get("spec") or {}).get("nodeName")
             and not is_finished(p)
             and pod_lifecycle(p, now_s, start_timeout_s).lifecycle is Lifecycle.PENDING
         ]
-        wanted: list[str | None] = [*unbound, *([None] * max(0, wl.replicas - wl.alive()))]
-        for pod_name in wanted:
+        for pod in unbound:
+            node = _room(topology, free, wl)
+            since = unschedulable_since(pod)
+            if since is None:
+                if node is not None:
+                    free[node] -= wl.key.tp
+                continue
+            blocked.add((wl.key.sku, wl.domain))
+            name = pod["metadata"]["name"]
+            if node is None:
+                refused[name] = _domain_text(wl)
+            elif now_s - since > unschedulable_grace_s:
+                waited = now_s - since
+                refused[name] = f"no node found for {waited:.0f} s > unschedulable_grace_s {unschedulable_grace_s:g}"
+        for _ in range(max(0, wl.replicas - wl.alive())):
             node = _room(topology, free, wl)
             if node is not None:
                 free[node] -= wl.key.tp
-            elif pod_name is not None:
-                no_room.add(pod_name)
-    return free, no_room
+    for node_spec in topology.nodes:
+        if any(node_spec.sku == sku and _in_domain(node_spec, domain) for sku, domain in blocked):
+            free[node_spec.name] = 0
+    return free, refused
 
 
 def _room(topology: Topology, free: Mapping[str, int], wl: Workload) -> str | None:
     for node in topology.nodes:
-        if node.sku != wl.key.sku or free[node.name] < wl.key.tp:
-            continue
-        if any(node.path[int(lv)] != v for lv, v in wl.domain):
-            continue
-        return node.name
+        if node.sku == wl.key.sku and free[node.name] >= wl.key.tp and _in_domain(node, wl.domain):
+            return node.name
     return None
 
 
+def _in_domain(node: NodeSpec, domain: Domain) -> bool:
+    return all(node.path[int(lv)] == v for lv, v in domain)
+
+
 def workload_instances(
-    workloads: Mapping[str, Workload], now_s: float, start_timeout_s: float, no_room: set[str] | None = None
+    workloads: Mapping[str, Workload],
+    now_s: float,
+    start_timeout_s: float,
+    refused: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[InstanceInfo, str]]:
+    """Instances of our pods and placeholders; ``refused``: unbound pods stuck unschedulable → why."""
     out: dict[str, tuple[InstanceInfo, str]] = {}
     for wl in workloads.values():
         key = wl.key
@@ -266,10 +297,10 @@ def workload_instances(
                 continue
             meta = pod["metadata"]
             state = pod_lifecycle(pod, now_s, start_timeout_s)
-            verdict = unschedulable_verdict(pod)
-            if state.lifecycle is Lifecycle.PENDING and verdict is not None and meta["name"] in (no_room or set()):
-                # its domain has no schedulable room left for it (cordoned, drained, tainted or full)
-                state = PodLifecycle(Lifecycle.STUCK, STUCK_UNSCHEDULABLE, f"{_domain_text(wl)}: {status_detail(pod)}")
+            why = (refused or {}).get(meta["name"])
+            if state.lifecycle is Lifecycle.PENDING and why is not None:
+                # its domain cannot host it (cordoned, drained, tainted or full): re-placed elsewhere
+                state = PodLifecycle(Lifecycle.STUCK, STUCK_UNSCHEDULABLE, f"{why}: {status_detail(pod)}")
             info = InstanceInfo(
                 id=meta["name"],
                 service=key.service,

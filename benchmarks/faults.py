@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.engine_exporter import EngineExporter, RoleLoad, ServiceLoad  # noqa: E402
-from tests.support.kube_fake import LEASES, Fault, KubeFakeServer  # noqa: E402
+from tests.support.kube_fake import LEASES, PODS, Fault, KubeFakeServer  # noqa: E402
 from tests.support.live_env import (  # noqa: E402
     NAMESPACE,
     controller_config,
@@ -70,6 +70,7 @@ FRESH = 'max(timestamp({__name__=~"vllm[:_]num_requests_running"})) > time() - 1
 FINITE = 'sum(rate({__name__=~"vllm[:_]generation_tokens_total"}[5000ms])) >= 0'
 # every decode pod has a rate again (two fresh samples): what a coverage check needs
 ALL_DECODE_RATES = 'count(rate({__name__=~"vllm[:_]generation_tokens_total", role="decode"}[5000ms])) >= 3'
+IMAGE = "vllm/vllm-openai:v0.8.5"  # the image live_env's workload runs
 GEN = 'rate({__name__="vllm:generation_tokens_total"}[5s])'
 
 
@@ -98,6 +99,9 @@ class Stack:
     def counts(self) -> tuple[int, int]:
         deployments = self.kube.deployments(NAMESPACE)
         return role_replicas(deployments, "prefill"), role_replicas(deployments, "decode")
+
+    def ready(self) -> tuple[int, int]:
+        return self.kube.ready_counts(NAMESPACE).get("chat", (0, 0))
 
     def holder(self) -> str | None:
         return self.kube.call(lambda f: f.lease_holder())  # type: ignore[no-any-return]
@@ -150,6 +154,7 @@ def stack(workdir: Path, case: Case) -> Stack:
             interval_s=INTERVAL_S,
             journal=f"{identity}.jsonl",
             name=f"{identity}.yaml",
+            extra={k: dict(v) for k, v in case.extra.items()},
             **case.lease,
         )
         s.replicas[identity] = Replica(identity, config, workdir / f"{identity}.jsonl", workdir / f"{identity}.log")
@@ -250,6 +255,8 @@ class Case:
     fault_s: float = FAULT_S
     recover_from_inject: bool = False  # time recovery from the fault itself (a killed leader)
     recover_note: str | None = None  # what bounds recovery when it is not two intervals
+    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # config fields per section
+    recover_ready: bool = False  # recovery is the service back at its Ready counts (the fault stays)
 
 
 def run_fault(case: Case) -> str:
@@ -267,7 +274,12 @@ def run_fault(case: Case) -> str:
             before = s.counts()
             transitions_before = s.transitions()
             start_s = CLOCK.now_s()
+            ready_before = s.ready()
             clear = case.inject(s)
+            ready_again_s: float | None = None
+            # with recover_ready the fault stays: recovery is the Ready capacity back, elsewhere
+            if case.recover_ready and wait_until(lambda: s.ready() == ready_before, 120.0, 0.5):
+                ready_again_s = CLOCK.now_s() - start_s
             CLOCK.sleep_s(case.fault_s)
             during = s.counts()
             clear()
@@ -318,6 +330,13 @@ def run_fault(case: Case) -> str:
             what = f"{len(during_recs)} decision(s) recorded while it lasted, {repeated} action(s) after"
         if unrecorded:
             what += f"; {unrecorded} decision(s) held unrecorded (journal-unwritable, in the log and /metrics)"
+        stuck = [x for r in recs if start_s <= r["at_s"] for x in r["plan"].get("stuck", [])]
+        if stuck:
+            why = sorted({str(x["reason"]) for x in stuck})
+            what += f"; {len(stuck)} stuck instance(s) replaced ({', '.join(why)})"
+        if case.recover_ready:
+            recover = "never" if ready_again_s is None else f"{ready_again_s:.2f} s"
+            recover += f" to {ready_before[0]}P/{ready_before[1]}D Ready again, from the fault"
         scaled = "" if during == before else f" counts {before}→{during}"
         target = case.recover_note or f"{'within' if ok else 'OVER'} 2×{INTERVAL_S:g} s"
         return (
@@ -354,6 +373,27 @@ def partial_scrape(s: Stack) -> Callable[[], None]:
     believed); the controller holds on coverage instead."""
     s.exporter.serve_only("chat", "decode", 1)
     return lambda: s.exporter.serve_only("chat", "decode", None)
+
+
+def never_ready(s: Stack) -> Callable[[], None]:
+    """New pods never become Ready (an image that cannot be pulled): two decode pods die and come back
+    stuck; past the start time-out they stop counting and are replaced — until the image pulls again."""
+    s.kube.call(lambda f: f.never_ready_images.add(IMAGE))
+    decode = [p for p in s.kube.pods(NAMESPACE) if p["metadata"]["labels"].get("heteroscale.io/role") == "decode"]
+    for pod in sorted(decode, key=lambda p: p["metadata"]["name"])[:2]:
+        s.kube.call(lambda f, name=pod["metadata"]["name"]: f.objects[PODS, NAMESPACE, name].delete())
+    return lambda: s.kube.call(lambda f: f.never_ready_images.clear())
+
+
+def cordon_big_pod(s: Stack) -> Callable[[], None]:
+    """``kubectl drain`` of every node of the big-pod the service runs in: its deployment groups are
+    pinned there, so they must be re-placed in the other big-pod (the nodes stay cordoned)."""
+    bound = [p["spec"].get("nodeName") or "" for p in s.kube.pods(NAMESPACE)]
+    big_pods = [name.rsplit("-n", 1)[0] for name in bound if name]
+    busiest = max(set(big_pods), key=big_pods.count)  # the service's pods: all in one big-pod at 3P/3D
+    nodes = [n["metadata"]["name"] for n in gpu_nodes() if n["metadata"]["name"].startswith(f"{busiest}-n")]
+    s.kube.drain(nodes)
+    return lambda: None
 
 
 def api(status: int, delay_s: float = 0.0) -> Callable[[Stack], Callable[[], None]]:
@@ -416,6 +456,20 @@ FAULTS = [
     Case("stale-metrics", stale, explicit=True, clean=FRESH),
     Case("nan-metrics", nan, clean=FINITE),
     Case("partial-scrape-1-of-3", partial_scrape, clean=ALL_DECODE_RATES),
+    Case(
+        "pods-never-ready",
+        never_ready,
+        extra={"kubernetes": {"start_timeout_s": 4.0}},
+        fault_s=12.0,
+        recover_note="stuck pods stop counting after start_timeout_s 4 s; back once the image pulls",
+    ),
+    Case(
+        "node-cordon-big-pod",
+        cordon_big_pod,
+        extra={"kubernetes": {"unschedulable_grace_s": 2.0}},
+        recover_ready=True,
+        recover_note="Ready capacity back in the other big-pod; the cordon stays",
+    ),
     Case("api-500", api(500), cluster_down=True),
     Case("api-timeouts", api(0, delay_s=1.5), cluster_down=True),
     Case("api-409-on-scale", conflicts),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from heteroscale.demo.kube_fake import (
     AGENT_PREFIX,
-    DELETION_COST,
     DEPLOYMENTS,
     LEASES,
     NODES,
@@ -16,15 +15,11 @@ from heteroscale.demo.kube_fake import (
     KubeFake,
     KubeFakeServer,
     WriteSeen,
-    field_selector_matches,
-    label_selector_matches,
-    node_object,
     writer_of,
 )
 
 __all__ = [
     "AGENT_PREFIX",
-    "DELETION_COST",
     "DEPLOYMENTS",
     "LEASES",
     "NODES",
@@ -35,8 +30,5 @@ __all__ = [
     "KubeFake",
     "KubeFakeServer",
     "WriteSeen",
-    "field_selector_matches",
-    "label_selector_matches",
-    "node_object",
     "writer_of",
 ]

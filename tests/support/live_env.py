@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.kube_fake import node_object
+from tests.support.kube_objects import node_object
 
 NAMESPACE = "llm"
 DECODE_TPS_PER_INSTANCE = 1000.0

@@ -7,13 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from heteroscale.actuators.advisory import AdvisoryActuator
-from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings, LabelKeys, new_api_client
-from heteroscale.actuators.kube.manifests import WorkloadTemplate
+from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings, LabelKeys, Toleration, new_api_client
+from heteroscale.actuators.kube.manifests import CONFIG_MAP, SECRET, EnvFrom, EnvRef, PodSecurity, WorkloadTemplate
 from heteroscale.actuators.kube.owned import KubernetesCluster
 from heteroscale.clock import WallClock
 from heteroscale.config.build import budget_from_config
 from heteroscale.config.catalog import calibration_for, load_catalog
-from heteroscale.config.controller import ControllerConfig, build_service, prometheus_credentials, relative_path
+from heteroscale.config.controller import (
+    ControllerConfig,
+    WorkloadConfig,
+    build_service,
+    prometheus_credentials,
+    relative_path,
+)
 from heteroscale.config.loader import load_scenario, write_resolved_config
 from heteroscale.config.source import Document, Loc
 from heteroscale.controller.journal import JournalSettings, open_journal
@@ -95,6 +101,51 @@ def simulate(
     return summary
 
 
+def workload_template(w: WorkloadConfig) -> WorkloadTemplate:
+    """What a service's pods run, from its ``workload`` section."""
+    literal = tuple(sorted((name, value) for name, value in w.env.items() if isinstance(value, str)))
+    refs = tuple(
+        EnvRef(
+            name,
+            SECRET if value.secret is not None else CONFIG_MAP,
+            value.secret or value.config_map or "",
+            value.key,
+            value.optional,
+        )
+        for name, value in sorted(w.env.items())
+        if not isinstance(value, str)
+    )
+    env_from = tuple(
+        EnvFrom(SECRET if e.secret is not None else CONFIG_MAP, e.secret or e.config_map or "", e.prefix, e.optional)
+        for e in w.env_from
+    )
+    sec = w.security
+    return WorkloadTemplate(
+        image=w.image,
+        prefill_args=tuple(w.prefill_args),
+        decode_args=tuple(w.decode_args),
+        command=tuple(w.command),
+        port=w.port,
+        readiness_path=w.readiness_path,
+        env=literal,
+        env_refs=refs,
+        env_from=env_from,
+        labels=tuple(sorted(w.labels.items())),
+        termination_grace_s=w.termination_grace_s,
+        security=PodSecurity(
+            run_as_non_root=sec.run_as_non_root,
+            run_as_user=sec.run_as_user,
+            run_as_group=sec.run_as_group,
+            fs_group=sec.fs_group,
+            allow_privilege_escalation=sec.allow_privilege_escalation,
+            drop_all_capabilities=sec.drop_all_capabilities,
+            seccomp_runtime_default=sec.seccomp_runtime_default,
+            read_only_root_filesystem=sec.read_only_root_filesystem,
+            automount_service_account_token=sec.automount_service_account_token,
+        ),
+    )
+
+
 def build_live(
     config: ControllerConfig,
     doc: Document,
@@ -132,18 +183,7 @@ def build_live(
         # the launch penalty: one cold start of a default 120 s (the simulator's cold start)
         mix = mix_settings(spec, catalog.skus, SimSettings().cold_start_s)
         bindings.append(ServiceBinding(spec, policy, targets, mix=mix))
-        w = service.workload
-        templates[spec.name] = WorkloadTemplate(
-            image=w.image,
-            prefill_args=tuple(w.prefill_args),
-            decode_args=tuple(w.decode_args),
-            command=tuple(w.command),
-            port=w.port,
-            readiness_path=w.readiness_path,
-            env=tuple(sorted(w.env.items())),
-            labels=tuple(sorted(w.labels.items())),
-            termination_grace_s=w.termination_grace_s,
-        )
+        templates[spec.name] = workload_template(service.workload)
         affinity[spec.name] = spec.affinity
         if service.metrics is not None:
             mappings[spec.name] = service.metrics.to_mapping()
@@ -167,6 +207,10 @@ def build_live(
         max_backoff_s=k.max_backoff_s,
         retry_budget_s=k.retry_budget_s,
         gpu_accounting=k.gpu_accounting,
+        start_timeout_s=k.start_timeout_s,
+        unschedulable_grace_s=k.unschedulable_grace_s,
+        list_page_size=k.list_page_size,
+        tolerations=tuple(Toleration(t.key, t.operator, t.value, t.effect) for t in k.tolerations),
     )
 
     def resolve(value: str) -> str | None:

@@ -9,7 +9,9 @@ plus the ``workload`` its pods run::
                  bearer_token_file: /var/run/secrets/heteroscale/prometheus/token,   # or basic_auth
                  tls: {ca_file: /var/run/secrets/heteroscale/prometheus/ca.crt},
                  mapping: {engine: vllm, spelling: both, service_selector: 'service="{service}"'}}
-    kubernetes: {in_cluster: true, namespace: llm}          # or kubeconfig: ~/.kube/config, context: …
+    kubernetes: {in_cluster: true, namespace: llm,          # or kubeconfig: ~/.kube/config, context: …
+                 start_timeout_s: 900, gpu_accounting: namespace,
+                 tolerations: [{key: nvidia.com/gpu, operator: Exists}]}
     controller: {interval_s: 30, window_s: 60, journal: /var/lib/heteroscale/journal.jsonl}
     leader_election: {enabled: true, lease_name: heteroscale-controller}
     http: {address: 0.0.0.0, port: 8080, workers: 4, max_connections: 64, timeout_s: 5}
@@ -21,7 +23,18 @@ plus the ``workload`` its pods run::
         slo: {ttft_s: 2.0, tbt_s: 0.1}
         policy: {name: heteroscale, prefill: 2, decode: 2}
         targets: {…}                                          # config.schema.TargetsConfig
-        workload: {image: vllm/vllm-openai:v0.8.5, prefill_args: [...], decode_args: [...]}
+        workload: {image: vllm/vllm-openai:v0.8.5, prefill_args: [...], decode_args: [...],
+                   env: {HF_HOME: /tmp/hf, HF_TOKEN: {secret: hf-token, key: token}},
+                   env_from: [{config_map: engine-settings}],
+                   security: {run_as_user: 1000, read_only_root_filesystem: false}}
+
+A service name is carried verbatim in the pods' ``heteroscale.io/service`` label, so it must be a valid
+Kubernetes label value (at most 63 characters: letters, digits, ``-``, ``_``, ``.``, beginning and
+ending with a letter or digit). ``gpu_accounting: namespace`` (the default) counts the GPUs our own pods
+use; ``cluster`` counts every pod on the GPU nodes and needs the cluster-wide pod list permission of
+deploy/rbac-cluster-gpu-accounting.yaml. A pod that is not Ready within ``start_timeout_s`` is stuck:
+it stops counting as capacity and is replaced; so is a pod the scheduler finds no node for, at once
+when its domain has no schedulable room, else after ``unschedulable_grace_s``.
 
 ``kubernetes``: ``in_cluster: true`` (the pod's service account), or ``kubeconfig`` (a path relative to
 this file; unset: ``$KUBECONFIG`` or ``~/.kube/config``) and ``context`` (unset: the current one).
@@ -42,15 +55,17 @@ lands before a successor can take the Lease:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
+from heteroscale.actuators.kube.naming import label_value_problem
 from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
-from heteroscale.config.source import Document, Loc, StrictModel, field_default, read_document
+from heteroscale.config.source import UNION_TAG_PREFIX, Document, Loc, StrictModel, field_default, read_document
 from heteroscale.controller.bounded_http import HttpLimits
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import ServiceSpec
@@ -207,6 +222,24 @@ class NodeLabelsConfig(StrictModel):
     gpu_resource: str = Field(default="nvidia.com/gpu", min_length=1)
 
 
+class TolerationConfig(StrictModel):
+    """A toleration put on every pod we create (Kubernetes' fields); a node tainted NoSchedule or
+    NoExecute is used only when every such taint is tolerated."""
+
+    key: str | None = Field(default=None, min_length=1)
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> TolerationConfig:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("operator Exists takes no value")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key needs operator: Exists")
+        return self
+
+
 class KubernetesConfig(StrictModel):
     in_cluster: bool = False
     kubeconfig: str | None = None
@@ -218,7 +251,11 @@ class KubernetesConfig(StrictModel):
     backoff_s: float = Field(default=0.2, gt=0)
     max_backoff_s: float = Field(default=5.0, gt=0)
     retry_budget_s: float = Field(default=8.0, gt=0)
-    gpu_accounting: Literal["cluster", "namespace"] = "cluster"
+    gpu_accounting: Literal["cluster", "namespace"] = "namespace"
+    start_timeout_s: float = Field(default=900.0, gt=0)
+    unschedulable_grace_s: float = Field(default=60.0, ge=0)
+    list_page_size: int = Field(default=500, ge=1, le=10000)
+    tolerations: list[TolerationConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_source(self) -> KubernetesConfig:
@@ -277,6 +314,70 @@ class HttpConfig(StrictModel):
         return HttpLimits(workers=self.workers, max_connections=self.max_connections, timeout_s=self.timeout_s)
 
 
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+class EnvRefConfig(StrictModel):
+    """An environment variable read from one key of a Secret (``secret``) or a ConfigMap (``config_map``)."""
+
+    secret: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
+    config_map: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+    optional: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvRefConfig:
+        if (self.secret is None) == (self.config_map is None):
+            raise ValueError("name exactly one of secret or config_map")
+        return self
+
+
+def _value_or_ref(value: Any) -> str:
+    return f"{UNION_TAG_PREFIX}ref" if isinstance(value, dict | BaseModel) else f"{UNION_TAG_PREFIX}value"
+
+
+EnvValue = Annotated[
+    Annotated[str, Tag(f"{UNION_TAG_PREFIX}value")] | Annotated[EnvRefConfig, Tag(f"{UNION_TAG_PREFIX}ref")],
+    Discriminator(_value_or_ref),
+]
+
+
+class EnvFromConfig(StrictModel):
+    """Every key of a Secret or a ConfigMap as environment variables (``envFrom``)."""
+
+    secret: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
+    config_map: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
+    prefix: str = Field(default="", pattern=r"^([-._a-zA-Z][-._a-zA-Z0-9]*)?$")
+    optional: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromConfig:
+        if (self.secret is None) == (self.config_map is None):
+            raise ValueError("name exactly one of secret or config_map")
+        return self
+
+
+class SecurityConfig(StrictModel):
+    """The pods' security settings; the defaults lock them down (actuators.kube.manifests.PodSecurity)."""
+
+    run_as_non_root: bool = True
+    run_as_user: int | None = Field(default=None, ge=0)
+    run_as_group: int | None = Field(default=None, ge=0)
+    fs_group: int | None = Field(default=None, ge=0)
+    allow_privilege_escalation: bool = False
+    drop_all_capabilities: bool = True
+    seccomp_runtime_default: bool = True
+    read_only_root_filesystem: bool = False  # engines write caches (weights, compiled kernels)
+    automount_service_account_token: bool = False
+
+    @model_validator(mode="after")
+    def _root(self) -> SecurityConfig:
+        if self.run_as_non_root and self.run_as_user == 0:
+            raise ValueError("run_as_user 0 is root: set run_as_non_root: false to run as root")
+        return self
+
+
 class WorkloadConfig(StrictModel):
     image: str = Field(min_length=1)
     command: list[str] = Field(default_factory=list)
@@ -284,9 +385,19 @@ class WorkloadConfig(StrictModel):
     decode_args: list[str] = Field(default_factory=list)
     port: int = Field(default=8000, ge=1, le=65535)
     readiness_path: str = Field(default="/health", pattern=r"^/")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, EnvValue] = Field(default_factory=dict)  # a literal, or {secret|config_map: name, key: k}
+    env_from: list[EnvFromConfig] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     termination_grace_s: int = Field(default=30, ge=0)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str | EnvRefConfig]) -> dict[str, str | EnvRefConfig]:
+        for name in env:
+            if not re.match(ENV_NAME, name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return env
 
 
 class LiveServiceConfig(ServiceConfig):
@@ -295,6 +406,15 @@ class LiveServiceConfig(ServiceConfig):
     load: None = None  # type: ignore[assignment]
     workload: WorkloadConfig
     metrics: MappingConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _label_value(cls, name: str) -> str:
+        # pods carry the name verbatim in a label, which metric selectors and the state compare against
+        problem = label_value_problem(name)
+        if problem is not None:
+            raise ValueError(f"service name {name!r} {problem}")
+        return name
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,9 @@ Metrics (one registry per controller, never the global default):
   whether the decision scales out, in, or holds;
 * ``heteroscale_reconcile_duration_seconds`` — one cycle, histogram;
 * ``heteroscale_errors_total{kind}`` — metrics, cluster, actuation, leader, reconcile;
+* ``heteroscale_instances_stuck_total{service,role,reason}`` — instances removed because they were stuck
+  (``start-timeout``: not Ready in time; ``unschedulable``: no room left in their domain;
+  ``failed-create``: their pods cannot be created), to be replaced;
 * ``heteroscale_leader`` (0/1), ``heteroscale_last_cycle_timestamp_seconds``, ``heteroscale_journal_records_total``;
 * ``heteroscale_journal_writable`` (0/1: the last journal write succeeded) and
   ``heteroscale_journal_errors_total`` (journal writes that failed; while it cannot write, the
@@ -67,6 +70,12 @@ class ControllerMetrics:
         )
         self.journal_errors = Counter("heteroscale_journal_errors", "Journal writes that failed", registry=r)
         self.journal_writable.set(1)
+        self.stuck = Counter(
+            "heteroscale_instances_stuck",
+            "Instances removed because they were stuck (not Ready in time, or no room in their domain)",
+            ["service", "role", "reason"],
+            registry=r,
+        )
         for kind in ("metrics", "cluster", "actuation", "leader", "reconcile"):
             self.errors.labels(kind=kind)
 
@@ -86,6 +95,15 @@ class ControllerMetrics:
         real = [e for e in errors if not str(e).startswith(("dry run", "unplaced"))]
         if real:
             self.errors.labels(kind="actuation").inc(len(real))
+        self.observe_stuck(record)
+
+    def observe_stuck(self, record: DecisionRecord) -> None:
+        """Count the record's stuck instances that the cluster accepted to remove."""
+        removed = set(record.outcome.get("removed") or ())
+        for entry in record.plan.get("stuck") or ():
+            if entry.get("instance_id") in removed:
+                labels = {"service": record.service, "role": str(entry.get("role")), "reason": str(entry.get("reason"))}
+                self.stuck.labels(**labels).inc()
 
     def lost_leadership(self) -> None:
         """A standby states no desired counts: remove every ``heteroscale_desired_instances`` series."""

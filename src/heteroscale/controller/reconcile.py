@@ -13,6 +13,11 @@ a hold (a ``journal`` step, reason ``journal-unwritable``), the policy's memory 
 bookkeeping are put back as they were, and the next cycle tries again. If the actuator reports that it
 was fenced (it can no longer prove it leads), the cycle's remaining plans are not applied: their
 outcome says ``abandoned``.
+
+A stuck instance (a live cluster's pod that never became Ready in time, or that cannot be placed in
+its domain) is not capacity: the policy decides without it, so it launches a replacement, which the
+scheduler places where there is room; the instance itself is removed at once (kill mode) and named in
+the record's plan under ``stuck`` (instance, role, reason, what the cluster said).
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class ServiceBinding:
 
 
 def service_counts(state: ClusterState, service: str, exclude: Collection[str] = ()) -> ServiceCounts:
-    """Instances of one service per role and lifecycle, with capacity per shape.
+    """Instances of one service per role and lifecycle, with capacity per shape (stuck ones count nowhere).
 
     ``exclude``: instances not to count at all (soft-removed: out of discovery, on their way out).
     """
@@ -111,6 +116,7 @@ class _Pending:
     result: PolicyResult
     restores: list[DiscoveryChange]
     expired: list[Remove]
+    stuck: list[InstanceInfo]
     capacity_prefill: int
     capacity_decode: int
     shape_counts: tuple[tuple[str, int], ...] = ()
@@ -246,6 +252,9 @@ class Controller:
         # soft scale-in first: restore on SLO degradation, remove those whose window has ended
         degraded = slo_degraded(spec, observation)
         restores, expired = soft_scale_in_step(book, instances, now_s, degraded, self.readiness)
+        stuck = sorted((i for i in instances.values() if i.lifecycle is Lifecycle.STUCK), key=lambda i: i.id)
+        for inst in stuck:
+            log.warning("%s: %s is stuck (%s): %s", spec.name, inst.id, inst.lifecycle_reason, inst.lifecycle_detail)
         counts = service_counts(snapshot, spec.name, exclude=set(book.soft_removed))
         # a partial scrape reads low: the policy sees the observation as coverage allows, never scales in on it
         window_start_s = now_s - self.window_s if observation is None else observation.window_start_s
@@ -282,6 +291,7 @@ class Controller:
             result=result,
             restores=restores,
             expired=expired,
+            stuck=stuck,
             capacity_prefill=capacity[Role.PREFILL],
             capacity_decode=capacity[Role.DECODE],
         )
@@ -295,8 +305,9 @@ class Controller:
             unplaced=tuple(x for x in placed.unplaced if x.service == spec.name),
         )
         plan = self._soften(plan, book, p.instances, now_s, p.result.scale_in_mode)
+        replaced = [Remove(i.id, ScaleInMode.KILL, 0.0) for i in p.stuck]
         # gate discovery on the Ready ratio, as it will be once this plan's changes are made
-        leaving = {r.instance_id for r in (*plan.removals, *p.expired)}
+        leaving = {r.instance_id for r in (*plan.removals, *p.expired, *replaced)}
         projected = {k: v for k, v in p.instances.items() if k not in leaving}
         for change in (*p.restores, *plan.discovery):
             if change.instance_id in projected:
@@ -306,16 +317,22 @@ class Controller:
         gating = gate_discovery(spec, book, projected, self.readiness, p.result.pd_ratio)
         plan = dataclasses.replace(
             plan,
-            removals=(*plan.removals, *p.expired),
+            removals=(*plan.removals, *p.expired, *replaced),
             discovery=_merge_discovery((*p.restores, *plan.discovery, *gating)),
         )
+        planned = to_plain(plan)
+        if p.stuck:
+            planned["stuck"] = [
+                {"instance_id": i.id, "role": i.role.value, "reason": i.lifecycle_reason, "detail": i.lifecycle_detail}
+                for i in p.stuck
+            ]
         record = DecisionRecord(
             at_s=now_s,
             service=spec.name,
             observation={"error": p.error} if p.observation is None else to_plain(p.observation),
             recommendation=p.result.recommendation,
             decision=p.result.decision,
-            plan=to_plain(plan),
+            plan=planned,
             outcome={},
             pd_ratio=p.result.pd_ratio,
         )

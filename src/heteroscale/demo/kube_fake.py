@@ -10,15 +10,27 @@ model what HeteroScale relies on, so this module adds, for the tests and the dem
   optimistic-concurrency precondition, which the Lease and the scale updates rely on);
 * **label and field selectors** on list (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``,
   ``!a``; fields ``metadata.name``, ``spec.nodeName``, ``status.phase``), which kmock ignores;
+* **pagination** of lists: ``limit`` answers at most that many objects, in (namespace, name) order,
+  with ``metadata.continue`` set while more remain; ``continue`` resumes after the object the token
+  names (a real server's token is opaque and pins a resourceVersion; this one resumes on the live
+  objects, and never expires unless a :class:`Fault` answers 410);
+* **a request log** (:attr:`KubeFake.log`: method, path, query), for tests and figures;
 * **the ``scale`` subresource** of Deployments (GET and PATCH answer a ``Scale`` object);
 * **a stand-in for the ReplicaSet controller, the scheduler and the kubelet**: before each request
   the fake brings every Deployment's pods in line with ``spec.replicas`` — new pods are bound to the
-  first node that satisfies the required node affinity and has free ``nvidia.com/gpu``, and turn
-  Running and Ready ``ready_after_s`` later; surplus pods are deleted in the ReplicaSet's order
-  (unscheduled, pending, not ready, lower ``controller.kubernetes.io/pod-deletion-cost``, newer first);
-  deleted pods go at once (no termination grace);
-* **fault injection**: :class:`Fault` answers matching requests with an error status (with an optional
-  ``Retry-After``) without applying them, or delays them (the client times out, the change still lands);
+  first node that is not cordoned, whose ``NoSchedule`` / ``NoExecute`` taints the pod tolerates, that
+  satisfies the required node affinity and has free ``nvidia.com/gpu`` (else they stay Pending with
+  ``PodScheduled=False``, reason ``Unschedulable``), and turn Running and Ready ``ready_after_s``
+  later — except pods whose image is in ``never_ready_images``, which stay Pending with their container
+  waiting in ``ImagePullBackOff``; surplus pods are deleted in the ReplicaSet's order (unscheduled,
+  pending, not ready, lower ``controller.kubernetes.io/pod-deletion-cost``, newer first); deleted pods
+  go at once (no termination grace); with ``pod_quota`` (namespace → most pods) pods beyond it are not
+  created and the Deployment gets a ``ReplicaFailure`` condition (reason ``FailedCreate``), as a
+  ResourceQuota does; :meth:`KubeFakeServer.drain` cordons nodes and evicts their pods (``kubectl
+  drain``);
+* **fault injection**: :class:`Fault` answers matching requests (method, path and optionally query
+  regexes) with an error status (with an optional ``Retry-After``) without applying them, or delays
+  them (the client times out, the change still lands);
   a fault may be limited to one client by its ``User-Agent`` (``agent``, a regex);
 * **write accounting**: every write (POST, PATCH, PUT, DELETE) to anything but a Lease that the fake
   applied is kept as a :class:`WriteSeen` with the writer and the Lease's ``holderIdentity`` at that
@@ -33,11 +45,11 @@ which serves it on 127.0.0.1 from a thread and stops it by its handle with bound
 from __future__ import annotations
 
 import asyncio
-import datetime
+import collections
 import itertools
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,12 +58,26 @@ import attrs
 import kmock
 
 from heteroscale.clock import WallClock
+from heteroscale.demo.kube_objects import (
+    affinity_allows,
+    as_scale,
+    deletion_rank,
+    field_selector_matches,
+    gpu_request,
+    is_ready,
+    label_selector_matches,
+    list_key,
+    now_iso,
+    parse_iso,
+    pods_by_owner,
+    tolerated,
+    unschedulable_condition,
+)
 
 PODS = kmock.resource(group="", version="v1", plural="pods")
 NODES = kmock.resource(group="", version="v1", plural="nodes")
 DEPLOYMENTS = kmock.resource(group="apps", version="v1", plural="deployments")
 LEASES = kmock.resource(group="coordination.k8s.io", version="v1", plural="leases")
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 OWNER_LABEL = "kube-fake/deployment"  # the fake's own ownership mark on pods it creates
 
 
@@ -68,14 +94,16 @@ class Fault:
     count: int = 1
     delay_s: float = 0.0
     retry_after_s: float | None = None
+    query: str | None = None  # a regex the query string must match too
     agent: str | None = None  # only requests whose User-Agent matches this regex
     hits: int = 0
 
-    def matches(self, method: str, path: str, agent: str = "") -> bool:
+    def matches(self, method: str, path: str, query: str = "", agent: str = "") -> bool:
         return (
             self.hits < self.count
             and method.upper() == self.method.upper()
             and re.search(self.path, path) is not None
+            and (self.query is None or re.search(self.query, query) is not None)
             and (self.agent is None or re.search(self.agent, agent) is not None)
         )
 
@@ -105,63 +133,6 @@ def writer_of(user_agent: str) -> str:
     return user_agent[len(AGENT_PREFIX) :] if user_agent.startswith(AGENT_PREFIX) else user_agent
 
 
-def _now_iso(clock: WallClock) -> str:
-    return datetime.datetime.fromtimestamp(clock.now_s(), tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_iso(text: str) -> float:
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
-
-
-def label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
-    """Kubernetes label-selector semantics for the forms listed in the module doc."""
-    for term in re.split(r",(?![^()]*\))", selector.strip()):
-        term = term.strip()
-        if not term:
-            continue
-        m = re.fullmatch(r"([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)", term)
-        if m:
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if op == "in" and labels.get(key) not in values:
-                return False
-            if op == "notin" and key in labels and labels[key] in values:
-                return False
-            continue
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.split("==", 1) if "==" in term else term.split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
-
-
-def field_selector_matches(selector: str, obj: dict[str, Any]) -> bool:
-    paths = {
-        "metadata.name": obj.get("metadata", {}).get("name"),
-        "metadata.namespace": obj.get("metadata", {}).get("namespace"),
-        "spec.nodeName": obj.get("spec", {}).get("nodeName", "") or "",
-        "status.phase": obj.get("status", {}).get("phase"),
-    }
-    for term in selector.split(","):
-        term = term.strip()
-        if not term:
-            continue
-        negate = "!=" in term
-        key, value = term.split("!=" if negate else "=", 1)
-        actual = paths.get(key.strip())
-        if (actual == value.strip()) == negate:
-            return False
-    return True
-
-
 @attrs.define(kw_only=True)
 class KubeFake(kmock.KubernetesEmulator):
     """kmock's emulator plus the behaviour listed in the module doc (a test fake, not a cluster)."""
@@ -174,10 +145,14 @@ class KubeFake(kmock.KubernetesEmulator):
     pod_seq: Any = attrs.field(factory=lambda: itertools.count(1))
     controllers_enabled: bool = True
     writes: list[WriteSeen] = attrs.field(factory=list)
+    never_ready_images: set[str] = attrs.field(factory=set)
+    pod_quota: dict[str, int] = attrs.field(factory=dict)  # namespace → most pods (a ResourceQuota)
+    log: collections.deque[tuple[str, str, str]] = attrs.field(factory=lambda: collections.deque(maxlen=100_000))
 
     # --- request pipeline ----------------------------------------------------------------------
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        self.log.append((str(request.method.value).upper(), request.url.path, request.url.query_string))
         fault = self._take_fault(request)
         if fault is not None:
             if fault.status:
@@ -212,7 +187,7 @@ class KubeFake(kmock.KubernetesEmulator):
         agent = request.headers.get("User-Agent", "")
         with self.faults_lock:
             for fault in self.faults:
-                if fault.matches(str(request.method.value), request.url.path, agent):
+                if fault.matches(str(request.method.value), request.url.path, request.url.query_string, agent):
                     fault.hits += 1
                     return fault
         return None
@@ -226,7 +201,7 @@ class KubeFake(kmock.KubernetesEmulator):
                 meta["namespace"] = request.namespace
             meta["resourceVersion"] = str(next(self.rv))
             meta.setdefault("uid", f"uid-{meta['resourceVersion']}")
-            meta.setdefault("creationTimestamp", _now_iso(self.clock))
+            meta.setdefault("creationTimestamp", now_iso(self.clock))
             meta["generation"] = 1
         elif request.action == kmock.action.UPDATE and isinstance(data, dict):
             key: Any = (request.resource, request.namespace, request.name)
@@ -252,17 +227,28 @@ class KubeFake(kmock.KubernetesEmulator):
             items = [o for o in items if label_selector_matches(labels, o.get("metadata", {}).get("labels") or {})]
         if fields:
             items = [o for o in items if field_selector_matches(fields, o)]
-        answer["items"] = items
         answer["metadata"] = {"resourceVersion": str(next(self.rv))}
+        limit = int(request.params.get("limit") or 0)
+        token = request.params.get("continue")
+        if limit > 0 or token:
+            items.sort(key=list_key)
+            if token:
+                after = tuple(token.split("/", 1))
+                items = [o for o in items if list_key(o) > after]
+            if 0 < limit < len(items):
+                answer["metadata"]["continue"] = "/".join(list_key(items[limit - 1]))
+                answer["metadata"]["remainingItemCount"] = len(items) - limit
+                items = items[:limit]
+        answer["items"] = items
         return answer
 
     async def _serve_fetch(self, request: kmock.Request) -> Any:
         obj: Any = await super()._serve_fetch(request)
-        return _as_scale(obj) if request.subresource == "scale" else obj
+        return as_scale(obj) if request.subresource == "scale" else obj
 
     async def _serve_update(self, request: kmock.Request) -> Any:
         obj: Any = await super()._serve_update(request)
-        return _as_scale(obj) if request.subresource == "scale" else obj
+        return as_scale(obj) if request.subresource == "scale" else obj
 
     # --- controllers stand-in ------------------------------------------------------------------
 
@@ -274,36 +260,65 @@ class KubeFake(kmock.KubernetesEmulator):
         return out
 
     def run_controllers(self) -> None:
-        """ReplicaSet + scheduler + kubelet, one pass (see the module doc)."""
+        """ReplicaSet + scheduler + kubelet, one pass (see the module doc); two reads of all pods."""
         now_s = self.clock.now_s()
-        for deployment in self.live_objects(DEPLOYMENTS):
+        pods = self.live_objects(PODS)
+        owned = pods_by_owner(pods, OWNER_LABEL)
+        pods_in = collections.Counter(p["metadata"].get("namespace") for p in pods)
+        used: dict[str, int] = {}  # GPUs held per node, kept up to date through this pass
+        for pod in pods:
+            if pod.get("spec", {}).get("nodeName"):
+                used[pod["spec"]["nodeName"]] = used.get(pod["spec"]["nodeName"], 0) + gpu_request(pod)
+        refused: set[tuple[str | None, str]] = set()
+        deployments = self.live_objects(DEPLOYMENTS)
+        for deployment in deployments:
             meta = deployment["metadata"]
             ns, name = meta.get("namespace"), meta["name"]
             want = int(deployment.get("spec", {}).get("replicas", 1) or 0)
-            pods = [p for p in self.live_objects(PODS, ns) if p["metadata"].get("labels", {}).get(OWNER_LABEL) == name]
-            active = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            active = [p for p in owned.get((ns, name), []) if not p["metadata"].get("deletionTimestamp")]
             for _ in range(want - len(active)):
-                self._create_pod(deployment)
+                if ns in self.pod_quota and pods_in[ns] >= self.pod_quota[ns]:
+                    refused.add((ns, name))
+                    continue
+                self._create_pod(deployment, used)
+                pods_in[ns] += 1
             if len(active) > want:
-                for pod in sorted(active, key=_deletion_rank)[: len(active) - want]:
+                for pod in sorted(active, key=deletion_rank)[: len(active) - want]:
                     self.objects[PODS, ns, pod["metadata"]["name"]].delete()
-        for pod in self.live_objects(PODS):
-            self._kubelet(pod, now_s)
-        for deployment in self.live_objects(DEPLOYMENTS):
+                    pods_in[ns] -= 1
+                    if pod.get("spec", {}).get("nodeName"):
+                        used[pod["spec"]["nodeName"]] -= gpu_request(pod)
+        pods = self.live_objects(PODS)
+        for pod in pods:
+            if not is_ready(pod):
+                self._kubelet(pod, now_s, used)
+        owned = pods_by_owner(pods, OWNER_LABEL)
+        for deployment in deployments:
             meta = deployment["metadata"]
             ns, name = meta.get("namespace"), meta["name"]
-            pods = [p for p in self.live_objects(PODS, ns) if p["metadata"].get("labels", {}).get(OWNER_LABEL) == name]
-            ready = sum(1 for p in pods if _ready(p))
-            status = {
-                "replicas": len(pods),
+            mine = owned.get((ns, name), [])
+            ready = sum(1 for p in mine if is_ready(p))
+            status: dict[str, Any] = {
+                "replicas": len(mine),
                 "readyReplicas": ready,
                 "availableReplicas": ready,
-                "updatedReplicas": len(pods),
+                "updatedReplicas": len(mine),
             }
-            if deployment.get("status") != status:
+            old = deployment.get("status") or {}
+            failure = next((c for c in old.get("conditions") or [] if c.get("type") == "ReplicaFailure"), None)
+            if (ns, name) in refused and failure is None:  # the condition keeps the time it first appeared
+                failure = {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": f"pods exceeded quota: {self.pod_quota[ns]} pods in namespace {ns}",
+                    "lastTransitionTime": now_iso(self.clock),
+                }
+            status["conditions"] = [failure] if (ns, name) in refused and failure is not None else []
+            if old != status:
                 self.objects[DEPLOYMENTS, ns, name].patch({"status": status})
 
-    def _create_pod(self, deployment: dict[str, Any]) -> None:
+    def _create_pod(self, deployment: dict[str, Any], used: dict[str, int]) -> None:
         meta = deployment["metadata"]
         template = deployment.get("spec", {}).get("template", {})
         name = f"{meta['name']}-{next(self.pod_seq):05d}"
@@ -317,56 +332,63 @@ class KubeFake(kmock.KubernetesEmulator):
                 "namespace": meta.get("namespace"),
                 "labels": labels,
                 "annotations": dict(template.get("metadata", {}).get("annotations") or {}),
-                "creationTimestamp": _now_iso(self.clock),
+                "creationTimestamp": now_iso(self.clock),
                 "resourceVersion": str(next(self.rv)),
                 "uid": f"uid-pod-{name}",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"]}],
             },
             "spec": dict(template.get("spec") or {}),
-            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]},
+            "status": {"phase": "Pending", "conditions": [unschedulable_condition(now_iso(self.clock))]},
         }
-        node = self._schedule(pod)
+        node = self._schedule(pod, used)
         if node is not None:
             pod["spec"]["nodeName"] = node
             pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
         self.objects[PODS, meta.get("namespace"), name] = pod
 
-    def _schedule(self, pod: dict[str, Any]) -> str | None:
-        need = _gpu_request(pod)
-        used: dict[str, int] = {}
-        for other in self.live_objects(PODS):
-            node = other.get("spec", {}).get("nodeName")
-            if node:
-                used[node] = used.get(node, 0) + _gpu_request(other)
+    def _schedule(self, pod: dict[str, Any], used: dict[str, int]) -> str | None:
+        """The first node that can take the pod (module doc); its GPUs are counted as used at once."""
+        need = gpu_request(pod)
         for node in sorted(self.live_objects(NODES), key=lambda n: n["metadata"]["name"]):
             node_name = node["metadata"]["name"]
-            if node.get("spec", {}).get("unschedulable"):
+            if node.get("spec", {}).get("unschedulable") or not tolerated(pod, node):
                 continue
-            if not _affinity_allows(pod, node.get("metadata", {}).get("labels") or {}):
+            if not affinity_allows(pod, node.get("metadata", {}).get("labels") or {}):
                 continue
             have = int(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
             if have - used.get(node_name, 0) >= need:
+                used[node_name] = used.get(node_name, 0) + need
                 return str(node_name)
         return None
 
-    def _kubelet(self, pod: dict[str, Any], now_s: float) -> None:
+    def _kubelet(self, pod: dict[str, Any], now_s: float, used: dict[str, int]) -> None:
         meta = pod["metadata"]
         key = (PODS, meta.get("namespace"), meta["name"])
         if not pod.get("spec", {}).get("nodeName"):
-            node = self._schedule(pod)
+            node = self._schedule(pod, used)
             if node is not None:
-                self.objects[key].patch({"spec": {"nodeName": node}})
+                conditions = [{"type": "PodScheduled", "status": "True"}]
+                self.objects[key].patch({"spec": {"nodeName": node}, "status": {"conditions": conditions}})
             return
-        if _ready(pod):
+        if is_ready(pod):
             return
-        if now_s - _parse_iso(meta["creationTimestamp"]) >= self.ready_after_s:
+        images = {c.get("image") for c in pod.get("spec", {}).get("containers", [])}
+        if images & self.never_ready_images:
+            if not pod.get("status", {}).get("containerStatuses"):
+                waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
+                statuses = [
+                    {"name": c.get("name"), "ready": False, "state": waiting} for c in pod["spec"]["containers"]
+                ]
+                self.objects[key].patch({"status": {"containerStatuses": statuses}})
+            return
+        if now_s - parse_iso(meta["creationTimestamp"]) >= self.ready_after_s:
             self.objects[key].patch(
                 {
                     "status": {
                         "phase": "Running",
                         "conditions": [
                             {"type": "PodScheduled", "status": "True"},
-                            {"type": "Ready", "status": "True", "lastTransitionTime": _now_iso(self.clock)},
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now_iso(self.clock)},
                         ],
                     }
                 }
@@ -376,6 +398,7 @@ class KubeFake(kmock.KubernetesEmulator):
 def _status(code: int, message: str, headers: dict[str, str] | None = None) -> aiohttp.web.StreamResponse:
     reasons = {
         409: "Conflict",
+        410: "Expired",
         500: "InternalError",
         503: "ServiceUnavailable",
         429: "TooManyRequests",
@@ -384,73 +407,6 @@ def _status(code: int, message: str, headers: dict[str, str] | None = None) -> a
     body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "message": message}
     body["reason"] = reasons.get(code, "Unknown")
     return aiohttp.web.json_response(body, status=code, headers=headers)
-
-
-def _as_scale(deployment: dict[str, Any]) -> dict[str, Any]:
-    meta = deployment.get("metadata", {})
-    return {
-        "apiVersion": "autoscaling/v1",
-        "kind": "Scale",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion", "uid") if k in meta},
-        "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
-        "status": {"replicas": deployment.get("status", {}).get("replicas", 0)},
-    }
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", [])
-    )
-
-
-def _gpu_request(pod: dict[str, Any]) -> int:
-    total = 0
-    for container in pod.get("spec", {}).get("containers", []):
-        limits = container.get("resources", {}).get("limits", {}) or {}
-        total += int(limits.get("nvidia.com/gpu", 0))
-    return total
-
-
-def _affinity_allows(pod: dict[str, Any], labels: dict[str, str]) -> bool:
-    required = (
-        pod.get("spec", {})
-        .get("affinity", {})
-        .get("nodeAffinity", {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution")
-    )
-    if not required:
-        return True
-    for term in required.get("nodeSelectorTerms", []):
-        ok = True
-        for expr in term.get("matchExpressions", []):
-            key, op, values = expr["key"], expr["operator"], expr.get("values", [])
-            if (op == "In" and labels.get(key) not in values) or (op == "Exists" and key not in labels):
-                ok = False
-        if ok:
-            return True
-    return False
-
-
-def _deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, int, float]:
-    """The ReplicaSet controller's order of deleting surplus pods (first = deleted first)."""
-    scheduled = 1 if pod.get("spec", {}).get("nodeName") else 0
-    running = 1 if pod.get("status", {}).get("phase") == "Running" else 0
-    cost = int((pod["metadata"].get("annotations") or {}).get(DELETION_COST, "0"))
-    return (scheduled, running, 1 if _ready(pod) else 0, cost, -_parse_iso(pod["metadata"]["creationTimestamp"]))
-
-
-def node_object(name: str, labels: dict[str, str], gpus: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}, "resourceVersion": "1"},
-        "spec": {},
-        "status": {
-            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "96", "memory": "1Ti"},
-            "capacity": {"nvidia.com/gpu": str(gpus)},
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
 
 
 class KubeFakeServer:
@@ -564,12 +520,32 @@ class KubeFakeServer:
         for pod in self.pods(namespace):
             labels = pod["metadata"].get("labels") or {}
             service, role = labels.get("heteroscale.io/service"), labels.get("heteroscale.io/role")
-            if service is None or role not in ("prefill", "decode") or not _ready(pod):
+            if service is None or role not in ("prefill", "decode") or not is_ready(pod):
                 continue
             if pod["metadata"].get("deletionTimestamp") or labels.get("heteroscale.io/discovery") != "on":
                 continue
             out.setdefault(service, [0, 0])[0 if role == "prefill" else 1] += 1
         return {k: (v[0], v[1]) for k, v in out.items()}
+
+    def drain(self, nodes: Collection[str]) -> int:
+        """``kubectl drain``: cordon ``nodes`` and evict (delete) every pod bound to them; the pods evicted."""
+
+        def run(f: KubeFake) -> int:
+            for name in nodes:
+                f.objects[NODES, None, name].patch({"spec": {"unschedulable": True}})
+            evicted = [p for p in f.live_objects(PODS) if p.get("spec", {}).get("nodeName") in nodes]
+            for pod in evicted:
+                f.objects[PODS, pod["metadata"].get("namespace"), pod["metadata"]["name"]].delete()
+            return len(evicted)
+
+        return int(self.call(run))
+
+    def requests(self) -> list[tuple[str, str, str]]:
+        """(method, path, query) of every request served since the last :meth:`clear_log`."""
+        return list(self.call(lambda f: list(f.log)))
+
+    def clear_log(self) -> None:
+        self.call(lambda f: f.log.clear())
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:

@@ -68,7 +68,7 @@ class DemoSettings:
 
 def node_objects(topology: Topology, labels: LabelKeys) -> list[dict[str, Any]]:
     """The topology's nodes as Kubernetes Node objects, labelled with their domains and GPU type."""
-    from heteroscale.demo.kube_fake import node_object
+    from heteroscale.demo.kube_objects import node_object
 
     keys = dict(labels.level_keys())
     out = []

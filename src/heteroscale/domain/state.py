@@ -1,4 +1,8 @@
-"""Cluster state: instances per service, deployment group and role, with their lifecycle."""
+"""Cluster state: instances per service, deployment group and role, with their lifecycle.
+
+A STUCK instance (only a live cluster reports one; the simulator never does) is neither capacity nor
+draining: the controller removes it and the policy, seeing less capacity, launches a replacement.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ class Lifecycle(StrEnum):
     STARTING = "starting"  # cold start under way
     READY = "ready"
     DRAINING = "draining"  # no new work; finishing in-flight work
+    STUCK = "stuck"  # never became Ready in time, or cannot be placed where it is pinned: not capacity
     GONE = "gone"
 
 
@@ -33,6 +38,8 @@ class InstanceInfo:
     in_discovery: bool
     launched_at_s: float
     ready_at_s: float | None = None
+    lifecycle_reason: str = ""  # why, when the lifecycle needs one (a stuck instance: "start-timeout", …)
+    lifecycle_detail: str = ""  # what the cluster said about it, for the record
 
     @property
     def counts_as_capacity(self) -> bool:

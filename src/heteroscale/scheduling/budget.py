@@ -11,11 +11,11 @@ Notation. A *scope* ``s`` is the total budget (every SKU) or one per-SKU cap, wi
 shapes on the scope's SKU, else 0). Every scope applies the same rules below, a service is limited
 by every scope at once, and a scope that counts none of a fleet's GPUs never limits it.
 
-1. GPUs are *held* by every instance that is not GONE — pending, starting, ready **and draining** (a
-   draining instance keeps its GPUs until it is gone). ``H_s`` = held GPUs in ``s``; ``U_s`` = those
-   of instances of services with no demand (unmanaged: outside our control, but they use the budget,
-   now and in steady state). The cost of a fleet ``F`` of one
-   service in ``s`` is ``C_s(F)``:
+1. GPUs are *held* by every instance that is not GONE — pending, starting, ready **and draining**
+   or stuck (a draining or stuck instance keeps its GPUs until it is gone; both count as draining).
+   ``H_s`` = held GPUs in ``s``; ``U_s`` = those of instances of services with no demand (unmanaged:
+   outside our control, but they use the budget, now and in steady state). The cost of a fleet ``F``
+   of one service in ``s`` is ``C_s(F)``:
 
    - with a mix (``shape_counts``): ``Σ_k F_k · g_s(k)`` — exact;
    - without: per role, ``n`` ≤ ``N`` (its capacity instances) costs the ``n`` largest ``g_s`` among
@@ -81,6 +81,8 @@ from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.state import InstanceInfo, Lifecycle
 from heteroscale.scheduling.budget_reasons import budget_summary, cut_reason
 from heteroscale.scheduling.groups import ROLES, ServiceDemand, balanced, imbalance
+
+_LEAVING = (Lifecycle.DRAINING, Lifecycle.STUCK)  # hold their GPUs until gone, then come back
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,7 @@ def apply_budget(
     every = _Scope(None, 0)
     granted = sum(svc.cost(steady[svc.name][0], every) for svc in services)
     launches = sum(svc.launch_gpus(final[svc.name][0], every) for svc in services)
-    held, draining = _gpus(live, every), _gpus((i for i in live if i.lifecycle is Lifecycle.DRAINING), every)
+    held, draining = _gpus(live, every), _gpus((i for i in live if i.lifecycle in _LEAVING), every)
     unmanaged = _gpus((i for i in live if i.service not in managed), every)
     by_name = {svc.name: svc for svc in services}
     return BudgetOutcome(
@@ -266,7 +268,7 @@ class _Service:
         self.label = f"{spec.name} (priority {spec.priority})"
         self.ratio = demand.dg_ratio
         self.capacity = [i for i in instances if i.counts_as_capacity]
-        self.draining = [i for i in instances if i.lifecycle is Lifecycle.DRAINING]
+        self.draining = [i for i in instances if i.lifecycle in _LEAVING]
         self.shapes = {shape.key: shape for role in ROLES for shape in spec.shapes(role)}
         self.preferred = {role: (spec.shapes(role) or (None,))[0] for role in ROLES}
         self.cur_by_shape = Counter(i.shape.key for i in self.capacity)
@@ -395,7 +397,7 @@ class _Ledger:
         self.held = {s: _gpus(live, s) for s in scopes}
         self.draining = {s: sum(_gpus(svc.draining, s) for svc in services) for s in scopes}
         self.unmanaged = {s: _gpus(unmanaged, s) for s in scopes}
-        gone_soon = [i for i in unmanaged if i.lifecycle is Lifecycle.DRAINING]
+        gone_soon = [i for i in unmanaged if i.lifecycle in _LEAVING]
         self.unmanaged_draining = {s: _gpus(gone_soon, s) for s in scopes}
 
 

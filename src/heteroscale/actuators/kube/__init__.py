@@ -1,3 +1,3 @@
-"""Kubernetes: API calls with retries (``api``), reading cluster state from plain objects (``state``),
-the objects we create (``manifests``), names and labels (``naming``), and the owned-workload actuator
-(``owned``)."""
+"""Kubernetes: API calls with retries and paginated lists (``api``), what a pod says about its instance
+(``pods``), reading cluster state from plain objects (``state``), the objects we create (``manifests``),
+names and labels (``naming``), and the owned-workload actuator (``owned``)."""

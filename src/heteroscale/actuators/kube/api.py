@@ -8,28 +8,36 @@ bounded in count (``max_attempts``) and time (``retry_budget_s``, on the injecte
 A write (``write=True``) first asks the fence, before every attempt, when one is set: a controller that
 can no longer prove it holds the leader Lease must not change the cluster (``controller/leader.py``
 sets it; :class:`FencedError` is never retried).
+
+Lists are paginated (:meth:`KubeApi.list_all`: ``limit`` / ``continue``, ``list_page_size`` objects a
+page), so a large answer never sits in memory whole; each page can be cut down to what the caller
+keeps. An expired ``continue`` token (410 Gone) restarts the list from the beginning, a bounded number
+of times.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from heteroscale.actuators.kube.naming import PREFIX
 from heteroscale.clock import Clock, WallClock
 from heteroscale.domain.topology import Level
 from heteroscale.errors import PermanentActuationError, TransientActuationError
 
 log = logging.getLogger(__name__)
 
-PREFIX = "heteroscale.io"
+MAX_PAGES = 10_000  # pages of one list (bounds the loop)
+LIST_RESTARTS = 2  # lists started again after their continue token expired
+T = TypeVar("T")
 
 
 class ConflictError(TransientActuationError):
@@ -38,6 +46,10 @@ class ConflictError(TransientActuationError):
 
 class NotFoundError(PermanentActuationError):
     """404: the object does not exist."""
+
+
+class GoneError(TransientActuationError):
+    """410: a list's ``continue`` token expired; list again from the beginning."""
 
 
 class FencedError(PermanentActuationError):
@@ -58,6 +70,8 @@ def translate(exc: Exception, what: str, backoff_s: float = 1.0) -> TransientAct
             )
         if status == 404:
             return NotFoundError(f"{what}: 404 not found: {message}")
+        if status == 410:
+            return GoneError(f"{what}: 410 gone: {message}", backoff_s)
         if status == 0:
             return TransientActuationError(f"{what}: no answer: {message}", backoff_s)
         return PermanentActuationError(f"{what}: HTTP {status}: {message}")
@@ -114,6 +128,33 @@ class LabelKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class Toleration:
+    """A pod toleration (``spec.tolerations[]``); ``key`` None with ``Exists`` tolerates every taint."""
+
+    key: str | None = None
+    operator: str = "Equal"  # or "Exists"
+    value: str | None = None
+    effect: str | None = None  # None: every effect
+
+    def tolerates(self, taint: Mapping[str, Any]) -> bool:
+        """Kubernetes' matching rule for one taint (``{key, value, effect}``)."""
+        if self.effect is not None and self.effect != taint.get("effect"):
+            return False
+        if self.key is None:
+            return self.operator == "Exists"
+        if self.key != taint.get("key"):
+            return False
+        return self.operator == "Exists" or (self.value or "") == (taint.get("value") or "")
+
+    def manifest(self) -> dict[str, str]:
+        out = {"operator": self.operator}
+        for name, value in (("key", self.key), ("value", self.value), ("effect", self.effect)):
+            if value is not None:
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class KubernetesSettings:
     namespace: str = "default"
     labels: LabelKeys = field(default_factory=LabelKeys)
@@ -123,7 +164,13 @@ class KubernetesSettings:
     max_backoff_s: float = 5.0
     retry_budget_s: float = 8.0  # one call with its retries never waits longer than this
     field_manager: str = "heteroscale"
-    gpu_accounting: str = "cluster"  # "cluster": every pod on a node counts; "namespace": ours only
+    # "namespace": the GPUs our own pods use; "cluster": every pod on the GPU nodes (needs cluster-wide
+    # pod list permission: deploy/rbac-cluster-gpu-accounting.yaml)
+    gpu_accounting: str = "namespace"
+    start_timeout_s: float = 900.0  # a pod not Ready for this long is stuck: replaced, not capacity
+    unschedulable_grace_s: float = 60.0  # a pod the scheduler finds no node for this long is stuck
+    list_page_size: int = 500  # objects per page of a list
+    tolerations: tuple[Toleration, ...] = ()  # on every pod we create; taints they tolerate keep a node usable
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -132,6 +179,10 @@ class KubernetesSettings:
             raise ValueError("request_timeout_s and retry_budget_s must be > 0")
         if self.gpu_accounting not in ("cluster", "namespace"):
             raise ValueError("gpu_accounting must be 'cluster' or 'namespace'")
+        if self.start_timeout_s <= 0 or self.unschedulable_grace_s < 0:
+            raise ValueError("start_timeout_s must be > 0 and unschedulable_grace_s ≥ 0")
+        if self.list_page_size < 1:
+            raise ValueError("list_page_size must be ≥ 1")
 
 
 def new_api_client(kubeconfig: Path | None = None, context: str | None = None, in_cluster: bool = False) -> Any:
@@ -195,8 +246,8 @@ class KubeApi:
                 error = translate(exc, what, backoff_s)
                 if isinstance(error, PermanentActuationError):
                     raise error from exc
-                if isinstance(error, ConflictError) and not retry_conflicts:
-                    raise error from exc
+                if isinstance(error, GoneError) or (isinstance(error, ConflictError) and not retry_conflicts):
+                    raise error from exc  # the caller decides: list again, or re-read and retry
                 last = error
                 wait_s = min(error.retry_after_s, self.settings.max_backoff_s * 6)
                 left_s = deadline_s - self.clock.now_s()
@@ -208,6 +259,39 @@ class KubeApi:
                 self.clock.sleep_s(wait_s)
                 backoff_s = min(backoff_s * 2, self.settings.max_backoff_s)
         raise last or TransientActuationError(f"{what}: no attempt made")  # max_attempts ≥ 1: unreachable
+
+    def list_all(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        keep: Callable[[dict[str, Any]], T | None],
+        **kwargs: Any,
+    ) -> list[T]:
+        """Every object ``fn`` lists, page by page (see the module doc), as ``keep(object)`` where not None."""
+        page_size = self.settings.list_page_size
+        for restart in range(LIST_RESTARTS + 1):
+            out: list[T] = []
+            token: str | None = None
+            try:
+                for page in range(1, MAX_PAGES + 1):
+                    answer = self.call(f"{what} (page {page})", fn, *args, limit=page_size, _continue=token, **kwargs)
+                    for item in answer.get("items") or []:
+                        kept = keep(item)
+                        if kept is not None:
+                            out.append(kept)
+                    token = (answer.get("metadata") or {}).get("continue") or None
+                    if token is None:
+                        return out
+            except GoneError:
+                if restart == LIST_RESTARTS:
+                    raise
+                log.info("%s: the list's continue token expired; listing again", what)
+                continue
+            raise TransientActuationError(
+                f"{what}: more than {MAX_PAGES} pages of {page_size}", self.settings.backoff_s
+            )
+        raise TransientActuationError(f"{what}: no list made")  # LIST_RESTARTS ≥ 0: unreachable
 
 
 def parse_json(response: Any, what: str) -> Any:

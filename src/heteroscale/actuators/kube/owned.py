@@ -12,7 +12,16 @@ Deployment's selector, so flipping it neither orphans the pod nor makes the Repl
 After the drain grace (at once for a pod that serves nothing yet, or in kill mode) the Deployment is
 scaled down by the number of due victims — only while every other pod of it is Ready, because the
 ReplicaSet deletes unready pods before it looks at the deletion cost. The live loop calls
-:meth:`KubernetesCluster.finish_drains` every cycle for drains that fall due between plans.
+:meth:`KubernetesCluster.finish_drains` every cycle for drains that fall due between plans. A stuck pod
+(:mod:`.pods`, :mod:`.state`) is removed the same way, at once.
+
+**Reading.** Only what is ours and what the topology needs, namespace-scoped and label-selected, in
+pages: GPU nodes (those with the SKU label), our Deployments and our pods. With ``gpu_accounting:
+cluster`` (opt-in; it needs the cluster-wide pod list of deploy/rbac-cluster-gpu-accounting.yaml) the
+pods bound to a node are listed too, page by page, each cut down to its node and GPUs at once. One read
+serves a whole cycle: ``finish_drains``, ``snapshot``, ``free_gpus``, ``topology`` and ``apply`` at
+the same ``now_s`` share it until something is written; ``apply`` then finishes due drains on that
+read updated with the API's answers to our own writes, and the next ``snapshot`` reads again.
 
 ``apply`` reports per-workload failures in ``ActuationResult.errors`` and carries on with the rest —
 except a write refused by the fence (the controller can no longer prove it holds the leader Lease):
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +60,8 @@ from heteroscale.actuators.kube.naming import (
     MANAGER,
     WorkloadKey,
 )
-from heteroscale.actuators.kube.state import Snapshot, build_snapshot, replicaset_rank, to_float
+from heteroscale.actuators.kube.pods import gpu_use, replicaset_rank, to_float
+from heteroscale.actuators.kube.state import Snapshot, build_snapshot, with_changes
 from heteroscale.clock import Clock, WallClock
 from heteroscale.domain.plan import ActuationResult, PlacementPlan
 from heteroscale.domain.service import AffinityLevel
@@ -109,7 +120,11 @@ class KubernetesCluster:
         self.client = KubeApi(api_client, settings, self.clock)
         self.core = self.client.core
         self.apps = self.client.apps
-        self._last: Snapshot | None = None
+        self._last: Snapshot | None = None  # the read plans are made on
+        self._view: Snapshot | None = None  # that read with our writes since (None: nothing written)
+        self._replicas: dict[str, int] = {}  # workload → replicas we set since the read
+        self._patched: dict[str, dict[str, Any]] = {}  # pod → the API's answer to our last patch of it
+        self._writes_at_read = 0  # the client's write count when the read was made
 
     @property
     def api(self) -> Any:
@@ -125,45 +140,76 @@ class KubernetesCluster:
     # --- reading ---------------------------------------------------------------------------------
 
     def _read(self, now_s: float) -> Snapshot:
-        ns = self.settings.namespace
-        selector = f"{MANAGED_BY}={MANAGER}"
-        nodes = self.call("list nodes", self.core.list_node)["items"]
-        deployments = self.call(
-            f"list deployments in {ns}", self.apps.list_namespaced_deployment, ns, label_selector=selector
-        )["items"]
-        pods = self.call(f"list pods in {ns}", self.core.list_namespaced_pod, ns, label_selector=selector)["items"]
-        if self.settings.gpu_accounting == "cluster":
-            gpu_pods = self.call(
-                "list pods on all nodes",
+        s = self.settings
+        ns = s.namespace
+        ours = f"{MANAGED_BY}={MANAGER}"
+        nodes = self.client.list_all("list GPU nodes", self.core.list_node, label_selector=s.labels.sku, keep=_whole)
+        deployments = self.client.list_all(
+            f"list deployments in {ns}", self.apps.list_namespaced_deployment, ns, label_selector=ours, keep=_whole
+        )
+        pods = self.client.list_all(
+            f"list pods in {ns}", self.core.list_namespaced_pod, ns, label_selector=ours, keep=_whole
+        )
+        if s.gpu_accounting == "cluster":
+            uses = self.client.list_all(
+                "list pods bound to nodes",
                 self.core.list_pod_for_all_namespaces,
-                field_selector="status.phase!=Succeeded,status.phase!=Failed",
-            )["items"]
+                field_selector="spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed",
+                keep=lambda pod: gpu_use(pod, s.labels.gpu_resource),
+            )
         else:
-            gpu_pods = pods
-        return build_snapshot(now_s, nodes, deployments, pods, gpu_pods, self.settings.labels, self._resolve_sku)
+            uses = [use for pod in pods if (use := gpu_use(pod, s.labels.gpu_resource)) is not None]
+        used: dict[str, int] = {}
+        for node, gpus in uses:
+            used[node] = used.get(node, 0) + gpus
+        snap = build_snapshot(
+            now_s,
+            nodes,
+            deployments,
+            pods,
+            used,
+            s.labels,
+            self._resolve_sku,
+            start_timeout_s=s.start_timeout_s,
+            unschedulable_grace_s=s.unschedulable_grace_s,
+            tolerations=s.tolerations,
+        )
+        self._last, self._view = snap, None
+        self._replicas, self._patched = {}, {}
+        self._writes_at_read = self.client.writes
+        return snap
 
-    def _fresh(self, now_s: float) -> Snapshot:
+    def _current(self, now_s: float) -> Snapshot:
+        """The cycle's read at ``now_s`` as updated by our writes since (a new read if there is none)."""
         if self._last is None or self._last.at_s != now_s:
-            self._last = self._read(now_s)
-        return self._last
+            return self._read(now_s)
+        return self._last if self._view is None else self._view
+
+    def _wrote(self) -> None:
+        """Keep the API's answers to our writes in the view of the cycle's read."""
+        if self._last is not None and (self._replicas or self._patched):
+            self._view = with_changes(self._last, self._replicas, self._patched)
 
     # --- ClusterStateSource ----------------------------------------------------------------------
 
     def snapshot(self, now_s: float) -> ClusterState:
-        self._last = self._read(now_s)
-        return ClusterState(at_s=now_s, instances=tuple(info for info, _ in self._last.instances.values()))
+        """The cluster at ``now_s``: the cycle's read when nothing was written since, else a new read."""
+        unchanged = self.client.writes == self._writes_at_read  # no write attempt through this client since
+        snap = self._last if self._last is not None and self._last.at_s == now_s and unchanged else None
+        snap = snap or self._read(now_s)
+        return ClusterState(at_s=now_s, instances=tuple(info for info, _ in snap.instances.values()))
 
     def free_gpus(self) -> dict[str, int]:
-        return dict(self._fresh(self._last.at_s if self._last else self.clock.now_s()).free)
+        return dict((self._last or self._read(self.clock.now_s())).free)
 
     def topology(self) -> Topology:
-        return self._fresh(self._last.at_s if self._last else self.clock.now_s()).topology
+        return (self._last or self._read(self.clock.now_s())).topology
 
     # --- Actuator --------------------------------------------------------------------------------
 
     def apply(self, plan: PlacementPlan, now_s: float) -> ActuationResult:
         """Apply ``plan`` against the state it was made on (the last snapshot); see the module doc."""
-        snap = self._fresh(now_s) if self._last is None else self._last
+        snap = self._last if self._last is not None else self._read(now_s)
         launched: list[str] = []
         removed: list[str] = []
         changed: list[str] = []
@@ -222,8 +268,8 @@ class KubernetesCluster:
                 )
             )
         fenced, abandoned = _run_writes(writes, errors)
-        self._last = None  # the world changed: the next read is fresh
-        finished = ActuationResult() if fenced is not None else self.finish_drains(now_s)
+        self._wrote()
+        finished = ActuationResult() if fenced is not None else self._finish(self._view or snap, now_s)
         return ActuationResult(
             launched=tuple(launched),
             removed=tuple(removed),
@@ -235,8 +281,9 @@ class KubernetesCluster:
 
     def finish_drains(self, now_s: float) -> ActuationResult:
         """Scale workloads down by their victims whose drain deadline has passed (module doc)."""
-        snap = self._read(now_s)
-        self._last = snap
+        return self._finish(self._current(now_s), now_s)
+
+    def _finish(self, snap: Snapshot, now_s: float) -> ActuationResult:
         removed: list[str] = []
         errors: list[str] = []
         writes: list[_Write] = []
@@ -270,8 +317,7 @@ class KubernetesCluster:
                 )
             )
         fenced, abandoned = _run_writes(writes, errors)
-        if removed:
-            self._last = None
+        self._wrote()
         return ActuationResult(removed=tuple(removed), errors=tuple(errors), abandoned=tuple(abandoned), fenced=fenced)
 
     def _scale_down_drained(self, name: str, replicas: int, pods: list[str], now_s: float) -> None:
@@ -283,13 +329,20 @@ class KubernetesCluster:
 
     def _patch_pod(self, name: str, body: dict[str, Any]) -> Any:
         ns = self.settings.namespace
-        return self.call(f"patch pod {ns}/{name}", self.core.patch_namespaced_pod, name, ns, body, write=True)
+        answer = self.call(f"patch pod {ns}/{name}", self.core.patch_namespaced_pod, name, ns, body, write=True)
+        if isinstance(answer, dict) and (answer.get("metadata") or {}).get("name") == name:
+            self._patched[name] = answer
+        return answer
 
     def _mark_victim(self, pod: str, deadline_s: float) -> None:
         body = {
             "metadata": {
                 "labels": {L_DISCOVERY: DISCOVERY_OFF},
-                "annotations": {DELETION_COST: str(DELETION_COST_VICTIM), A_DRAIN_DEADLINE: f"{deadline_s:.3f}"},
+                # rounded down: a victim due now must read as due now, not a fraction of a millisecond later
+                "annotations": {
+                    DELETION_COST: str(DELETION_COST_VICTIM),
+                    A_DRAIN_DEADLINE: f"{math.floor(deadline_s * 1000) / 1000:.3f}",
+                },
             }
         }
         self._patch_pod(pod, body)
@@ -309,6 +362,7 @@ class KubernetesCluster:
             scale = self.call(f"read scale of {ns}/{name}", self.apps.read_namespaced_deployment_scale, name, ns)
             current = int((scale.get("spec") or {}).get("replicas") or 0)
             if current == target:
+                self._replicas[name] = target
                 return
             if current != base:
                 raise TransientActuationError(f"{what}: replicas are {current}, changed by someone else", backoff_s)
@@ -318,6 +372,7 @@ class KubernetesCluster:
             }
             try:
                 self.call(what, self.apps.patch_namespaced_deployment_scale, name, ns, body, write=True)
+                self._replicas[name] = target
                 return
             except ConflictError as exc:
                 if attempt == self.settings.max_attempts:
@@ -365,7 +420,7 @@ class KubernetesCluster:
         self, key: WorkloadKey, node: str, replicas: int, snap: Snapshot | None = None
     ) -> dict[str, Any]:
         """The Deployment of one workload, pinned to the domain of ``node`` and to the shape's SKU."""
-        snap = snap or self._fresh(self.clock.now_s())
+        snap = snap or self._last or self._read(self.clock.now_s())
         template = self.templates.get(key.service)
         if template is None:
             raise PermanentActuationError(f"no workload template for service {key.service!r}")
@@ -373,3 +428,7 @@ class KubernetesCluster:
         return deployment_manifest(
             key, node, replicas, snap, template, self.settings, affinity, created_at_s=self.clock.now_s()
         )
+
+
+def _whole(item: dict[str, Any]) -> dict[str, Any]:
+    return item

@@ -2,31 +2,44 @@
 
 Nodes become the domain :class:`Topology`: their labels name the S2 / S1 / S0 domains (and optionally
 VDC, physical and logical cluster) and the GPU SKU (:class:`~.api.LabelKeys`), allocatable
-``nvidia.com/gpu`` is their size. Pods of our workloads become instances
-(:class:`~heteroscale.domain.state.InstanceInfo`): Pending → pending, Running but not Ready → starting,
-Ready → ready, marked for drain or terminating → draining. Replicas a workload asks for but whose pods
-do not exist yet count as pending placeholders, so a restarted controller sees the capacity it already
-asked for and does not ask again.
+``nvidia.com/gpu`` is their size. A node that is not Ready, is cordoned (``spec.unschedulable``) or has
+a ``NoSchedule`` / ``NoExecute`` taint our pods do not tolerate is not schedulable: none of its GPUs
+are free capacity.
+
+Pods of our workloads become instances (:class:`~heteroscale.domain.state.InstanceInfo`), grouped by
+the workload that owns them; their lifecycle is :func:`.pods.pod_lifecycle`'s. Replicas a workload
+asks for but whose pods do not exist yet count as pending placeholders, so a restarted controller sees
+the capacity it already asked for and does not ask again. Placeholders and pods not yet bound to a node
+reserve GPUs on a schedulable node of their SKU in their workload's domain (so the scheduler does not
+hand those GPUs out twice); a pod the scheduler found no node for (``Unschedulable``) is **stuck**
+(``unschedulable``) — at once when its domain has no such room left, else after a grace — and its
+deployment group is re-placed elsewhere rather than left pending on a cordoned or full domain
+(:func:`reserve_pending`). Placeholders of a workload whose pods cannot even be
+created (the Deployment's ``ReplicaFailure`` condition, e.g. a quota) are stuck after the start
+time-out (``failed-create``).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from heteroscale.actuators.kube.api import LabelKeys
-from heteroscale.actuators.kube.naming import (
-    A_DOMAIN,
-    A_DRAIN_DEADLINE,
-    DISCOVERY_ON,
-    L_DISCOVERY,
-    L_WORKLOAD,
-    WorkloadKey,
-    workload_key,
+from heteroscale.actuators.kube.api import LabelKeys, Toleration
+from heteroscale.actuators.kube.naming import A_DOMAIN, DISCOVERY_ON, L_DISCOVERY, L_WORKLOAD, WorkloadKey, workload_key
+from heteroscale.actuators.kube.pods import (
+    STUCK_FAILED_CREATE,
+    STUCK_UNSCHEDULABLE,
+    PodLifecycle,
+    is_finished,
+    parse_time,
+    pod_lifecycle,
+    quantity,
+    ready_since,
+    status_detail,
+    unschedulable_since,
 )
 from heteroscale.domain.hardware import InstanceShape
 from heteroscale.domain.state import InstanceInfo, Lifecycle
@@ -35,17 +48,24 @@ from heteroscale.domain.topology import Level, NodeSpec, Topology
 log = logging.getLogger(__name__)
 
 ResolveSku = Callable[[str], str | None]
+Domain = tuple[tuple[Level, str], ...]
+BLOCKING_TAINT_EFFECTS = ("NoSchedule", "NoExecute")
 
 
 @dataclass(slots=True)
 class Workload:
-    """One workload we own: its key, replicas asked for, resourceVersion and its live pods."""
+    """One workload we own: its key, replicas asked for, resourceVersion, domain and its live pods."""
 
     key: WorkloadKey
     name: str
     replicas: int
     resource_version: str
     pods: list[dict[str, Any]] = field(default_factory=list)
+    domain: Domain = ()  # the (level, domain name) pairs its pods are pinned to
+    replica_failure: tuple[float, str] | None = None  # (since, message): its pods cannot be created
+
+    def alive(self) -> int:
+        return sum(1 for p in self.pods if not p["metadata"].get("deletionTimestamp"))
 
 
 @dataclass(slots=True)
@@ -67,42 +87,97 @@ def build_snapshot(
     nodes: Sequence[dict[str, Any]],
     deployments: Sequence[dict[str, Any]],
     pods: Sequence[dict[str, Any]],
-    gpu_pods: Sequence[dict[str, Any]],
+    used: Mapping[str, int],
     labels: LabelKeys,
     resolve_sku: ResolveSku,
+    *,
+    start_timeout_s: float = 900.0,
+    unschedulable_grace_s: float = 60.0,
+    tolerations: Sequence[Toleration] = (),
 ) -> Snapshot:
-    """The snapshot of our ``deployments`` and their ``pods`` on ``nodes``; ``gpu_pods`` are the pods
-    whose GPU requests count as used (every pod on the nodes, or only ours)."""
-    used: dict[str, int] = {}
-    for pod in gpu_pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-            used[node] = used.get(node, 0) + gpu_request(pod, labels.gpu_resource)
+    """The snapshot of our ``deployments`` and their ``pods`` on ``nodes``; ``used``: GPUs already held
+    on each node (by every pod on it, or only by ours — the caller's accounting)."""
+    workloads = group_workloads(deployments, pods)
+    topology, raw_values = node_topology(nodes, used, labels, resolve_sku, tolerations)
+    free, refused = reserve_pending(topology, workloads, now_s, start_timeout_s, unschedulable_grace_s)
+    instances = workload_instances(workloads, now_s, start_timeout_s, refused)
+    return Snapshot(now_s, list(nodes), workloads, dict(used), topology, raw_values, instances, free)
+
+
+def with_changes(snap: Snapshot, replicas: Mapping[str, int], pods: Mapping[str, dict[str, Any]]) -> Snapshot:
+    """``snap`` as it is after our own writes: workloads scaled to ``replicas``, pods replaced by the
+    objects the API answered our patches with (instance lifecycles are not recomputed)."""
+    workloads = {
+        name: Workload(
+            wl.key,
+            wl.name,
+            replicas.get(name, wl.replicas),
+            wl.resource_version,
+            [pods.get(p["metadata"]["name"], p) for p in wl.pods],
+            wl.domain,
+            wl.replica_failure,
+        )
+        for name, wl in snap.workloads.items()
+    }
+    return Snapshot(
+        snap.at_s,
+        snap.nodes,
+        workloads,
+        snap.node_used_gpus,
+        snap.topology,
+        snap.raw_sku_values,
+        snap.instances,
+        snap.free,
+    )
+
+
+def group_workloads(deployments: Sequence[dict[str, Any]], pods: Sequence[dict[str, Any]]) -> dict[str, Workload]:
+    """Our workloads (Deployments whose pod template carries a workload key) with their pods."""
     workloads: dict[str, Workload] = {}
     for dep in deployments:
-        key = workload_key((dep.get("spec") or {}).get("template", {}).get("metadata", {}).get("labels") or {})
+        meta = dep["metadata"]
+        template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        key = workload_key(template.get("labels") or {}, meta.get("annotations") or {})
         if key is None:
             continue
-        meta = dep["metadata"]
         workloads[meta["name"]] = Workload(
             key,
             meta["name"],
             int((dep.get("spec") or {}).get("replicas") or 0),
             str(meta.get("resourceVersion", "")),
+            domain=parse_domain((template.get("annotations") or {}).get(A_DOMAIN)),
+            replica_failure=_replica_failure(dep),
         )
     for pod in pods:
         pod_labels = pod["metadata"].get("labels") or {}
         owner = workloads.get(pod_labels.get(L_WORKLOAD, ""))
         if owner is not None:
             owner.pods.append(pod)
-    topology, raw_values = node_topology(nodes, used, labels, resolve_sku)
-    instances = workload_instances(workloads, now_s)
-    free = free_gpus(topology, workloads)
-    return Snapshot(now_s, list(nodes), workloads, used, topology, raw_values, instances, free)
+    for wl in workloads.values():
+        wl.pods.sort(key=lambda p: p["metadata"]["name"])
+        if not wl.domain:  # a workload of an older release: its pods carry the domain
+            wl.domain = next(
+                (d for p in wl.pods if (d := parse_domain((p["metadata"].get("annotations") or {}).get(A_DOMAIN)))),
+                (),
+            )
+    return workloads
+
+
+def _replica_failure(dep: Mapping[str, Any]) -> tuple[float, str] | None:
+    for cond in (dep.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            since = parse_time(cond.get("lastTransitionTime")) or parse_time(cond.get("lastUpdateTime"))
+            if since is not None:
+                return since, str(cond.get("message") or cond.get("reason") or "ReplicaFailure")
+    return None
 
 
 def node_topology(
-    nodes: Sequence[dict[str, Any]], used: Mapping[str, int], keys: LabelKeys, resolve_sku: ResolveSku
+    nodes: Sequence[dict[str, Any]],
+    used: Mapping[str, int],
+    keys: LabelKeys,
+    resolve_sku: ResolveSku,
+    tolerations: Sequence[Toleration] = (),
 ) -> tuple[Topology, dict[str, set[str]]]:
     specs: list[NodeSpec] = []
     raw_values: dict[str, set[str]] = {}
@@ -119,50 +194,113 @@ def node_topology(
             continue
         raw_values.setdefault(sku, set()).add(raw_sku)
         path = [node_labels.get(key, "default") if key else "default" for _, key in keys.level_keys()]
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (node.get("status") or {}).get("conditions") or []
-        )
-        schedulable = ready and not (node.get("spec") or {}).get("unschedulable", False)
         specs.append(
             NodeSpec(
                 path=(path[0], path[1], path[2], path[3], path[4], path[5], meta["name"]),
                 sku=sku,
                 gpus_total=gpus,
                 gpus_free=max(0, gpus - used.get(meta["name"], 0)),
-                schedulable=schedulable,
+                schedulable=node_schedulable(node, tolerations),
                 labels=tuple(sorted((str(k), str(v)) for k, v in node_labels.items())),
             )
         )
     return Topology(name="kubernetes", nodes=tuple(specs)), raw_values
 
 
-def workload_instances(workloads: Mapping[str, Workload], now_s: float) -> dict[str, tuple[InstanceInfo, str]]:
+def node_schedulable(node: Mapping[str, Any], tolerations: Sequence[Toleration] = ()) -> bool:
+    """Ready, not cordoned, and every NoSchedule / NoExecute taint tolerated by our pods."""
+    status = node.get("status") or {}
+    spec = node.get("spec") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    if not ready or spec.get("unschedulable", False):
+        return False
+    return all(
+        any(t.tolerates(taint) for t in tolerations)
+        for taint in spec.get("taints") or []
+        if taint.get("effect") in BLOCKING_TAINT_EFFECTS
+    )
+
+
+def reserve_pending(
+    topology: Topology,
+    workloads: Mapping[str, Workload],
+    now_s: float,
+    start_timeout_s: float,
+    unschedulable_grace_s: float = 60.0,
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Free GPUs per node less what placeholders and pending pods not yet bound will take in their
+    workload's domain; and the unbound pods that are stuck unschedulable, with why.
+
+    A pod the scheduler found no node for (``Unschedulable``) is stuck at once when our view agrees its
+    domain has no room, else once it has waited ``unschedulable_grace_s`` (our view misses what the
+    scheduler sees: other namespaces' pods, CPU or memory). Either way its domain has no free GPUs of
+    its SKU for new placements this cycle: the scheduler's word beats our arithmetic."""
+    free = {n.name: n.gpus_free if n.schedulable else 0 for n in topology.nodes}
+    refused: dict[str, str] = {}
+    blocked: set[tuple[str, Domain]] = set()
+    for wl in sorted(workloads.values(), key=lambda w: w.name):
+        unbound = [
+            p
+            for p in wl.pods
+            if not (p.get("spec") or {}).get("nodeName")
+            and not is_finished(p)
+            and pod_lifecycle(p, now_s, start_timeout_s).lifecycle is Lifecycle.PENDING
+        ]
+        for pod in unbound:
+            node = _room(topology, free, wl)
+            since = unschedulable_since(pod)
+            if since is None:
+                if node is not None:
+                    free[node] -= wl.key.tp
+                continue
+            blocked.add((wl.key.sku, wl.domain))
+            name = pod["metadata"]["name"]
+            if node is None:
+                refused[name] = _domain_text(wl)
+            elif now_s - since > unschedulable_grace_s:
+                waited = now_s - since
+                refused[name] = f"no node found for {waited:.0f} s > unschedulable_grace_s {unschedulable_grace_s:g}"
+        for _ in range(max(0, wl.replicas - wl.alive())):
+            node = _room(topology, free, wl)
+            if node is not None:
+                free[node] -= wl.key.tp
+    for node_spec in topology.nodes:
+        if any(node_spec.sku == sku and _in_domain(node_spec, domain) for sku, domain in blocked):
+            free[node_spec.name] = 0
+    return free, refused
+
+
+def _room(topology: Topology, free: Mapping[str, int], wl: Workload) -> str | None:
+    for node in topology.nodes:
+        if node.sku == wl.key.sku and free[node.name] >= wl.key.tp and _in_domain(node, wl.domain):
+            return node.name
+    return None
+
+
+def _in_domain(node: NodeSpec, domain: Domain) -> bool:
+    return all(node.path[int(lv)] == v for lv, v in domain)
+
+
+def workload_instances(
+    workloads: Mapping[str, Workload],
+    now_s: float,
+    start_timeout_s: float,
+    refused: Mapping[str, str] | None = None,
+) -> dict[str, tuple[InstanceInfo, str]]:
+    """Instances of our pods and placeholders; ``refused``: unbound pods stuck unschedulable → why."""
     out: dict[str, tuple[InstanceInfo, str]] = {}
     for wl in workloads.values():
         key = wl.key
         shape = InstanceShape(key.role, key.sku, key.tp)
-        alive = 0
-        for pod in sorted(wl.pods, key=lambda p: p["metadata"]["name"]):
-            meta = pod["metadata"]
-            status = pod.get("status") or {}
-            phase = status.get("phase")
-            if phase in ("Succeeded", "Failed"):
+        for pod in wl.pods:
+            if is_finished(pod):
                 continue
-            annotations = meta.get("annotations") or {}
-            pod_labels = meta.get("labels") or {}
-            terminating = bool(meta.get("deletionTimestamp"))
-            if not terminating:
-                alive += 1
-            ready_at = ready_since(pod)
-            if terminating or A_DRAIN_DEADLINE in annotations:
-                lifecycle = Lifecycle.DRAINING
-            elif ready_at is not None:
-                lifecycle = Lifecycle.READY
-            elif phase == "Running":
-                lifecycle = Lifecycle.STARTING
-            else:
-                lifecycle = Lifecycle.PENDING
+            meta = pod["metadata"]
+            state = pod_lifecycle(pod, now_s, start_timeout_s)
+            why = (refused or {}).get(meta["name"])
+            if state.lifecycle is Lifecycle.PENDING and why is not None:
+                # its domain cannot host it (cordoned, drained, tainted or full): re-placed elsewhere
+                state = PodLifecycle(Lifecycle.STUCK, STUCK_UNSCHEDULABLE, f"{why}: {status_detail(pod)}")
             info = InstanceInfo(
                 id=meta["name"],
                 service=key.service,
@@ -170,13 +308,18 @@ def workload_instances(workloads: Mapping[str, Workload], now_s: float) -> dict[
                 shape=shape,
                 dg=key.dg,
                 node=(pod.get("spec") or {}).get("nodeName") or "",
-                lifecycle=lifecycle,
-                in_discovery=pod_labels.get(L_DISCOVERY) == DISCOVERY_ON and lifecycle is Lifecycle.READY,
+                lifecycle=state.lifecycle,
+                in_discovery=(meta.get("labels") or {}).get(L_DISCOVERY) == DISCOVERY_ON
+                and state.lifecycle is Lifecycle.READY,
                 launched_at_s=parse_time(meta.get("creationTimestamp")) or now_s,
-                ready_at_s=ready_at,
+                ready_at_s=ready_since(pod),
+                lifecycle_reason=state.reason,
+                lifecycle_detail=state.detail,
             )
             out[info.id] = (info, wl.name)
-        for i in range(max(0, wl.replicas - alive)):
+        failed = wl.replica_failure
+        stuck = failed is not None and now_s - failed[0] > start_timeout_s
+        for i in range(max(0, wl.replicas - wl.alive())):
             info = InstanceInfo(
                 id=f"{wl.name}#pending-{i}",
                 service=key.service,
@@ -184,90 +327,26 @@ def workload_instances(workloads: Mapping[str, Workload], now_s: float) -> dict[
                 shape=shape,
                 dg=key.dg,
                 node="",
-                lifecycle=Lifecycle.PENDING,
+                lifecycle=Lifecycle.STUCK if stuck else Lifecycle.PENDING,
                 in_discovery=False,
                 launched_at_s=now_s,
+                lifecycle_reason=STUCK_FAILED_CREATE if stuck else "",
+                lifecycle_detail=f"pods cannot be created: {failed[1]}" if stuck and failed is not None else "",
             )
             out[info.id] = (info, wl.name)
     return out
 
 
-def free_gpus(topology: Topology, workloads: Mapping[str, Workload]) -> dict[str, int]:
-    """Free GPUs per node, less the GPUs that replicas without a pod yet will take in their domain."""
-    free = {n.name: n.gpus_free if n.schedulable else 0 for n in topology.nodes}
-    by_name = {n.name: n for n in topology.nodes}
-    for wl in workloads.values():
-        alive = sum(1 for p in wl.pods if not p["metadata"].get("deletionTimestamp"))
-        missing = max(0, wl.replicas - alive)
-        if not missing:
-            continue
-        domain = workload_domain(wl)
-        for _ in range(missing):
-            for node in topology.nodes:
-                if node.sku != wl.key.sku or free[node.name] < wl.key.tp:
-                    continue
-                if domain and any(by_name[node.name].path[int(lv)] != v for lv, v in domain):
-                    continue
-                free[node.name] -= wl.key.tp
-                break
-    return free
+def _domain_text(wl: Workload) -> str:
+    where = "/".join(v for _, v in wl.domain) or "any domain"
+    return f"no schedulable {wl.key.sku} node with {wl.key.tp} free GPU(s) in {where}"
 
 
-def workload_domain(wl: Workload) -> tuple[tuple[Level, str], ...]:
-    """The (level, domain name) pairs a workload is pinned to, from its pods' domain annotation."""
-    for pod in wl.pods:
-        raw = (pod["metadata"].get("annotations") or {}).get(A_DOMAIN)
-        if raw:
-            try:
-                pairs = json.loads(raw)
-                return tuple((Level(int(lv)), str(v)) for lv, v in pairs)
-            except (ValueError, TypeError):
-                return ()
-    return ()
-
-
-def gpu_request(pod: Mapping[str, Any], resource: str) -> int:
-    total = 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        resources = container.get("resources") or {}
-        value = (resources.get("limits") or {}).get(resource) or (resources.get("requests") or {}).get(resource)
-        if value is not None:
-            total += quantity(value)
-    return total
-
-
-def quantity(value: object) -> int:
+def parse_domain(raw: object) -> Domain:
+    """The (level, domain name) pairs of a domain annotation (``[[level, name], …]``); () if unreadable."""
+    if not isinstance(raw, str) or not raw:
+        return ()
     try:
-        return int(str(value))
-    except ValueError:
-        return 0
-
-
-def to_float(value: object) -> float:
-    try:
-        return float(str(value))
-    except ValueError:
-        return 0.0
-
-
-def parse_time(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def replicaset_rank(pod: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(scheduled, running, ready): the ReplicaSet deletes lower ranks first, before any deletion cost."""
-    scheduled = 1 if (pod.get("spec") or {}).get("nodeName") else 0
-    running = 1 if (pod.get("status") or {}).get("phase") == "Running" else 0
-    return (scheduled, running, 1 if ready_since(pod) is not None else 0)
-
-
-def ready_since(pod: Mapping[str, Any]) -> float | None:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready" and cond.get("status") == "True":
-            return parse_time(cond.get("lastTransitionTime")) or 0.0
-    return None
+        return tuple((Level(int(lv)), str(v)) for lv, v in json.loads(raw))
+    except (ValueError, TypeError):
+        return ()

@@ -17,23 +17,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.decision import Reason
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
-from heteroscale.policy.context import PolicyContext, PolicyResult, Targets
-from heteroscale.policy.normalize import (
-    PD,
-    ROLES,
-    ceil_count,
-    clamp_bounds,
-    cooldown,
-    current_counts,
-    hysteresis,
-    stabilise_scale_in,
-    usable_observation,
-)
-from heteroscale.policy.outcome import KILL, ScaleIn, conclude, conclude_hold, recommend, remember_recommendation
+from heteroscale.policy.context import PolicyContext, Targets
+from heteroscale.policy.normalize import PD, ROLES, ceil_count, current_counts
+from heteroscale.policy.outcome import KILL, ScaleIn
 from heteroscale.policy.sizing import size_role_by_tps
+from heteroscale.policy.stages import (
+    ApaRateLimit,
+    Bounds,
+    Cooldown,
+    Hysteresis,
+    RateLimit,
+    RatioBand,
+    Stabilise,
+    Tolerance,
+    hpa_rate_limit,
+    repair_ratio_band,
+)
+from heteroscale.policy.wrapper import Raw, Seen, ShapedPolicy, Shaping
 
 UTIL_SIGNALS = ("prefill.gpu_util", "decode.gpu_util")
 
@@ -76,60 +79,39 @@ class HpaParams:
     scale_in: ScaleIn = field(default_factory=lambda: KILL)
 
 
-def hpa_rate_limit(current: PD, desired: PD, factor: float = 2.0, pods: int = 4) -> Step:
-    """HPA's default scale-up rule: a role grows to at most max(factor × current, current + pods)."""
-    out: dict[Role, int] = {}
-    notes: list[str] = []
-    for role in ROLES:
-        cur, want = current.role(role), desired.role(role)
-        cap = max(ceil_count(cur * factor), cur + pods)
-        got = min(want, cap) if want > cur else want
-        if got != want:
-            notes.append(f"{role.value} {cur}→{want} limited to {got}")
-        out[role] = got
-    reason = Reason.RATE_LIMITED if notes else Reason.WITHIN_STEP_LIMIT
-    notes.append(f"scale-up ≤ max({factor:g}×current, current+{pods})")
-    return Step("rate-limit", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes))
+def hpa_shaping(params: HpaParams) -> Shaping:
+    """Tolerance, scale-down stabilisation, the scale-up rate rule, bounds."""
+    stages = (
+        Tolerance(params.tolerance, params.tolerance, "hpa"),
+        Stabilise(params.scale_down_stabilisation_s),
+        RateLimit(params.scale_up_factor, params.scale_up_pods),
+        Bounds(),
+    )
+    return Shaping(stages, UTIL_SIGNALS, params.scale_in)
 
 
-class HpaPolicy:
+class HpaPolicy(ShapedPolicy):
     """``desired = ceil(ready · util / target)`` per role, tolerance, scale-down stabilisation, rate rule."""
 
-    def __init__(self, params: HpaParams | None = None, name: str = "hpa") -> None:
+    def __init__(self, params: HpaParams | None = None, *, shaping: Shaping | None = None, name: str = "hpa") -> None:
         self.params = params or HpaParams()
+        self.shaping = shaping or hpa_shaping(self.params)
         self.name = name
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
-        prm = self.params
-        observation, _, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, UTIL_SIGNALS)
-        if observation is None:
-            return conclude_hold(ctx, checked, scale_in=prm.scale_in)
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError(f"{self.name} needs an observation")
         current = current_counts(ctx.counts)
-        ratios = _util_ratios(observation, ctx.targets)
+        ratios = _util_ratios(seen.observation, ctx.targets)
         computed: dict[Role, int] = {}
         notes: list[str] = []
         for role in ROLES:
-            ready = _ready(ctx, observation, role)
+            ready = _ready(ctx, seen.observation, role)
             computed[role] = _with_signal(ceil_count(ready * ratios[role]), ratios[role], current.role(role))
             notes.append(f"{role.value} ceil({ready}·{ratios[role]:.3g}) = {computed[role]}")
         raw = PD(computed[Role.PREFILL], computed[Role.DECODE])
-        rec = recommend(ctx, raw, Reason.PROPORTIONAL, "; ".join(notes))
-        within = {role: abs(ratios[role] - 1.0) <= prm.tolerance for role in ROLES}
-        tolerated = PD(
-            current.prefill if within[Role.PREFILL] else raw.prefill,
-            current.decode if within[Role.DECODE] else raw.decode,
-        )
-        words = [f"{r.value} util/target={ratios[r]:.3g} {'within' if within[r] else 'outside'}" for r in ROLES]
-        reason = Reason.WITHIN_TOLERANCE if all(within.values()) else Reason.OUTSIDE_TOLERANCE
-        tolerance = Step("tolerance", tolerated.prefill, tolerated.decode, reason, "; ".join(words))
-        memory = remember_recommendation(ctx.memory, ctx.now_s, tolerated, prm.scale_down_stabilisation_s)
-        stabilised = stabilise_scale_in(
-            ctx.now_s, memory.recommendations, current, tolerated, window_s=prm.scale_down_stabilisation_s
-        )
-        limited = hpa_rate_limit(current, PD.of(stabilised), prm.scale_up_factor, prm.scale_up_pods)
-        bounds = clamp_bounds(ctx.spec, current, PD.of(limited))
-        steps = (checked, tolerance, stabilised, limited, bounds)
-        return conclude(ctx, rec, steps, memory=memory, scale_in=prm.scale_in)
+        usage = (ratios[Role.PREFILL], ratios[Role.DECODE])
+        return Raw(raw, Reason.PROPORTIONAL, "; ".join(notes), usage=usage)
 
 
 # --- AIBrix APA ---------------------------------------------------------------------------------
@@ -145,58 +127,44 @@ class ApaParams:
     scale_in: ScaleIn = field(default_factory=lambda: KILL)
 
 
-class ApaPolicy:
+def apa_shaping(params: ApaParams) -> Shaping:
+    """The tolerance band, the scale-up / scale-down rates, a per-role scale-in cooldown, bounds."""
+    stages = (
+        Tolerance(params.up_tolerance, params.down_tolerance, "apa"),
+        ApaRateLimit(params.max_scale_up_rate, params.max_scale_down_rate),
+        Cooldown(0.0, params.scale_down_cooldown_s, per_role=True),
+        Bounds(),
+    )
+    return Shaping(stages, UTIL_SIGNALS, params.scale_in)
+
+
+class ApaPolicy(ShapedPolicy):
     """``r = util / target`` per role; up if r > 1.1 (≤ 2× per step), down if r < 0.9 (≥ ½ per step)."""
 
-    def __init__(self, params: ApaParams | None = None, name: str = "aibrix-apa") -> None:
+    def __init__(
+        self, params: ApaParams | None = None, *, shaping: Shaping | None = None, name: str = "aibrix-apa"
+    ) -> None:
         self.params = params or ApaParams()
+        self.shaping = shaping or apa_shaping(self.params)
         self.name = name
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError(f"{self.name} needs an observation")
         prm = self.params
-        observation, _, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, UTIL_SIGNALS)
-        if observation is None:
-            return conclude_hold(ctx, checked, scale_in=prm.scale_in)
         current = current_counts(ctx.counts)
-        ratios = _util_ratios(observation, ctx.targets)
+        ratios = _util_ratios(seen.observation, ctx.targets)
         raw_counts: dict[Role, int] = {}
-        banded: dict[Role, int] = {}
-        limited: dict[Role, int] = {}
-        band_notes: list[str] = []
-        rate_notes: list[str] = []
+        notes: list[str] = []
         for role in ROLES:
             cur, r = current.role(role), ratios[role]
-            raw_counts[role] = _with_signal(ceil_count(_ready(ctx, observation, role) * r), r, cur)
+            raw_counts[role] = _with_signal(ceil_count(_ready(ctx, seen.observation, role) * r), r, cur)
             if r > 1 + prm.up_tolerance or r < 1 - prm.down_tolerance:
-                banded[role] = raw_counts[role]
-                band_notes.append(f"{role.value} r={r:.3g} outside band → {raw_counts[role]}")
+                notes.append(f"{role.value} r={r:.3g} outside band → {raw_counts[role]}")
             else:
-                banded[role] = cur
-                band_notes.append(f"{role.value} r={r:.3g} within band")
-            lo = ceil_count(cur / prm.max_scale_down_rate)
-            hi = max(1, int(cur * prm.max_scale_up_rate + 1e-9))
-            limited[role] = min(max(banded[role], lo), hi) if banded[role] != cur else cur
-            if limited[role] != banded[role]:
-                rate_notes.append(f"{role.value} {banded[role]} limited to {limited[role]}")
+                notes.append(f"{role.value} r={r:.3g} within band")
         raw = PD(raw_counts[Role.PREFILL], raw_counts[Role.DECODE])
-        rec = recommend(ctx, raw, Reason.PROPORTIONAL, "; ".join(band_notes))
-        any_out = any(banded[role] != current.role(role) for role in ROLES)
-        band_reason = Reason.OUTSIDE_TOLERANCE if any_out else Reason.WITHIN_TOLERANCE
-        band = Step("tolerance", banded[Role.PREFILL], banded[Role.DECODE], band_reason, "; ".join(band_notes))
-        rate_notes.append(f"per step ≤ ×{prm.max_scale_up_rate:g}, ≥ ×1/{prm.max_scale_down_rate:g}")
-        rate_reason = Reason.RATE_LIMITED if len(rate_notes) > 1 else Reason.WITHIN_STEP_LIMIT
-        rate = Step("rate-limit", limited[Role.PREFILL], limited[Role.DECODE], rate_reason, "; ".join(rate_notes))
-        cool = cooldown(
-            ctx.now_s,
-            ctx.memory,
-            current,
-            PD.of(rate),
-            scale_out_s=0.0,
-            scale_in_s=prm.scale_down_cooldown_s,
-            per_role=True,
-        )
-        bounds = clamp_bounds(ctx.spec, current, PD.of(cool))
-        return conclude(ctx, rec, (checked, band, rate, cool, bounds), scale_in=prm.scale_in)
+        return Raw(raw, Reason.PROPORTIONAL, "; ".join(notes), usage=(ratios[Role.PREFILL], ratios[Role.DECODE]))
 
 
 # --- Kthena -------------------------------------------------------------------------------------
@@ -216,53 +184,35 @@ class KthenaParams:
             raise ValueError("kthena needs 0 < min_ratio_factor ≤ 1 ≤ max_ratio_factor")
 
 
-def repair_ratio_band(current: PD, desired: PD, min_ratio: float, max_ratio: float) -> Step:
-    """Keep P/D within [min_ratio, max_ratio] by scaling the short side up."""
-    p, d = desired.prefill, desired.decode
-    band = f"P/D band [{min_ratio:.3g}, {max_ratio:.3g}]"
-    if d > 0 and p < d * min_ratio - 1e-9:
-        fixed = ceil_count(d * min_ratio)
-        detail = f"P/D = {p}/{d} below band: prefill {p}→{fixed}; {band}"
-        return Step("ratio-band", fixed, d, Reason.RATIO_BAND_REPAIRED, detail)
-    if p > 0 and (d == 0 or p > d * max_ratio + 1e-9):
-        fixed = ceil_count(p / max_ratio)
-        detail = f"P/D = {p}/{d} above band: decode {d}→{fixed}; {band}"
-        return Step("ratio-band", p, fixed, Reason.RATIO_BAND_REPAIRED, detail)
-    return Step("ratio-band", p, d, Reason.RATIO_BAND_OK, band)
+def kthena_shaping(params: KthenaParams) -> Shaping:
+    """Per-role tolerance on R, a per-role scale-in cooldown, the ratio band repair, bounds."""
+    stages = (
+        Hysteresis(params.tolerance, params.tolerance, driver=None),
+        Cooldown(0.0, params.scale_down_cooldown_s, per_role=True),
+        RatioBand(params.min_ratio_factor, params.max_ratio_factor),
+        Bounds(),
+    )
+    return Shaping(stages, ("prefill.tps", "decode.tps"), params.scale_in)
 
 
-class KthenaPolicy:
+class KthenaPolicy(ShapedPolicy):
     """Per-role TPS (proportional per role), tolerance, scale-in cooldown, then the ratio band repair."""
 
-    def __init__(self, params: KthenaParams | None = None, name: str = "kthena") -> None:
+    def __init__(
+        self, params: KthenaParams | None = None, *, shaping: Shaping | None = None, name: str = "kthena"
+    ) -> None:
         self.params = params or KthenaParams()
+        self.shaping = shaping or kthena_shaping(self.params)
         self.name = name
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
-        prm = self.params
-        driving = ("prefill.tps", "decode.tps")
-        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        if observation is None:
-            return conclude_hold(ctx, checked, scale_in=prm.scale_in)
-        current = current_counts(ctx.counts)
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError(f"{self.name} needs an observation")
+        signals = seen.signals
         p = size_role_by_tps(signals["prefill.tps"], Role.PREFILL, ctx.counts, ctx.spec.prefill_shapes, ctx.targets)
         d = size_role_by_tps(signals["decode.tps"], Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
-        raw = PD(p.count, d.count)
-        rec = recommend(ctx, raw, Reason.PROPORTIONAL, f"prefill {p.detail}; decode {d.detail}")
-        tolerated = hysteresis(current, raw, theta_out=prm.tolerance, theta_in=prm.tolerance, driver=None)
-        cool = cooldown(
-            ctx.now_s,
-            ctx.memory,
-            current,
-            PD.of(tolerated),
-            scale_out_s=0.0,
-            scale_in_s=prm.scale_down_cooldown_s,
-            per_role=True,
-        )
-        ratio = ctx.spec.pd_ratio if prm.pd_ratio is None else prm.pd_ratio
-        band = repair_ratio_band(current, PD.of(cool), ratio * prm.min_ratio_factor, ratio * prm.max_ratio_factor)
-        bounds = clamp_bounds(ctx.spec, current, PD.of(band))
-        return conclude(ctx, rec, (checked, tolerated, cool, band, bounds), scale_in=prm.scale_in)
+        ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
+        return Raw(PD(p.count, d.count), Reason.PROPORTIONAL, f"prefill {p.detail}; decode {d.detail}", ratio=ratio)
 
 
 __all__ = [
@@ -272,6 +222,9 @@ __all__ = [
     "HpaPolicy",
     "KthenaParams",
     "KthenaPolicy",
+    "apa_shaping",
     "hpa_rate_limit",
+    "hpa_shaping",
+    "kthena_shaping",
     "repair_ratio_band",
 ]

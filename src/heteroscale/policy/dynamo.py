@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.decision import Reason
 from heteroscale.domain.observation import Observation
-from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult, Targets
-from heteroscale.policy.normalize import PD, ceil_count, clamp_bounds, current_counts, usable_observation
-from heteroscale.policy.outcome import KILL, ScaleIn, conclude, conclude_hold, recommend, with_values
+from heteroscale.policy.context import PolicyContext, PolicyMemory, Targets
+from heteroscale.policy.normalize import PD, ceil_count
+from heteroscale.policy.outcome import KILL, ScaleIn, with_values
+from heteroscale.policy.stages import Bounds, Interval
+from heteroscale.policy.wrapper import Raw, Seen, ShapedPolicy, Shaping
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +129,20 @@ def dynamo_sizing(
     return PD(prefill, decode), detail
 
 
-class DynamoSlaPolicy:
+def dynamo_shaping(params: DynamoParams) -> Shaping:
+    """The adjustment interval, then bounds: no hysteresis, cooldown, damping or P/D coordination."""
+    stages = (Interval(params.adjustment_interval_s, key="dynamo.last_adjust_s"), Bounds())
+    return Shaping(stages, ("requests_per_s",), params.scale_in)
+
+
+class DynamoSlaPolicy(ShapedPolicy):
     """Forecast → SLA-feasible replicas per role, corrected by observed/expected latency (module doc)."""
 
-    def __init__(self, params: DynamoParams | None = None, name: str = "dynamo-sla") -> None:
+    def __init__(
+        self, params: DynamoParams | None = None, *, shaping: Shaping | None = None, name: str = "dynamo-sla"
+    ) -> None:
         self.params = params or DynamoParams()
+        self.shaping = shaping or dynamo_shaping(self.params)
         self.name = name
 
     def _forecast(self, memory: PolicyMemory, observation: Observation, now_s: float) -> tuple[Forecast, PolicyMemory]:
@@ -155,12 +166,11 @@ class DynamoSlaPolicy:
         rate, isl, osl = values["rate"], values["isl"], values["osl"]
         return Forecast(rate or 0.0, isl or 0.0, osl or 0.0), memory
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError(f"{self.name} needs an observation")
         prm = self.params
-        driving = ("requests_per_s",)
-        observation, _, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        if observation is None:
-            return conclude_hold(ctx, checked, scale_in=prm.scale_in)
+        observation = seen.observation
         forecast, memory = self._forecast(ctx.memory, observation, ctx.now_s)
         targets = ctx.targets
         if forecast.isl_tokens <= 0:
@@ -170,16 +180,5 @@ class DynamoSlaPolicy:
         c_p = correction(observation.ttft_p90_s, targets.ttft_s, prm.correction_min, prm.correction_max)
         c_d = correction(observation.tbt_p90_s, targets.tbt_s, prm.correction_min, prm.correction_max)
         sized, detail = dynamo_sizing(forecast, targets, c_p, c_d, prm.decode_kv_bound)
-        rec = recommend(ctx, sized, Reason.FORECAST, detail)
-        current = current_counts(ctx.counts)
-        last = dict(memory.values).get("dynamo.last_adjust_s")
-        if last is not None and ctx.now_s - last < prm.adjustment_interval_s:
-            wait = prm.adjustment_interval_s - (ctx.now_s - last)
-            why = f"last adjustment at {last:g} s; next in {wait:g} s"
-            interval = Step("interval", current.prefill, current.decode, Reason.ADJUSTMENT_INTERVAL, why)
-        else:
-            why = f"every {prm.adjustment_interval_s:g} s; corrections TTFT ×{c_p:.3g}, TBT ×{c_d:.3g}"
-            interval = Step("interval", sized.prefill, sized.decode, Reason.ADJUSTED, why)
-            memory = with_values(memory, {"dynamo.last_adjust_s": ctx.now_s})
-        bounds = clamp_bounds(ctx.spec, current, PD.of(interval))
-        return conclude(ctx, rec, (checked, interval, bounds), memory=memory, scale_in=prm.scale_in)
+        note = f"corrections TTFT ×{c_p:.3g}, TBT ×{c_d:.3g}"
+        return Raw(sized, Reason.FORECAST, detail, memory=memory, notes=(("interval", note),))

@@ -14,6 +14,7 @@ it exits 1 if any file differs or is missing.
 
     PYTHONPATH=src python benchmarks/policy_journals.py record /tmp/journals-before
     PYTHONPATH=src python benchmarks/policy_journals.py diff /tmp/journals-before /tmp/journals-after
+    PYTHONPATH=src python benchmarks/policy_journals.py diff A B --fields decision,recommendation,pd_ratio
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dataclasses
 import json
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from heteroscale.config.catalog import calibration_for
@@ -128,6 +130,13 @@ def _targets() -> Targets:
         requests_per_s_per_decode=2.0,
         mean_input_tokens=2000.0,
         mean_output_tokens=200.0,
+        prefill_queue_per_instance=1.0,
+        decode_batch_util=0.5,
+        prefill_s_per_input_token=1e-4,
+        decode_itl_floor_s=0.02,
+        decode_itl_s_per_request=1e-4,
+        decode_itl_s_per_kv_token=2e-7,
+        decode_kv_capacity_tokens=5e5,
     )
 
 
@@ -217,19 +226,26 @@ def record_fuzz(out: Path, calls: int = FUZZ_CALLS) -> None:
 # --- compare ----------------------------------------------------------------------------------------
 
 
-def _first_difference(a: list[str], b: list[str]) -> str | None:
+def _first_difference(a: list[str], b: list[str], fields: Sequence[str] = ()) -> str | None:
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            left, right = json.loads(x), json.loads(y)
-            keys = sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
+        if x == y:
+            continue
+        left, right = json.loads(x), json.loads(y)
+        keys = sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
+        if fields:
+            keys = [k for k in keys if k in fields]
+        if keys:
             return f"record {i + 1}: fields {keys} differ"
     if len(a) != len(b):
         return f"{len(a)} records vs {len(b)}"
     return None
 
 
-def diff(before: Path, after: Path) -> int:
-    files = sorted(p.relative_to(before) for p in before.rglob("*.jsonl"))
+def diff(before: Path, after: Path, fields: Sequence[str] = (), only: str = "") -> int:
+    """Compare every journal under ``before`` with its namesake under ``after``: every field, or only
+    ``fields`` (e.g. the decisions, when the observation gained a signal); ``only``: file names that
+    contain it."""
+    files = sorted(p.relative_to(before) for p in before.rglob("*.jsonl") if only in p.name)
     changed = 0
     records = 0
     for rel in files:
@@ -241,7 +257,7 @@ def diff(before: Path, after: Path) -> int:
         a = (before / rel).read_text(encoding="utf-8").splitlines()
         b = other.read_text(encoding="utf-8").splitlines()
         records += len(a)
-        why = _first_difference(a, b)
+        why = _first_difference(a, b, fields)
         if why is not None:
             print(f"DIFFERS {rel}: {why}")
             changed += 1
@@ -258,9 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     cmp_ = sub.add_parser("diff")
     cmp_.add_argument("before", type=Path)
     cmp_.add_argument("after", type=Path)
+    cmp_.add_argument("--fields", default="", help="comma-separated record fields to compare (default: all)")
+    cmp_.add_argument("--only", default="", help="only files whose name contains this")
     args = parser.parse_args(argv)
     if args.command == "diff":
-        return diff(args.before, args.after)
+        fields = tuple(f for f in args.fields.split(",") if f)
+        return diff(args.before, args.after, fields, args.only)
     if args.only in (None, "fuzz"):
         record_fuzz(args.out)
     if args.only in (None, "sim"):

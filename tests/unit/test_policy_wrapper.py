@@ -24,7 +24,7 @@ STEP_NAMES = {
     "Cooldown": "cooldown",
     "Damping": "damping",
     "RateLimit": "rate-limit",
-    "ApaRateLimit": "rate-limit",
+    "Panic": "panic",
     "RatioBand": "ratio-band",
     "Interval": "interval",
     "Bounds": "bounds",

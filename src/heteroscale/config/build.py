@@ -257,7 +257,9 @@ def targets_from_config(t: TargetsConfig, spec: ServiceSpec, doc: Document, loc:
         decode_batch_util=t.decode_batch_util,
         prefill_s_per_input_token=t.prefill_s_per_input_token,
         decode_itl_floor_s=t.decode_itl_floor_s,
+        decode_itl_s_per_request=t.decode_itl_s_per_request,
         decode_itl_s_per_kv_token=t.decode_itl_s_per_kv_token,
+        decode_kv_capacity_tokens=t.decode_kv_capacity_tokens,
     )
 
 

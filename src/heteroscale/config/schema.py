@@ -99,7 +99,9 @@ class TargetsConfig(StrictModel):
     decode_batch_util: float | None = Field(default=None, gt=0, le=1)
     prefill_s_per_input_token: float | None = Field(default=None, gt=0)
     decode_itl_floor_s: float | None = Field(default=None, gt=0)
+    decode_itl_s_per_request: float | None = Field(default=None, ge=0)
     decode_itl_s_per_kv_token: float | None = Field(default=None, gt=0)
+    decode_kv_capacity_tokens: float | None = Field(default=None, gt=0)
 
 
 class LoadConfig(StrictModel):

@@ -65,6 +65,8 @@ class Reason(StrEnum):
     NOT_STABILISED = "not-stabilised"
     ADJUSTMENT_INTERVAL = "adjustment-interval"
     ADJUSTED = "adjusted"
+    PANIC = "panic-mode"
+    STABLE_MODE = "stable-mode"
 
 
 @dataclass(frozen=True, slots=True)

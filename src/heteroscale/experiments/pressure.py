@@ -348,7 +348,7 @@ def targets_from_knee(
         (s.key, p_tps * p_ref / perfs[s].prefill_time_s(int(mean_in), mean_in * mean_in))
         for s in spec.shapes(Role.PREFILL)
     )
-    floor_s, per_kv_s = decode_itl_profile(perfs[d_pref], batch, mean_in + mean_out / 2)
+    floor_s, per_request_s, per_kv_s = decode_itl_profile(perfs[d_pref], spec.max_decode_batch, mean_in + mean_out / 2)
     return Targets(
         decode_tps_per_instance=decode_tps,
         prefill_tps_per_instance=prefill_tps,
@@ -368,5 +368,7 @@ def targets_from_knee(
         decode_batch_util=knee.decode_running_per_instance / max(1, spec.max_decode_batch) * margin,
         prefill_s_per_input_token=p_ref / max(1.0, mean_in),
         decode_itl_floor_s=floor_s,
+        decode_itl_s_per_request=per_request_s,
         decode_itl_s_per_kv_token=per_kv_s,
+        decode_kv_capacity_tokens=float(perfs[d_pref].kv_capacity_tokens),
     )

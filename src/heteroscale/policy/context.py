@@ -71,7 +71,9 @@ class Targets:
     # performance model at the pressure test's length mix, preferred shapes
     prefill_s_per_input_token: float | None = None  # queue-free prefill time ÷ prompt tokens
     decode_itl_floor_s: float | None = None  # decode step time at batch 1
-    decode_itl_s_per_kv_token: float | None = None  # added step time per token of KV held in the batch
+    decode_itl_s_per_request: float | None = None  # added step time per request in the batch …
+    decode_itl_s_per_kv_token: float | None = None  # … and per token of context it holds
+    decode_kv_capacity_tokens: float | None = None  # KV tokens one decode instance holds (caps its batch)
 
     def tps_per_instance(self, role: Role) -> tuple[tuple[str, float], ...]:
         """The per-instance TPS targets of ``role``'s shapes, by shape key."""

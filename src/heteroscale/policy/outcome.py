@@ -120,3 +120,28 @@ def remember_recommendation(memory: PolicyMemory, now_s: float, raw: PD, window_
     """Memory with ``raw`` appended to the recommendations and those older than ``window_s`` dropped."""
     history = (*memory.recommendations, (now_s, raw.prefill, raw.decode))
     return replace(memory, recommendations=trim_recommendations(history, now_s, window_s))
+
+
+def remember_sample(
+    memory: PolicyMemory,
+    name: str,
+    now_s: float,
+    value: float,
+    *,
+    keep_s: float | None = None,
+    keep_n: int | None = None,
+) -> PolicyMemory:
+    """Memory with ``(now_s, value)`` added to the samples under ``name``, keeping only those no older
+    than ``keep_s`` before ``now_s`` and at most the newest ``keep_n``; other names untouched."""
+    mine = [(t, v) for t, v in memory.series(name) if keep_s is None or now_s - t <= keep_s]
+    mine.append((now_s, value))
+    if keep_n is not None:
+        mine = mine[-keep_n:]
+    others = tuple(entry for entry in memory.samples if entry[0] != name)
+    return replace(memory, samples=(*others, *((name, t, v) for t, v in mine)))
+
+
+def window_mean(memory: PolicyMemory, name: str, now_s: float, window_s: float) -> float | None:
+    """Mean of the samples under ``name`` no older than ``window_s`` (None when there are none)."""
+    recent = [v for t, v in memory.series(name) if now_s - t <= window_s]
+    return sum(recent) / len(recent) if recent else None

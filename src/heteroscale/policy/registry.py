@@ -135,6 +135,10 @@ def _coerce(default: object, value: object, where: str) -> object:
         return value
     if isinstance(default, int):
         return _integer(value, where)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
     nested = _NESTED.get(where.rsplit(".", 1)[-1])
     if nested is not None:
         if value is None or isinstance(value, nested):

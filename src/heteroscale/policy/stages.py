@@ -3,11 +3,13 @@
 A policy's :class:`~heteroscale.policy.wrapper.Shaping` lists the stages it takes, in order, with its
 own settings (HeteroScale its hysteresis, cooldowns and damping; each peer its upstream defaults). The
 step functions behind the stages live in :mod:`.normalize` (shared ones) and here (the tolerance,
-rate-limit, ratio-band and interval rules the peers use); every one returns a Step with a Reason.
+rate-limit, panic, ratio-band and interval rules the peers use); every one returns a Step with a
+Reason.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from heteroscale.domain.decision import Reason, Step
@@ -19,9 +21,11 @@ from heteroscale.policy.safety import DEFAULT_TIERS, LatencyTier
 @dataclass(frozen=True, slots=True)
 class Stabilise:
     """Scale-down stabilisation: a role scaling in goes no lower than the highest recommendation that
-    reached this stage within ``window_s`` (this one included; the stage records it)."""
+    reached this stage within ``window_s`` (this one included; the stage records it). With ``lowest``
+    it goes to the lowest one instead (AIBrix's controller)."""
 
     window_s: float = 300.0
+    lowest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +41,10 @@ class Hysteresis:
 @dataclass(frozen=True, slots=True)
 class Tolerance:
     """Per role, keep the current count while the metric's usage ratio (``Raw.usage``, metric ÷ target)
-    is within [1 − down, 1 + up]. ``style`` only words the step (``"hpa"`` or ``"apa"``)."""
+    is within [1 − down, 1 + up] (Kubernetes HPA's tolerance; AIBrix's fluctuation tolerances)."""
 
     up: float = 0.1
     down: float = 0.1
-    style: str = "hpa"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +82,24 @@ class Damping:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """Kubernetes HPA's scale-up rule: a role grows to at most max(factor × current, current + pods)."""
+    """Rate rules of the Kubernetes-style peers: a step grows a role to at most
+    max(ceil(up_factor × current), current + up_pods) and shrinks it to no less than
+    floor(down_factor × current) (0: no limit). Roles in panic mode pass (:class:`Panic`)."""
 
-    factor: float = 2.0
-    pods: int = 4
+    up_factor: float = 2.0
+    up_pods: int = 4
+    down_factor: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
-class ApaRateLimit:
-    """AIBrix APA's rates: a step grows a role at most ×up_rate and shrinks it at most ×1/down_rate."""
+class Panic:
+    """Kthena's panic mode: a recommendation at or above ``threshold`` × current puts the role in panic
+    for ``hold_s``; in panic the role never scales in and grows to at most ``max_factor`` × current,
+    and the later stabilisation and rate stages let it pass."""
 
-    up_rate: float = 2.0
-    down_rate: float = 2.0
+    threshold: float = 2.0
+    hold_s: float = 60.0
+    max_factor: float = 11.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,7 @@ class Interval:
 
     every_s: float = 180.0
     key: str = "interval.last_adjust_s"
+    first_adjusts: bool = True  # False: the first call starts the clock (a planner adjusts one interval in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +134,7 @@ Stage = (
     | Cooldown
     | Damping
     | RateLimit
-    | ApaRateLimit
+    | Panic
     | RatioBand
     | Interval
     | Bounds
@@ -160,51 +170,57 @@ def tolerance_step(current: PD, desired: PD, usage: tuple[float, float], stage: 
         current.prefill if within[Role.PREFILL] else desired.prefill,
         current.decode if within[Role.DECODE] else desired.decode,
     )
-    if stage.style == "apa":
-        notes = [
-            f"{r.value} r={ratios[r]:.3g} within band"
-            if within[r]
-            else f"{r.value} r={ratios[r]:.3g} outside band → {desired.role(r)}"
-            for r in ROLES
-        ]
-        moved = any(out.role(role) != current.role(role) for role in ROLES)
-        reason = Reason.OUTSIDE_TOLERANCE if moved else Reason.WITHIN_TOLERANCE
-    else:
-        notes = [f"{r.value} util/target={ratios[r]:.3g} {'within' if within[r] else 'outside'}" for r in ROLES]
-        reason = Reason.WITHIN_TOLERANCE if all(within.values()) else Reason.OUTSIDE_TOLERANCE
+    notes = [f"{r.value} metric/target={ratios[r]:.3g} {'within' if within[r] else 'outside'}" for r in ROLES]
+    notes.append(f"tolerance [{1 - stage.down:g}, {1 + stage.up:g}]")
+    reason = Reason.WITHIN_TOLERANCE if all(within.values()) else Reason.OUTSIDE_TOLERANCE
     return Step("tolerance", out.prefill, out.decode, reason, "; ".join(notes))
 
 
-def hpa_rate_limit(current: PD, desired: PD, factor: float = 2.0, pods: int = 4) -> Step:
-    """HPA's default scale-up rule: a role grows to at most max(factor × current, current + pods)."""
+def rate_limit(current: PD, desired: PD, stage: RateLimit, exempt: frozenset[Role] = frozenset()) -> Step:
+    """The :class:`RateLimit` rules; roles in ``exempt`` (in panic mode) pass unchanged."""
     out: dict[Role, int] = {}
     notes: list[str] = []
     for role in ROLES:
         cur, want = current.role(role), desired.role(role)
-        cap = max(ceil_count(cur * factor), cur + pods)
-        got = min(want, cap) if want > cur else want
+        got = want
+        if role in exempt:
+            notes.append(f"{role.value} in panic mode: not rate-limited")
+        elif want > cur:
+            got = min(want, max(ceil_count(cur * stage.up_factor), cur + stage.up_pods))
+        elif want < cur:
+            got = max(want, math.floor(cur * stage.down_factor + 1e-9))
         if got != want:
             notes.append(f"{role.value} {cur}→{want} limited to {got}")
         out[role] = got
-    reason = Reason.RATE_LIMITED if notes else Reason.WITHIN_STEP_LIMIT
-    notes.append(f"scale-up ≤ max({factor:g}×current, current+{pods})")
+    reason = Reason.RATE_LIMITED if any(out[r] != desired.role(r) for r in ROLES) else Reason.WITHIN_STEP_LIMIT
+    rule = f"scale-up ≤ max({stage.up_factor:g}×current, current+{stage.up_pods})"
+    rule += f", scale-down ≥ {stage.down_factor:g}×current" if stage.down_factor > 0 else ", scale-down unlimited"
+    notes.append(rule)
     return Step("rate-limit", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes))
 
 
-def apa_rate_limit(current: PD, desired: PD, up_rate: float = 2.0, down_rate: float = 2.0) -> Step:
-    """A role that moves goes to at most ×up_rate and at least ×1/down_rate of its current count."""
+def panic_step(
+    now_s: float, until_s: dict[Role, float], current: PD, desired: PD, stage: Panic
+) -> tuple[Step, dict[Role, float]]:
+    """Kthena's panic mode per role (:class:`Panic`): the step, and each role's panic end (updated)."""
+    ends = dict(until_s)
     out: dict[Role, int] = {}
     notes: list[str] = []
     for role in ROLES:
         cur, want = current.role(role), desired.role(role)
-        lo = ceil_count(cur / down_rate)
-        hi = max(1, int(cur * up_rate + 1e-9))
-        out[role] = min(max(want, lo), hi) if want != cur else cur
-        if out[role] != want:
-            notes.append(f"{role.value} {want} limited to {out[role]}")
-    notes.append(f"per step ≤ ×{up_rate:g}, ≥ ×1/{down_rate:g}")
-    reason = Reason.RATE_LIMITED if len(notes) > 1 else Reason.WITHIN_STEP_LIMIT
-    return Step("rate-limit", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes))
+        triggered = want > cur and want >= stage.threshold * cur
+        if triggered:
+            ends[role] = now_s + stage.hold_s
+        if now_s > ends.get(role, -math.inf):
+            out[role] = want
+            continue
+        cap = math.floor(cur * stage.max_factor + 1e-9) if cur > 0 else want  # no past size to scale from
+        out[role] = max(min(want, cap), cur)
+        why = "enters panic" if triggered else "in panic"
+        notes.append(f"{role.value} {cur}→{want} {why} until {ends[role]:g} s → {out[role]}")
+    reason = Reason.PANIC if notes else Reason.STABLE_MODE
+    notes.append(f"panic at ≥{stage.threshold:g}× current for {stage.hold_s:g} s: no scale-in, ≤{stage.max_factor:g}×")
+    return Step("panic", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes)), ends
 
 
 def repair_ratio_band(current: PD, desired: PD, min_ratio: float, max_ratio: float) -> Step:
@@ -222,10 +238,20 @@ def repair_ratio_band(current: PD, desired: PD, min_ratio: float, max_ratio: flo
     return Step("ratio-band", p, d, Reason.RATIO_BAND_OK, band)
 
 
-def interval_step(now_s: float, last_s: float | None, current: PD, desired: PD, every_s: float, note: str) -> Step:
-    """``desired`` when ``every_s`` has passed since the last adjustment (or none yet), else ``current``."""
-    if last_s is not None and now_s - last_s < every_s:
-        why = f"last adjustment at {last_s:g} s; next in {every_s - (now_s - last_s):g} s"
-        return Step("interval", current.prefill, current.decode, Reason.ADJUSTMENT_INTERVAL, why)
-    why = f"every {every_s:g} s" + (f"; {note}" if note else "")
-    return Step("interval", desired.prefill, desired.decode, Reason.ADJUSTED, why)
+def interval_due(now_s: float, last_s: float | None, stage: Interval) -> bool:
+    """Whether an :class:`Interval` stage adjusts at ``now_s`` (``last_s``: its last adjustment or start)."""
+    if last_s is None:
+        return stage.first_adjusts
+    return now_s - last_s >= stage.every_s
+
+
+def interval_step(now_s: float, last_s: float | None, current: PD, desired: PD, stage: Interval, note: str) -> Step:
+    """``desired`` when the interval is due (:func:`interval_due`), else ``current``."""
+    if interval_due(now_s, last_s, stage):
+        why = f"every {stage.every_s:g} s" + (f"; {note}" if note else "")
+        return Step("interval", desired.prefill, desired.decode, Reason.ADJUSTED, why)
+    if last_s is None:
+        why = f"the interval starts now; first adjustment at {now_s + stage.every_s:g} s"
+    else:
+        why = f"last adjustment at {last_s:g} s; next in {stage.every_s - (now_s - last_s):g} s"
+    return Step("interval", current.prefill, current.decode, Reason.ADJUSTMENT_INTERVAL, why)

@@ -16,14 +16,19 @@ from heteroscale.policy.context import Targets
 ANALYTIC_QUEUE_PER_INSTANCE = 1.0  # [assumption] one waiting prefill request per instance at the knee
 
 
-def decode_itl_profile(perf: InstancePerf, batch: int, context_tokens: float) -> tuple[float, float]:
-    """(step time at batch 1, added step time per token of KV) of a decode instance: the line through
-    its step times at batch 1 and at ``batch`` for requests of ``context_tokens`` (Dynamo's ITL profile)."""
+def decode_itl_profile(perf: InstancePerf, max_batch: int, context_tokens: float) -> tuple[float, float, float]:
+    """Dynamo's decode ITL profile of an instance as three numbers, ITL(b, ctx) = floor + (b − 1) ·
+    (per_request + per_kv_token · ctx): (floor, per_request, per_kv_token), fitted to the performance
+    model's step times at batch 1 and at the largest batch, at ``context_tokens`` and twice that (the
+    per-request term carries the compute a batch adds, the per-token one its KV reads)."""
     ctx = max(1.0, context_tokens)
+    top = max(2, min(max_batch, int(perf.kv_capacity_tokens // (2 * ctx))))
     floor_s = perf.decode_step_time_s(1, int(ctx))
-    top = max(2, batch)
-    slope = (perf.decode_step_time_s(top, int(top * ctx)) - floor_s) / ((top - 1) * ctx)
-    return floor_s, max(slope, 1e-12)
+    at_ctx = perf.decode_step_time_s(top, int(top * ctx))
+    at_twice = perf.decode_step_time_s(top, int(2 * top * ctx))
+    per_kv = max(0.0, (at_twice - at_ctx) / ((top - 1) * ctx))
+    per_request = max(0.0, (at_ctx - floor_s) / (top - 1) - per_kv * ctx)
+    return floor_s, per_request, max(per_kv, 1e-15)
 
 
 def analytic_targets(
@@ -37,7 +42,8 @@ def analytic_targets(
     ctx_per_seq = mean_input_tokens + mean_output_tokens / 2.0
     decode: list[tuple[str, float]] = []
     rps_d = 0.0
-    profile: tuple[float, float] | None = None
+    profile: tuple[float, float, float] | None = None
+    kv_tokens: float | None = None
     batch_util = margin
     for shape in spec.shapes(Role.DECODE):
         perf = perf_by_shape_key[shape.key]
@@ -50,7 +56,8 @@ def analytic_targets(
         decode.append((shape.key, tps * margin))
         if not rps_d:
             rps_d = tps / max(1.0, mean_output_tokens) * margin
-            profile = decode_itl_profile(perf, batch, ctx_per_seq)
+            profile = decode_itl_profile(perf, spec.max_decode_batch, ctx_per_seq)
+            kv_tokens = float(perf.kv_capacity_tokens)
             batch_util = batch / max(1, spec.max_decode_batch) * margin
     prefill: list[tuple[str, float]] = []
     rps_p = 0.0
@@ -81,5 +88,7 @@ def analytic_targets(
         decode_batch_util=batch_util,
         prefill_s_per_input_token=prefill_s_per_token or None,
         decode_itl_floor_s=None if profile is None else profile[0],
-        decode_itl_s_per_kv_token=None if profile is None else profile[1],
+        decode_itl_s_per_request=None if profile is None else profile[1],
+        decode_itl_s_per_kv_token=None if profile is None else profile[2],
+        decode_kv_capacity_tokens=kv_tokens,
     )

@@ -9,7 +9,8 @@ shape that recommendation, in which order, with which settings (:mod:`.stages`):
                 observation or a missing driving signal; then only bounds that may raise to the min;
 2. the policy's own steps (``Raw.steps``), e.g. its estimate of the P/D ratio;
 3. the stages of ``Shaping.stages``: stabilisation, hysteresis or tolerance, P/D coordination, the
-   latency floor, cooldowns, damping or rate limits, the ratio band, an adjustment interval, bounds.
+   latency floor, cooldowns, panic mode, damping or rate limits, the ratio band, an adjustment
+   interval, bounds.
 
 The first stage starts from the raw recommendation; each later one from the step before it. Every stage
 returns a Step with a Reason, so the DecisionRecord lists every clamp in order. After the last step,
@@ -23,10 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from heteroscale.domain.decision import Reason, Recommendation, Step
+from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
 from heteroscale.policy.normalize import (
     PD,
+    ROLES,
     clamp_bounds,
     cooldown,
     coordinate_pd,
@@ -39,7 +42,6 @@ from heteroscale.policy.normalize import (
 from heteroscale.policy.outcome import DRAIN, ScaleIn, conclude, conclude_hold, remember_recommendation, with_values
 from heteroscale.policy.safety import latency_safety_net
 from heteroscale.policy.stages import (
-    ApaRateLimit,
     Bounds,
     Cooldown,
     Coordinate,
@@ -47,14 +49,15 @@ from heteroscale.policy.stages import (
     Hysteresis,
     Interval,
     LatencyFloor,
+    Panic,
     RateLimit,
     RatioBand,
     Stabilise,
     Stage,
     Tolerance,
-    apa_rate_limit,
-    hpa_rate_limit,
     interval_step,
+    panic_step,
+    rate_limit,
     repair_ratio_band,
     tolerance_step,
 )
@@ -132,13 +135,17 @@ class _Run:
         self.current = current_counts(ctx.counts)
         self.memory = ctx.memory if raw.memory is None else raw.memory
         self.notes = dict(raw.notes)
+        self.panicking: frozenset[Role] = frozenset()  # roles a Panic stage put in panic mode this call
 
     def apply(self, stage: Stage, desired: PD) -> Step:
         ctx, current = self.ctx, self.current
         ratio = self.raw.ratio
         if isinstance(stage, Stabilise):
             self.memory = remember_recommendation(self.memory, ctx.now_s, desired, stage.window_s)
-            return stabilise_scale_in(ctx.now_s, self.memory.recommendations, current, desired, window_s=stage.window_s)
+            history = self.memory.recommendations
+            return stabilise_scale_in(
+                ctx.now_s, history, current, desired, window_s=stage.window_s, lowest=stage.lowest
+            )
         if isinstance(stage, Hysteresis):
             return hysteresis(current, desired, theta_out=stage.theta_out, theta_in=stage.theta_in, driver=stage.driver)
         if isinstance(stage, Tolerance):
@@ -170,19 +177,29 @@ class _Run:
                 min_step=stage.min_step,
             )
         if isinstance(stage, RateLimit):
-            return hpa_rate_limit(current, desired, stage.factor, stage.pods)
-        if isinstance(stage, ApaRateLimit):
-            return apa_rate_limit(current, desired, stage.up_rate, stage.down_rate)
+            return rate_limit(current, desired, stage, self.panicking)
+        if isinstance(stage, Panic):
+            return self._panic(stage, desired)
         if isinstance(stage, RatioBand):
             r = ctx.spec.pd_ratio if ratio is None else ratio
             return repair_ratio_band(current, desired, r * stage.min_factor, r * stage.max_factor)
         if isinstance(stage, Interval):
             last = dict(self.memory.values).get(stage.key)
-            step = interval_step(ctx.now_s, last, current, desired, stage.every_s, self.notes.get("interval", ""))
-            if step.reason is Reason.ADJUSTED:
+            step = interval_step(ctx.now_s, last, current, desired, stage, self.notes.get("interval", ""))
+            if step.reason is Reason.ADJUSTED or last is None:
                 self.memory = with_values(self.memory, {stage.key: ctx.now_s})
             return step
         return clamp_bounds(ctx.spec, current, desired)
+
+    def _panic(self, stage: Panic, desired: PD) -> Step:
+        stored = dict(self.memory.values)
+        until = {
+            role: stored[f"panic.{role.value}.until_s"] for role in ROLES if f"panic.{role.value}.until_s" in stored
+        }
+        step, ends = panic_step(self.ctx.now_s, until, self.current, desired, stage)
+        self.memory = with_values(self.memory, {f"panic.{role.value}.until_s": t for role, t in ends.items()})
+        self.panicking = frozenset(role for role, t in ends.items() if self.ctx.now_s <= t)
+        return step
 
 
 def shape(ctx: PolicyContext, policy: ShapedPolicy) -> PolicyResult:

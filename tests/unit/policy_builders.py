@@ -1,8 +1,11 @@
 """Small builders for policy tests; each takes keyword overrides so a test states only what it is about.
 
 The default service: one H100 TP4 shape per role, P/D ratio 0.5, bounds [1, 100] per role, SLO
-TTFT 2 s / TBT 0.1 s. Default targets: 1000 decode tok/s and 10 000 prefill tok/s per instance, GPU
-utilisation 0.8, latency thresholds TTFT 1.6 s / TBT 0.08 s.
+TTFT 2 s / TBT 0.1 s, max decode batch 256. Default targets: 1000 decode tok/s and 10 000 prefill tok/s
+per instance, GPU utilisation 0.8, latency thresholds TTFT 1.6 s / TBT 0.08 s, 1 waiting prefill
+request per instance, decode batch utilisation 0.5; the default observation sits on those two (10
+waiting over 10 prefill instances, 2560 running over 20 decode instances = 128 of 256). Dynamo's
+profile: 0.1 ms of prefill per prompt token, decode ITL = 20 ms + 0.2 µs per token of KV in the batch.
 """
 
 from __future__ import annotations
@@ -54,6 +57,13 @@ def targets(**overrides: Any) -> Targets:
         "requests_per_s_per_decode": 2.0,
         "mean_input_tokens": 2000.0,
         "mean_output_tokens": 200.0,
+        "prefill_queue_per_instance": 1.0,
+        "decode_batch_util": 0.5,
+        "prefill_s_per_input_token": 1e-4,
+        "decode_itl_floor_s": 0.02,
+        "decode_itl_s_per_request": 0.0,
+        "decode_itl_s_per_kv_token": 2e-7,
+        "decode_kv_capacity_tokens": 1e6,
     }
     base.update(overrides)
     return Targets(**base)
@@ -83,14 +93,20 @@ def observation(
     prefill_util: float | None = 0.8,
     decode_sm: float | None = 0.5,
     prefill_sm: float | None = 0.6,
+    prefill_queue: float | None = 10.0,
+    decode_running: float | None = 2560.0,
     **overrides: Any,
 ) -> Observation:
     base: dict[str, Any] = {
         "service": "svc",
         "window_start_s": 0.0,
         "window_end_s": 60.0,
-        "prefill": RoleSignals(prefill_ready, prefill_tps, gpu_util=prefill_util, sm_activity=prefill_sm),
-        "decode": RoleSignals(decode_ready, decode_tps, gpu_util=decode_util, sm_activity=decode_sm),
+        "prefill": RoleSignals(
+            prefill_ready, prefill_tps, gpu_util=prefill_util, sm_activity=prefill_sm, queue_len=prefill_queue
+        ),
+        "decode": RoleSignals(
+            decode_ready, decode_tps, gpu_util=decode_util, sm_activity=decode_sm, running=decode_running
+        ),
         "ttft_p90_s": 0.5,
         "tbt_p90_s": 0.05,
         "requests_per_s": 10.0,

@@ -156,6 +156,12 @@ def test_compare_json_has_every_policy_with_the_extra_figures(capsys, tmp_path: 
     # targets come from one pressure test per service and are shown
     assert set(result["targets"]) == {"chat-8b", "code-32b"}
     assert all(t["source"].startswith("pressure-test") for t in result["targets"].values())
+    # the peers' own terms and Dynamo's profile come from the same pressure test (and perf model)
+    peer_terms = ("prefill_queue_per_instance", "decode_batch_util", "prefill_s_per_input_token",
+                  "decode_itl_floor_s", "decode_itl_s_per_kv_token", "decode_kv_capacity_tokens")  # fmt: skip
+    for t in result["targets"].values():
+        assert all(t[name] > 0 for name in peer_terms), t
+        assert t["decode_batch_util"] <= t["margin"]
     html = (tmp_path / "report.html").read_text()
     for png in ("load_and_instances.png", "utilisation.png", "latency.png"):
         assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")

@@ -437,3 +437,22 @@ def test_fitted_model_is_within_15_percent_median_on_measured_rows() -> None:
         for phase in Role
     }
     assert max(by_phase.values()) <= 0.15
+
+
+@pytest.mark.parametrize("context", [600.0, 1500.0, 4000.0])
+def test_dynamo_decode_profile_matches_the_model_at_its_fitted_points(context: float) -> None:
+    from heteroscale.policy.targets import decode_itl_profile
+
+    perf = make_perf(tp=4)
+    floor_s, per_request, per_kv = decode_itl_profile(perf, 256, context)
+    top = max(2, min(256, int(perf.kv_capacity_tokens // (2 * context))))
+
+    def profile(b: int, ctx: float) -> float:
+        return floor_s + (b - 1) * (per_request + per_kv * ctx)
+
+    assert profile(1, context) == pytest.approx(perf.decode_step_time_s(1, int(context)))
+    for ctx in (context, 2 * context):
+        assert profile(top, ctx) == pytest.approx(perf.decode_step_time_s(top, int(top * ctx)), rel=1e-6)
+    # between the fitted points it stays within 15 % of the model (Dynamo interpolates a sweep)
+    mid = max(2, top // 2)
+    assert profile(mid, context) == pytest.approx(perf.decode_step_time_s(mid, int(mid * context)), rel=0.15)

@@ -1,4 +1,6 @@
-"""Policy engine: normalisation steps, sizing, HeteroScale, single-signal policies, baselines, registry."""
+"""Policy engine: normalisation steps, sizing, HeteroScale, single-signal policies, ablations, registry.
+
+The peers (hpa, aibrix-apa, kthena, dynamo-sla) are in test_peers.py."""
 
 from __future__ import annotations
 
@@ -11,15 +13,7 @@ from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.policy.ablations import IndependentTpsPolicy, PureLatencyPolicy
-from heteroscale.policy.baselines import (
-    ApaPolicy,
-    HpaPolicy,
-    KthenaPolicy,
-    hpa_rate_limit,
-    repair_ratio_band,
-)
 from heteroscale.policy.context import PolicyContext, PolicyResult, RoleCounts
-from heteroscale.policy.dynamo import DynamoSlaPolicy, Forecast, Holt, correction, dynamo_sizing
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy, LatencyTier
 from heteroscale.policy.normalize import (
     PD,
@@ -37,6 +31,7 @@ from heteroscale.policy.periodic import DAY_S, PeriodicPolicy, Schedule, Schedul
 from heteroscale.policy.registry import POLICY_NAMES, make_policy
 from heteroscale.policy.signals import SingleSignalPolicy
 from heteroscale.policy.sizing import size_by_capacity
+from heteroscale.policy.stages import repair_ratio_band
 from tests.unit.policy_builders import (
     D_SHAPE,
     D_SHAPE_2,
@@ -46,7 +41,6 @@ from tests.unit.policy_builders import (
     memory,
     observation,
     spec,
-    targets,
 )
 
 NOW = 10_000.0
@@ -441,58 +435,7 @@ def test_unknown_signal() -> None:
         SingleSignalPolicy("kv-usage")
 
 
-# --- baselines -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("obs_kwargs", "mem", "expected", "reason"),
-    [
-        ({"decode_util": 0.87}, {}, (10, 20), Reason.WITHIN_TOLERANCE),  # ratio 1.0875: within
-        ({"decode_util": 0.96}, {}, (10, 24), Reason.OUTSIDE_TOLERANCE),  # ceil(20·1.2)
-        ({"decode_util": 0.4}, {}, (10, 10), Reason.OUTSIDE_TOLERANCE),  # no damping on scale-down
-        # scale-down stabilisation: the highest recommendation of the last 300 s
-        ({"decode_util": 0.4}, {"recommendations": ((NOW - 100, 10, 18),)}, (10, 18), Reason.OUTSIDE_TOLERANCE),
-        ({"decode_util": 0.4}, {"recommendations": ((NOW - 301, 10, 18),)}, (10, 10), Reason.OUTSIDE_TOLERANCE),
-        ({"decode_util": 4.0}, {}, (10, 40), Reason.OUTSIDE_TOLERANCE),  # max(2×20, 20+4)
-        # 4 starting: ceil(10 ready · 1.2) = 12 < 14 current, but a metric above target never scales in
-        ({"prefill_util": 0.96}, {}, (14, 20), Reason.OUTSIDE_TOLERANCE),
-    ],
-)
-def test_hpa(obs_kwargs: dict[str, Any], mem: dict[str, Any], expected: tuple[int, int], reason: Reason) -> None:
-    start = 4 if "prefill_util" in obs_kwargs else 0
-    result = HpaPolicy().decide(
-        ctx(obs=observation(**obs_kwargs), memory=memory(**mem), counts=counts(prefill_starting=start))
-    )
-    assert step(result, "tolerance").reason is reason
-    assert desired(result) == expected
-    assert (result.scale_in_mode, result.drain_grace_s) == (ScaleInMode.KILL, 30.0)
-
-
-@pytest.mark.parametrize(
-    ("cur", "want", "expected"),
-    [((2, 20), (10, 50), (6, 40)), ((20, 20), (100, 30), (40, 30)), ((5, 5), (3, 9), (3, 9))],
-)
-def test_hpa_rate_limit(cur: tuple[int, int], want: tuple[int, int], expected: tuple[int, int]) -> None:
-    got = hpa_rate_limit(PD(*cur), PD(*want))
-    assert (got.prefill, got.decode) == expected
-
-
-@pytest.mark.parametrize(
-    ("obs_kwargs", "mem", "expected"),
-    [
-        ({"decode_util": 0.96}, {}, (10, 24)),  # r = 1.2
-        ({"decode_util": 0.86}, {}, (10, 20)),  # r = 1.075: within
-        ({"decode_util": 2.4}, {}, (10, 40)),  # r = 3 → 60, at most 2×
-        ({"decode_util": 0.16}, {}, (10, 10)),  # r = 0.2 → 4, at least ½
-        ({"decode_util": 0.6}, {}, (10, 15)),  # r = 0.75 → 15
-        ({"decode_util": 0.6}, {"values": (("decode.last_scale_out_s", NOW - 100),)}, (10, 20)),  # 300 s cooldown
-        ({"decode_util": 0.6}, {"values": (("decode.last_scale_in_s", NOW - 301),)}, (10, 15)),
-    ],
-)
-def test_aibrix_apa(obs_kwargs: dict[str, Any], mem: dict[str, Any], expected: tuple[int, int]) -> None:
-    result = ApaPolicy().decide(ctx(obs=observation(**obs_kwargs), memory=memory(**mem)))
-    assert desired(result) == expected
-    assert result.scale_in_mode is ScaleInMode.KILL
+# --- ablations and the ratio band -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -508,13 +451,6 @@ def test_aibrix_apa(obs_kwargs: dict[str, Any], mem: dict[str, Any], expected: t
 def test_kthena_band_repair(want: tuple[int, int], expected: tuple[int, int], reason: Reason) -> None:
     got = repair_ratio_band(PD(10, 20), PD(*want), 0.5 * 0.75, 0.5 * 1.25)
     assert ((got.prefill, got.decode), got.reason) == (expected, reason)
-
-
-def test_kthena_sizes_roles_then_repairs_the_short_side() -> None:
-    result = KthenaPolicy().decide(ctx(obs=observation(prefill_tps=100_000.0, decode_tps=40_000.0)))
-    assert result.recommendation.prefill == 10 and result.recommendation.decode == 40
-    assert desired(result) == (15, 40)  # 10/40 < 0.375 → P = ceil(40·0.375)
-    assert step(result, "ratio-band").reason is Reason.RATIO_BAND_REPAIRED
 
 
 def test_independent_tps_does_not_coordinate() -> None:
@@ -536,54 +472,6 @@ def test_independent_tps_does_not_coordinate() -> None:
 def test_pure_latency(obs_kwargs: dict[str, Any], mem: dict[str, Any], expected: tuple[int, int]) -> None:
     result = PureLatencyPolicy().decide(ctx(obs=observation(**obs_kwargs), memory=memory(**mem)))
     assert desired(result) == expected
-
-
-# --- dynamo-sla ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("forecast", "c_p", "c_d", "kv", "expected"),
-    [
-        (Forecast(10.0, 2000.0, 200.0), 1.0, 1.0, True, (2, 5)),  # the pressure test's mix
-        (Forecast(10.0, 4000.0, 200.0), 1.0, 1.0, True, (4, 10)),  # ISL 2×: P 2×, D by context 2100/4100
-        (Forecast(10.0, 2000.0, 400.0), 1.0, 1.0, True, (2, 11)),  # OSL 2×: 200/400 · 2100/2200
-        (Forecast(10.0, 2000.0, 400.0), 1.0, 1.0, False, (2, 10)),
-        (Forecast(10.0, 2000.0, 200.0), 2.0, 0.5, True, (4, 3)),  # corrections
-        (Forecast(0.0, 2000.0, 200.0), 1.0, 1.0, True, (0, 0)),
-    ],
-)
-def test_dynamo_sizing(forecast: Forecast, c_p: float, c_d: float, kv: bool, expected: tuple[int, int]) -> None:
-    sized, detail = dynamo_sizing(forecast, targets(), c_p, c_d, kv)
-    assert (sized.prefill, sized.decode) == expected
-    assert "forecast" in detail
-
-
-@pytest.mark.parametrize(("observed", "expected"), [(None, 1.0), (0.5, 0.5), (0.1, 0.5), (1.5, 1.5), (9.0, 2.0)])
-def test_dynamo_correction(observed: float | None, expected: float) -> None:
-    assert correction(observed, 1.0) == expected
-
-
-def test_holt_follows_a_trend() -> None:
-    state = Holt(10.0, 0.0, 0.0)
-    for i in range(1, 40):
-        state = state.update(10.0 + 0.1 * 30 * i, 30.0 * i, 0.5, 0.3)
-    assert state.forecast(180.0) == pytest.approx(10.0 + 3 * 39 + 0.1 * 180, rel=0.02)
-    flat = Holt(5.0, 0.0, 0.0).update(5.0, 30.0, 0.5, 0.3)
-    assert flat.forecast(180.0) == 5.0
-
-
-def test_dynamo_adjusts_every_interval() -> None:
-    policy = DynamoSlaPolicy()
-    obs = observation(requests_per_s=20.0, ttft_p90_s=1.6, tbt_p90_s=0.08)
-    first = policy.decide(ctx(obs=obs))
-    assert desired(first) == (4, 10)
-    assert step(first, "interval").reason is Reason.ADJUSTED
-    later = policy.decide(ctx(now_s=NOW + 60, obs=observation(requests_per_s=40.0), memory=first.memory))
-    assert step(later, "interval").reason is Reason.ADJUSTMENT_INTERVAL
-    assert desired(later) == (10, 20)  # held at current counts
-    again = policy.decide(ctx(now_s=NOW + 180, obs=obs, memory=later.memory))
-    assert step(again, "interval").reason is Reason.ADJUSTED
-    assert again.scale_in_mode is ScaleInMode.KILL
 
 
 # --- periodic and static -------------------------------------------------------------------------------

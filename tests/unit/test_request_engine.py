@@ -437,3 +437,16 @@ def test_per_window_slo_counts_add_up_to_the_run(fidelity: Fidelity) -> None:
         assert met + missed == pytest.approx(stats.completed + stats.failed, abs=2)
     assert all(w.slo_met >= 0 and w.slo_missed >= 0 for w in rows)
     assert rows[0].flat()["slo_met"] == rows[0].slo_met
+
+
+def test_queue_window_mean_sees_a_burst_that_the_window_end_misses() -> None:
+    # 40 long prompts arrive within 0.1 s on one prefill instance: they queue for seconds, and the
+    # queue is empty again long before the first 30 s window ends
+    sc = b.scenario(prefill=1, decode=1)
+    r, s = run(sc, b.trace(n=40, rate_rps=400.0, input_tokens=2000, output_tokens=5))
+    first = r.telemetry.series(sc.services[0].spec.name)[0]
+    assert s["requests_completed"] == 40
+    assert first.prefill.queue_len == 0
+    # 30 one-second samples: the queue held up to 39 for a few seconds, then nothing
+    assert first.prefill.queue_len_mean is not None and 1.0 < first.prefill.queue_len_mean < 39.0
+    assert first.prefill.running == 0 and first.prefill.running_mean is not None and first.prefill.running_mean > 0

@@ -257,6 +257,13 @@ def targets_from_config(t: TargetsConfig, spec: ServiceSpec, doc: Document, loc:
         mean_output_tokens=t.mean_output_tokens,
         margin=t.margin,
         source=t.source,
+        prefill_queue_per_instance=t.prefill_queue_per_instance,
+        decode_batch_util=t.decode_batch_util,
+        prefill_s_per_input_token=t.prefill_s_per_input_token,
+        decode_itl_floor_s=t.decode_itl_floor_s,
+        decode_itl_s_per_request=t.decode_itl_s_per_request,
+        decode_itl_s_per_kv_token=t.decode_itl_s_per_kv_token,
+        decode_kv_capacity_tokens=t.decode_kv_capacity_tokens,
     )
 
 

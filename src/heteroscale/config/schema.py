@@ -95,6 +95,14 @@ class TargetsConfig(StrictModel):
     mean_output_tokens: float = Field(gt=0)
     margin: float = Field(default=0.75, gt=0, le=1)
     source: str = "pinned"
+    # the peers' own terms and Dynamo's profile (optional: only the peer that reads one needs it)
+    prefill_queue_per_instance: float | None = Field(default=None, gt=0)
+    decode_batch_util: float | None = Field(default=None, gt=0, le=1)
+    prefill_s_per_input_token: float | None = Field(default=None, gt=0)
+    decode_itl_floor_s: float | None = Field(default=None, gt=0)
+    decode_itl_s_per_request: float | None = Field(default=None, ge=0)
+    decode_itl_s_per_kv_token: float | None = Field(default=None, gt=0)
+    decode_kv_capacity_tokens: float | None = Field(default=None, gt=0)
 
 
 class RateStepConfig(StrictModel):

@@ -71,6 +71,8 @@ class Reason(StrEnum):
     NOT_STABILISED = "not-stabilised"
     ADJUSTMENT_INTERVAL = "adjustment-interval"
     ADJUSTED = "adjusted"
+    PANIC = "panic-mode"
+    STABLE_MODE = "stable-mode"
     # the controller's own guards
     JOURNAL_UNWRITABLE = "journal-unwritable"  # the intent could not be made durable: nothing acted
 

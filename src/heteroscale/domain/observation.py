@@ -23,6 +23,10 @@ class RoleSignals:
     queue_len: float | None = None  # waiting requests (prefill queue or decode admission)
     running: float | None = None  # requests in a batch
     kv_usage: float | None = None  # 0–1, decode KV-cache usage
+    # the two counts above averaged over the window (a queue is spiky; an autoscaler that scrapes every
+    # second sees its mean); None where the source only has the window-end value
+    queue_len_mean: float | None = None
+    running_mean: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.domain.topology import NodeSpec, Topology
 from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
+from heteroscale.policy.targets import decode_itl_profile
 from heteroscale.sim.engine import ServiceLoad
 from heteroscale.sim.runner import SimulationRun, build_trace
 from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, PolicySpec, Scenario, ServiceRun, SimSettings
@@ -48,6 +49,8 @@ class KneePoint:
     prefill_sm_activity: float
     decode_sm_activity: float
     meets_slo: bool
+    prefill_queue_per_instance: float = 0.0  # waiting prefill requests per ready instance, window mean
+    decode_running_per_instance: float = 0.0  # running decode requests per ready instance, window mean
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +146,7 @@ def _probe(
     tbt90 = _weighted(rows_p90, "tbt_p90_s")
     att = s["slo_attainment"] or 0.0
     sim_s = max(1e-9, float(s["simulated_s"]))
+    series = sim.telemetry.series(spec.name)
     return KneePoint(
         rate_rps=rate_rps,
         slo_attainment=att,
@@ -155,7 +159,17 @@ def _probe(
         prefill_sm_activity=float(s["avg_sm_activity_by_role"]["prefill"] or 0.0),
         decode_sm_activity=float(s["avg_sm_activity_by_role"]["decode"] or 0.0),
         meets_slo=att >= SLO_ATTAINMENT and ttft90 <= spec.slo.ttft_s and tbt90 <= spec.slo.tbt_s,
+        prefill_queue_per_instance=_per_instance(series, Role.PREFILL, "queue_len_mean"),
+        decode_running_per_instance=_per_instance(series, Role.DECODE, "running_mean"),
     )
+
+
+def _per_instance(rows: list[Any], role: Role, key: str) -> float:
+    """Mean over the windows with ready instances of a role's ``key`` ÷ its ready instances."""
+    values = [
+        (getattr(r.role(role), key) or 0.0) / r.role(role).instances_ready for r in rows if r.role(role).instances_ready
+    ]
+    return sum(values) / len(values) if values else 0.0
 
 
 def _weighted(rows: list[Any], key: str) -> float:
@@ -337,6 +351,7 @@ def targets_from_knee(
         (s.key, p_tps * p_ref / perfs[s].prefill_time_s(int(mean_in), mean_in * mean_in))
         for s in spec.shapes(Role.PREFILL)
     )
+    floor_s, per_request_s, per_kv_s = decode_itl_profile(perfs[d_pref], spec.max_decode_batch, mean_in + mean_out / 2)
     return Targets(
         decode_tps_per_instance=decode_tps,
         prefill_tps_per_instance=prefill_tps,
@@ -352,4 +367,11 @@ def targets_from_knee(
         mean_output_tokens=mean_out,
         margin=margin,
         source=source,
+        prefill_queue_per_instance=knee.prefill_queue_per_instance * margin,
+        decode_batch_util=knee.decode_running_per_instance / max(1, spec.max_decode_batch) * margin,
+        prefill_s_per_input_token=p_ref / max(1.0, mean_in),
+        decode_itl_floor_s=floor_s,
+        decode_itl_s_per_request=per_request_s,
+        decode_itl_s_per_kv_token=per_kv_s,
+        decode_kv_capacity_tokens=float(perfs[d_pref].kv_capacity_tokens),
     )

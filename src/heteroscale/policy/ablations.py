@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
-from heteroscale.policy.context import PolicyContext, PolicyResult
-from heteroscale.policy.normalize import PD, Stability, current_counts, usable_observation
-from heteroscale.policy.outcome import KILL, ScaleIn, conclude, conclude_hold, direction_steps, limit_steps, recommend
+from heteroscale.policy.context import PolicyContext
+from heteroscale.policy.normalize import PD, Stability, current_counts
+from heteroscale.policy.outcome import KILL, ScaleIn
 from heteroscale.policy.sizing import size_role_by_tps
+from heteroscale.policy.stages import Bounds, Cooldown, limit_stages, stability_stages
+from heteroscale.policy.wrapper import Raw, Seen, ShapedPolicy, Shaping
 
 # --- independent-tps ----------------------------------------------------------------------------
 
@@ -31,27 +33,33 @@ class IndependentTpsParams:
     scale_in: ScaleIn = field(default_factory=lambda: KILL)
 
 
-class IndependentTpsPolicy:
+def independent_shaping(params: IndependentTpsParams) -> Shaping:
+    """HeteroScale's stabilisation and hysteresis judged per role, per-role cooldowns, damping, bounds."""
+    stages = (*stability_stages(params.stability, None), *limit_stages(params.stability, per_role=True))
+    return Shaping(stages, ("prefill.tps", "decode.tps"), params.scale_in)
+
+
+class IndependentTpsPolicy(ShapedPolicy):
     """Each pool on its own TPS, HeteroScale's stability steps, no coordination."""
 
-    def __init__(self, params: IndependentTpsParams | None = None, name: str = "independent-tps") -> None:
+    def __init__(
+        self,
+        params: IndependentTpsParams | None = None,
+        *,
+        shaping: Shaping | None = None,
+        name: str = "independent-tps",
+    ) -> None:
         self.params = params or IndependentTpsParams()
+        self.shaping = shaping or independent_shaping(self.params)
         self.name = name
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
-        prm = self.params
-        driving = ("prefill.tps", "decode.tps")
-        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        if observation is None:
-            return conclude_hold(ctx, checked, scale_in=prm.scale_in)
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError(f"{self.name} needs an observation")
+        signals = seen.signals
         p = size_role_by_tps(signals["prefill.tps"], Role.PREFILL, ctx.counts, ctx.spec.prefill_shapes, ctx.targets)
         d = size_role_by_tps(signals["decode.tps"], Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
-        raw = PD(p.count, d.count)
-        rec = recommend(ctx, raw, Reason.PROPORTIONAL, f"prefill {p.detail}; decode {d.detail}")
-        steps, memory = direction_steps(ctx, raw, prm.stability, driver=None)
-        steps = [checked, *steps]
-        steps.extend(limit_steps(ctx, PD.of(steps[-1]), prm.stability, per_role=True))
-        return conclude(ctx, rec, steps, memory=memory, scale_in=prm.scale_in)
+        return Raw(PD(p.count, d.count), Reason.PROPORTIONAL, f"prefill {p.detail}; decode {d.detail}")
 
 
 # --- pure-latency -------------------------------------------------------------------------------
@@ -99,28 +107,29 @@ def latency_steps(
     return Step("latency", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes))
 
 
-class PureLatencyPolicy:
+def pure_latency_shaping(params: PureLatencyParams) -> Shaping:
+    """Per-role cooldowns (HeteroScale's defaults) and bounds; no damping needed (±1)."""
+    cool = Cooldown(params.scale_out_cooldown_s, params.scale_in_cooldown_s, per_role=True)
+    return Shaping((cool, Bounds()), ("ttft_p90_s", "tbt_p90_s"), params.scale_in)
+
+
+class PureLatencyPolicy(ShapedPolicy):
     """TBT drives decode, TTFT drives prefill, one instance at a time."""
 
-    def __init__(self, params: PureLatencyParams | None = None, name: str = "pure-latency") -> None:
+    def __init__(
+        self, params: PureLatencyParams | None = None, *, shaping: Shaping | None = None, name: str = "pure-latency"
+    ) -> None:
         self.params = params or PureLatencyParams()
+        self.shaping = shaping or pure_latency_shaping(self.params)
         self.name = name
-        self._stability = Stability(
-            scale_out_cooldown_s=self.params.scale_out_cooldown_s, scale_in_cooldown_s=self.params.scale_in_cooldown_s
-        )
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
-        prm = self.params
-        driving = ("ttft_p90_s", "tbt_p90_s")
-        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        if observation is None:
-            return conclude_hold(ctx, checked, scale_in=prm.scale_in)
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError(f"{self.name} needs an observation")
         current = current_counts(ctx.counts)
-        ttft_s, tbt_s = signals["ttft_p90_s"], signals["tbt_p90_s"]
-        moved = latency_steps(current, ttft_s, tbt_s, ctx.targets.ttft_s, ctx.targets.tbt_s, prm)
-        rec = recommend(ctx, PD.of(moved), Reason.LATENCY_THRESHOLD, moved.detail)
-        steps = [checked, moved, *limit_steps(ctx, PD.of(moved), self._stability, per_role=True, damping=False)]
-        return conclude(ctx, rec, steps, scale_in=prm.scale_in)
+        ttft_s, tbt_s = seen.signals["ttft_p90_s"], seen.signals["tbt_p90_s"]
+        moved = latency_steps(current, ttft_s, tbt_s, ctx.targets.ttft_s, ctx.targets.tbt_s, self.params)
+        return Raw(PD.of(moved), Reason.LATENCY_THRESHOLD, moved.detail, steps=(moved,))
 
 
 __all__ = [
@@ -128,5 +137,7 @@ __all__ = [
     "IndependentTpsPolicy",
     "PureLatencyParams",
     "PureLatencyPolicy",
+    "independent_shaping",
     "latency_steps",
+    "pure_latency_shaping",
 ]

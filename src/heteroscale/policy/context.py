@@ -64,6 +64,16 @@ class Targets:
     mean_output_tokens: float
     margin: float = 0.85
     source: str = "pressure-test"
+    # the peers' own target terms, from the same knee × margin (None: not measured; the peer says so)
+    prefill_queue_per_instance: float | None = None  # waiting prefill requests per instance (AIBrix P/D)
+    decode_batch_util: float | None = None  # running decode requests ÷ max batch, 0–1 (AIBrix P/D)
+    # the performance profile Dynamo's planner interpolates (its pre-deployment profiling), from the
+    # performance model at the pressure test's length mix, preferred shapes
+    prefill_s_per_input_token: float | None = None  # queue-free prefill time ÷ prompt tokens
+    decode_itl_floor_s: float | None = None  # decode step time at batch 1
+    decode_itl_s_per_request: float | None = None  # added step time per request in the batch …
+    decode_itl_s_per_kv_token: float | None = None  # … and per token of context it holds
+    decode_kv_capacity_tokens: float | None = None  # KV tokens one decode instance holds (caps its batch)
 
     def tps_per_instance(self, role: Role) -> tuple[tuple[str, float], ...]:
         """The per-instance TPS targets of ``role``'s shapes, by shape key."""
@@ -89,9 +99,15 @@ class PolicyMemory:
     signal: tuple[tuple[float, float], ...] = ()
     values: tuple[tuple[str, float], ...] = ()  # anything else a policy needs, by name
     forecast: ForecastState | None = None  # the forecaster's state (predictive scaling), None until used
+    # named samples (name, time_s, value) a policy keeps for its own windows and predictors
+    samples: tuple[tuple[str, float, float], ...] = ()
 
     def value(self, name: str, default: float = 0.0) -> float:
         return dict(self.values).get(name, default)
+
+    def series(self, name: str) -> list[tuple[float, float]]:
+        """The samples kept under ``name``, oldest first, as (time_s, value)."""
+        return [(t, v) for n, t, v in self.samples if n == name]
 
 
 @dataclass(frozen=True, slots=True)

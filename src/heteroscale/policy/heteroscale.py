@@ -1,6 +1,8 @@
 """HeteroScale's metrics-driven policy: decode TPS sizes both pools, latency is a scale-out safety net.
 
-One decision, in order (each step with its reason, HETEROSCALE.md §4):
+One decision, in order (each step with its reason, HETEROSCALE.md §4). The policy computes step 2, its
+raw recommendation; the wrapper (:mod:`.wrapper`) runs the others with the settings of
+:func:`heteroscale_shaping`:
 
 1. observation   hold at current counts on a missing, stale or partial observation (no scale-in, no
                  latency scale-out either);
@@ -35,38 +37,16 @@ from dataclasses import dataclass, field
 
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
-from heteroscale.domain.observation import Observation
-from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ScaleInMode
-from heteroscale.policy.context import PolicyContext, PolicyResult, ServiceCounts
+from heteroscale.policy.context import PolicyContext
 from heteroscale.policy.forecast import ForecastParams, ForecastState, forecast, observe
-from heteroscale.policy.normalize import (
-    PD,
-    ROLES,
-    Stability,
-    ceil_count,
-    current_counts,
-    round_half_up,
-    usable_observation,
-)
-from heteroscale.policy.outcome import ScaleIn, conclude, conclude_hold, direction_steps, limit_steps, recommend
+from heteroscale.policy.normalize import PD, Stability, ceil_count, round_half_up
+from heteroscale.policy.outcome import ScaleIn
 from heteroscale.policy.ratio import AdaptiveRatio, adapt_ratio, current_ratio, held_ratio
-from heteroscale.policy.sizing import grow, size_role_by_tps
-
-
-@dataclass(frozen=True, slots=True)
-class LatencyTier:
-    """A latency p90 at or above ``slo_factor`` × its SLO grows both pools by ``step_fraction``."""
-
-    slo_factor: float
-    step_fraction: float
-
-    def __post_init__(self) -> None:
-        if self.slo_factor <= 0 or self.step_fraction <= 0:
-            raise ValueError(f"latency tier needs slo_factor > 0 and step_fraction > 0, got {self}")
-
-
-DEFAULT_TIERS = (LatencyTier(1.1, 0.10), LatencyTier(1.5, 0.20))
+from heteroscale.policy.safety import DEFAULT_TIERS, LatencyTier
+from heteroscale.policy.sizing import size_role_by_tps
+from heteroscale.policy.stages import LatencyFloor, limit_stages, stability_stages
+from heteroscale.policy.wrapper import Held, Raw, Seen, ShapedPolicy, Shaping
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,96 +73,51 @@ class HeteroScaleParams:
             raise ValueError(f"lead_s must be ≥ 0, got {self.lead_s}")
 
 
-def latency_breach(observation: Observation, spec: ServiceSpec) -> tuple[float, str]:
-    """The worst latency p90 / SLO ratio (0 when no latency is measured) and a description."""
-    worst, parts = 0.0, []
-    for label, value, slo in (
-        ("TBT p90", observation.tbt_p90_s, spec.slo.tbt_s),
-        ("TTFT p90", observation.ttft_p90_s, spec.slo.ttft_s),
-    ):
-        if value is None or slo <= 0:
-            parts.append(f"{label} not measured")
-            continue
-        worst = max(worst, value / slo)
-        parts.append(f"{label} {value:.4g} s = {value / slo:.2f}× SLO {slo:g} s")
-    return worst, ", ".join(parts)
+def heteroscale_shaping(params: HeteroScaleParams) -> Shaping:
+    """Stabilisation, hysteresis, P/D coordination, the latency floor, cooldown, damping, bounds."""
+    stages = (
+        *stability_stages(params.stability, Role.DECODE),
+        LatencyFloor(params.latency_tiers),
+        *limit_stages(params.stability),
+    )
+    return Shaping(stages, ("decode.tps",), ScaleIn(ScaleInMode.DRAIN, params.drain_grace_s))
 
 
-def latency_safety_net(
-    observation: Observation,
-    spec: ServiceSpec,
-    counts: ServiceCounts,
-    desired: PD,
-    tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS,
-) -> Step:
-    """Scale-out-only floor from the worst latency tier reached (see module doc, step 6).
-
-    The floor of a role is its ready count grown by the tier's fraction (ceil, at least +1); a role whose
-    capacity (ready + starting) already reaches it is left alone. While a tier is reached no role scales
-    in, so P and D never move apart and a breach never removes capacity.
-    """
-    worst, seen = latency_breach(observation, spec)
-    reached = [tier for tier in tiers if worst >= tier.slo_factor - 1e-9]  # at or above, float noise aside
-    if not reached:
-        return Step("latency", desired.prefill, desired.decode, Reason.LATENCY_OK, seen)
-    tier = max(reached, key=lambda t: t.slo_factor)
-    current = current_counts(counts)
-    out = {role: desired.role(role) for role in ROLES}
-    notes = [seen, f"tier ≥{tier.slo_factor:g}× → +{tier.step_fraction:.0%} of ready"]
-    covered = 0
-    for role in ROLES:
-        need = grow(counts.role(role).ready, tier.step_fraction)
-        if current.role(role) >= need:
-            covered += 1
-            notes.append(f"{role.value} capacity {current.role(role)} already ≥ {need} (starting instances count)")
-        elif need > out[role]:
-            notes.append(f"{role.value} {out[role]}→{need}")
-            out[role] = need
-        else:
-            notes.append(f"{role.value} {out[role]} already ≥ {need}")
-    held = [role.value for role in ROLES if out[role] < current.role(role)]
-    if held:
-        notes.append(f"no scale-in of {', '.join(held)} while latency is at a tier")
-    for role in ROLES:
-        out[role] = max(out[role], current.role(role))
-    if covered == len(ROLES):
-        reason = Reason.LATENCY_COVERED
-    elif tier.slo_factor == min(t.slo_factor for t in tiers):
-        reason = Reason.LATENCY_MODERATE
-    else:
-        reason = Reason.LATENCY_SEVERE
-    return Step("latency", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes))
-
-
-class HeteroScalePolicy:
+class HeteroScalePolicy(ShapedPolicy):
     """Decode TPS → both pools at the P/D ratio, with the latency safety net (module doc)."""
 
-    def __init__(self, params: HeteroScaleParams | None = None, name: str = "heteroscale") -> None:
+    def __init__(
+        self, params: HeteroScaleParams | None = None, *, shaping: Shaping | None = None, name: str = "heteroscale"
+    ) -> None:
         self.params = params or HeteroScaleParams()
+        self.shaping = shaping or heteroscale_shaping(self.params)
         self.name = name
-        self._scale_in = ScaleIn(ScaleInMode.DRAIN, self.params.drain_grace_s)
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
-        driving = ("decode.tps",)
-        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
-        if observation is None:
-            adaptive = self.params.adaptive_ratio
-            if adaptive is None:
-                return dataclasses.replace(conclude_hold(ctx, checked, scale_in=self._scale_in), pd_ratio=ratio)
-            memory = held_ratio(ctx.memory, ctx.now_s, ratio, adaptive)
-            result = conclude_hold(ctx, checked, memory=memory, scale_in=self._scale_in)
-            return dataclasses.replace(result, pd_ratio=current_ratio(memory, ratio, adaptive))
-        opening = [checked]
+    def _ratio(self, ctx: PolicyContext) -> float:
+        return ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
+
+    def held(self, ctx: PolicyContext) -> Held:
+        ratio = self._ratio(ctx)
+        adaptive = self.params.adaptive_ratio
+        if adaptive is None:
+            return Held(pd_ratio=ratio)
+        memory = held_ratio(ctx.memory, ctx.now_s, ratio, adaptive)
+        return Held(memory, current_ratio(memory, ratio, adaptive))
+
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError("heteroscale needs an observation")
+        ratio = self._ratio(ctx)
+        opening: tuple[Step, ...] = ()
         if self.params.adaptive_ratio is not None:
             ratio, ratio_step, adapted = adapt_ratio(ctx, ratio, self.params.adaptive_ratio)
-            opening.append(ratio_step)
+            opening = (ratio_step,)
             ctx = dataclasses.replace(ctx, memory=adapted)
-        observed_tps = m_tps = signals["decode.tps"]
-        seen = f"M={m_tps:.4g} tok/s"
+        observed_tps = m_tps = seen.signals["decode.tps"]
+        shown = f"M={m_tps:.4g} tok/s"
         reason = Reason.PROPORTIONAL
         if self.params.predictive is not None:
-            m_tps, seen, ctx = self._look_ahead(ctx, m_tps, self.params.predictive)
+            m_tps, shown, ctx = self._look_ahead(ctx, m_tps, self.params.predictive)
             if m_tps > observed_tps:
                 reason = Reason.FORECAST
         sizing = size_role_by_tps(m_tps, Role.DECODE, ctx.counts, ctx.spec.decode_shapes, ctx.targets)
@@ -195,16 +130,9 @@ class HeteroScalePolicy:
             d_exact = max(0.0, m_tps) / sizing.preferred_tps
             raw = PD(max(1, ceil_count(d_exact * ratio)), sizing.count)
             p_how = f"max(1, ceil({d_exact:.3g}·{ratio:.3g}))"
-        detail = f"{seen}; D_new = {sizing.detail}; P_new = {p_how}"
-        rec = recommend(ctx, raw, reason, detail)
-        stability = self.params.stability
+        detail = f"{shown}; D_new = {sizing.detail}; P_new = {p_how}"
         follow = ratio if self.params.adaptive_ratio is None or raw.decode <= 0 else raw.prefill / raw.decode
-        steps, memory = direction_steps(ctx, raw, stability, driver=Role.DECODE, ratio=follow)
-        steps = [*opening, *steps]
-        steps.append(latency_safety_net(observation, ctx.spec, ctx.counts, PD.of(steps[-1]), self.params.latency_tiers))
-        steps.extend(limit_steps(ctx, PD.of(steps[-1]), stability))
-        result = conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)
-        return dataclasses.replace(result, pd_ratio=ratio)
+        return Raw(raw, reason, detail, steps=opening, memory=ctx.memory, ratio=follow, pd_ratio=ratio)
 
     def _look_ahead(self, ctx: PolicyContext, m_tps: float, params: ForecastParams) -> tuple[float, str, PolicyContext]:
         """Learn this observation, forecast ``lead_s`` ahead; size for max(observed, forecast).
@@ -218,3 +146,6 @@ class HeteroScalePolicy:
         which = "forecast" if ahead.value > m_tps else "observed"
         seen = f"M=max(observed {m_tps:.4g}, forecast {ahead.value:.4g}) = {used:.4g} tok/s ({which}; {ahead.detail})"
         return used, seen, ctx
+
+
+__all__ = ["DEFAULT_TIERS", "HeteroScaleParams", "HeteroScalePolicy", "LatencyTier", "heteroscale_shaping"]

@@ -354,10 +354,14 @@ def stabilise_scale_in(
     desired: PD,
     *,
     window_s: float = 300.0,
+    lowest: bool = False,
 ) -> Step:
     """Scale-down stabilisation: a role scaling in goes only to the highest recommendation of the last
     ``window_s`` (``history`` holds ``(time_s, prefill, decode)`` raw recommendations, this one included),
-    never above its current count. Scale-outs pass unchanged."""
+    never above its current count. Scale-outs pass unchanged.
+
+    With ``lowest`` (AIBrix's controller) a role scaling in goes to the *lowest* recommendation of the
+    window instead: the window then speeds a scale-in up rather than holding it back."""
     recent = [(p, d) for t, p, d in history if now_s - t <= window_s]
     out: dict[Role, int] = {}
     notes: list[str] = []
@@ -365,10 +369,15 @@ def stabilise_scale_in(
         cur, want = current.role(role), desired.role(role)
         got = want
         if want < cur:
-            highest = max((p if role is Role.PREFILL else d for p, d in recent), default=want)
-            got = min(cur, max(want, highest))
+            seen = [p if role is Role.PREFILL else d for p, d in recent]
+            if lowest:
+                got = min(want, *seen) if seen else want
+                word = "lowest"
+            else:
+                got = min(cur, max(want, max(seen, default=want)))
+                word = "highest"
             if got != want:
-                notes.append(f"{role.value} {want}→{got}: highest recommendation of the last {window_s:g} s")
+                notes.append(f"{role.value} {want}→{got}: {word} recommendation of the last {window_s:g} s")
         out[role] = got
     reason = Reason.STABILISED if notes else Reason.NOT_STABILISED
     notes.append(f"{len(recent)} recommendation(s) in the window")

@@ -1,7 +1,4 @@
-"""The shared stretches of a metric-driven decision, and turning its steps into a PolicyResult.
-
-``direction_steps`` (stabilisation → hysteresis → P/D coordination) decides whether and where the
-service moves; ``limit_steps`` (cooldown → damping → bounds) restrains the move.
+"""Turning a decision's steps into a PolicyResult, and what a policy remembers between calls.
 
 ``conclude`` is the one place that stamps actions into memory: after the last step, a role whose
 desired count is above its current count scaled out at ``now_s`` and one below scaled in. The
@@ -14,22 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from heteroscale.domain.decision import Reason, Recommendation, ScalingDecision, Step
-from heteroscale.domain.hardware import Role
+from heteroscale.domain.decision import Recommendation, ScalingDecision, Step
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
-from heteroscale.policy.normalize import (
-    PD,
-    ROLES,
-    Stability,
-    clamp_bounds,
-    cooldown,
-    coordinate_pd,
-    current_counts,
-    hysteresis,
-    limit_step,
-    stabilise_scale_in,
-)
+from heteroscale.policy.normalize import PD, ROLES, clamp_bounds, current_counts
 
 KILL_GRACE_S = 30.0  # Kubernetes' default termination grace: peers kill, in-flight requests fail after it
 
@@ -79,10 +64,6 @@ def remember_actions(memory: PolicyMemory, now_s: float, current: PD, final: PD)
     return with_values(updated, stamps)
 
 
-def recommend(ctx: PolicyContext, desired: PD, reason: Reason, detail: str = "") -> Recommendation:
-    return Recommendation(ctx.spec.name, desired.prefill, desired.decode, reason, detail)
-
-
 def conclude(
     ctx: PolicyContext,
     recommendation: Recommendation,
@@ -123,7 +104,7 @@ def conclude_hold(
 ) -> PolicyResult:
     """A hold: the observation step at current counts, then bounds that may only raise (to min)."""
     current = current_counts(ctx.counts)
-    rec = recommend(ctx, current, hold_step.reason, hold_step.detail)
+    rec = Recommendation(ctx.spec.name, current.prefill, current.decode, hold_step.reason, hold_step.detail)
     bounds = clamp_bounds(ctx.spec, current, current, allow_scale_in=False)
     return conclude(ctx, rec, (hold_step, bounds), memory=memory, scale_in=scale_in)
 
@@ -141,52 +122,26 @@ def remember_recommendation(memory: PolicyMemory, now_s: float, raw: PD, window_
     return replace(memory, recommendations=trim_recommendations(history, now_s, window_s))
 
 
-def direction_steps(
-    ctx: PolicyContext,
-    raw: PD,
-    stability: Stability,
+def remember_sample(
+    memory: PolicyMemory,
+    name: str,
+    now_s: float,
+    value: float,
     *,
-    driver: Role | None,
-    ratio: float | None = None,
-) -> tuple[list[Step], PolicyMemory]:
-    """Stabilisation, hysteresis on the driver's R (each role's own with ``driver=None``), and — with a
-    driver — the follower sized at the P/D ratio. Returns the steps and the memory with ``raw`` recorded."""
-    current = current_counts(ctx.counts)
-    memory = remember_recommendation(ctx.memory, ctx.now_s, raw, stability.scale_in_window_s)
-    steps = [stabilise_scale_in(ctx.now_s, memory.recommendations, current, raw, window_s=stability.scale_in_window_s)]
-    steps.append(
-        hysteresis(current, PD.of(steps[-1]), theta_out=stability.theta_out, theta_in=stability.theta_in, driver=driver)
-    )
-    if driver is not None:
-        steps.append(coordinate_pd(ctx.spec, current, PD.of(steps[-1]), driver=driver, ratio=ratio))
-    return steps, memory
+    keep_s: float | None = None,
+    keep_n: int | None = None,
+) -> PolicyMemory:
+    """Memory with ``(now_s, value)`` added to the samples under ``name``, keeping only those no older
+    than ``keep_s`` before ``now_s`` and at most the newest ``keep_n``; other names untouched."""
+    mine = [(t, v) for t, v in memory.series(name) if keep_s is None or now_s - t <= keep_s]
+    mine.append((now_s, value))
+    if keep_n is not None:
+        mine = mine[-keep_n:]
+    others = tuple(entry for entry in memory.samples if entry[0] != name)
+    return replace(memory, samples=(*others, *((name, t, v) for t, v in mine)))
 
 
-def limit_steps(
-    ctx: PolicyContext, desired: PD, stability: Stability, *, per_role: bool = False, damping: bool = True
-) -> list[Step]:
-    """Cooldown, damping (optional) and bounds, in that order."""
-    current = current_counts(ctx.counts)
-    steps = [
-        cooldown(
-            ctx.now_s,
-            ctx.memory,
-            current,
-            desired,
-            scale_out_s=stability.scale_out_cooldown_s,
-            scale_in_s=stability.scale_in_cooldown_s,
-            per_role=per_role,
-        )
-    ]
-    if damping:
-        steps.append(
-            limit_step(
-                current,
-                PD.of(steps[-1]),
-                max_up_fraction=stability.max_up_fraction,
-                max_down_fraction=stability.max_down_fraction,
-                min_step=stability.min_step,
-            )
-        )
-    steps.append(clamp_bounds(ctx.spec, current, PD.of(steps[-1])))
-    return steps
+def window_mean(memory: PolicyMemory, name: str, now_s: float, window_s: float) -> float | None:
+    """Mean of the samples under ``name`` no older than ``window_s`` (None when there are none)."""
+    recent = [v for t, v in memory.series(name) if now_s - t <= window_s]
+    return sum(recent) / len(recent) if recent else None

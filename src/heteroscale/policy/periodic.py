@@ -18,9 +18,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from heteroscale.domain.decision import Reason, Step
-from heteroscale.policy.context import PolicyContext, PolicyResult
-from heteroscale.policy.normalize import PD, clamp_bounds, current_counts
-from heteroscale.policy.outcome import DRAIN, ScaleIn, conclude, recommend
+from heteroscale.policy.context import PolicyContext
+from heteroscale.policy.normalize import PD
+from heteroscale.policy.outcome import DRAIN, ScaleIn
+from heteroscale.policy.stages import Bounds
+from heteroscale.policy.wrapper import Raw, Seen, ShapedPolicy, Shaping
 
 DAY_S = 86_400.0
 WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -103,15 +105,22 @@ class Schedule:
         return PD(self.default_prefill, self.default_decode), None
 
 
-class PeriodicPolicy:
+def unobserved_shaping(scale_in: ScaleIn = DRAIN) -> Shaping:
+    """Bounds only, and no observation check: these policies do not read metrics."""
+    return Shaping((Bounds(),), None, scale_in)
+
+
+class PeriodicPolicy(ShapedPolicy):
     """Counts from a (weekday, time-of-day) schedule, then bounds."""
 
-    def __init__(self, schedule: Schedule, scale_in: ScaleIn = DRAIN, name: str = "periodic") -> None:
+    def __init__(
+        self, schedule: Schedule, scale_in: ScaleIn = DRAIN, name: str = "periodic", *, shaping: Shaping | None = None
+    ) -> None:
         self.schedule = schedule
-        self.scale_in = scale_in
+        self.shaping = shaping or unobserved_shaping(scale_in)
         self.name = name
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
         wanted, entry = self.schedule.lookup(ctx.now_s)
         weekday, tod = weekday_and_time(ctx.now_s, self.schedule.start_weekday)
         when = f"{WEEKDAY_NAMES[weekday]} {clock(tod)}"
@@ -123,22 +132,27 @@ class PeriodicPolicy:
         else:
             reason, detail = Reason.SCHEDULED, f"{when}: {entry.describe()}"
         step = Step("schedule", wanted.prefill, wanted.decode, reason, detail)
-        bounds = clamp_bounds(ctx.spec, current_counts(ctx.counts), wanted)
-        return conclude(ctx, recommend(ctx, wanted, reason, detail), (step, bounds), scale_in=self.scale_in)
+        return Raw(wanted, reason, detail, steps=(step,))
 
 
-class StaticPolicy:
+class StaticPolicy(ShapedPolicy):
     """Fixed counts, then bounds (``static``, ``fixed``)."""
 
-    def __init__(self, prefill: int, decode: int, name: str = "static", scale_in: ScaleIn = DRAIN) -> None:
+    def __init__(
+        self,
+        prefill: int,
+        decode: int,
+        name: str = "static",
+        scale_in: ScaleIn = DRAIN,
+        *,
+        shaping: Shaping | None = None,
+    ) -> None:
         _check_counts(prefill, decode, name)
         self.counts = PD(prefill, decode)
         self.name = name
-        self.scale_in = scale_in
+        self.shaping = shaping or unobserved_shaping(scale_in)
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
         detail = f"hold {self.counts.prefill}P {self.counts.decode}D"
         step = Step("fixed", self.counts.prefill, self.counts.decode, Reason.FIXED_COUNT, detail)
-        bounds = clamp_bounds(ctx.spec, current_counts(ctx.counts), self.counts)
-        rec = recommend(ctx, self.counts, Reason.FIXED_COUNT, detail)
-        return conclude(ctx, rec, (step, bounds), scale_in=self.scale_in)
+        return Raw(self.counts, Reason.FIXED_COUNT, detail, steps=(step,))

@@ -1,4 +1,8 @@
-"""Every policy by name: ``make_policy(name, options)``.
+"""Every policy by name: ``make_policy(name, options)``, built with the wrapper settings its options give.
+
+Each policy returns only its raw recommendation; the registry hands it the :class:`Shaping` (stages and
+their settings, :mod:`.wrapper`) that its params give — HeteroScale's stability defaults, each peer's
+upstream ones.
 
 Options are plain values (as read from a YAML file): the fields of the policy's params dataclass by
 name; for policies with a ``stability`` group, its fields may also be given flat (``theta_out``,
@@ -24,17 +28,30 @@ from heteroscale.policy.ablations import (
     IndependentTpsPolicy,
     PureLatencyParams,
     PureLatencyPolicy,
+    independent_shaping,
+    pure_latency_shaping,
 )
-from heteroscale.policy.baselines import ApaParams, ApaPolicy, HpaParams, HpaPolicy, KthenaParams, KthenaPolicy
+from heteroscale.policy.baselines import (
+    ApaParams,
+    ApaPolicy,
+    HpaParams,
+    HpaPolicy,
+    KthenaParams,
+    KthenaPolicy,
+    apa_shaping,
+    hpa_shaping,
+    kthena_shaping,
+)
 from heteroscale.policy.context import Policy
-from heteroscale.policy.dynamo import DynamoParams, DynamoSlaPolicy
+from heteroscale.policy.dynamo import DynamoParams, DynamoSlaPolicy, dynamo_shaping
 from heteroscale.policy.forecast import ForecastParams
-from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy, LatencyTier
+from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy, LatencyTier, heteroscale_shaping
 from heteroscale.policy.normalize import Stability
 from heteroscale.policy.outcome import KILL_GRACE_S, ScaleIn
-from heteroscale.policy.periodic import DAY_S, PeriodicPolicy, Schedule, ScheduleEntry, StaticPolicy
+from heteroscale.policy.periodic import DAY_S, PeriodicPolicy, Schedule, ScheduleEntry, StaticPolicy, unobserved_shaping
 from heteroscale.policy.ratio import AdaptiveRatio
-from heteroscale.policy.signals import Signal, SignalParams, SingleSignalPolicy
+from heteroscale.policy.signals import Signal, SignalParams, SingleSignalPolicy, signal_shaping
+from heteroscale.policy.wrapper import Shaping
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -124,6 +141,10 @@ def _coerce(default: object, value: object, where: str) -> object:
         return value
     if isinstance(default, int):
         return _integer(value, where)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
     nested = _NESTED.get(where.rsplit(".", 1)[-1])
     if nested is not None:
         if value is None or isinstance(value, nested):
@@ -245,18 +266,30 @@ def _static(name: str, options: Mapping[str, object]) -> StaticPolicy:
         raise ValueError(f"{name}: unknown options {sorted(unknown)}; known options: decode, prefill")
     if "prefill" not in options or "decode" not in options:
         raise ValueError(f"{name} needs 'prefill' and 'decode' counts")
-    return StaticPolicy(_integer(options["prefill"], f"{name}.prefill"), _integer(options["decode"], name), name)
+    prefill, decode = _integer(options["prefill"], f"{name}.prefill"), _integer(options["decode"], name)
+    return StaticPolicy(prefill, decode, name, shaping=unobserved_shaping())
+
+
+def _shaped(params: P, shaping: Callable[[P], Shaping], make: Callable[..., Policy]) -> Policy:
+    """A policy built with its params and the wrapper settings those params give it."""
+    return make(params, shaping=shaping(params))
 
 
 _BUILDERS: dict[str, Callable[[Mapping[str, object]], Policy]] = {
-    "heteroscale": lambda o: HeteroScalePolicy(build_params(HeteroScaleParams, o, "heteroscale")),
-    "periodic": lambda o: PeriodicPolicy(_schedule(o)),
-    "hpa": lambda o: HpaPolicy(build_params(HpaParams, o, "hpa")),
-    "aibrix-apa": lambda o: ApaPolicy(build_params(ApaParams, o, "aibrix-apa")),
-    "kthena": lambda o: KthenaPolicy(build_params(KthenaParams, o, "kthena")),
-    "independent-tps": lambda o: IndependentTpsPolicy(build_params(IndependentTpsParams, o, "independent-tps")),
-    "pure-latency": lambda o: PureLatencyPolicy(build_params(PureLatencyParams, o, "pure-latency")),
-    "dynamo-sla": lambda o: DynamoSlaPolicy(build_params(DynamoParams, o, "dynamo-sla")),
+    "heteroscale": lambda o: _shaped(
+        build_params(HeteroScaleParams, o, "heteroscale"), heteroscale_shaping, HeteroScalePolicy
+    ),
+    "periodic": lambda o: PeriodicPolicy(_schedule(o), shaping=unobserved_shaping()),
+    "hpa": lambda o: _shaped(build_params(HpaParams, o, "hpa"), hpa_shaping, HpaPolicy),
+    "aibrix-apa": lambda o: _shaped(build_params(ApaParams, o, "aibrix-apa"), apa_shaping, ApaPolicy),
+    "kthena": lambda o: _shaped(build_params(KthenaParams, o, "kthena"), kthena_shaping, KthenaPolicy),
+    "independent-tps": lambda o: _shaped(
+        build_params(IndependentTpsParams, o, "independent-tps"), independent_shaping, IndependentTpsPolicy
+    ),
+    "pure-latency": lambda o: _shaped(
+        build_params(PureLatencyParams, o, "pure-latency"), pure_latency_shaping, PureLatencyPolicy
+    ),
+    "dynamo-sla": lambda o: _shaped(build_params(DynamoParams, o, "dynamo-sla"), dynamo_shaping, DynamoSlaPolicy),
     "static": lambda o: _static("static", o),
     "fixed": lambda o: _static("fixed", o),
 }
@@ -266,8 +299,9 @@ def make_policy(name: str, options: Mapping[str, object] | None = None) -> Polic
     """The policy called ``name`` (one of ``POLICY_NAMES``), built with ``options``."""
     given: Mapping[str, object] = dict(options or {})
     if name in SIGNAL_POLICY_NAMES:
-        signal = name.split(":", 1)[1]
-        return SingleSignalPolicy(signal, build_params(SignalParams, given, name))
+        signal = Signal(name.split(":", 1)[1])
+        params = build_params(SignalParams, given, name)
+        return SingleSignalPolicy(signal, params, shaping=signal_shaping(signal, params))
     builder = _BUILDERS.get(name)
     if builder is None:
         raise ValueError(f"unknown policy {name!r} (known: {', '.join(repr(n) for n in POLICY_NAMES)})")

@@ -24,25 +24,12 @@ from enum import StrEnum
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.state import ScaleInMode
-from heteroscale.policy.context import PolicyContext, PolicyResult, Targets
-from heteroscale.policy.normalize import (
-    PD,
-    Stability,
-    coordinate_pd,
-    current_counts,
-    stabilise_scale_in,
-    usable_observation,
-)
-from heteroscale.policy.outcome import (
-    ScaleIn,
-    conclude,
-    conclude_hold,
-    direction_steps,
-    limit_steps,
-    recommend,
-    remember_recommendation,
-)
+from heteroscale.policy.context import PolicyContext, Targets
+from heteroscale.policy.normalize import PD, Stability, coordinate_pd, current_counts
+from heteroscale.policy.outcome import ScaleIn
 from heteroscale.policy.sizing import grow, proportional, shrink, size_role_by_tps
+from heteroscale.policy.stages import Coordinate, Stabilise, limit_stages, stability_stages
+from heteroscale.policy.wrapper import Raw, Seen, ShapedPolicy, Shaping
 
 
 class Signal(StrEnum):
@@ -123,10 +110,24 @@ def latency_band(
     return cur, Reason.LATENCY_IN_BAND, f"p90 {p90_s:.4g} s within [{low:g}, {threshold_s:g}] s"
 
 
-class SingleSignalPolicy:
+def signal_shaping(signal: Signal, params: SignalParams) -> Shaping:
+    """HeteroScale's stabilisation, hysteresis (the threshold band for latency signals), P/D coordination
+    from the driving role, cooldown, damping and bounds."""
+    spec = _SPECS[signal]
+    stability = params.stability
+    if spec.kind == "latency":  # the threshold band is the hysteresis: no R band after it
+        stages = (Stabilise(stability.scale_in_window_s), Coordinate(spec.driver), *limit_stages(stability))
+    else:
+        stages = (*stability_stages(stability, spec.driver), *limit_stages(stability))
+    return Shaping(stages, (spec.observed,), ScaleIn(ScaleInMode.DRAIN, params.drain_grace_s))
+
+
+class SingleSignalPolicy(ShapedPolicy):
     """One signal drives one role; the other follows at the P/D ratio (module doc)."""
 
-    def __init__(self, signal: Signal | str, params: SignalParams | None = None) -> None:
+    def __init__(
+        self, signal: Signal | str, params: SignalParams | None = None, *, shaping: Shaping | None = None
+    ) -> None:
         try:
             self.signal = Signal(signal)
         except ValueError:
@@ -135,51 +136,36 @@ class SingleSignalPolicy:
         self.params = params or SignalParams()
         self.name = f"signal:{self.signal.value}"
         self._spec = _SPECS[self.signal]
-        self._scale_in = ScaleIn(ScaleInMode.DRAIN, self.params.drain_grace_s)
+        self.shaping = shaping or signal_shaping(self.signal, self.params)
 
-    def decide(self, ctx: PolicyContext) -> PolicyResult:
+    def recommend(self, ctx: PolicyContext, seen: Seen | None) -> Raw:
+        if seen is None:
+            raise ValueError(f"{self.name} needs an observation")
         spec = self._spec
-        driving = (spec.observed,)
-        observation, signals, checked = usable_observation(ctx.observation, ctx.observation_error, ctx.counts, driving)
-        if observation is None:
-            return conclude_hold(ctx, checked, scale_in=self._scale_in)
-        value = signals[spec.observed]
+        value = seen.signals[spec.observed]
         ratio = ctx.spec.pd_ratio if self.params.pd_ratio is None else self.params.pd_ratio
         current = current_counts(ctx.counts)
         driver = spec.driver
-        stability = self.params.stability
         if spec.kind == "latency":
-            return self._latency(ctx, checked, current, value, ratio)
+            return self._latency(ctx, current, value, ratio)
         if spec.kind == "tps":
             shapes = ctx.spec.shapes(driver)
             sizing = size_role_by_tps(value, driver, ctx.counts, shapes, ctx.targets)
             count, how = sizing.count, sizing.detail
         else:
             target = signal_target(self.signal, ctx.targets)
-            base = observation.role(driver).instances_ready or ctx.counts.role(driver).ready
+            base = seen.observation.role(driver).instances_ready or ctx.counts.role(driver).ready
             count = proportional(base, value, target)
             how = f"ceil({base}·{value:.4g}/{target:.4g}) = {count}"
         raw = coordinate_pd(ctx.spec, current, current.with_role(driver, count), driver=driver, ratio=ratio)
         detail = f"{self.signal.value}={value:.4g}; {driver.value} = {how}; {raw.detail}"
-        rec = recommend(ctx, PD.of(raw), Reason.PROPORTIONAL, detail)
-        steps, memory = direction_steps(ctx, PD.of(raw), stability, driver=driver, ratio=ratio)
-        steps = [checked, *steps]
-        steps.extend(limit_steps(ctx, PD.of(steps[-1]), stability))
-        return conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)
+        return Raw(PD.of(raw), Reason.PROPORTIONAL, detail, ratio=ratio)
 
-    def _latency(self, ctx: PolicyContext, checked: Step, current: PD, p90_s: float, ratio: float) -> PolicyResult:
+    def _latency(self, ctx: PolicyContext, current: PD, p90_s: float, ratio: float) -> Raw:
         driver = self._spec.driver
-        stability = self.params.stability
         threshold = signal_target(self.signal, ctx.targets)
         count, reason, why = latency_band(current, driver, p90_s, threshold, self.params)
         wanted = coordinate_pd(ctx.spec, current, current.with_role(driver, count), driver=driver, ratio=ratio)
-        rec = recommend(ctx, PD.of(wanted), Reason.LATENCY_THRESHOLD, f"{self.signal.value} {why}")
         band = Step("hysteresis", wanted.prefill, wanted.decode, reason, f"threshold band replaces the R band: {why}")
-        memory = remember_recommendation(ctx.memory, ctx.now_s, PD.of(wanted), stability.scale_in_window_s)
-        stabilised = stabilise_scale_in(
-            ctx.now_s, memory.recommendations, current, PD.of(band), window_s=stability.scale_in_window_s
-        )
-        coordinated = coordinate_pd(ctx.spec, current, PD.of(stabilised), driver=driver, ratio=ratio)
-        steps = [checked, band, stabilised, coordinated]
-        steps.extend(limit_steps(ctx, PD.of(coordinated), stability))
-        return conclude(ctx, rec, steps, memory=memory, scale_in=self._scale_in)
+        detail = f"{self.signal.value} {why}"
+        return Raw(PD.of(wanted), Reason.LATENCY_THRESHOLD, detail, steps=(band,), ratio=ratio)

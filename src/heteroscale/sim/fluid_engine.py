@@ -544,6 +544,8 @@ class FluidEngine:
             peak += inst.perf.peak_flops * span
         st = self.states[svc]
         n_dec = max(1, ready)
+        queue = (st.backlog_tokens / max(1.0, st.mix.mean_new)) if role is Role.PREFILL else st.d_queue
+        running = 0.0 if role is Role.PREFILL else st.dec_n
         active = ready + draining + held
         return RoleWindow(
             instances_ready=ready,
@@ -553,12 +555,14 @@ class FluidEngine:
             gpu_util=min(1.0, kernel / (span * active)) if active else None,
             sm_activity=min(1.0, occ_kernel / (span * active)) if active else None,
             compute_efficiency=min(1.0, flops / peak) if peak > 0 else None,
-            queue_len=(st.backlog_tokens / max(1.0, st.mix.mean_new)) if role is Role.PREFILL else st.d_queue,
-            running=0.0 if role is Role.PREFILL else st.dec_n,
+            queue_len=queue,
+            running=running,
             kv_usage=(st.dec_n / n_dec * st.mix.ctx_member / max(1, self._kv_cap(svc)))
             if role is Role.DECODE
             else None,
             instances_held=held,
+            queue_len_mean=queue,  # the fluid state moves smoothly: its window-end value stands for the mean
+            running_mean=running,
         )
 
     def _kv_cap(self, svc: int) -> int:

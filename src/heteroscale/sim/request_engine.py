@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from heteroscale.sim.engine import ServiceLoad
 
 _INF = math.inf
+QUEUE_SAMPLE_S = 1.0  # queue and running counts are sampled this often for their window means
 # event kinds
 _EV_PREFILL_DONE = 0
 _EV_XFER_DONE = 1
@@ -178,6 +179,10 @@ class RequestEngine:
         self.in_flight = 0
         self.next_window_s = window_s
         self.last_window_s = 0.0
+        # queue and running counts sampled every QUEUE_SAMPLE_S for their window means, per service:
+        # [prefill queue, prefill running, decode queue, decode running, samples]
+        self.next_sample_s = QUEUE_SAMPLE_S
+        self._counts_acc: list[list[float]] = [[0.0] * 5 for _ in loads]
         # merged arrivals of every service, in time order (stable)
         import numpy as np
 
@@ -549,11 +554,18 @@ class RequestEngine:
     def run_until(self, t_end_s: float) -> None:
         """Process every event and arrival with time ≤ t_end_s, sampling telemetry windows."""
         while True:
-            stop = min(t_end_s, self.next_window_s)
+            stop = min(t_end_s, self.next_window_s, self.next_sample_s)
             self._run_events(stop)
+            sampled = False
+            if stop >= self.next_sample_s - 1e-12 and self.next_sample_s <= t_end_s + 1e-12:
+                self._sample_counts()
+                self.next_sample_s += QUEUE_SAMPLE_S
+                sampled = True
             if stop >= self.next_window_s - 1e-12 and self.next_window_s <= t_end_s + 1e-12:
                 self._sample_window(self.next_window_s)
                 self.next_window_s += self.window_s
+                continue
+            if sampled:
                 continue
             break
         self.now_s = max(self.now_s, t_end_s)
@@ -659,6 +671,21 @@ class RequestEngine:
         return self._arr_t[i] if i < self._n_arrivals else _INF
 
     # ------------------------------------------------------------------ telemetry
+    def _sample_counts(self) -> None:
+        """Add the instantaneous queue and running counts of every service to the window's sums."""
+        for svc, acc in enumerate(self._counts_acc):
+            acc[0] += len(self.pending_prefill[svc])
+            acc[2] += len(self.pending_decode[svc])
+            for p in self.p_all[svc]:
+                if p.lifecycle is not Lifecycle.STARTING:
+                    acc[0] += len(p.queue)
+                    acc[1] += len(p.batch)
+            for d in self.d_all[svc]:
+                if d.lifecycle is not Lifecycle.STARTING:
+                    acc[2] += len(d.waiting)
+                    acc[3] += d.b
+            acc[4] += 1
+
     def _sample_window(self, t_s: float) -> None:
         span = t_s - self.last_window_s
         self.last_window_s = t_s
@@ -748,6 +775,13 @@ class RequestEngine:
         else:
             queue += len(self.pending_decode[svc])
         active = ready + draining + held
+        acc = self._counts_acc[svc]
+        first = 0 if role is Role.PREFILL else 2
+        samples = acc[4]
+        queue_mean = acc[first] / samples if samples else queue
+        running_mean = acc[first + 1] / samples if samples else running
+        if role is Role.DECODE:  # the decode role is the last of the service's window: start afresh
+            self._counts_acc[svc] = [0.0] * 5
         return RoleWindow(
             instances_ready=ready,
             instances_starting=starting,
@@ -760,4 +794,6 @@ class RequestEngine:
             running=running,
             kv_usage=kv_sum / kv_n if kv_n else None,
             instances_held=held,
+            queue_len_mean=queue_mean,
+            running_mean=running_mean,
         )

@@ -42,6 +42,8 @@ class RoleWindow:
     running: float
     kv_usage: float | None
     instances_held: int = 0  # Ready but out of service discovery (gated or soft-removed)
+    queue_len_mean: float | None = None  # queue_len / running averaged over the window (1 s samples)
+    running_mean: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,8 @@ class Telemetry:
                 queue_len=latest.role(role).queue_len,
                 running=latest.role(role).running,
                 kv_usage=latest.role(role).kv_usage,
+                queue_len_mean=wavg([(w.queue_len_mean, s) for w, s in ws]),
+                running_mean=wavg([(w.running_mean, s) for w, s in ws]),
             )
 
         comp = [(r, float(r.completions)) for r in rows]

@@ -1,0 +1,96 @@
+"""HeteroScale's latency safety net: a scale-out-only floor from the worst latency tier reached.
+
+Multi-tier thresholds trigger fixed steps (HETEROSCALE.md §4): a TBT or TTFT p90 at or above 1.1× its
+SLO grows both pools by +10 % of their ready count (ceil, at least +1), at or above 1.5× by +20 %.
+Starting instances count: a pool whose capacity already covers the bump is not grown again; while a
+tier is reached, neither pool scales in. The wrapper runs it as its ``latency`` stage
+(:class:`heteroscale.policy.stages.LatencyFloor`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.hardware import Role
+from heteroscale.domain.observation import Observation
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.policy.context import ServiceCounts
+from heteroscale.policy.normalize import PD, ROLES, current_counts
+from heteroscale.policy.sizing import grow
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyTier:
+    """A latency p90 at or above ``slo_factor`` × its SLO grows both pools by ``step_fraction``."""
+
+    slo_factor: float
+    step_fraction: float
+
+    def __post_init__(self) -> None:
+        if self.slo_factor <= 0 or self.step_fraction <= 0:
+            raise ValueError(f"latency tier needs slo_factor > 0 and step_fraction > 0, got {self}")
+
+
+DEFAULT_TIERS = (LatencyTier(1.1, 0.10), LatencyTier(1.5, 0.20))
+
+
+def latency_breach(observation: Observation, spec: ServiceSpec) -> tuple[float, str]:
+    """The worst latency p90 / SLO ratio (0 when no latency is measured) and a description."""
+    worst, parts = 0.0, []
+    for label, value, slo in (
+        ("TBT p90", observation.tbt_p90_s, spec.slo.tbt_s),
+        ("TTFT p90", observation.ttft_p90_s, spec.slo.ttft_s),
+    ):
+        if value is None or slo <= 0:
+            parts.append(f"{label} not measured")
+            continue
+        worst = max(worst, value / slo)
+        parts.append(f"{label} {value:.4g} s = {value / slo:.2f}× SLO {slo:g} s")
+    return worst, ", ".join(parts)
+
+
+def latency_safety_net(
+    observation: Observation,
+    spec: ServiceSpec,
+    counts: ServiceCounts,
+    desired: PD,
+    tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS,
+) -> Step:
+    """Scale-out-only floor from the worst latency tier reached (module doc).
+
+    The floor of a role is its ready count grown by the tier's fraction (ceil, at least +1); a role whose
+    capacity (ready + starting) already reaches it is left alone. While a tier is reached no role scales
+    in, so P and D never move apart and a breach never removes capacity.
+    """
+    worst, seen = latency_breach(observation, spec)
+    reached = [tier for tier in tiers if worst >= tier.slo_factor - 1e-9]  # at or above, float noise aside
+    if not reached:
+        return Step("latency", desired.prefill, desired.decode, Reason.LATENCY_OK, seen)
+    tier = max(reached, key=lambda t: t.slo_factor)
+    current = current_counts(counts)
+    out = {role: desired.role(role) for role in ROLES}
+    notes = [seen, f"tier ≥{tier.slo_factor:g}× → +{tier.step_fraction:.0%} of ready"]
+    covered = 0
+    for role in ROLES:
+        need = grow(counts.role(role).ready, tier.step_fraction)
+        if current.role(role) >= need:
+            covered += 1
+            notes.append(f"{role.value} capacity {current.role(role)} already ≥ {need} (starting instances count)")
+        elif need > out[role]:
+            notes.append(f"{role.value} {out[role]}→{need}")
+            out[role] = need
+        else:
+            notes.append(f"{role.value} {out[role]} already ≥ {need}")
+    held = [role.value for role in ROLES if out[role] < current.role(role)]
+    if held:
+        notes.append(f"no scale-in of {', '.join(held)} while latency is at a tier")
+    for role in ROLES:
+        out[role] = max(out[role], current.role(role))
+    if covered == len(ROLES):
+        reason = Reason.LATENCY_COVERED
+    elif tier.slo_factor == min(t.slo_factor for t in tiers):
+        reason = Reason.LATENCY_MODERATE
+    else:
+        reason = Reason.LATENCY_SEVERE
+    return Step("latency", out[Role.PREFILL], out[Role.DECODE], reason, "; ".join(notes))

@@ -36,3 +36,11 @@ class TransientActuationError(HeteroScaleError):
 
 class PermanentActuationError(HeteroScaleError):
     """The cluster refused an action for good (e.g. 4xx other than 409)."""
+
+
+class SimulationInvariantError(HeteroScaleError):
+    """A simulation broke one of its own invariants (e.g. served work faster than its performance model)."""
+
+
+class SloUnreachable(HeteroScaleError):
+    """No load meets a service's SLO on the clusters a pressure test may use (its knee is 0 req/s)."""

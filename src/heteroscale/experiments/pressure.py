@@ -6,12 +6,19 @@ from the service's own load. Bisection finds the highest request rate at which t
 the SLO (attainment ≥ 0.99 and p90 TTFT / TBT within the SLO). Every target a policy uses — decode and
 prefill TPS per instance, GPU utilisation and SM activity per role, latency thresholds, the
 SLA-feasible request rate per instance — is the value measured at that knee times one margin.
+
+A service whose SLO no probe meets, down to a near-idle load, has no knee: the test stops with
+:class:`~heteroscale.errors.SloUnreachable` naming the service, its SLO and the best latency reached.
+A test whose highest probe still met the SLO found only a lower estimate of the knee: it says so in a
+warning and in ``knee_is_lower_estimate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +27,15 @@ import numpy as np
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.domain.topology import NodeSpec, Topology
+from heteroscale.errors import SloUnreachable
 from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
 from heteroscale.sim.engine import ServiceLoad
 from heteroscale.sim.runner import SimulationRun, build_trace
 from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, PolicySpec, Scenario, ServiceRun, SimSettings
 from heteroscale.sim.traces import RequestTrace, read_trace
+
+logger = logging.getLogger(__name__)
 
 SLO_ATTAINMENT = 0.99
 DEFAULT_MARGIN = 0.75
@@ -67,11 +77,17 @@ class PressureResult:
     targets: Targets
     role_knees: RoleKnees | None = None
 
+    @property
+    def knee_is_lower_estimate(self) -> bool:
+        """Every probe met the SLO: the knee lies somewhere above the highest one."""
+        return upper_bracket_met(self.probes)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "service": self.service,
             "cluster": {"prefill": self.prefill, "decode": self.decode},
             "knee": dataclasses.asdict(self.knee),
+            "knee_is_lower_estimate": self.knee_is_lower_estimate,
             "probes": len(self.probes),
             "targets": dataclasses.asdict(self.targets),
         } | ({"role_knees": dataclasses.asdict(self.role_knees)} if self.role_knees is not None else {})
@@ -155,6 +171,24 @@ def _probe(
     )
 
 
+def upper_bracket_met(probes: Sequence[KneePoint]) -> bool:
+    """Whether even the highest load probed met the SLO (the knee is then only a lower estimate)."""
+    return bool(probes) and all(p.meets_slo for p in probes)
+
+
+def _unreachable(spec: ServiceSpec, prefill: int, decode: int, probes: Sequence[KneePoint]) -> SloUnreachable:
+    def excess(p: KneePoint) -> tuple[float, float]:
+        return max(p.ttft_p90_s / spec.slo.ttft_s, p.tbt_p90_s / spec.slo.tbt_s), -p.slo_attainment
+
+    best = min(probes, key=excess)
+    return SloUnreachable(
+        f"pressure test of service {spec.name}: no load meets its SLO (TTFT p90 ≤ {spec.slo.ttft_s:g} s, "
+        f"TBT p90 ≤ {spec.slo.tbt_s:g} s, attainment ≥ {SLO_ATTAINMENT:.0%}) on {prefill}P/{decode}D; the best "
+        f"probe ({best.rate_rps:.3g} req/s) reached TTFT p90 {best.ttft_p90_s:.3g} s, TBT p90 "
+        f"{best.tbt_p90_s:.3g} s, attainment {best.slo_attainment:.1%}"
+    )
+
+
 def _weighted(rows: list[Any], key: str) -> float:
     pairs = [(getattr(r, key), r.completions) for r in rows if getattr(r, key) is not None]
     total = sum(c for _, c in pairs)
@@ -188,7 +222,9 @@ def find_knee(
     iterations: int = 8,
     seed: int = 0,
 ) -> tuple[KneePoint, tuple[KneePoint, ...]]:
-    """Bisect for the highest request rate that ``prefill`` P + ``decode`` D instances serve within SLO."""
+    """Bisect for the highest request rate that ``prefill`` P + ``decode`` D instances serve within SLO.
+
+    Raises :class:`SloUnreachable` when no probe meets the SLO (a knee of 0 req/s)."""
     model = scenario.models[spec.model]
     shape_p, shape_d = spec.preferred_shape(Role.PREFILL), spec.preferred_shape(Role.DECODE)
     reserve = scenario.settings.kv_activation_reserve
@@ -213,8 +249,7 @@ def find_knee(
         else:
             hi = mid
     if best is None:
-        best = _probe(scenario, spec, mix, prefill, decode, max(lo, hi * 0.05), duration_s, calibration, seed)
-        probes.append(best)
+        raise _unreachable(spec, prefill, decode, probes)
     return best, tuple(probes)
 
 
@@ -249,6 +284,15 @@ def pressure_test(
     best, probes = find_knee(
         scenario, spec, calibration, prefill, decode, mix, duration_s=duration_s, iterations=iterations, seed=seed
     )
+    if upper_bracket_met(probes):
+        logger.warning(
+            "pressure test of service %s: the highest load probed (%.3g req/s on %dP/%dD) still met the SLO; "
+            "the knee and the targets are only a lower estimate",
+            spec.name,
+            max(p.rate_rps for p in probes),
+            prefill,
+            decode,
+        )
     role_knees: RoleKnees | None = None
     measured: dict[str, float] = {}
     if scenario.settings.role_wise_targets if role_wise is None else role_wise:

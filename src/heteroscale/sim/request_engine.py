@@ -27,6 +27,8 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.state import Lifecycle, ScaleInMode
 from heteroscale.perf import InstancePerf
@@ -177,8 +179,6 @@ class RequestEngine:
         self.next_window_s = window_s
         self.last_window_s = 0.0
         # merged arrivals of every service, in time order (stable)
-        import numpy as np
-
         times = [ld.trace.arrival_s for ld in loads]
         svc_idx = [np.full(len(t), i, dtype=np.int64) for i, t in enumerate(times)]
         all_t = np.concatenate(times) if times else np.zeros(0)
@@ -192,6 +192,7 @@ class RequestEngine:
         self._cached = [ld.cached_tokens.tolist() for ld in loads]
         self._next_arrival = 0
         self._n_arrivals = len(self._arr_t)
+        self._done = [np.zeros(len(ld.trace), dtype=bool) for ld in loads]  # completed, per request
 
     # ------------------------------------------------------------------ lifecycle
     def launch(self, svc: int, shape: InstanceShape, dg: str, node: str, now_s: float, warm: bool) -> str:
@@ -530,6 +531,7 @@ class RequestEngine:
 
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
         self.in_flight -= 1
+        self._done[req.svc][self._arr_local[req.rid]] = True
         ttft = req.t_first - req.arrival
         self.stats[req.svc].complete(ttft, tbt_s, req.inp, req.out)
         if self.records.enabled:
@@ -633,6 +635,10 @@ class RequestEngine:
     @property
     def latency_estimated(self) -> bool:
         return False
+
+    def completed_mask(self, svc: int) -> np.ndarray:
+        """Which requests of service ``svc``'s trace completed (True), in trace order."""
+        return self._done[svc]
 
     @property
     def arrivals_done(self) -> bool:

@@ -60,3 +60,12 @@ def figure(value: Any) -> Any:
     if isinstance(value, dict) and "mean" in value:
         return value["mean"]
     return value
+
+
+def means(value: Any) -> Any:
+    """``value`` with every ``{mean, ci95, n}`` replaced by its mean, at any depth (a plain summary)."""
+    if isinstance(value, dict):
+        if set(value) == {"mean", "ci95", "n"}:
+            return value["mean"]
+        return {k: means(v) for k, v in value.items()}
+    return value

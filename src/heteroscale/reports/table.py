@@ -32,6 +32,16 @@ def _failed(summary: dict[str, Any]) -> str:
     return text
 
 
+def _bound(summary: dict[str, Any]) -> str:
+    """The saturation bound of the work the run completed, and the run's GPU-hours over it."""
+    bound = summary.get("lower_bound")
+    if not bound:
+        return "—"
+    hours = float(bound["gpu_hours"])
+    ratio = f" (the run: {float(summary['gpu_hours']) / hours:.2f}×)" if hours > 0 else ""
+    return f"{hours:,.1f} GPU-h, cost {float(bound['cost']):,.1f}{ratio}"
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     est = " (estimated)" if summary.get("latency_estimated") else ""
     rows: list[tuple[str, str]] = [
@@ -56,6 +66,7 @@ def summary_table(summary: dict[str, Any]) -> str:
             ", ".join(f"{k} {v:,.1f}" for k, v in summary["gpu_hours_by_sku"].items()) or "—",
         ),
         ("cost (A100 GPU-hour units)", _fmt(summary["cost"], digits=1)),
+        ("lower bound of the work done", _bound(summary)),
         (
             "GPU utilisation",
             f"{_pct(summary['avg_gpu_util'])}  (prefill {_pct(summary['avg_gpu_util_by_role']['prefill'])}, "

@@ -1,4 +1,8 @@
-"""Build a scenario's engine, drive it with a controller on each tick, and summarise the run."""
+"""Build a scenario's engine, drive it with a controller on each tick, and summarise the run.
+
+Every run ends with a check that it billed no less than the saturation bound of the work it completed
+(:mod:`heteroscale.sim.bound`); the bound is in the summary as ``lower_bound``.
+"""
 
 from __future__ import annotations
 

@@ -184,6 +184,7 @@ def test_compare_on_two_jobs_prints_and_writes_what_one_job_does_byte_for_byte(
     assert "mix milp (optimal)" in journal  # the node-limited MILP ran, and its line has no wall time
 
 
+@pytest.mark.slow
 def test_compare_on_a_local_ray_instance_gives_the_serial_result(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'heteroscale[ray]'")
     from heteroscale.experiments.compare import compare

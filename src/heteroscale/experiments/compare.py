@@ -126,7 +126,7 @@ def check_contenders(scenario: Scenario, names: Sequence[str]) -> None:
 
 
 class Comparison:
-    """One scenario, its loads per seed, its pressure-tested targets and its oracle."""
+    """One scenario, its loads and lower bounds per seed, its pressure-tested targets and its ratio-oracle."""
 
     def __init__(
         self,

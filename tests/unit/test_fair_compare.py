@@ -153,6 +153,24 @@ def test_a_knee_above_every_probe_is_flagged_as_a_lower_estimate(
     assert any("only a lower estimate" in r.getMessage() for r in caplog.records)
 
 
+def test_a_knee_below_the_bisections_range_is_searched_for_not_faked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    scenario = load_scenario(str(scenario_file(tmp_path, copy.deepcopy(MIX_SERVICE) | {"gpu_mix": "preference"})))
+    rates: list[float] = []
+
+    def holds_only_when_nearly_idle(*args: Any) -> KneePoint:  # a fake probe: the SLO holds below 1/1000
+        rate = float(args[5])
+        rates.append(rate)
+        met = rate <= rates[0] / 1000.0  # of the first (highest) probe's load
+        return KneePoint(rate, 1.0 if met else 0.5, 0.1, 0.01, 100.0 * rate, 10.0 * rate, 0.5, 0.5, 0.4, 0.4, met)
+
+    monkeypatch.setattr(pressure, "_probe", holds_only_when_nearly_idle)
+    result = pressure_test(scenario, "chat", calibration_for(scenario))
+    assert result.knee.meets_slo  # a measured knee, not the last failing probe
+    assert 0.9 * rates[0] / 1000.0 <= result.knee.rate_rps <= rates[0] / 1000.0
+
+
 # --- parallel runs give the serial result ------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ the SLO (attainment ≥ 0.99 and p90 TTFT / TBT within the SLO). Every target a 
 prefill TPS per instance, GPU utilisation and SM activity per role, latency thresholds, the
 SLA-feasible request rate per instance — is the value measured at that knee times one margin.
 
-A service whose SLO no probe meets, down to a near-idle load, has no knee: the test stops with
+A service whose SLO no probe meets — the bisection's, then loads an eighth as high, and an eighth of that,
+down to a probe of ``MIN_PROBE_REQUESTS`` requests — has no knee: the test stops with
 :class:`~heteroscale.errors.SloUnreachable` naming the service, its SLO and the best latency reached.
 A test whose highest probe still met the SLO found only a lower estimate of the knee: it says so in a
 warning and in ``knee_is_lower_estimate``.
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 SLO_ATTAINMENT = 0.99
 DEFAULT_MARGIN = 0.75
 AMPLE = 4  # role-wise knees: the role that must not be the bottleneck gets this many times its count
+MIN_PROBE_REQUESTS = 10  # a probe with fewer requests than this says little about a 99 % attainment
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +250,42 @@ def find_knee(
             best, lo = point, mid
         else:
             hi = mid
+    if best is None:  # every probe missed: look lower, down to a near-idle load, before giving up
+        best, lo, hi = _below(scenario, spec, mix, prefill, decode, probes, duration_s, calibration, seed)
+        for _ in range(iterations if best is not None else 0):
+            mid = 0.5 * (lo + hi)
+            point = _probe(scenario, spec, mix, prefill, decode, mid, duration_s, calibration, seed)
+            probes.append(point)
+            if point.meets_slo:
+                best, lo = point, mid
+            else:
+                hi = mid
     if best is None:
         raise _unreachable(spec, prefill, decode, probes)
     return best, tuple(probes)
+
+
+def _below(
+    scenario: Scenario,
+    spec: ServiceSpec,
+    mix: RequestTrace,
+    prefill: int,
+    decode: int,
+    probes: list[KneePoint],
+    duration_s: float,
+    calibration: Calibration,
+    seed: int,
+) -> tuple[KneePoint | None, float, float]:
+    """Probe at an eighth of the lowest load so far, again and again while a probe still holds at least
+    ``MIN_PROBE_REQUESTS`` requests: the first that meets the SLO and the rate above it, else None."""
+    rate = min(p.rate_rps for p in probes)
+    while rate / 8.0 * duration_s >= MIN_PROBE_REQUESTS:
+        rate /= 8.0
+        point = _probe(scenario, spec, mix, prefill, decode, rate, duration_s, calibration, seed)
+        probes.append(point)
+        if point.meets_slo:
+            return point, rate, rate * 8.0
+    return None, 0.0, rate
 
 
 def pressure_test(

@@ -34,7 +34,7 @@ from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
 from heteroscale.sim.saturation import RequestCosts, request_costs
 
-REL_TOL = 1e-9  # float round-off of the engines' closed-form step counts
+REL_TOL = 1e-6  # the request engine rounds a decode step count to its target within 1e-6 steps
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ class Req:
         "dinst",
         "fin_step",
         "inp",
+        "local",
         "new",
         "out",
         "pinst",
@@ -64,8 +65,9 @@ class Req:
         "t_first",
     )
 
-    def __init__(self, rid: int, svc: int, arrival: float, inp: int, out: int, cached: int) -> None:
+    def __init__(self, rid: int, svc: int, arrival: float, inp: int, out: int, cached: int, local: int = -1) -> None:
         self.rid = rid
+        self.local = local  # its row in the service's trace (-1: not from a trace)
         self.svc = svc
         self.arrival = arrival
         self.inp = inp
@@ -531,7 +533,8 @@ class RequestEngine:
 
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
         self.in_flight -= 1
-        self._done[req.svc][self._arr_local[req.rid]] = True
+        if req.local >= 0:
+            self._done[req.svc][req.local] = True
         ttft = req.t_first - req.arrival
         self.stats[req.svc].complete(ttft, tbt_s, req.inp, req.out)
         if self.records.enabled:
@@ -572,7 +575,7 @@ class RequestEngine:
                 j = self._arr_local[i]
                 inp = self._inp[svc][j]
                 cached = self._cached[svc][j]
-                req = Req(i, svc, t_arr, inp, self._out[svc][j], cached)
+                req = Req(i, svc, t_arr, inp, self._out[svc][j], cached, j)
                 i += 1
                 self.stats[svc].arrivals += 1
                 self.stats[svc].w_arrivals += 1

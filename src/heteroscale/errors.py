@@ -40,3 +40,11 @@ class PermanentActuationError(HeteroScaleError):
 
 class JournalUnwritable(HeteroScaleError):
     """The decision journal cannot be written (disk full, file too large, I/O error): hold, do not act."""
+
+
+class SimulationInvariantError(HeteroScaleError):
+    """A simulation broke one of its own invariants (e.g. served work faster than its performance model)."""
+
+
+class SloUnreachable(HeteroScaleError):
+    """No load meets a service's SLO on the clusters a pressure test may use (its knee is 0 req/s)."""

@@ -149,10 +149,15 @@ def test_compare_json_has_every_policy_with_the_extra_figures(capsys, tmp_path: 
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["policies"]) == {"heteroscale", "static-peak"}
+    assert result["schema_version"] == 2
     for summary in result["policies"].values():
-        assert summary.keys() >= REQUIRED_KEYS
-        for key in ("scale_actions_per_hour", "pd_ratio_deviation", "gpu_hours_vs_oracle"):
+        assert summary.keys() >= REQUIRED_KEYS - {"wall_s"}  # a comparison leaves the machine's speed out
+        extra = ("scale_actions_per_hour", "pd_ratio_deviation", "gpu_hours_vs_oracle", "gpu_hours_vs_lower_bound")
+        for key in extra:
             assert key in summary
+        # one schema with or without --seeds: every figure is {mean, ci95, n}
+        assert summary["gpu_hours"] == {"mean": summary["gpu_hours"]["mean"], "ci95": None, "n": 1}
+        assert summary["gpu_hours_vs_lower_bound"]["mean"] >= 1.0
     # targets come from one pressure test per service and are shown
     assert set(result["targets"]) == {"chat-8b", "code-32b"}
     assert all(t["source"].startswith("pressure-test") for t in result["targets"].values())
@@ -171,12 +176,16 @@ def test_compare_json_has_every_policy_with_the_extra_figures(capsys, tmp_path: 
     assert journal and all(json.loads(line)["decision"]["steps"] for line in journal)
 
 
-def test_compare_with_seeds_reports_means_and_intervals(capsys) -> None:
+def test_compare_with_seeds_on_a_trace_replay_says_the_seeds_are_identical(capsys) -> None:
     rc = main(["compare", "--scenario", "small-mixed", "--policies", "static-peak", "--seeds", "2", "--json"])
     assert rc == 0
-    s = json.loads(capsys.readouterr().out)["policies"]["static-peak"]
+    result = json.loads(capsys.readouterr().out)
+    s = result["policies"]["static-peak"]
     assert set(s["gpu_hours"]) == {"mean", "ci95", "n"}
-    assert s["gpu_hours"]["n"] == 2
+    # a trace replay is one load under every seed: one run, no interval, and said so (not a 0-width CI)
+    assert (s["gpu_hours"]["n"], s["gpu_hours"]["ci95"], s["seeds"]) == (1, None, [0])
+    assert result["seeds"] == 2 and result["seeds_identical"] is True
+    assert "same requests" in result["seeds_note"]
 
 
 def test_compare_unknown_policy_is_one_clear_line(capsys) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from heteroscale.domain.decision import Reason
-from heteroscale.experiments.compare import aggregate, pd_ratio_deviation
+from heteroscale.experiments.compare import pd_ratio_deviation
+from heteroscale.experiments.figures import aggregate, means
 from heteroscale.experiments.oracle import counts_for_demand, oracle_plan
 from heteroscale.experiments.study import direction_reversals
 from heteroscale.experiments.sweep import is_unimodal
@@ -91,6 +92,24 @@ def test_aggregate_gives_means_and_confidence_intervals() -> None:
     assert out["x"]["ci95"] == pytest.approx(12.706 * np.std([1.0, 3.0], ddof=1) / np.sqrt(2))
     assert out["n"]["y"]["mean"] == 3.0
     assert out["s"] == "a"
+
+
+def test_one_run_has_the_same_schema_and_no_interval() -> None:
+    run = {"seed": 7, "gpu_hours": 2.5, "requests_failed": 0, "slo": {"ttft_s": 2.0}, "ratio": None,
+           "by_role": {"prefill": 1.25}, "policy": "hpa", "latency_estimated": False}  # fmt: skip
+    out = aggregate([run])
+    assert out == {
+        "seeds": [7],
+        "gpu_hours": {"mean": 2.5, "ci95": None, "n": 1},  # one run: no interval, never a 0-width one
+        "requests_failed": {"mean": 0, "ci95": None, "n": 1},
+        "slo": {"ttft_s": 2.0},  # what the run was asked, not a figure
+        "ratio": None,
+        "by_role": {"prefill": {"mean": 1.25, "ci95": None, "n": 1}},
+        "policy": "hpa",
+        "latency_estimated": False,
+    }
+    plain = means(out)
+    assert plain.pop("seeds") == [7] and plain == {k: v for k, v in run.items() if k != "seed"}
 
 
 @pytest.mark.parametrize(

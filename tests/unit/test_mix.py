@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -183,6 +184,19 @@ COUPLED = problem(
     decode=300,
     free={"x": 16, "y": 64, "z": 64},
 )
+
+
+def test_a_node_limit_replaces_the_time_limit_and_keeps_wall_time_out_of_the_decision_line() -> None:
+    timed = solve_mix(COUPLED, GENEROUS_S)
+    assert re.search(r"\(optimal; \d+\.\d ms\)", timed.detail)
+    limited = [solve_mix(COUPLED, math.inf, node_limit=10_000) for _ in range(2)]
+    assert limited[0].counts == limited[1].counts == timed.counts
+    assert limited[0].detail == limited[1].detail  # the same line on every machine and every run
+    assert "(optimal)" in limited[0].detail and " ms" not in limited[0].detail
+    with pytest.raises(ValueError, match="time_limit_s must be > 0"):
+        solve_mix(COUPLED, math.inf)  # no limit at all
+    with pytest.raises(ValueError, match="node_limit must be ≥ 1"):
+        solve_mix(COUPLED, 1.0, node_limit=0)
 
 
 def test_shared_sku_coupling_milp_splits_the_scarce_sku_and_greedy_does_not() -> None:

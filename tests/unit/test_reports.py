@@ -265,20 +265,23 @@ def test_html_report_shows_none_and_missing_as_a_dash(tmp_path: Path) -> None:
 
 def test_optional_columns_appear_only_when_some_summary_has_them(tmp_path: Path) -> None:
     plain = read_table(write_html_report(tmp_path / "a", "t", {"p": summary()}, []).read_text(encoding="utf-8"))
-    assert "GPU-hours vs oracle" not in plain.headers
+    assert "GPU-hours vs ratio-oracle" not in plain.headers and "GPU-hours × LB" not in plain.headers
     summaries = {
-        "p": summary(scale_actions_per_hour=7.25, pd_ratio_deviation=0.125, gpu_hours_vs_oracle=1.1),
+        "p": summary(
+            scale_actions_per_hour=7.25, pd_ratio_deviation=0.125, gpu_hours_vs_oracle=1.1, gpu_hours_vs_lower_bound=1.5
+        ),
         "q": summary(),
     }
     extended = read_table(write_html_report(tmp_path / "b", "t", summaries, []).read_text(encoding="utf-8"))
     p_row = dict(zip(extended.headers, extended.rows[0], strict=True))
     q_row = dict(zip(extended.headers, extended.rows[1], strict=True))
-    assert (p_row["scale actions/h"], p_row["P/D ratio deviation"], p_row["GPU-hours vs oracle"]) == (
+    assert (p_row["scale actions/h"], p_row["P/D ratio deviation"], p_row["GPU-hours vs ratio-oracle"]) == (
         "7.25",
         "0.125",
         "1.100",
     )
-    assert q_row["scale actions/h"] == q_row["P/D ratio deviation"] == q_row["GPU-hours vs oracle"] == "—"
+    assert p_row["GPU-hours × LB"] == "1.500"
+    assert q_row["scale actions/h"] == q_row["P/D ratio deviation"] == q_row["GPU-hours vs ratio-oracle"] == "—"
 
 
 def test_estimated_latencies_are_marked(tmp_path: Path) -> None:

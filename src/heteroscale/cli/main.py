@@ -17,6 +17,18 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+def _add_parallel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs", type=int, help="simulations run at once on this machine (default: every core); results as serial"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local processes, or a Ray cluster (RAY_ADDRESS, else a local one; needs heteroscale[ray])",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heteroscale",
@@ -52,9 +64,15 @@ def _parser() -> argparse.ArgumentParser:
         + ",".join(_default_policies())
         + ")",
     )
-    cmp_.add_argument("--seeds", type=int, default=1, help="seeds per policy (means and 95 %% CIs when > 1)")
+    cmp_.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="seeds per policy (means and 95 %% CIs when > 1; a trace replay is one load: run once, said so)",
+    )
     cmp_.add_argument("--out", type=Path, help="write summary.json, per-policy time series, plots and report.html")
     cmp_.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    _add_parallel(cmp_)
 
     study = sub.add_parser("study-metrics", help="the paper's Fig. 6: one run per driving signal on the diurnal load")
     study.add_argument("--scenario", default="diurnal")
@@ -66,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--service", help="service name (default: the first)")
     sweep.add_argument("--instances", type=int, default=16)
     sweep.add_argument("--json", action="store_true")
+    _add_parallel(sweep)
 
     topo = sub.add_parser("topology", help="a topology's GPUs per SKU per domain and its RDMA subgroups")
     topo.add_argument("file", help="topology YAML (or an embedded topology name)")
@@ -101,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     tun.add_argument("--scenario", default="diurnal-ramp")
     tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")
     tun.add_argument("--json", action="store_true")
+    _add_parallel(tun)
     return parser
 
 
@@ -108,6 +128,16 @@ def _default_policies() -> tuple[str, ...]:
     from heteroscale.experiments.compare import DEFAULT_POLICIES
 
     return DEFAULT_POLICIES
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from heteroscale.experiments.parallel import default_jobs
+
+    if args.jobs is None:
+        return default_jobs()
+    if args.jobs < 1:
+        raise HeteroScaleError(f"--jobs must be ≥ 1, got {args.jobs}")
+    return int(args.jobs)
 
 
 def _progress(enabled: bool) -> Callable[[str], None]:
@@ -138,7 +168,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise HeteroScaleError("--policies: give at least one policy name")
     if args.seeds < 1:
         raise HeteroScaleError(f"--seeds must be ≥ 1, got {args.seeds}")
-    result = run_compare(args.scenario, policies, seeds=args.seeds, out_dir=args.out, progress=_progress(not args.json))
+    result = run_compare(
+        args.scenario,
+        policies,
+        seeds=args.seeds,
+        out_dir=args.out,
+        progress=_progress(not args.json),
+        jobs=_jobs(args),
+        backend=args.backend,
+    )
     _emit(result, args.json, compare_table)
     return EXIT_OK
 
@@ -158,7 +196,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.instances < 2:
         raise HeteroScaleError(f"--instances must be ≥ 2, got {args.instances}")
-    result = run_sweep(args.scenario, instances=args.instances, service=args.service, progress=_progress(not args.json))
+    result = run_sweep(
+        args.scenario,
+        instances=args.instances,
+        service=args.service,
+        progress=_progress(not args.json),
+        jobs=_jobs(args),
+        backend=args.backend,
+    )
     _emit(result, args.json, sweep_table)
     return EXIT_OK
 
@@ -194,7 +239,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from heteroscale.cli.experiments import run_tune
     from heteroscale.reports.table import tune_table
 
-    result = run_tune(args.scenario, instances=args.instances, progress=_progress(not args.json))
+    result = run_tune(
+        args.scenario,
+        instances=args.instances,
+        progress=_progress(not args.json),
+        jobs=_jobs(args),
+        backend=args.backend,
+    )
     _emit(result, args.json, tune_table)
     return EXIT_OK
 

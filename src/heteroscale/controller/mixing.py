@@ -25,6 +25,7 @@ without a swap ever leaving a deployment group one-sided. The result is one more
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,26 +40,33 @@ from heteroscale.scheduling.mix import MixOption, MixProblem, MixResult, free_gp
 
 @dataclass(frozen=True, slots=True)
 class MixSettings:
-    """A service's cost-aware mix: cost per GPU-hour by SKU, the solver's time budget, the launch penalty."""
+    """A service's cost-aware mix: cost per GPU-hour by SKU, the solver's time budget, the launch penalty;
+    ``node_limit`` bounds the solver by branch-and-bound nodes instead of time (the simulator's runs must
+    repeat exactly, whatever the machine's load)."""
 
     cost_per_gpu_hour: tuple[tuple[str, float], ...]
     time_limit_s: float = 0.2
     launch_penalty_h: float = 120.0 / 3600.0  # one cold start of running cost
+    node_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.time_limit_s <= 0:
             raise ValueError(f"the mix solver needs a time budget > 0 s, got {self.time_limit_s}")
+        if self.node_limit is not None and self.node_limit < 1:
+            raise ValueError(f"the mix solver's node limit must be ≥ 1, got {self.node_limit}")
         if self.launch_penalty_h < 0:
             raise ValueError(f"launch_penalty_h must be ≥ 0, got {self.launch_penalty_h}")
 
 
-def mix_settings(spec: ServiceSpec, skus: Mapping[str, GpuSku], cold_start_s: float) -> MixSettings | None:
+def mix_settings(
+    spec: ServiceSpec, skus: Mapping[str, GpuSku], cold_start_s: float, *, node_limit: int | None = None
+) -> MixSettings | None:
     """The service's mix settings when it asks for a cost-aware mix (``gpu_mix: cost``), else None; the
-    launch penalty is one cold start of running cost."""
+    launch penalty is one cold start of running cost; ``node_limit`` replaces the time budget."""
     if spec.gpu_mix is not GpuMix.COST:
         return None
     costs = {s.sku: skus[s.sku].cost_per_gpu_hour for role in ROLES for s in spec.shapes(role)}
-    return MixSettings(tuple(sorted(costs.items())), spec.gpu_mix_time_limit_s, cold_start_s / 3600.0)
+    return MixSettings(tuple(sorted(costs.items())), spec.gpu_mix_time_limit_s, cold_start_s / 3600.0, node_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +123,10 @@ def choose_mix(
             max_count={role: max(0, room[role] - current[role]) for role in ROLES},
             launch_penalty_h=settings.launch_penalty_h,
         )
-        result = solve_mix(problem, settings.time_limit_s)
+        if settings.node_limit is None:
+            result = solve_mix(problem, settings.time_limit_s)
+        else:
+            result = solve_mix(problem, math.inf, node_limit=settings.node_limit)
         for key, n in result.counts.items():
             by_shape[key] += n
         notes.append(result.detail)

@@ -1,1 +1,2 @@
-"""Experiments over the simulator: pressure tests, the oracle, compare, the paper's studies, tuning."""
+"""Experiments over the simulator: pressure tests, the lower bound and the ratio-oracle, compare (in parallel),
+the paper's studies, tuning."""

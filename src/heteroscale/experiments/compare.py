@@ -1,13 +1,27 @@
 """`heteroscale compare`: several policies on one scenario, the same load, the same targets.
 
-Every policy starts warm at the oracle's first-window counts (``static-peak`` at the oracle's peak),
-reads targets from one pressure test of each service, and is scored against the oracle.
+Every policy starts warm at the ratio-oracle's first-window counts (``static-peak`` at its peak),
+reads targets from one pressure test of each service, and is scored against the true lower bound
+(``× LB``, :mod:`heteroscale.experiments.lower_bound`) and, as a reference at the SLO knee, against the
+ratio-oracle (:mod:`heteroscale.experiments.oracle`).
+
+Fair options. What a service shares — its targets (pressure-tested or pinned), the margin, its P/D
+ratio, SLO and bounds — goes to every contender. A scenario's ``policy.options`` belong to one
+policy, so a plain row (``heteroscale``) runs that policy's defaults like every peer, and the
+scenario's options run only in the marked row ``heteroscale[scenario-options]``; a list that names
+the plain row of a policy the scenario gives options to, without its marked row, is refused in one
+line rather than compared one-sidedly or silently without them. A variant is a named row of the
+scenario's own (it keeps the service's options underneath its own, as its description says).
+
+Runs are independent: ``jobs`` > 1 (or ``backend="ray"``) runs contenders and seeds in parallel with
+the very results of a serial run (:mod:`heteroscale.experiments.parallel`). Seeds vary the load (a
+Poisson load's arrivals; a fluid run's arrival counts); a trace replay is the same load under every
+seed, so it runs once and the result says so (``seeds_identical``) instead of a 0-width interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +29,21 @@ from typing import Any
 
 import numpy as np
 
+from heteroscale.domain.hardware import Role
 from heteroscale.errors import ConfigError
+from heteroscale.experiments.figures import SCHEMA_VERSION, aggregate
+from heteroscale.experiments.lower_bound import DEFAULT_WINDOW_S, LowerBound, lower_bound
 from heteroscale.experiments.oracle import OraclePlan, oracle_plan
+from heteroscale.experiments.parallel import run_all
 from heteroscale.experiments.pressure import DEFAULT_MARGIN, PressureResult, pressure_test
 from heteroscale.experiments.ramps import ramp_slo
 from heteroscale.perf import Calibration
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import POLICY_NAMES
 from heteroscale.sim.engine import ServiceLoad
+from heteroscale.sim.fluid_engine import arrival_bins, arrivals_rng
 from heteroscale.sim.runner import SimulationRun
-from heteroscale.sim.scenario import PolicySpec, Scenario
+from heteroscale.sim.scenario import Fidelity, PolicySpec, Scenario
 from heteroscale.sim.telemetry import WindowRow
 
 DEFAULT_POLICIES = (
@@ -38,6 +57,7 @@ DEFAULT_POLICIES = (
     "pure-latency",
 )
 ProgressFn = Callable[[str], None]
+MARK = "[scenario-options]"  # a row that runs the scenario's own options for its policy
 
 
 @dataclass(slots=True)
@@ -75,45 +95,51 @@ def _fixed_ratio(spec_ratio: float, options: dict[str, object]) -> float | None:
     return float(given) if isinstance(given, int | float) else spec_ratio
 
 
-def _mean_ci(values: list[float]) -> dict[str, float]:
-    arr = np.array(values, dtype=np.float64)
-    mean = float(arr.mean())
-    if len(arr) < 2:
-        return {"mean": mean, "ci95": 0.0, "n": float(len(arr))}
-    # Student t for 95 %, small n
-    t_table = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
-    t = t_table.get(len(arr), 1.96)
-    return {"mean": mean, "ci95": float(t * arr.std(ddof=1) / math.sqrt(len(arr))), "n": float(len(arr))}
+def scenario_options(scenario: Scenario) -> dict[str, tuple[str, ...]]:
+    """Per registry policy, the option names the scenario's services give it (only those with options)."""
+    out: dict[str, set[str]] = {}
+    for run in scenario.services:
+        if run.policy.options:
+            out.setdefault(run.policy.name, set()).update(k for k, _ in run.policy.options)
+    return {name: tuple(sorted(keys)) for name, keys in out.items()}
 
 
-def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means and 95 % confidence intervals of every numeric field over seeds (nested dicts too)."""
-    first = summaries[0]
-    out: dict[str, Any] = {}
-    for key, value in first.items():
-        values = [s.get(key) for s in summaries]
-        if isinstance(value, bool) or value is None:
-            out[key] = value
-        elif isinstance(value, (int, float)) and all(isinstance(v, (int, float)) for v in values):
-            out[key] = _mean_ci([float(v) for v in values])  # type: ignore[arg-type]
-        elif isinstance(value, dict):
-            out[key] = (
-                aggregate([s[key] for s in summaries])
-                if all(isinstance(s.get(key), dict) for s in summaries)
-                else value
+def check_contenders(scenario: Scenario, names: Sequence[str]) -> None:
+    """Refuse, in one line, an unknown row, a marked row with nothing to mark, or a plain row of a policy
+    the scenario gives options to that would run one-sided (its marked row is not in ``names``)."""
+    given = scenario_options(scenario)
+    for name in names:
+        base = name.removesuffix(MARK)
+        if name in scenario.variants or name == "static-peak":
+            continue
+        if base not in POLICY_NAMES:
+            variants = f"; variants of {scenario.name}: {', '.join(scenario.variants)}" if scenario.variants else ""
+            raise ConfigError(f"compare: unknown policy {name!r} (policies: {', '.join(POLICY_NAMES)}{variants})")
+        if name != base and base not in given:
+            raise ConfigError(f"compare: {name!r}: scenario {scenario.name} gives {base} no options to mark")
+        if name == base and base in given and base + MARK not in names:
+            raise ConfigError(
+                f"compare: scenario {scenario.name} gives {base} options ({', '.join(given[base])}) that no other "
+                f"contender gets: compare them as the marked row {base + MARK!r} (beside {base!r} if you like) "
+                "or move them into a variant"
             )
-        else:
-            out[key] = value
-    return out
 
 
 class Comparison:
-    """One scenario, its loads per seed, its pressure-tested targets and its oracle."""
+    """One scenario, its loads and lower bounds per seed, its pressure-tested targets and its ratio-oracle."""
 
-    def __init__(self, scenario: Scenario, calibration: Calibration, *, margin: float = DEFAULT_MARGIN) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        calibration: Calibration,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        bound_window_s: float = DEFAULT_WINDOW_S,
+    ) -> None:
         self.scenario = scenario
         self.calibration = calibration
         self.margin = margin
+        self.bound_window_s = bound_window_s
         self.pressure: dict[str, PressureResult] = {}
         self.targets: dict[str, Targets] = {}
         for run in scenario.services:
@@ -124,17 +150,49 @@ class Comparison:
             self.pressure[run.spec.name] = result
             self.targets[run.spec.name] = result.targets
         self._loads: dict[int, list[ServiceLoad]] = {}
+        self._curve_counts: dict[int, list[np.ndarray | None]] = {}
         self.oracles: dict[str, OraclePlan] = {}
+        self.bounds: dict[int, dict[str, LowerBound]] = {}  # per seed, per service
 
     def loads(self, seed: int) -> list[ServiceLoad]:
+        """The loads of ``seed`` (made once), with their lower bounds and, for the first, the ratio-oracle."""
         if seed not in self._loads:
             probe = SimulationRun(self._with_counts({}), self.calibration, seed=seed, targets=self.targets)
             self._loads[seed] = probe.loads
+            horizon = self.horizon_s(probe)
+            curves: list[np.ndarray | None] = [None] * len(probe.loads)
+            step_s = self.scenario.settings.fluid_step_s
+            if probe.fidelity is Fidelity.FLUID:  # the fluid run draws its arrival counts from the seed
+                bins = arrival_bins(probe.loads, step_s, arrivals_rng(seed))
+                curves = [b[0] if ld.rate_curve is not None else None for ld, b in zip(probe.loads, bins, strict=True)]
+            self._curve_counts[seed] = curves
+            self.bounds[seed] = {
+                load.spec.name: lower_bound(
+                    load,
+                    costs,
+                    horizon,
+                    window_s=self.bound_window_s,
+                    curve_counts=(counts, step_s) if counts is not None else None,
+                )
+                for load, costs, counts in zip(probe.loads, probe.costs, curves, strict=True)
+            }
             if not self.oracles:
-                horizon = self.horizon_s(probe)
                 for load in probe.loads:
                     self.oracles[load.spec.name] = oracle_plan(load, self.targets[load.spec.name], horizon)
         return self._loads[seed]
+
+    def same_load(self, a: int, b: int) -> bool:
+        """Whether seeds ``a`` and ``b`` give every service the very same requests (a trace replay)."""
+        for la, lb in zip(self.loads(a), self.loads(b), strict=True):
+            ta, tb = la.trace, lb.trace
+            for x, y in ((ta.arrival_s, tb.arrival_s), (ta.input_tokens, tb.input_tokens),
+                         (ta.output_tokens, tb.output_tokens), (la.cached_tokens, lb.cached_tokens)):  # fmt: skip
+                if not np.array_equal(x, y):
+                    return False
+        for ca, cb in zip(self._curve_counts[a], self._curve_counts[b], strict=True):
+            if (ca is None) != (cb is None) or (ca is not None and cb is not None and not np.array_equal(ca, cb)):
+                return False
+        return True
 
     def horizon_s(self, probe: SimulationRun) -> float:
         return probe.duration_s if probe.duration_s is not None else probe.load_end_s()
@@ -181,8 +239,10 @@ class Comparison:
                 if variant is not None:
                     policies[run.spec.name] = (variant.policy, variant.service_options(run))
                 else:
-                    options = dict(run.policy.options) if name == run.policy.name else {}
-                    policies[run.spec.name] = (name, options)
+                    base = name.removesuffix(MARK)
+                    # only the marked row runs the scenario's options; a plain row runs the defaults
+                    marked = name != base and run.policy.name == base
+                    policies[run.spec.name] = (base, dict(run.policy.options) if marked else {})
         caps = {r.spec.name: self.oracles[r.spec.name].peak for r in self.scenario.services} if cap_at_peak else None
         scenario = self._with_counts(counts, caps)
         if variant is not None:
@@ -200,6 +260,7 @@ class Comparison:
             out_dir=out_dir,
         )
         summary = sim.run()
+        summary.pop("wall_s", None)  # the machine's speed, not the policy's: a comparison repeats byte for byte
         hours = max(1e-9, float(summary["simulated_s"]) / 3600.0)
         summary["scale_actions_per_hour"] = round(summary["scale_actions"] / hours, 4)
         devs = [
@@ -211,6 +272,10 @@ class Comparison:
         summary["pd_ratio_deviation"] = round(sum(known) / len(known), 6) if known else None
         oracle_hours = sum(o.gpu_hours for o in self.oracles.values())
         summary["gpu_hours_vs_oracle"] = round(summary["gpu_hours"] / oracle_hours, 6) if oracle_hours > 0 else None
+        bound_hours = sum(b.gpu_hours for b in self.bounds[seed].values())
+        bound_cost = sum(b.cost for b in self.bounds[seed].values())
+        summary["gpu_hours_vs_lower_bound"] = round(summary["gpu_hours"] / bound_hours, 6) if bound_hours > 0 else None
+        summary["cost_vs_lower_bound"] = round(summary["cost"] / bound_cost, 6) if bound_cost > 0 else None
         summary["policy"] = name
         summary["ramps"] = {
             r.spec.name: ramp_slo(sim.telemetry.series(r.spec.name)).as_dict() for r in self.scenario.services
@@ -222,7 +287,10 @@ class Comparison:
         services = tuple(dataclasses.replace(r, targets=self.targets[r.spec.name]) for r in self.scenario.services)
         return dataclasses.replace(self.scenario, services=services)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, seed: int | None = None) -> dict[str, Any]:
+        """Targets, pressure tests, the ratio-oracle and the lower bound (of ``seed``'s load, else the
+        first made)."""
+        bounds = self.bounds.get(seed if seed is not None else next(iter(self.bounds), -1), {})
         return {
             "scenario": self.scenario.name,
             "targets": {k: dataclasses.asdict(v) for k, v in self.targets.items()},
@@ -231,12 +299,29 @@ class Comparison:
                 k: {"gpu_hours": round(o.gpu_hours, 4), "peak": list(o.peak), "peak_instances": o.peak_instances}
                 for k, o in self.oracles.items()
             },
+            "lower_bound": {k: b.as_dict() for k, b in bounds.items()},
+            "gpu_mix": any(len(r.spec.shapes(role)) > 1 for r in self.scenario.services for role in Role),
         }
 
 
 def default_policies(scenario: Scenario) -> tuple[str, ...]:
-    """What ``compare`` runs when not told: the scenario's own list, else every built-in contender."""
-    return scenario.compare_policies or DEFAULT_POLICIES
+    """What ``compare`` runs when not told: the scenario's own list, else every built-in contender —
+    with the marked row beside the plain one of a policy the scenario gives options to."""
+    if scenario.compare_policies:
+        return scenario.compare_policies
+    given = scenario_options(scenario)
+    out: list[str] = []
+    for name in DEFAULT_POLICIES:
+        out.append(name)
+        if name in given:
+            out.append(name + MARK)
+    return tuple(out)
+
+
+def run_task(comparison: Comparison, task: tuple[str, int, Path | None]) -> PolicyRun:
+    """One contender on one seed (``task`` = name, seed, output folder): what a parallel worker runs."""
+    name, seed, out_dir = task
+    return comparison.run_policy(name, seed, out_dir)
 
 
 def compare(
@@ -247,41 +332,63 @@ def compare(
     seeds: int = 1,
     progress: ProgressFn | None = None,
     out_dir: Path | None = None,
+    jobs: int = 1,
+    backend: str = "local",
 ) -> tuple[dict[str, Any], dict[str, list[PolicyRun]]]:
     """Run every policy for every seed; return the JSON result and the runs (for reports).
 
     With ``out_dir``, the first seed of each policy writes its request records and DecisionRecord
-    journal under ``out_dir/<policy>/``."""
+    journal under ``out_dir/<policy>/``. ``jobs`` / ``backend``: see :mod:`.parallel`."""
     if policies is None:
         policies = default_policies(scenario)
-    unknown = [p for p in policies if p not in scenario.variants and p != "static-peak" and p not in POLICY_NAMES]
-    if unknown:
-        variants = f"; variants of {scenario.name}: {', '.join(scenario.variants)}" if scenario.variants else ""
-        raise ConfigError(f"compare: unknown policy {unknown[0]!r} (policies: {', '.join(POLICY_NAMES)}{variants})")
+    check_contenders(scenario, policies)
     comparison = Comparison(scenario, calibration)
     base_seed = scenario.settings.seed
+    wanted = [base_seed + k for k in range(seeds)]
+    for seed in wanted:
+        comparison.loads(seed)
+    identical = len(wanted) > 1 and all(comparison.same_load(wanted[0], s) for s in wanted[1:])
+    run_seeds = wanted[:1] if identical else wanted
+    tasks = [
+        (name, seed, out_dir / policy_dir_name(name) if out_dir is not None and k == 0 else None)
+        for name in policies
+        for k, seed in enumerate(run_seeds)
+    ]
+    done = run_all(
+        run_task,
+        comparison,
+        tasks,
+        jobs=jobs,
+        backend=backend,
+        progress=progress,
+        label=lambda t: f"{t[0]} (seed {t[1]})",
+    )
     runs: dict[str, list[PolicyRun]] = {}
-    for name in policies:
-        for k in range(seeds):
-            if progress is not None:
-                progress(f"{name} (seed {base_seed + k})")
-            policy_dir = out_dir / policy_dir_name(name) if out_dir is not None and k == 0 else None
-            runs.setdefault(name, []).append(comparison.run_policy(name, base_seed + k, policy_dir))
-    result: dict[str, Any] = comparison.describe()
+    for run in done:
+        runs.setdefault(run.name, []).append(run)
+    result: dict[str, Any] = comparison.describe(run_seeds[0])
     result["resolved_scenario"] = comparison.pinned()
+    result["schema_version"] = SCHEMA_VERSION
     result["seeds"] = seeds
-    result["policies"] = {
-        name: (rs[0].summary if seeds == 1 else aggregate([r.summary for r in rs])) for name, rs in runs.items()
-    }
+    result["seeds_identical"] = identical
+    if identical:
+        result["seeds_note"] = (
+            f"every seed replays the same requests (trace replay): ran seed {run_seeds[0]} once; no confidence interval"
+        )
+    result["policies"] = {name: aggregate([r.summary for r in rs]) for name, rs in runs.items()}
     return result, runs
 
 
 __all__ = [
     "DEFAULT_POLICIES",
+    "MARK",
     "Comparison",
     "PolicyRun",
     "PolicySpec",
+    "check_contenders",
     "compare",
     "default_policies",
     "pd_ratio_deviation",
+    "run_task",
+    "scenario_options",
 ]

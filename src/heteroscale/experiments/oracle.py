@@ -1,8 +1,13 @@
-"""The clairvoyant lower bound: it reads the future load, so it lives here and not among policies.
+"""The ratio-oracle: a clairvoyant reference at the SLO knee (it reads the future load, so it lives here).
 
-Per window (10 min by default) the oracle takes the minimum (P, D) at the service's P/D ratio whose
-capacity — from the same per-instance targets (capacity table and margin) the policies use — covers
-the window's load, with no cold start. ``static-peak`` holds the oracle's maximum all day.
+Per window (10 min by default) it takes the minimum (P, D) at the service's P/D ratio whose capacity —
+from the same per-instance targets (capacity table and margin) the policies use — covers the window's
+mean load, with no cold start, billed for the part of the window inside the run. ``static-peak`` holds
+its maximum all day and every policy starts at its first window.
+
+It is **not** a lower bound: it sizes at the fixed ratio with the targets' margin, and a window's mean
+hides its peaks, so a policy may run under it (hotter, or off the ratio). The bound no run can beat
+is :mod:`heteroscale.experiments.lower_bound`.
 """
 
 from __future__ import annotations
@@ -34,11 +39,16 @@ class OraclePlan:
     windows: tuple[OracleWindow, ...]
     gpus_per_prefill: int
     gpus_per_decode: int
+    horizon_s: float  # the run's length: the last window is billed only up to it
 
     @property
     def gpu_hours(self) -> float:
-        per = sum(w.prefill * self.gpus_per_prefill + w.decode * self.gpus_per_decode for w in self.windows)
-        return per * self.window_s / 3600.0
+        gpu_s = sum(
+            (w.prefill * self.gpus_per_prefill + w.decode * self.gpus_per_decode)
+            * max(0.0, min(self.window_s, self.horizon_s - w.start_s))
+            for w in self.windows
+        )
+        return gpu_s / 3600.0
 
     @property
     def peak(self) -> tuple[int, int]:
@@ -96,4 +106,5 @@ def oracle_plan(load: ServiceLoad, targets: Targets, horizon_s: float, window_s:
         windows=tuple(windows),
         gpus_per_prefill=spec.preferred_shape(Role.PREFILL).gpus,
         gpus_per_decode=spec.preferred_shape(Role.DECODE).gpus,
+        horizon_s=horizon_s,
     )

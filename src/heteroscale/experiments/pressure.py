@@ -6,12 +6,20 @@ from the service's own load. Bisection finds the highest request rate at which t
 the SLO (attainment ≥ 0.99 and p90 TTFT / TBT within the SLO). Every target a policy uses — decode and
 prefill TPS per instance, GPU utilisation and SM activity per role, latency thresholds, the
 SLA-feasible request rate per instance — is the value measured at that knee times one margin.
+
+A service whose SLO no probe meets — the bisection's, then loads an eighth as high, and an eighth of that,
+down to a probe of ``MIN_PROBE_REQUESTS`` requests — has no knee: the test stops with
+:class:`~heteroscale.errors.SloUnreachable` naming the service, its SLO and the best latency reached.
+A test whose highest probe still met the SLO found only a lower estimate of the knee: it says so in a
+warning and in ``knee_is_lower_estimate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +28,7 @@ import numpy as np
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.domain.topology import NodeSpec, Topology
+from heteroscale.errors import SloUnreachable
 from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
 from heteroscale.policy.targets import decode_itl_profile
@@ -29,9 +38,12 @@ from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, PolicySpec, S
 from heteroscale.sim.traces import RequestTrace, read_trace
 from heteroscale.sim.transforms import scale_lengths
 
+logger = logging.getLogger(__name__)
+
 SLO_ATTAINMENT = 0.99
 DEFAULT_MARGIN = 0.75
 AMPLE = 4  # role-wise knees: the role that must not be the bottleneck gets this many times its count
+MIN_PROBE_REQUESTS = 10  # a probe with fewer requests than this says little about a 99 % attainment
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +83,17 @@ class PressureResult:
     targets: Targets
     role_knees: RoleKnees | None = None
 
+    @property
+    def knee_is_lower_estimate(self) -> bool:
+        """Every probe met the SLO: the knee lies somewhere above the highest one."""
+        return upper_bracket_met(self.probes)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "service": self.service,
             "cluster": {"prefill": self.prefill, "decode": self.decode},
             "knee": dataclasses.asdict(self.knee),
+            "knee_is_lower_estimate": self.knee_is_lower_estimate,
             "probes": len(self.probes),
             "targets": dataclasses.asdict(self.targets),
         } | ({"role_knees": dataclasses.asdict(self.role_knees)} if self.role_knees is not None else {})
@@ -172,6 +190,24 @@ def _per_instance(rows: list[Any], role: Role, key: str) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def upper_bracket_met(probes: Sequence[KneePoint]) -> bool:
+    """Whether even the highest load probed met the SLO (the knee is then only a lower estimate)."""
+    return bool(probes) and all(p.meets_slo for p in probes)
+
+
+def _unreachable(spec: ServiceSpec, prefill: int, decode: int, probes: Sequence[KneePoint]) -> SloUnreachable:
+    def excess(p: KneePoint) -> tuple[float, float]:
+        return max(p.ttft_p90_s / spec.slo.ttft_s, p.tbt_p90_s / spec.slo.tbt_s), -p.slo_attainment
+
+    best = min(probes, key=excess)
+    return SloUnreachable(
+        f"pressure test of service {spec.name}: no load meets its SLO (TTFT p90 ≤ {spec.slo.ttft_s:g} s, "
+        f"TBT p90 ≤ {spec.slo.tbt_s:g} s, attainment ≥ {SLO_ATTAINMENT:.0%}) on {prefill}P/{decode}D; the best "
+        f"probe ({best.rate_rps:.3g} req/s) reached TTFT p90 {best.ttft_p90_s:.3g} s, TBT p90 "
+        f"{best.tbt_p90_s:.3g} s, attainment {best.slo_attainment:.1%}"
+    )
+
+
 def _weighted(rows: list[Any], key: str) -> float:
     pairs = [(getattr(r, key), r.completions) for r in rows if getattr(r, key) is not None]
     total = sum(c for _, c in pairs)
@@ -205,7 +241,9 @@ def find_knee(
     iterations: int = 8,
     seed: int = 0,
 ) -> tuple[KneePoint, tuple[KneePoint, ...]]:
-    """Bisect for the highest request rate that ``prefill`` P + ``decode`` D instances serve within SLO."""
+    """Bisect for the highest request rate that ``prefill`` P + ``decode`` D instances serve within SLO.
+
+    Raises :class:`SloUnreachable` when no probe meets the SLO (a knee of 0 req/s)."""
     model = scenario.models[spec.model]
     shape_p, shape_d = spec.preferred_shape(Role.PREFILL), spec.preferred_shape(Role.DECODE)
     reserve = scenario.settings.kv_activation_reserve
@@ -229,10 +267,42 @@ def find_knee(
             best, lo = point, mid
         else:
             hi = mid
+    if best is None:  # every probe missed: look lower, down to a near-idle load, before giving up
+        best, lo, hi = _below(scenario, spec, mix, prefill, decode, probes, duration_s, calibration, seed)
+        for _ in range(iterations if best is not None else 0):
+            mid = 0.5 * (lo + hi)
+            point = _probe(scenario, spec, mix, prefill, decode, mid, duration_s, calibration, seed)
+            probes.append(point)
+            if point.meets_slo:
+                best, lo = point, mid
+            else:
+                hi = mid
     if best is None:
-        best = _probe(scenario, spec, mix, prefill, decode, max(lo, hi * 0.05), duration_s, calibration, seed)
-        probes.append(best)
+        raise _unreachable(spec, prefill, decode, probes)
     return best, tuple(probes)
+
+
+def _below(
+    scenario: Scenario,
+    spec: ServiceSpec,
+    mix: RequestTrace,
+    prefill: int,
+    decode: int,
+    probes: list[KneePoint],
+    duration_s: float,
+    calibration: Calibration,
+    seed: int,
+) -> tuple[KneePoint | None, float, float]:
+    """Probe at an eighth of the lowest load so far, again and again while a probe still holds at least
+    ``MIN_PROBE_REQUESTS`` requests: the first that meets the SLO and the rate above it, else None."""
+    rate = min(p.rate_rps for p in probes)
+    while rate / 8.0 * duration_s >= MIN_PROBE_REQUESTS:
+        rate /= 8.0
+        point = _probe(scenario, spec, mix, prefill, decode, rate, duration_s, calibration, seed)
+        probes.append(point)
+        if point.meets_slo:
+            return point, rate, rate * 8.0
+    return None, 0.0, rate
 
 
 def pressure_test(
@@ -266,6 +336,15 @@ def pressure_test(
     best, probes = find_knee(
         scenario, spec, calibration, prefill, decode, mix, duration_s=duration_s, iterations=iterations, seed=seed
     )
+    if upper_bracket_met(probes):
+        logger.warning(
+            "pressure test of service %s: the highest load probed (%.3g req/s on %dP/%dD) still met the SLO; "
+            "the knee and the targets are only a lower estimate",
+            spec.name,
+            max(p.rate_rps for p in probes),
+            prefill,
+            decode,
+        )
     role_knees: RoleKnees | None = None
     measured: dict[str, float] = {}
     if scenario.settings.role_wise_targets if role_wise is None else role_wise:

@@ -2,9 +2,10 @@
 
 One run per driving signal on the diurnal load, each sizing both pools at the ratio, with its GPU-count
 time series and summary. As in the paper's testbed, each run starts at the provisioned size (the
-oracle's peak, which covers the day) and may not exceed it, so what a signal shows is whether it
-follows the load down and back up; plus a no-autoscaling run (held at the oracle's peak) whose signal shapes
-correspond to Fig. 2: prefill utilisation follows the load while decode utilisation stays high.
+ratio-oracle's peak, which covers the day) and may not exceed it, so what a signal shows is whether it
+follows the load down and back up; plus a no-autoscaling run (held at the ratio-oracle's peak) whose
+signal shapes correspond to Fig. 2: prefill utilisation follows the load while decode utilisation stays
+high.
 """
 
 from __future__ import annotations

@@ -3,18 +3,44 @@
 For each split of N instances into P prefill and D decode, the pressure test's bisection finds the
 highest request rate served within SLO; the split's figures are the prefill and decode TPS at that
 rate and the GPU utilisation and SM activity of each role there. ``best`` is the split with the
-highest sustainable request rate.
+highest sustainable request rate. A split whose highest probe still met the SLO says so
+(``knee_is_lower_estimate``). The splits are independent and run on ``jobs`` processes (or Ray).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from heteroscale.experiments.pressure import KneePoint, find_knee, length_mix
+from heteroscale.domain.service import ServiceSpec
+from heteroscale.experiments.parallel import run_all
+from heteroscale.experiments.pressure import KneePoint, find_knee, length_mix, upper_bracket_met
 from heteroscale.perf import Calibration
 from heteroscale.sim.scenario import Scenario
+from heteroscale.sim.traces import RequestTrace
+
+
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    """What every split's knee search shares."""
+
+    scenario: Scenario
+    spec: ServiceSpec
+    calibration: Calibration
+    mix: RequestTrace
+    duration_s: float
+    iterations: int
+
+
+def _split_knee(sweep: _Sweep, split: tuple[int, int]) -> tuple[KneePoint, bool]:
+    prefill, decode = split
+    knee, probes = find_knee(
+        sweep.scenario, sweep.spec, sweep.calibration, prefill, decode, sweep.mix,
+        duration_s=sweep.duration_s, iterations=sweep.iterations, seed=sweep.scenario.settings.seed,
+    )  # fmt: skip
+    return knee, upper_bracket_met(probes)
 
 
 def sweep_ratio(
@@ -26,20 +52,21 @@ def sweep_ratio(
     duration_s: float = 300.0,
     iterations: int = 6,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
+    backend: str = "local",
 ) -> dict[str, Any]:
     run = next(r for r in scenario.services if service is None or r.spec.name == service)
     spec = run.spec
     mix = length_mix(run, scenario.settings.duration_s, scenario.settings.seed)
-    splits: list[dict[str, Any]] = []
-    for prefill in range(1, instances):
-        decode = instances - prefill
-        if progress is not None:
-            progress(f"{prefill}P{decode}D")
-        knee, _ = find_knee(
-            scenario, spec, calibration, prefill, decode, mix,
-            duration_s=duration_s, iterations=iterations, seed=scenario.settings.seed,
-        )  # fmt: skip
-        splits.append(_split(prefill, decode, knee))
+    shared = _Sweep(scenario, spec, calibration, mix, duration_s, iterations)
+    pairs = [(prefill, instances - prefill) for prefill in range(1, instances)]
+    knees = run_all(
+        _split_knee, shared, pairs, jobs=jobs, backend=backend, progress=progress, label=lambda t: f"{t[0]}P{t[1]}D"
+    )
+    splits = [
+        _split(p, d, knee) | {"knee_is_lower_estimate": lower}
+        for (p, d), (knee, lower) in zip(pairs, knees, strict=True)
+    ]
     best = max(splits, key=lambda s: s["max_rate_rps"])
     return {
         "scenario": scenario.name,

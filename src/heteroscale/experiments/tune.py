@@ -3,7 +3,9 @@
 (r_opt, m_hat) ← PressureTest: sweep the P/D splits of a small cluster for the best ratio, then pressure
 test at that ratio for the per-instance decode-TPS target at SLO (with margin). Then simulate each
 candidate policy on the scenario with that ratio and those targets and return the best: the fewest
-GPU-hours among those meeting the SLO (attainment ≥ 0.99), else the highest attainment.
+GPU-hours among those meeting the SLO (attainment ≥ 0.99), else the highest attainment. The sweep's
+splits and the candidates run on ``jobs`` processes (or Ray) with the results of a serial run; the
+candidates follow ``compare``'s rule on a scenario's policy options (a marked row or a refusal).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from heteroscale.experiments.compare import Comparison
+from heteroscale.experiments.compare import Comparison, check_contenders, run_task
+from heteroscale.experiments.parallel import run_all
 from heteroscale.experiments.sweep import sweep_ratio
 from heteroscale.perf import Calibration
 from heteroscale.sim.scenario import Scenario
@@ -28,9 +31,15 @@ def tune(
     candidates: Sequence[str] = CANDIDATES,
     instances: int = 8,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
+    backend: str = "local",
 ) -> dict[str, Any]:
+    check_contenders(scenario, candidates)
     service = scenario.services[0]
-    sweep = sweep_ratio(scenario, calibration, service=service.spec.name, instances=instances, progress=progress)
+    sweep = sweep_ratio(
+        scenario, calibration, service=service.spec.name, instances=instances, progress=progress, jobs=jobs,
+        backend=backend,
+    )  # fmt: skip
     best_split = next(s for s in sweep["splits"] if s["split"] == sweep["best"])
     r_opt = best_split["prefill"] / best_split["decode"]
     spec = dataclasses.replace(service.spec, pd_ratio=round(r_opt, 4))
@@ -41,15 +50,20 @@ def tune(
     if progress is not None:
         progress(f"pressure test at r={r_opt:.3f}")
     comparison = Comparison(tuned, calibration)
+    seed = scenario.settings.seed
+    comparison.loads(seed)
+    runs = run_all(
+        run_task, comparison, [(name, seed, None) for name in candidates], jobs=jobs, backend=backend,
+        progress=progress, label=lambda t: t[0],
+    )  # fmt: skip
     scores: dict[str, dict[str, Any]] = {}
-    for name in candidates:
-        if progress is not None:
-            progress(name)
-        s = comparison.run_policy(name, scenario.settings.seed).summary
+    for name, run in zip(candidates, runs, strict=True):
+        s = run.summary
         scores[name] = {
             "gpu_hours": s["gpu_hours"],
             "cost": s["cost"],
             "slo_attainment": s["slo_attainment"],
+            "gpu_hours_vs_lower_bound": s["gpu_hours_vs_lower_bound"],
             "gpu_hours_vs_oracle": s["gpu_hours_vs_oracle"],
             "scale_actions_per_hour": s["scale_actions_per_hour"],
             "meets_slo": (s["slo_attainment"] or 0.0) >= SLO_TARGET,

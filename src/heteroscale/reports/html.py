@@ -139,8 +139,15 @@ _COLUMNS: tuple[_Column, ...] = (
         optional=True,
     ),
     _Column(
-        "GPU-hours vs oracle",
-        "GPU-hours compared with the oracle policy's",
+        "GPU-hours × LB",
+        "GPU-hours ÷ the true lower bound (the offered work at saturation on the cheapest GPUs)",
+        ("gpu_hours_vs_lower_bound",),
+        _fixed(3),
+        optional=True,
+    ),
+    _Column(
+        "GPU-hours vs ratio-oracle",
+        "GPU-hours ÷ the ratio-oracle's (a reference at the SLO knee, not a bound)",
         ("gpu_hours_vs_oracle",),
         _fixed(3),
         optional=True,

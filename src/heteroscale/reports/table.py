@@ -32,6 +32,16 @@ def _failed(summary: dict[str, Any]) -> str:
     return text
 
 
+def _bound(summary: dict[str, Any]) -> str:
+    """The saturation bound of the work the run completed, and the run's GPU-hours over it."""
+    bound = summary.get("lower_bound")
+    if not bound:
+        return "—"
+    hours = float(bound["gpu_hours"])
+    ratio = f" (the run: {float(summary['gpu_hours']) / hours:.2f}×)" if hours > 0 else ""
+    return f"{hours:,.1f} GPU-h, cost {float(bound['cost']):,.1f}{ratio}"
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     est = " (estimated)" if summary.get("latency_estimated") else ""
     rows: list[tuple[str, str]] = [
@@ -56,6 +66,7 @@ def summary_table(summary: dict[str, Any]) -> str:
             ", ".join(f"{k} {v:,.1f}" for k, v in summary["gpu_hours_by_sku"].items()) or "—",
         ),
         ("cost (A100 GPU-hour units)", _fmt(summary["cost"], digits=1)),
+        ("lower bound of the work done", _bound(summary)),
         (
             "GPU utilisation",
             f"{_pct(summary['avg_gpu_util'])}  (prefill {_pct(summary['avg_gpu_util_by_role']['prefill'])}, "
@@ -86,10 +97,17 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 def _v(value: Any) -> Any:
-    """A figure, or the mean of a {mean, ci95} aggregate."""
+    """A figure, or the mean of a {mean, ci95, n} aggregate."""
     if isinstance(value, dict) and "mean" in value:
         return value["mean"]
     return value
+
+
+def _with_ci(value: Any, digits: int) -> str:
+    """A figure with its 95 % interval when it has one (several distinct runs)."""
+    ci = value.get("ci95") if isinstance(value, dict) else None
+    text = _fmt(_v(value), digits=digits)
+    return f"{text}±{ci:,.{digits}f}" if isinstance(ci, float) else text
 
 
 def _ramps(summary: dict[str, Any]) -> tuple[float | None, int | None]:
@@ -102,15 +120,28 @@ def _ramps(summary: dict[str, Any]) -> tuple[float | None, int | None]:
     return (1.0 - missed / requests if requests > 0 else None), round(missed)
 
 
+def _seeds_line(result: dict[str, Any]) -> str:
+    line = f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)}"
+    if result.get("seeds_identical"):
+        line += f"; identical — {result.get('seeds_note', 'one load under every seed')}"
+    return line + ")"
+
+
 def compare_table(result: dict[str, Any]) -> str:
-    """One line per policy; ``failed`` counts every failed request, ``killed`` those failed by scale-in;
-    ``ramp SLO`` / ``ramp miss``: SLO attainment and misses in the windows where the offered load ramps up."""
+    """One line per policy; ``× LB``: GPU-hours (cost, in a GPU-mix scenario) ÷ the true lower bound;
+    ``r-oracle``: GPU-hours ÷ the ratio-oracle's (a reference, not a bound); ``failed`` counts every
+    failed request, ``killed`` those failed by scale-in; ``ramp SLO`` / ``ramp miss``: SLO attainment
+    and misses in the windows where the offered load ramps up."""
+    by_cost = bool(result.get("gpu_mix"))
+    lb_key = "cost_vs_lower_bound" if by_cost else "gpu_hours_vs_lower_bound"
+    lb_head = "cost×LB" if by_cost else "× LB"
+    width = max([9, *(len(_with_ci(s["gpu_hours"], 1)) for s in result["policies"].values())])
     head = (
-        f"  {'policy':18s} {'GPU-h':>9s} {'vs oracle':>9s} {'cost':>9s} {'SLO':>7s} {'TTFT p99':>9s} "
-        f"{'TBT p99':>8s} {'util':>6s} {'util P':>6s} {'SM':>6s} {'act/h':>6s} {'P/D dev':>7s} {'failed':>7s} "
-        f"{'killed':>7s} {'ramp SLO':>8s} {'ramp miss':>9s}"
+        f"  {'policy':18s} {'GPU-h':>{width}s} {lb_head:>7s} {'r-oracle':>8s} {'cost':>9s} {'SLO':>7s} "
+        f"{'TTFT p99':>9s} {'TBT p99':>8s} {'util':>6s} {'util P':>6s} {'SM':>6s} {'act/h':>6s} {'P/D dev':>7s} "
+        f"{'failed':>7s} {'killed':>7s} {'ramp SLO':>8s} {'ramp miss':>9s}"
     )
-    lines = [f"  scenario {result.get('scenario')}  (seeds: {result.get('seeds', 1)})"]
+    lines = [_seeds_line(result)]
     engine = next((s.get("perf_engine_assumptions") for s in result["policies"].values()), None)
     if engine:
         lines.append(f"  perf engine {engine}")
@@ -118,7 +149,8 @@ def compare_table(result: dict[str, Any]) -> str:
     for name, s in result["policies"].items():
         ramp_slo, ramp_missed = _ramps(s)
         lines.append(
-            f"  {name:18s} {_fmt(_v(s['gpu_hours']), digits=1):>9s} {_fmt(_v(s['gpu_hours_vs_oracle']), digits=3):>9s} "
+            f"  {name:18s} {_with_ci(s['gpu_hours'], 1):>{width}s} {_fmt(_v(s.get(lb_key)), digits=3):>7s} "
+            f"{_fmt(_v(s.get('gpu_hours_vs_oracle')), digits=3):>8s} "
             f"{_fmt(_v(s['cost']), digits=1):>9s} {_pct(_v(s['slo_attainment'])):>7s} {_ms(_v(s['ttft_p99_s'])):>9s} "
             f"{_ms(_v(s['tbt_p99_s'])):>8s} {_pct(_v(s['avg_gpu_util'])):>6s} "
             f"{_pct(_v(s['avg_gpu_util_by_role']['prefill'])):>6s} {_pct(_v(s['avg_sm_activity'])):>6s} "
@@ -126,8 +158,15 @@ def compare_table(result: dict[str, Any]) -> str:
             f"{_fmt(_v(s['requests_failed'])):>7s} {_fmt(_v(s.get('requests_failed_by_scale_in'))):>7s} "
             f"{_pct(ramp_slo):>8s} {_fmt(ramp_missed):>9s}"
         )
+    for name, b in result.get("lower_bound", {}).items():
+        roles = b["gpu_hours_by_role"]
+        lines.append(
+            f"  lower bound[{name}]: {b['gpu_hours']:,.1f} GPU-h (prefill {roles['prefill']:,.1f}, decode "
+            f"{roles['decode']:,.1f}), cost {b['cost']:,.1f}; peak {b['peak_gpus']:,.1f} GPUs busy at saturation "
+            f"({b['window_s']:g} s windows)"
+        )
     for name, o in result.get("oracle", {}).items():
-        lines.append(f"  oracle[{name}]: {o['gpu_hours']:,.1f} GPU-h, peak {o['peak'][0]}P/{o['peak'][1]}D")
+        lines.append(f"  ratio-oracle[{name}]: {o['gpu_hours']:,.1f} GPU-h, peak {o['peak'][0]}P/{o['peak'][1]}D")
     for name, s in result["policies"].items():
         services = s.get("services") or {}
         budget = _v(s.get("gpu_budget"))
@@ -165,6 +204,8 @@ def sweep_table(result: dict[str, Any]) -> str:
     ]
     for s in result["splits"]:
         mark = "  <- best" if s["split"] == result["best"] else ""
+        if s.get("knee_is_lower_estimate"):  # the highest load probed still met the SLO
+            mark += "  (knee ≥ this: a lower estimate)"
         lines.append(
             f"  {s['split']:8s} {s['max_rate_rps']:>8.2f} {s['max_prefill_tps']:>12,.0f} {s['max_decode_tps']:>11,.0f} "
             f"{_pct(s['prefill_gpu_util']):>7s} {_pct(s['decode_gpu_util']):>7s} {_pct(s['prefill_sm_activity']):>6s} "
@@ -179,12 +220,13 @@ def tune_table(result: dict[str, Any]) -> str:
         f"  {result['service']}: best ratio r_opt = {result['r_opt']} ({result['ratio_sweep']['best']} of "
         f"{result['ratio_sweep']['instances']}), decode-TPS target per instance "
         + ", ".join(f"{k} {v:,.0f}" for k, v in result["m_hat_decode_tps_per_instance"].items()),
-        f"  {'policy':22s} {'GPU-h':>9s} {'vs oracle':>9s} {'SLO':>7s} {'act/h':>6s}",
+        f"  {'policy':22s} {'GPU-h':>9s} {'× LB':>7s} {'r-oracle':>8s} {'SLO':>7s} {'act/h':>6s}",
     ]
     for name, s in result["scores"].items():
         mark = "  <- best" if name == result["best"] else ""
         lines.append(
-            f"  {name:22s} {_fmt(s['gpu_hours'], digits=1):>9s} {_fmt(s['gpu_hours_vs_oracle'], digits=3):>9s} "
+            f"  {name:22s} {_fmt(s['gpu_hours'], digits=1):>9s} "
+            f"{_fmt(s.get('gpu_hours_vs_lower_bound'), digits=3):>7s} {_fmt(s['gpu_hours_vs_oracle'], digits=3):>8s} "
             f"{_pct(s['slo_attainment']):>7s} {_fmt(s['scale_actions_per_hour'], digits=1):>6s}{mark}"
         )
     lines.append(f"  best: {result['best']} ({result['why']})")

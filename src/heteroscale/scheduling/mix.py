@@ -22,10 +22,13 @@ ones keep theirs; GPUs that removals free come back at the next cycle, as in the
                 n_s ∈ ℤ≥0,  a_s ∈ ℝ                      (a_s = max(0, n_s − m_s) at the optimum)
 
 A SKU allowed in both roles couples them through ``F_k``: that is why this is a MILP and not two
-knapsacks. HiGHS (``highspy``) solves it within ``time_limit_s``: optimal → used; time limit with an
-incumbent → the incumbent, or the greedy answer if that is cheaper; anything else (no incumbent, a
-solver error, a solution that fails the independent check) → the greedy fallback. Every answer says
-which and why in ``MixResult.status`` and one readable ``detail`` line for the decision journal.
+knapsacks. HiGHS (``highspy``) solves it within ``time_limit_s`` — or, where runs must repeat exactly
+(the simulator, whose runs go in parallel on loaded cores), within ``node_limit`` branch-and-bound
+nodes and no time limit: HiGHS with one thread is deterministic for a given node limit. Optimal →
+used; a limit reached with an incumbent → the incumbent, or the greedy answer if that is cheaper;
+anything else (no incumbent, a solver error, a solution that fails the independent check) → the
+greedy fallback. Every answer says which and why in ``MixResult.status`` and one readable ``detail``
+line for the decision journal.
 
 Infeasible demand (not enough free GPUs, cap or bounds) never raises: a best-effort MILP first
 maximises ``z``, the smallest covered share over the roles' demands and minimum counts
@@ -41,13 +44,15 @@ capacity) — and, since the order decides who gets a shared SKU, also in the ot
 interleaved (the least covered role next); the best coverage, then the lowest cost, wins.
 
 No clock here (the pure core reads none): ``MixResult.solve_s`` is HiGHS's own run time, or the
-difference of an injected ``timer``.
+difference of an injected ``timer``; the decision line shows it only under a time limit (a
+node-limited answer reads the same on every machine).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from heteroscale.scheduling.mix_greedy import greedy_counts
 from heteroscale.scheduling.mix_highs import cheapest_at, counts_from, coverage_model, exact_model, solve_model
@@ -65,16 +70,25 @@ from heteroscale.scheduling.mix_problem import (
 __all__ = ["MixOption", "MixProblem", "MixResult", "free_gpus_by_sku", "greedy_mix", "solve_mix"]
 
 
-def solve_mix(problem: MixProblem, time_limit_s: float = 0.2, *, timer: Callable[[], float] | None = None) -> MixResult:
-    """The cheapest mix covering ``problem``'s demand (MILP within ``time_limit_s``, greedy fallback).
+def solve_mix(
+    problem: MixProblem,
+    time_limit_s: float = 0.2,
+    *,
+    node_limit: int | None = None,
+    timer: Callable[[], float] | None = None,
+) -> MixResult:
+    """The cheapest mix covering ``problem``'s demand (MILP within ``time_limit_s``, greedy fallback);
+    with ``node_limit`` the MILP is bounded by nodes instead and ``time_limit_s`` may be infinite.
 
     Never raises for an infeasible demand: it covers what it can and says so (``feasible=False``)."""
-    if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
+    if node_limit is not None and node_limit < 1:
+        raise ValueError(f"node_limit must be ≥ 1, got {node_limit}")
+    if not (time_limit_s > 0 and (math.isfinite(time_limit_s) or node_limit is not None)):
         raise ValueError(f"time_limit_s must be > 0, got {time_limit_s}")
     started = timer() if timer is not None else 0.0
-    counts, method, status, run_s = _decide(problem, time_limit_s)
+    counts, method, status, run_s = _decide(problem, _Limits(time_limit_s, node_limit))
     solve_s = timer() - started if timer is not None else run_s
-    return result_of(problem, counts, method, status, solve_s)
+    return result_of(problem, counts, method, status, solve_s, timed=node_limit is None)
 
 
 def greedy_mix(problem: MixProblem, *, timer: Callable[[], float] | None = None) -> MixResult:
@@ -88,14 +102,23 @@ def greedy_mix(problem: MixProblem, *, timer: Callable[[], float] | None = None)
 # --- the decision chain -------------------------------------------------------------------------
 
 
-def _decide(problem: MixProblem, time_limit_s: float) -> tuple[list[int], Method, str, float]:
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    time_s: float
+    nodes: int | None
+
+    def text(self) -> str:
+        return f"{self.time_s:g} s" if self.nodes is None else f"{self.nodes} nodes"
+
+
+def _decide(problem: MixProblem, limits: _Limits) -> tuple[list[int], Method, str, float]:
     """(counts per option, method, status, HiGHS run time)."""
-    exact = solve_model(exact_model(problem), time_limit_s)
+    exact = solve_model(exact_model(problem), limits.time_s, limits.nodes)
     spent = exact.run_s
     if exact.error:
         return greedy_counts(problem), "greedy", f"greedy: MILP failed ({exact.error})", spent
     if exact.state == "infeasible":
-        return _best_effort(problem, time_limit_s, spent)
+        return _best_effort(problem, limits, spent)
     counts = counts_from(problem, exact)
     if counts is None:
         why = exact.status if exact.values is None else "its solution failed the check"
@@ -104,17 +127,18 @@ def _decide(problem: MixProblem, time_limit_s: float) -> tuple[list[int], Method
         return counts, "milp", "optimal", spent
     fallback = greedy_counts(problem)
     if rank(problem, fallback) < rank(problem, counts):
-        return fallback, "greedy", f"greedy: beat the MILP incumbent at {exact.status} ({time_limit_s:g} s)", spent
-    return counts, "milp", f"incumbent at {exact.status} ({time_limit_s:g} s), gap {exact.gap:.2%}", spent
+        return fallback, "greedy", f"greedy: beat the MILP incumbent at {exact.status} ({limits.text()})", spent
+    return counts, "milp", f"incumbent at {exact.status} ({limits.text()}), gap {exact.gap:.2%}", spent
 
 
-def _best_effort(problem: MixProblem, time_limit_s: float, spent: float) -> tuple[list[int], Method, str, float]:
-    left = time_limit_s - spent
+def _best_effort(problem: MixProblem, limits: _Limits, spent: float) -> tuple[list[int], Method, str, float]:
+    # under a node limit the time budget is infinite, so what is left never depends on the machine
+    left = limits.time_s - spent
     fallback = "greedy best effort: demand cannot be covered"
     if left < MIN_BUDGET_S:
         return greedy_counts(problem), "greedy", f"{fallback}, no time left for a best-effort MILP", spent
     model, z_col, share_cols = coverage_model(problem)
-    first = solve_model(model, left)
+    first = solve_model(model, left, limits.nodes)
     spent += first.run_s
     if first.error or first.values is None:
         why = first.error or first.status
@@ -122,10 +146,10 @@ def _best_effort(problem: MixProblem, time_limit_s: float, spent: float) -> tupl
     counts = counts_from(problem, first)
     if counts is None:
         return greedy_counts(problem), "greedy", f"{fallback}, best-effort solution failed the check", spent
-    left = time_limit_s - spent
+    left = limits.time_s - spent
     status = "best effort: demand cannot be covered; coverage maximised"
     if left >= MIN_BUDGET_S:
-        second = solve_model(cheapest_at(model, first.values, z_col, share_cols, problem), left)
+        second = solve_model(cheapest_at(model, first.values, z_col, share_cols, problem), left, limits.nodes)
         spent += second.run_s
         cheaper = counts_from(problem, second) if not second.error else None
         if cheaper is not None and rank(problem, cheaper) <= rank(problem, counts):

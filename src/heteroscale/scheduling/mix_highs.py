@@ -78,8 +78,9 @@ _OPTIONS: tuple[tuple[str, bool | float], ...] = (
 )
 
 
-def solve_model(model: Model, time_limit_s: float) -> Run:
-    """Solve ``model`` with HiGHS, silenced, within ``time_limit_s``. Never raises."""
+def solve_model(model: Model, time_limit_s: float, node_limit: int | None = None) -> Run:
+    """Solve ``model`` with HiGHS, silenced, within ``time_limit_s`` (and ``node_limit`` branch-and-bound
+    nodes, a limit that does not depend on the machine). Never raises."""
     try:
         # The core class, not highspy.Highs: the wrapper installs callbacks on construction, and that
         # makes HiGHS print its banner to stdout once per process before any option can silence it.
@@ -92,6 +93,8 @@ def solve_model(model: Model, time_limit_s: float) -> Run:
             try:
                 for name, value in (*_OPTIONS, ("time_limit", float(time_limit_s))):
                     highs.setOptionValue(name, value)
+                if node_limit is not None:
+                    highs.setOptionValue("mip_max_nodes", int(node_limit))
                 if single_thread:
                     highs.setOptionValue("threads", 1)
                 _pass_model(highs, model)

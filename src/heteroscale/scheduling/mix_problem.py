@@ -213,7 +213,10 @@ def evaluate(problem: MixProblem, counts: Sequence[int]) -> Evaluation:
     )
 
 
-def result_of(problem: MixProblem, counts: Sequence[int], method: Method, status: str, solve_s: float) -> MixResult:
+def result_of(
+    problem: MixProblem, counts: Sequence[int], method: Method, status: str, solve_s: float, *, timed: bool = True
+) -> MixResult:
+    """The result of ``counts``; its line shows the solve time only when ``timed`` (a wall-clock budget)."""
     ev = evaluate(problem, counts)
     return MixResult(
         counts={o.key: n for o, n in zip(problem.options, counts, strict=True)},
@@ -222,16 +225,14 @@ def result_of(problem: MixProblem, counts: Sequence[int], method: Method, status
         method=method,
         status=status,
         solve_s=solve_s,
-        detail=_detail(problem, counts, ev, method, status, solve_s),
+        detail=_detail(problem, counts, ev, method, status + (f"; {solve_s * 1e3:.1f} ms" if timed else "")),
         feasible=ev.feasible,
         capacity_tps=ev.capacity_tps,
         shortfall_tps=ev.shortfall_tps,
     )
 
 
-def _detail(
-    problem: MixProblem, counts: Sequence[int], ev: Evaluation, method: Method, status: str, solve_s: float
-) -> str:
+def _detail(problem: MixProblem, counts: Sequence[int], ev: Evaluation, method: Method, status: str) -> str:
     """One line: how it was decided, the counts per shape (with the change), cost, and coverage."""
     shapes = []
     for opt, n in zip(problem.options, counts, strict=True):
@@ -242,7 +243,7 @@ def _detail(
     per_1k = f"{ev.cost_per_hour / (served_tps * 3.6):.4g}" if served_tps > 0 else "n/a"
     cover = ", ".join(f"{r.value} {ev.capacity_tps[r]:.0f}/{problem.demand(r):.0f} tps" for r in ROLES)
     parts = [
-        f"mix {method} ({status}; {solve_s * 1e3:.1f} ms)",
+        f"mix {method} ({status})",
         " ".join(shapes) or "no instances",
         f"{ev.cost_per_hour:.4g}/h + launches {ev.launch_cost:.3g}, {per_1k} per 1k tokens",
         cover,

@@ -93,3 +93,8 @@ class Engine(Protocol):
 
     @property
     def latency_estimated(self) -> bool: ...
+
+    def completed_mask(self, svc: int) -> np.ndarray | None:
+        """Which requests of service ``svc``'s trace completed, in trace order; None when the engine
+        serves flows rather than requests."""
+        ...

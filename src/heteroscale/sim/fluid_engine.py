@@ -67,11 +67,43 @@ class _Mix:
     flops_per_token: float
     mean_new: float
     mean_m: float  # mean decode steps per request (output - 1)
+    mean_m_decoding: float  # mean decode steps per request that decodes (output > 1): Little's law
     ctx_member: float  # time-averaged context of one decode member
     resv_per_req: float  # KV reservation per request (input + output)
     frac_single: float  # share of requests with one output token (no TBT)
     steps: np.ndarray  # decode steps per request (output − 1)
     frac_over_kv: float = 0.0  # share of requests that no decode shape's KV cache can hold
+
+
+def arrivals_rng(seed: int) -> np.random.Generator:
+    """The generator a fluid run of ``seed`` draws its Poisson arrival counts from."""
+    return np.random.default_rng([seed, 10_000])
+
+
+def arrival_bins(
+    loads: list[ServiceLoad], step_s: float, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Arrivals per step of every load, in order: (requests, cache-missed tokens). A rate-curve load
+    draws Poisson counts from ``rng`` (one load after the other); a trace load bins its arrivals."""
+    bins: list[tuple[np.ndarray, np.ndarray]] = []
+    for load in loads:
+        if load.rate_curve is not None:
+            n = int(math.ceil(load.load_end_s() / step_s))
+            lam = np.array([load.rate_at((k + 0.5) * step_s) * step_s for k in range(n)])
+            counts = rng.poisson(lam).astype(np.float64)
+            new = (load.trace.input_tokens - load.cached_tokens).astype(np.float64)
+            mean_new = float(new.mean()) if len(new) else 0.0
+            bins.append((counts, counts * mean_new))
+            continue
+        t = load.trace.arrival_s
+        if len(t) == 0:
+            bins.append((np.zeros(0), np.zeros(0)))
+            continue
+        idx = np.floor(t / step_s).astype(np.int64)
+        n = int(idx[-1]) + 1
+        new = (load.trace.input_tokens - load.cached_tokens).astype(np.float64)
+        bins.append((np.bincount(idx, minlength=n).astype(np.float64), np.bincount(idx, weights=new, minlength=n)))
+    return bins
 
 
 class FluidInst(SimInstance):
@@ -123,12 +155,12 @@ class FluidEngine:
         self.window_s = window_s
         self.step_s = step_s
         self.rng = rng
+        self._bins = arrival_bins(loads, step_s, rng)
         self.stats = [ServiceStats(ld.spec.slo.ttft_s, ld.spec.slo.tbt_s) for ld in loads]
         self.now_s = 0.0
         self.events = 0
         self.insts: list[list[FluidInst]] = [[] for _ in loads]
         self.states = [_SvcState(self._mix(i, ld)) for i, ld in enumerate(loads)]
-        self._bins = [self._bin_arrivals(ld) for ld in loads]
         self._n_steps_load = max((len(b[0]) for b in self._bins), default=0)
         self.next_window_s = window_s
         self.last_window_s = 0.0
@@ -179,29 +211,13 @@ class FluidEngine:
             flops_per_token=flops / max(1.0, float(new[:2000].sum())),
             mean_new=float(new.mean()) if len(new) else 1.0,
             mean_m=sum_m / n_req,
+            mean_m_decoding=sum_m / max(1, int((m > 0).sum())),
             ctx_member=ctx_member,
             resv_per_req=float((inp + out).mean()) if len(inp) else 1.0,
             frac_single=float((m == 0).sum() / n_req),
             steps=m,
             frac_over_kv=n_over / n_req,
         )
-
-    def _bin_arrivals(self, load: ServiceLoad) -> tuple[np.ndarray, np.ndarray]:
-        """Arrivals per step: (requests, cache-missed tokens)."""
-        if load.rate_curve is not None:
-            n = int(math.ceil(load.load_end_s() / self.step_s))
-            lam = np.array([load.rate_at((k + 0.5) * self.step_s) * self.step_s for k in range(n)])
-            counts = self.rng.poisson(lam).astype(np.float64)
-            new = (load.trace.input_tokens - load.cached_tokens).astype(np.float64)
-            mean_new = float(new.mean()) if len(new) else 0.0
-            return counts, counts * mean_new
-        t = load.trace.arrival_s
-        if len(t) == 0:
-            return np.zeros(0), np.zeros(0)
-        idx = np.floor(t / self.step_s).astype(np.int64)
-        n = int(idx[-1]) + 1
-        new = (load.trace.input_tokens - load.cached_tokens).astype(np.float64)
-        return np.bincount(idx, minlength=n).astype(np.float64), np.bincount(idx, weights=new, minlength=n)
 
     # ------------------------------------------------------------------ lifecycle
     def launch(self, svc: int, shape: InstanceShape, dg: str, node: str, now_s: float, warm: bool) -> str:
@@ -403,7 +419,9 @@ class FluidEngine:
                 step = base + per * b * mix.ctx_member
                 tok = st.dec_n / step * dt  # tokens generated this step (all instances)
                 tbt = step
-                leaving = min(st.dec_n, tok / mix.mean_m if mix.mean_m > 0 else st.dec_n)
+                # one-token requests never enter the decode population: departures divide by the mean
+                # of those that decode
+                leaving = min(st.dec_n, tok / mix.mean_m_decoding if mix.mean_m_decoding > 0 else st.dec_n)
                 st.dec_n -= leaving
                 completions += leaving
                 busy = 1.0 - math.exp(-b) if b < 4 else 1.0
@@ -570,6 +588,10 @@ class FluidEngine:
             if inst.role is Role.DECODE:
                 return inst.perf.kv_capacity_tokens
         return 0
+
+    def completed_mask(self, svc: int) -> None:
+        """Requests are flows here: which ones completed is not known (see :mod:`heteroscale.sim.bound`)."""
+        return None
 
     def finalize(self, end_s: float) -> None:
         for svc in range(len(self.loads)):

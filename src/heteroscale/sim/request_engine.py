@@ -27,6 +27,8 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.state import Lifecycle, ScaleInMode
 from heteroscale.perf import InstancePerf
@@ -54,6 +56,7 @@ class Req:
         "dinst",
         "fin_step",
         "inp",
+        "local",
         "new",
         "out",
         "pinst",
@@ -63,8 +66,9 @@ class Req:
         "t_first",
     )
 
-    def __init__(self, rid: int, svc: int, arrival: float, inp: int, out: int, cached: int) -> None:
+    def __init__(self, rid: int, svc: int, arrival: float, inp: int, out: int, cached: int, local: int = -1) -> None:
         self.rid = rid
+        self.local = local  # its row in the service's trace (-1: not from a trace)
         self.svc = svc
         self.arrival = arrival
         self.inp = inp
@@ -184,8 +188,6 @@ class RequestEngine:
         self.next_sample_s = QUEUE_SAMPLE_S
         self._counts_acc: list[list[float]] = [[0.0] * 5 for _ in loads]
         # merged arrivals of every service, in time order (stable)
-        import numpy as np
-
         times = [ld.trace.arrival_s for ld in loads]
         svc_idx = [np.full(len(t), i, dtype=np.int64) for i, t in enumerate(times)]
         all_t = np.concatenate(times) if times else np.zeros(0)
@@ -199,6 +201,7 @@ class RequestEngine:
         self._cached = [ld.cached_tokens.tolist() for ld in loads]
         self._next_arrival = 0
         self._n_arrivals = len(self._arr_t)
+        self._done = [np.zeros(len(ld.trace), dtype=bool) for ld in loads]  # completed, per request
 
     # ------------------------------------------------------------------ lifecycle
     def launch(self, svc: int, shape: InstanceShape, dg: str, node: str, now_s: float, warm: bool) -> str:
@@ -540,6 +543,8 @@ class RequestEngine:
 
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
         self.in_flight -= 1
+        if req.local >= 0:
+            self._done[req.svc][req.local] = True
         ttft = req.t_first - req.arrival
         self.stats[req.svc].complete(ttft, tbt_s, req.inp, req.out)
         if self.records.enabled:
@@ -587,7 +592,7 @@ class RequestEngine:
                 j = self._arr_local[i]
                 inp = self._inp[svc][j]
                 cached = self._cached[svc][j]
-                req = Req(i, svc, t_arr, inp, self._out[svc][j], cached)
+                req = Req(i, svc, t_arr, inp, self._out[svc][j], cached, j)
                 i += 1
                 self.stats[svc].arrivals += 1
                 self.stats[svc].w_arrivals += 1
@@ -657,6 +662,10 @@ class RequestEngine:
     @property
     def latency_estimated(self) -> bool:
         return False
+
+    def completed_mask(self, svc: int) -> np.ndarray:
+        """Which requests of service ``svc``'s trace completed (True), in trace order."""
+        return self._done[svc]
 
     @property
     def arrivals_done(self) -> bool:

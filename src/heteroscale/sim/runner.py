@@ -1,4 +1,8 @@
-"""Build a scenario's engine, drive it with a controller on each tick, and summarise the run."""
+"""Build a scenario's engine, drive it with a controller on each tick, and summarise the run.
+
+Every run ends with a check that it billed no less than the saturation bound of the work it completed
+(:mod:`heteroscale.sim.bound`); the bound is in the summary as ``lower_bound``.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ from heteroscale.policy.targets import analytic_targets
 from heteroscale.scheduling import ServiceDemand, place
 from heteroscale.scheduling.budget import apply_budget
 from heteroscale.sim.adapters import SimActuator, SimMetricSource
+from heteroscale.sim.bound import check_bound, load_costs, run_bound
 from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
-from heteroscale.sim.fluid_engine import FluidEngine
+from heteroscale.sim.fluid_engine import FluidEngine, arrivals_rng
 from heteroscale.sim.parts import load_window, raw_curve, shape_source, smoothed_curve
 from heteroscale.sim.records import RecordWriter
 from heteroscale.sim.request_engine import RequestEngine
@@ -46,6 +51,9 @@ from heteroscale.sim.traces import (
 from heteroscale.sim.transforms import scale_lengths
 
 ProgressFn = Callable[[float], None]
+# the GPU-mix MILP in a simulation stops at this many branch-and-bound nodes, not at a time limit, so
+# that a run repeats exactly on a loaded machine and in parallel (the models solve in far fewer)
+MIX_NODE_LIMIT = 10_000
 
 
 def load_curve(load: LoadSpec, name: str) -> RateCurve:
@@ -161,6 +169,11 @@ class SimulationRun:
                         raise ConfigError(
                             f"service {run.spec.name}: {role.value} shape {shape.sku} TP{shape.tp}: {exc}"
                         ) from exc
+        # each request's least GPU time at saturation: the bound every run is checked against
+        self.costs = [
+            load_costs(run.spec, loads[i], {s: p for (j, s), p in self.perfs.items() if j == i}, scenario.skus)
+            for i, run in enumerate(scenario.services)
+        ]
         self.cluster = SimCluster(scenario.topology, scenario.skus, names)
         self.telemetry = Telemetry(names)
         self._records_stream: IO[str] | None = None
@@ -179,7 +192,7 @@ class SimulationRun:
                 self.telemetry,
                 st.telemetry_window_s,
                 st.fluid_step_s,
-                np.random.default_rng([self.seed, 10_000]),
+                arrivals_rng(self.seed),
             )
         self.journal = Journal(out_dir / "journal.jsonl" if out_dir is not None else None)
         adapter = SimActuator(self.engine, self.service_index)
@@ -201,7 +214,7 @@ class SimulationRun:
                 policy = make_policy(name, options)
             except ValueError as exc:
                 raise ConfigError(f"service {run.spec.name}: policy {name}: {exc}") from exc
-            mix = mix_settings(run.spec, scenario.skus, st.cold_start_s)
+            mix = mix_settings(run.spec, scenario.skus, st.cold_start_s, node_limit=MIX_NODE_LIMIT)
             bindings.append(ServiceBinding(run.spec, policy, given, mix=mix))
         self.policy_names = {b.spec.name: b.policy.name for b in bindings}
         self.controller = Controller(
@@ -292,6 +305,12 @@ class SimulationRun:
         self.loop_wall_s = loop.elapsed_s()
         end_s = t
         summary = summarise(self, end_s)
+        bound = run_bound(self.engine, self.loads, self.costs)
+        summary["lower_bound"] = bound.as_dict() | {
+            "basis": "served tokens" if self.engine.latency_estimated else "completed requests"
+        }
+        billing = self.cluster.close_billing(end_s)
+        check_bound(self.scenario.name, bound, billing.gpu_s_by_role, billing.cost_gpu_s)
         self.wall_s = total.elapsed_s()
         summary["wall_s"] = round(self.wall_s, 3)
         summary["peak_gpus_held"] = max(self.peak_gpus_held, self.cluster.gpus_held())

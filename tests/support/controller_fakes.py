@@ -11,7 +11,7 @@ from pathlib import Path
 
 from heteroscale.controller.journal import DurableJournal, JournalSettings, MemoryFold
 from heteroscale.controller.reconcile import Controller, ServiceBinding
-from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.decision import Reason, Recommendation, Step
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.observation import Observation
 from heteroscale.domain.plan import ActuationResult, PlacementPlan
@@ -20,7 +20,7 @@ from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle
 from heteroscale.domain.topology import Topology
 from heteroscale.policy.context import PolicyContext, PolicyResult
 from heteroscale.policy.normalize import PD
-from heteroscale.policy.outcome import conclude, recommend
+from heteroscale.policy.outcome import conclude
 from tests.support import builders
 from tests.unit import policy_builders as pb
 
@@ -107,7 +107,7 @@ class CooldownPolicy:
     def decide(self, ctx: PolicyContext) -> PolicyResult:
         current = PD(ctx.counts.prefill.capacity, ctx.counts.decode.capacity)
         want = PD(*self.wants(ctx.now_s))
-        rec = recommend(ctx, want, Reason.FIXED_COUNT)
+        rec = Recommendation(ctx.spec.name, want.prefill, want.decode, Reason.FIXED_COUNT, "")
         last = ctx.memory.last_scale_out_s
         out = want.prefill > current.prefill or want.decode > current.decode
         if out and last is not None and ctx.now_s - last < self.cooldown_s:

@@ -207,7 +207,7 @@ def test_a_suite_file_may_name_scenarios_by_path(tmp_path: Path) -> None:
         (
             {"scenario": "diurnal-ramp"},
             "scenarios[0].scenario",
-            "gives service 'chat' policy options (scale_in_cooldown_s, scale_in_window_s)",
+            "sets simulation.duration_s; a suite scenario leaves it unset",
             "diurnal-ramp",
         ),
         ({"scenario": "ramps"}, "scenarios[0].scenario", "has variants or a compare list", "ramps"),

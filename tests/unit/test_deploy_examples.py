@@ -15,10 +15,10 @@ EXAMPLES = DEPLOY / "examples"
 
 
 def test_the_configmap_carries_the_in_cluster_example_verbatim() -> None:
-    configmap = yaml.safe_load((DEPLOY / "configmap.yaml").read_text(encoding="utf-8"))
+    configmap = yaml.safe_load((DEPLOY / "kustomize" / "base" / "configmap.yaml").read_text(encoding="utf-8"))
     example = (EXAMPLES / "controller.yaml").read_text(encoding="utf-8")
     assert configmap["data"]["controller.yaml"] == example, (
-        "deploy/configmap.yaml's controller.yaml and deploy/examples/controller.yaml differ: edit both"
+        "deploy/kustomize/base/configmap.yaml's controller.yaml and deploy/examples/controller.yaml differ: edit both"
     )
 
 

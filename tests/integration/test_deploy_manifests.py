@@ -213,7 +213,7 @@ def test_workload_manifests_from_the_example_config_are_valid(kube: KubeFakeServ
 
 
 def test_example_prometheus_credentials_come_from_the_mounted_secret(tmp_path: Path) -> None:
-    """The example config's token and CA files lie under the read-only Secret mount of deployment.yaml,
+    """The example config's token and CA files lie under the read-only Secret mount of the StatefulSet,
     and they are read once there (here: a copy of the config pointing at stand-in files)."""
     configmap = config_map()
     text = configmap["data"]["controller.yaml"]

@@ -267,3 +267,32 @@ def test_the_alerts_fire_when_they_should(tmp_path: Path) -> None:
         [promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "presets"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*-podmonitor.yaml")), ids=lambda p: p.name)
+def test_each_stack_recipe_is_valid_and_gives_its_preset_the_labels_it_selects_on(path: Path, tmp_path: Path) -> None:
+    from heteroscale.config.presets import POD_LABELS, MappingConfig, sanitised
+
+    text = path.read_text(encoding="utf-8")
+    monitor = yaml.safe_load(text)
+    validate(monitor, tmp_path)
+    (preset,) = re.findall(r"preset: ([a-z-]+)", text)
+    mapping = MappingConfig.model_validate({"preset": preset})
+    service_key, role_key = POD_LABELS[preset]
+    assert monitor["spec"]["selector"]["matchExpressions"][0]["key"] == role_key
+    assert f"pods=[{service_key},{role_key}]" in text  # the kube-state-metrics allowlist for the DCGM join
+    copied = monitor["spec"].get("podTargetLabels")
+    if copied is not None:  # the engine selectors match the labels the PodMonitor puts on the series
+        assert copied == [service_key, role_key]
+        assert mapping.service_selector.startswith(sanitised(service_key) + "=")
+        assert mapping.decode_selector.startswith(sanitised(role_key) + "=")
+
+
+def test_there_is_a_recipe_for_every_stack_preset() -> None:
+    from heteroscale.config.presets import PRESETS
+
+    names = {p.name.removesuffix("-podmonitor.yaml") for p in RECIPES.glob("*-podmonitor.yaml")}
+    assert names == set(PRESETS) - {"vllm"}  # plain vLLM: the base's podmonitor-engines.yaml

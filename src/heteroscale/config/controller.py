@@ -32,7 +32,7 @@ A service name is carried verbatim in the pods' ``heteroscale.io/service`` label
 Kubernetes label value (at most 63 characters: letters, digits, ``-``, ``_``, ``.``, beginning and
 ending with a letter or digit). ``gpu_accounting: namespace`` (the default) counts the GPUs our own pods
 use; ``cluster`` counts every pod on the GPU nodes and needs the cluster-wide pod list permission of
-deploy/rbac-cluster-gpu-accounting.yaml. A pod that is not Ready within ``start_timeout_s`` is stuck:
+deploy/kustomize/components/gpu-accounting. A pod that is not Ready within ``start_timeout_s`` is stuck:
 it stops counting as capacity and is replaced; so is a pod the scheduler finds no node for, at once
 when its domain has no schedulable room, else after ``unschedulable_grace_s``.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from heteroscale.clock import WallClock
+from heteroscale.config.presets import MappingConfig
 from heteroscale.metrics.prometheus import PrometheusSource
 from heteroscale.metrics.promql import Engine, MetricMapping, PodJoin
 from tests.support.engine_exporter import EngineExporter, RoleLoad, ServiceLoad
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 CLOCK = WallClock()
 WINDOW_S = 6.0
+STACKS = ("llm-d", "aibrix", "kthena", "dynamo")
 
 
 class Fleet:
@@ -32,6 +34,8 @@ class Fleet:
             ServiceLoad("sg", engine="sglang", decode=RoleLoad(2, 600.0, 1000.0), finish_every_s=600.0),
             ServiceLoad("old", prefill=RoleLoad(2, 8000.0, 6000.0), legacy_prefix_metric=True),
             ServiceLoad("dp", prefill=RoleLoad(1, 2000.0, 4000.0), decode=RoleLoad(2, 1200.0, 1000.0), dp_ranks=2),
+            # one service per serving stack, labelled as that stack labels its series and pods
+            *(ServiceLoad(f"svc-{stack}", decode=RoleLoad(2, 1000.0, 1250.0), stack=stack) for stack in STACKS),
         ]
         self.exporters = [
             EngineExporter(loads, rank=0).start(),
@@ -117,3 +121,18 @@ def test_dcgm_pod_labels_renamed_by_prometheus_are_joined_through_exported_pod(f
     exported = MetricMapping(gpu_join=PodJoin(pod_label="exported_pod", namespace_label="exported_namespace"))
     obs = _source(fleet, exported).observe("ex", CLOCK.now_s(), WINDOW_S)
     assert obs.decode.gpu_util == pytest.approx(500.0 / 1500.0, rel=0.05)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_stack_preset_reads_its_stack_series_and_gpus(fleet: Fleet, stack: str) -> None:
+    """Series labelled as the stack labels them: the default selectors find nothing, the preset all of it."""
+    service = f"svc-{stack}"
+    plain = _source(fleet).observe(service, CLOCK.now_s(), WINDOW_S)
+    assert plain.decode.tps is None and plain.decode.gpu_util is None
+    preset = MappingConfig.model_validate({"preset": stack}).to_mapping()
+    obs = _source(fleet, preset).observe(service, CLOCK.now_s(), WINDOW_S)
+    assert obs.complete, obs.missing
+    assert obs.prefill.instances_ready == 1 and obs.decode.instances_ready == 2
+    assert obs.decode.tps == pytest.approx(1000.0, rel=0.1)
+    assert obs.prefill.tps == pytest.approx(1500.0, rel=0.1)  # 2000 prompt tokens/s less 25 % cache hits
+    assert obs.decode.gpu_util == pytest.approx(500.0 / 1250.0, rel=0.05)  # joined through kube_pod_labels

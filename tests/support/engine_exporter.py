@@ -65,6 +65,41 @@ class ServiceLoad:
     dp_ranks: int = 1  # series per instance (data-parallel ranks), the instance's values split between them
     finish_every_s: float = 0.0  # sglang: the generated-tokens counter moves only as requests finish
     legacy_prefix_metric: bool = False  # vllm: prefix-cache hits under the pre-v0.9.1 name only
+    stack: str = "heteroscale"  # whose labels the series and pods carry (STACK_LABELS)
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _stack(
+    service_key: str, role_key: str, roles: dict[str, str] | None = None
+) -> Callable[[str, str], tuple[Labels, Labels]]:
+    """The labels of one stack: on the engine series as the PodMonitor copies them (``podTargetLabels``,
+    sanitised keys), and on the pod as kube_pod_labels shows them (``label_`` + sanitised key)."""
+
+    def labels(service: str, role: str) -> tuple[Labels, Labels]:
+        on_pod = ((service_key, service), (role_key, role))
+        return ((service_key, service), (role_key, (roles or {}).get(role, role))), on_pod
+
+    return labels
+
+
+def _dynamo(service: str, role: str) -> tuple[Labels, Labels]:
+    # workers label their own series (dynamo_component: prefill, or backend for decode); the operator the pods
+    series = (("dynamo_namespace", service), ("dynamo_component", "backend" if role == "decode" else "prefill"))
+    return series, (("nvidia_com_dynamo_namespace", service), ("nvidia_com_dynamo_sub_component_type", role))
+
+
+STACK_LABELS: dict[str, Callable[[str, str], tuple[Labels, Labels]]] = {
+    "heteroscale": lambda s, r: (
+        (("service", s), ("role", r)),
+        (("heteroscale_io_service", s), ("heteroscale_io_role", r)),
+    ),
+    "llm-d": _stack("llm_d_ai_model", "llm_d_ai_role"),
+    "aibrix": _stack("storm_service_name", "role_name"),
+    "kthena": _stack("modelserving_volcano_sh_name", "modelserving_volcano_sh_role"),
+    "dynamo": _dynamo,
+}
 
 
 @dataclass(slots=True)
@@ -227,7 +262,8 @@ class EngineExporter:
                 c = self._counters.get((svc.name, role_name, i), _Counters())
                 pod_name = f"{svc.name}-{role_name}-{i}"
                 pod = f'namespace="{ns}",pod="{pod_name}",model_name="{svc.name}"'
-                pod += f',service="{svc.name}",role="{role_name}"'
+                series_labels, pod_labels = STACK_LABELS[svc.stack](svc.name, role_name)
+                pod += "," + ",".join(f'{k}="{v}"' for k, v in series_labels)
 
                 def value(v: float) -> str:
                     return "NaN" if self.nan else repr(float(v))
@@ -277,7 +313,8 @@ class EngineExporter:
                 lines.append(f"DCGM_FI_PROF_SM_ACTIVE{{{dcgm_labels}}} {value(util / 100.0 * 0.8)}")
                 lines.append(
                     f'kube_pod_labels{{namespace="{ns}",pod="{pod_name}",uid="uid-{pod_name}",'
-                    f'label_heteroscale_io_service="{svc.name}",label_heteroscale_io_role="{role_name}"}} 1'
+                    + ",".join(f'label_{k}="{v}"' for k, v in pod_labels)
+                    + "} 1"
                 )
         return lines
 

@@ -5,8 +5,21 @@ KV transfer and decode admission included); a request's TBT = mean gap between i
 after the first (None for one-token outputs); a request meets its SLO when TTFT ≤ TTFT-SLO and
 TBT ≤ TBT-SLO; a failed or unfinished request is a miss.
 
+SplitwiseSim's TBT (``tbt_splitwise``): (completion − prefill end) / output tokens, one value per
+request — an average that includes the KV transfer and any decode-side wait, divided by every output
+token, the first included.
+
 Every failed request has one cause (:class:`FailureCause`); the records CSV writes its status as
-``failed:<cause>`` (``ok``, ``unfinished`` otherwise).
+``failed:<cause>`` (``ok``, ``unfinished`` otherwise), always the last column.
+
+Phase columns of the CSV (request fidelity; empty where the phase did not happen): ``prefill_queued_s``
+(routed to a prefill instance), ``prefill_start_s`` (its first chunk starts), ``prefill_end_s``,
+``transfer_start_s`` / ``transfer_end_s`` (equal when prompt and decode shared an instance),
+``decode_admit_s`` (joins a decode batch: its first token, so ``first_token_s`` is the same time),
+``preemptions`` and ``lent`` (1: the mixed pool ran one of its phases on the other pool). TTFT splits
+exactly into queueing (prefill start − arrival), prefill (end − start), transfer (transfer end −
+prefill end, NIC queue and the wait for a routable decode instance included) and admission
+(first token − transfer end). The fluid engine writes no records.
 """
 
 from __future__ import annotations
@@ -17,7 +30,8 @@ from typing import IO
 
 RECORD_HEADER = (
     "request,service,arrival_s,input_tokens,output_tokens,cached_tokens,prefill_instance,"
-    "decode_instance,ttft_s,tbt_s,finish_s,status\n"
+    "decode_instance,ttft_s,tbt_s,finish_s,prefill_queued_s,prefill_start_s,prefill_end_s,transfer_start_s,"
+    "transfer_end_s,decode_admit_s,first_token_s,tbt_splitwise_s,preemptions,lent,status\n"
 )
 
 
@@ -54,11 +68,14 @@ class ServiceStats:
     __slots__ = (
         "arrivals",
         "completed",
+        "e2e_values",
         "failed",
         "failed_kv_capacity",
         "failed_scale_in",
         "met_slo",
+        "queue_values",
         "tbt_slo_s",
+        "tbt_splitwise_values",
         "tbt_values",
         "ttft_slo_s",
         "ttft_values",
@@ -69,6 +86,7 @@ class ServiceStats:
         "w_outputs",
         "w_tbt",
         "w_ttft",
+        "xfer_values",
     )
 
     def __init__(self, ttft_slo_s: float, tbt_slo_s: float) -> None:
@@ -82,6 +100,12 @@ class ServiceStats:
         self.met_slo = 0
         self.ttft_values = array("d")
         self.tbt_values = array("d")
+        # request fidelity only (the fluid engine leaves them empty): end-to-end, queueing before the
+        # prefill starts, KV transfer (prefill end → transfer end) and SplitwiseSim's TBT
+        self.e2e_values = array("d")
+        self.queue_values = array("d")
+        self.xfer_values = array("d")
+        self.tbt_splitwise_values = array("d")
         self.w_arrivals = 0
         self.w_ttft: list[float] = []
         self.w_tbt: list[float] = []
@@ -118,6 +142,14 @@ class ServiceStats:
             self.w_met += 1
         self.w_inputs += input_tokens
         self.w_outputs += output_tokens
+
+    def phases(self, e2e_s: float, queue_s: float, xfer_s: float, tbt_splitwise_s: float) -> None:
+        """A completed request's end-to-end latency, queueing before its prefill, KV transfer and
+        SplitwiseSim TBT (request fidelity)."""
+        self.e2e_values.append(e2e_s)
+        self.queue_values.append(queue_s)
+        self.xfer_values.append(xfer_s)
+        self.tbt_splitwise_values.append(tbt_splitwise_s)
 
     def reset_window(self) -> None:
         self.w_arrivals = 0

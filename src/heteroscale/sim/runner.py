@@ -183,7 +183,9 @@ class SimulationRun:
         records = RecordWriter(self._records_stream)
         self.engine: Engine
         if self.fidelity is Fidelity.REQUEST:
-            self.engine = RequestEngine(self.cluster, loads, self.perfs, self.telemetry, records, st.telemetry_window_s)
+            self.engine = RequestEngine(
+                self.cluster, loads, self.perfs, self.telemetry, records, st.telemetry_window_s, st.engine
+            )
         else:
             self.engine = FluidEngine(
                 self.cluster,

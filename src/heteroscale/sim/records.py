@@ -24,9 +24,13 @@ prefill end, NIC queue and the wait for a routable decode instance included) and
 
 from __future__ import annotations
 
+import gzip
 from array import array
 from enum import StrEnum
+from pathlib import Path
 from typing import IO
+
+from heteroscale.errors import ConfigError
 
 RECORD_HEADER = (
     "request,service,arrival_s,input_tokens,output_tokens,cached_tokens,prefill_instance,"
@@ -43,6 +47,18 @@ class FailureCause(StrEnum):
     SCALE_IN = "scale-in"
     # its prompt plus output can never fit any routable decode instance's KV cache
     KV_CAPACITY = "kv-capacity"
+
+
+def open_records(out_dir: Path, mode: str) -> IO[str] | None:
+    """The stream of a run's request records in ``out_dir``: ``plain`` (requests.csv), ``gzip``
+    (requests.csv.gz, for large runs) or ``off`` (None)."""
+    if mode == "off":
+        return None
+    if mode == "gzip":
+        return gzip.open(out_dir / "requests.csv.gz", "wt", encoding="utf-8")
+    if mode != "plain":
+        raise ConfigError(f"requests_csv must be plain, gzip or off, not {mode!r}")
+    return (out_dir / "requests.csv").open("w", encoding="utf-8")
 
 
 class RecordWriter:

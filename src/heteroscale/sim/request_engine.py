@@ -52,14 +52,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from heteroscale.domain.hardware import InstanceShape, Role
-from heteroscale.domain.state import Lifecycle, ScaleInMode
+from heteroscale.domain.hardware import InstanceShape
+from heteroscale.domain.state import Lifecycle
 from heteroscale.perf import InstancePerf
 from heteroscale.sim.cluster import SimCluster, SimInstance
 from heteroscale.sim.records import FailureCause, RecordWriter, ServiceStats
+from heteroscale.sim.request_decode import (
+    EV_DECODE_NEXT,
+    EV_DRAIN_DEADLINE,
+    EV_LENT_DONE,
+    EV_PREFILL_DONE,
+    EV_READY,
+    EV_XFER_DONE,
+)
+from heteroscale.sim.request_lifecycle import InstanceLifecycle
+from heteroscale.sim.request_mixed import MixedPool
 from heteroscale.sim.request_model import DecodeInst, PrefillInst, Req, ServiceState
 from heteroscale.sim.request_telemetry import QUEUE_SAMPLE_S, sample_counts, window_row
-from heteroscale.sim.scenario import EngineSettings, KvReservation, KvTransfer, Preemption
+from heteroscale.sim.scenario import EngineSettings, KvReservation, KvTransfer
 from heteroscale.sim.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -68,20 +78,13 @@ if TYPE_CHECKING:
 __all__ = ["QUEUE_SAMPLE_S", "DecodeInst", "PrefillInst", "Req", "RequestEngine", "ServiceState"]
 
 _INF = math.inf
-# event kinds
-_EV_PREFILL_DONE = 0
-_EV_XFER_DONE = 1
-_EV_DECODE_NEXT = 2
-_EV_READY = 3
-_EV_DRAIN_DEADLINE = 4
-_EV_LENT_DONE = 5
 
 
 def _t(x: float) -> str:
     return "" if math.isnan(x) else f"{x:.6f}"  # NaN: the phase did not happen
 
 
-class RequestEngine:
+class RequestEngine(InstanceLifecycle, MixedPool):
     """Discrete-event serving model of every service in a scenario."""
 
     def __init__(
@@ -145,177 +148,6 @@ class RequestEngine:
         self._arr_local: list[int] = local_idx[order].tolist()
         self._next_arrival = 0
         self._n_arrivals = len(self._arr_t)
-
-    def _push(self, t_s: float, kind: int, obj: object, ver: int = 0) -> None:
-        heapq.heappush(self.heap, (t_s, next(self.seq), kind, obj, ver))
-
-    # ------------------------------------------------------------------ lifecycle
-    def launch(self, svc: int, shape: InstanceShape, dg: str, node: str, now_s: float, warm: bool) -> str:
-        cluster = self.cluster
-        cluster.reserve(node, shape.gpus)
-        perf = self.perfs[(svc, shape)]
-        sku = cluster.skus[shape.sku]
-        nic = sku.nic_gbit_per_gpu * 1e9 / 8.0 * shape.gpus
-        inst_id = cluster.next_id(svc, shape.role)
-        path = cluster.node_path[node]
-        sv = self.services[svc]
-        inst: PrefillInst | DecodeInst
-        if shape.role is Role.PREFILL:
-            inst = PrefillInst(inst_id, svc, shape, dg, node, path, perf, nic, now_s)
-            sv.p_all.append(inst)
-        else:
-            inst = DecodeInst(
-                inst_id,
-                svc,
-                shape,
-                dg,
-                node,
-                path,
-                perf,
-                nic,
-                now_s,
-                max_batch=sv.max_decode_batch,
-                cap_tokens=self.settings.kv_capacity_for(perf.kv_bytes_per_token, perf.kv_capacity_tokens),
-            )
-            inst.t_last = now_s
-            sv.d_all.append(inst)
-        cluster.add(inst)
-        if warm:
-            self._ready(inst, now_s)
-        else:
-            self._push(now_s + sv.load.cold_start_s, _EV_READY, inst)
-        return inst_id
-
-    def _ready(self, inst: SimInstance, now_s: float) -> None:
-        if inst.lifecycle is not Lifecycle.STARTING:
-            return
-        inst.lifecycle = Lifecycle.READY
-        inst.ready_at_s = now_s
-        inst.in_discovery = True
-        sv = self.services[inst.svc]
-        if isinstance(inst, PrefillInst):
-            sv.p_routable.append(inst)
-        elif isinstance(inst, DecodeInst):
-            inst.t_last = now_s
-            sv.d_routable.append(inst)
-        self._route_pending(inst, now_s)
-
-    def _route_pending(self, inst: SimInstance, now_s: float) -> None:
-        """Route the requests that waited for an instance of ``inst``'s role, now routable."""
-        sv = self.services[inst.svc]
-        if isinstance(inst, PrefillInst):
-            pend_p = sv.pending_prefill
-            sv.pending_prefill = deque()
-            for req in pend_p:
-                self._route_prefill(req, now_s)
-        elif isinstance(inst, DecodeInst):
-            pend_d = sv.pending_decode
-            sv.pending_decode = deque()
-            for req in pend_d:
-                p = req.pinst
-                assert p is not None
-                p.kv_held -= 1
-                self._start_transfer(req, now_s)
-
-    def set_discovery(self, inst_id: str, in_discovery: bool) -> None:
-        inst = self.cluster.instances[inst_id]
-        if inst.lifecycle is not Lifecycle.READY or inst.in_discovery == in_discovery:
-            return
-        inst.in_discovery = in_discovery
-        sv = self.services[inst.svc]
-        lst: list[PrefillInst] | list[DecodeInst] = sv.p_routable if isinstance(inst, PrefillInst) else sv.d_routable
-        if in_discovery:
-            lst.append(inst)  # type: ignore[arg-type]
-            self._route_pending(inst, self.now_s)
-        else:
-            lst.remove(inst)  # type: ignore[arg-type]
-
-    def remove(self, inst_id: str, mode: ScaleInMode, grace_s: float, now_s: float) -> None:
-        inst = self.cluster.instances[inst_id]
-        if inst.lifecycle in (Lifecycle.GONE, Lifecycle.DRAINING):
-            if mode is ScaleInMode.KILL and inst.lifecycle is Lifecycle.DRAINING:
-                self._kill(inst, now_s)
-            return
-        if inst.in_discovery:
-            self.set_discovery(inst_id, False)
-        if inst.lifecycle is Lifecycle.STARTING or (mode is ScaleInMode.KILL and grace_s <= 0.0):
-            self._kill(inst, now_s)
-            return
-        # DRAIN: gone once empty, killed at the deadline. KILL with a grace period (a peer's SIGTERM then
-        # SIGKILL): the same — no new work, in-flight work that outlives the grace fails.
-        inst.lifecycle = Lifecycle.DRAINING
-        if not self._maybe_gone(inst, now_s):
-            self._push(now_s + grace_s, _EV_DRAIN_DEADLINE, inst)
-
-    def _maybe_gone(self, inst: SimInstance, now_s: float) -> bool:
-        if inst.lifecycle is not Lifecycle.DRAINING:
-            return False
-        sv = self.services[inst.svc]
-        if isinstance(inst, PrefillInst):
-            if inst.busy or inst.queue or inst.kv_held or inst.nic_free_at > now_s + 1e-12:
-                return False
-            sh = inst.shadow
-            if sh is not None and (sh.b or sh.waiting or sh.inbound):
-                return False
-            sv.p_all.remove(inst)
-        elif isinstance(inst, DecodeInst):
-            if inst.b or inst.waiting or inst.inbound or inst.lent_busy or inst.lent_queue:
-                return False
-            if inst.kv_held or inst.nic_free_at > now_s + 1e-12:
-                return False
-            self._advance(inst, now_s)
-            sv.d_all.remove(inst)
-        self.cluster.mark_gone(inst, now_s)
-        return True
-
-    def _kill(self, inst: SimInstance, now_s: float) -> None:
-        sv = self.services[inst.svc]
-        failed: list[Req] = []
-        if isinstance(inst, PrefillInst):
-            failed.extend(inst.queue)
-            failed.extend(inst.batch)
-            inst.queue.clear()
-            inst.batch = []
-            inst.busy = False
-            if inst.shadow is not None:
-                failed.extend(self._clear_decode(inst.shadow, now_s))
-                inst.shadow.lifecycle = Lifecycle.GONE
-        elif isinstance(inst, DecodeInst):
-            failed.extend(self._clear_decode(inst, now_s))
-            failed.extend(inst.lent_queue)
-            failed.extend(inst.lent_batch)
-            inst.lent_queue.clear()
-            inst.lent_batch = []
-            inst.lent_busy = False
-        if isinstance(inst, PrefillInst | DecodeInst):
-            inst.killed = True
-            inst.killed_at_s = now_s
-            if inst.kv_held:  # its KV cache dies with it
-                pend = sv.pending_decode
-                failed.extend(r for r in pend if r.pinst is inst)
-                sv.pending_decode = deque(r for r in pend if r.pinst is not inst)
-                inst.kv_held = 0
-        if isinstance(inst, PrefillInst):
-            if inst in sv.p_routable:
-                sv.p_routable.remove(inst)
-            sv.p_all.remove(inst)
-        elif isinstance(inst, DecodeInst):
-            if inst in sv.d_routable:
-                sv.d_routable.remove(inst)
-            sv.d_all.remove(inst)
-        for req in failed:
-            self._fail(req, now_s, FailureCause.SCALE_IN)
-        self.cluster.mark_gone(inst, now_s)
-
-    def _clear_decode(self, d: DecodeInst, now_s: float) -> list[Req]:
-        self._advance(d, now_s)
-        lost = [m[2] for m in d.members]
-        lost.extend(d.waiting)
-        d.members = []
-        d.waiting.clear()
-        d.b = 0
-        d.version += 1
-        return lost
 
     def _record(self, req: Req, now_s: float, ttft: str, tbt: str, tbt_sw: str, status: str) -> None:
         d = req.dinst
@@ -422,7 +254,7 @@ class RequestEngine:
         if sh is not None and sh.b:  # the decodes lent here wait for this prefill batch
             self._stall(sh, now_s, dur)
             self._reschedule(sh, now_s)
-        self._push(p.batch_end, _EV_PREFILL_DONE, p)
+        self._push(p.batch_end, EV_PREFILL_DONE, p)
 
     def _prefill_done(self, p: PrefillInst, now_s: float) -> None:
         batch = p.batch
@@ -437,67 +269,6 @@ class RequestEngine:
             self._start_prefill(p, now_s)
         elif p.lifecycle is Lifecycle.DRAINING:
             self._maybe_gone(p, now_s)
-
-    # ------------------------------------------------------------------ mixed pool
-    def _lend_prompt(self, sv: ServiceState, req: Req, now_s: float) -> None:
-        """Run ``req``'s prompt on the decode instance with the fewest lent prompt tokens."""
-        d = min(sv.d_routable, key=lambda x: (x.lent_tokens, x.resv / (x.cap_tokens + 1)))
-        req.pinst = d
-        req.lent = True
-        req.t_pq = now_s
-        d.lent_queue.append(req)
-        d.lent_tokens += req.new
-        if not d.lent_busy:
-            self._start_lent(d, now_s)
-
-    def _start_lent(self, d: DecodeInst, now_s: float) -> None:
-        batch, tokens, attn, prefix = self._take_batch(self.services[d.svc], d.lent_queue, now_s)
-        perf = d.perf
-        dur = perf.prefill_time_s(tokens, attn, prefix)
-        d.acc_kernel_s += perf.prefill_kernel_s(tokens, attn, prefix)
-        d.acc_wall_s += dur
-        d.acc_flops += perf.prefill_flops(tokens, attn, prefix)
-        d.lent_tokens -= tokens
-        d.lent_busy = True
-        d.lent_batch = batch
-        end = self._stall(d, now_s, dur)
-        self._reschedule(d, now_s)
-        self._push(end, _EV_LENT_DONE, d)
-
-    def _lent_done(self, d: DecodeInst, now_s: float) -> None:
-        if d.lifecycle is Lifecycle.GONE:  # killed: its lent prompts failed with it
-            return
-        batch = d.lent_batch
-        d.lent_batch = []
-        d.lent_busy = False
-        for req in batch:
-            req.t_pe = now_s
-            self._start_transfer(req, now_s)
-        if d.lent_queue:
-            self._start_lent(d, now_s)
-        elif d.lifecycle is Lifecycle.DRAINING:
-            self._maybe_gone(d, now_s)
-
-    def _lend_decode(self, sv: ServiceState, req: Req) -> DecodeInst | None:
-        """The decode side of the prefill instance with the most free KV that can take ``req`` now."""
-        best: DecodeInst | None = None
-        best_free = -1.0
-        for p in sv.p_routable:
-            sh = p.shadow
-            if sh is None:
-                cap = self.settings.kv_capacity_for(p.perf.kv_bytes_per_token, p.perf.kv_capacity_tokens)
-                sh = DecodeInst(
-                    p.id, p.svc, p.shape, p.dg, p.node, p.path, p.perf, p.nic_bytes_per_s, p.launched_at_s,
-                    max_batch=sv.max_decode_batch, cap_tokens=cap,
-                )  # fmt: skip
-                sh.lifecycle = Lifecycle.READY
-                sh.owner = p
-                sh.t_last = self.now_s
-                p.shadow = sh
-            free = sh.cap_tokens - sh.resv
-            if self._fits(sh, req) and free > best_free:
-                best, best_free = sh, free
-        return best
 
     # ------------------------------------------------------------------ KV transfer
     def _pick_decode(self, sv: ServiceState, dg: str, need_tokens: int) -> DecodeInst | None:
@@ -549,7 +320,7 @@ class RequestEngine:
             p.nic_free_at = start + xfer_s
             req.sent_s = p.nic_free_at
         req.t_xs = start
-        self._push(start + xfer_s + self.setup_s, _EV_XFER_DONE, req)
+        self._push(start + xfer_s + self.setup_s, EV_XFER_DONE, req)
 
     def _xfer_done(self, req: Req, now_s: float) -> None:
         d = req.dinst
@@ -571,131 +342,6 @@ class RequestEngine:
         else:
             d.waiting.append(req)
         self._maybe_done(d, now_s)  # e.g. the last inbound request had one output token
-
-    def _maybe_done(self, d: DecodeInst, now_s: float) -> None:
-        if d.owner is not None:
-            if d.owner.lifecycle is Lifecycle.DRAINING:
-                self._maybe_gone(d.owner, now_s)
-        elif d.lifecycle is Lifecycle.DRAINING:
-            self._maybe_gone(d, now_s)
-
-    # ------------------------------------------------------------------ decode
-    def _fits(self, d: DecodeInst, req: Req) -> bool:
-        """Whether ``d`` can admit ``req`` now (batch size and KV)."""
-        if d.b >= d.max_batch:
-            return False
-        if self.grow:  # its context now plus one more step of the whole batch
-            return d.ctx + req.inp + (req.out - 1 - req.remaining) + d.b + 1 <= d.cap_tokens
-        return d.resv + req.inp + req.out <= d.cap_tokens
-
-    def _advance(self, d: DecodeInst, now_s: float) -> None:
-        dt = now_s - d.t_last
-        if dt > 0.0:
-            b = d.b
-            if b:
-                per = d.lin_per[b]
-                lin = d.lin_base[b] + per * d.ctx
-                a = per * b * 0.5
-                if a * dt < 1e-9 * lin * lin:
-                    k = dt / lin
-                else:
-                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
-                d.steps += k
-                d.ctx += b * k
-                d.acc_tokens += b * k
-                d.acc_wall_s += dt
-                d.acc_kernel_s += dt - k * d.host[b]
-                d.acc_flops += k * d.perf.decode_flops(b, int(d.ctx - b * k * 0.5))
-            d.t_last = now_s
-
-    def _stall(self, d: DecodeInst, now_s: float, dur_s: float) -> float:
-        """The batch makes no progress for ``dur_s`` (after any stall already running); the caller
-        reschedules. Returns when the stall ends."""
-        self._advance(d, now_s)
-        end = (d.t_last if d.t_last > now_s else now_s) + dur_s
-        d.t_last = end
-        return end
-
-    def _admit(self, d: DecodeInst, req: Req, now_s: float) -> None:
-        if req.preemptions and self.grow:
-            self._readmit_cost(d, req, now_s)
-        if math.isnan(req.t_admit):  # first admission: its first token
-            req.t_admit = now_s
-            req.t_first = now_s
-        n = req.remaining
-        if n <= 0:
-            self._complete(req, now_s, None)
-            return
-        req.fin_step = d.steps + n
-        req.adm_order = next(self.adm_seq)
-        heapq.heappush(d.members, (req.fin_step, req.rid, req))
-        d.b += 1
-        d.ctx += req.inp + (req.out - 1 - n)
-        d.resv += req.inp + req.out
-
-    def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
-        ctx = req.inp + (req.out - 1 - req.remaining)
-        if self.settings.preemption is Preemption.SWAP:
-            dur = ctx * d.perf.kv_bytes_per_token / (self.settings.swap_gbyte_per_s * 1e9)
-        else:
-            dur = d.perf.prefill_time_s(int(ctx), float(ctx) * ctx)
-        self._stall(d, now_s, dur)
-
-    def _preempt(self, d: DecodeInst, now_s: float) -> None:
-        """Free KV for one more step of the batch: preempt the latest admitted members."""
-        swap = self.settings.preemption is Preemption.SWAP
-        while d.b > 1 and d.ctx + d.b > d.cap_tokens + 1e-6:
-            entry = max(d.members, key=lambda m: m[2].adm_order)
-            d.members.remove(entry)
-            heapq.heapify(d.members)
-            req = entry[2]
-            req.remaining = max(1.0, entry[0] - d.steps)
-            req.preemptions += 1
-            held = req.inp + (req.out - 1 - req.remaining)
-            d.b -= 1
-            d.ctx -= held
-            d.resv -= req.inp + req.out
-            d.waiting.appendleft(req)
-            if swap:
-                self._stall(d, now_s, held * d.perf.kv_bytes_per_token / (self.settings.swap_gbyte_per_s * 1e9))
-
-    def _reschedule(self, d: DecodeInst, now_s: float) -> None:
-        d.version += 1
-        b = d.b
-        if b:
-            k = d.members[0][0] - d.steps
-            k = max(k, 0.0)
-            if self.grow and b > 1:  # the KV fills after (cap − ctx) / b steps: preempt then
-                k_full = (d.cap_tokens - d.ctx) / b
-                if k_full < k:
-                    k = max(k_full, 0.0)
-            per = d.lin_per[b]
-            dt = (d.lin_base[b] + per * d.ctx) * k + per * b * k * k * 0.5
-            base = d.t_last if d.t_last > now_s else now_s
-            self._push(base + dt, _EV_DECODE_NEXT, d, d.version)
-
-    def _decode_next(self, d: DecodeInst, now_s: float) -> None:
-        self._advance(d, now_s)
-        members = d.members
-        target = members[0][0]
-        if not self.grow or d.steps >= target - 1e-6:
-            d.steps = max(d.steps, target)  # float round-off of the closed-form inversion
-        limit = d.steps + 1e-6
-        while members and members[0][0] <= limit:
-            _, _, req = heapq.heappop(members)
-            d.b -= 1
-            d.ctx -= req.inp + req.out - 1
-            d.resv -= req.inp + req.out
-            self._complete(req, now_s, (now_s - req.t_first) / (req.out - 1))
-        if d.ctx < 0.0 or not members:
-            d.ctx = max(0.0, d.ctx) if members else 0.0
-        if self.grow:
-            self._preempt(d, now_s)
-        waiting = d.waiting
-        while waiting and self._fits(d, waiting[0]):
-            self._admit(d, waiting.popleft(), now_s)
-        self._maybe_done(d, now_s)
-        self._reschedule(d, now_s)
 
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
         self.in_flight -= 1
@@ -766,20 +412,20 @@ class RequestEngine:
                 break
             t, _, kind, obj, ver = heappop(heap)
             events += 1
-            if kind == _EV_DECODE_NEXT:
+            if kind == EV_DECODE_NEXT:
                 if ver == obj.version and obj.lifecycle is not gone:  # type: ignore[attr-defined]
                     decode_next(obj, t)  # type: ignore[arg-type]
-            elif kind == _EV_XFER_DONE:
+            elif kind == EV_XFER_DONE:
                 xfer_done(obj, t)  # type: ignore[arg-type]
-            elif kind == _EV_PREFILL_DONE:
+            elif kind == EV_PREFILL_DONE:
                 if obj.lifecycle is not gone:  # type: ignore[attr-defined]
                     prefill_done(obj, t)  # type: ignore[arg-type]
-            elif kind == _EV_LENT_DONE:
+            elif kind == EV_LENT_DONE:
                 self._lent_done(obj, t)  # type: ignore[arg-type]
-            elif kind == _EV_READY:
+            elif kind == EV_READY:
                 assert isinstance(obj, SimInstance)
                 self._ready(obj, t)
-            elif kind == _EV_DRAIN_DEADLINE:
+            elif kind == EV_DRAIN_DEADLINE:
                 assert isinstance(obj, SimInstance)
                 if obj.lifecycle is Lifecycle.DRAINING:
                     self._kill(obj, t)
@@ -819,7 +465,7 @@ class RequestEngine:
             in_flight.extend(d.waiting)
             in_flight.extend(d.lent_queue)
             in_flight.extend(d.lent_batch)
-        in_flight.extend(obj for _, _, kind, obj, _ in self.heap if kind == _EV_XFER_DONE and isinstance(obj, Req))
+        in_flight.extend(obj for _, _, kind, obj, _ in self.heap if kind == EV_XFER_DONE and isinstance(obj, Req))
         for req in sorted(in_flight, key=lambda r: r.rid):
             self._record(req, math.nan, "", "", "", "unfinished")
 

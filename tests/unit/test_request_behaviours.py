@@ -97,7 +97,7 @@ def test_summary_has_p50_p90_p99_of_every_latency() -> None:
     sc = b.scenario(prefill=1, decode=1)
     s = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, b.trace(n=300, rate_rps=8.0))).run()
     lat = s["latency"]
-    assert set(lat) == {"ttft_s", "tbt_s", "e2e_s", "queueing_s", "transfer_s", "tbt_splitwise_s"}
+    assert set(lat) == {"ttft_s", "tbt_s", "e2e_s", "queueing_s", "transfer_s", "ttft_splitwise_s", "tbt_splitwise_s"}
     for name, q in lat.items():
         assert q["p50"] <= q["p90"] <= q["p99"], name
     assert lat["ttft_s"]["p50"] == s["ttft_p50_s"] and lat["ttft_s"]["p90"] == s["ttft_p90_s"]

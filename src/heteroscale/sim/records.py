@@ -5,9 +5,10 @@ KV transfer and decode admission included); a request's TBT = mean gap between i
 after the first (None for one-token outputs); a request meets its SLO when TTFT ≤ TTFT-SLO and
 TBT ≤ TBT-SLO; a failed or unfinished request is a miss.
 
-SplitwiseSim's TBT (``tbt_splitwise``): (completion − prefill end) / output tokens, one value per
-request — an average that includes the KV transfer and any decode-side wait, divided by every output
-token, the first included.
+SplitwiseSim's metrics, as it computes them: ``ttft_splitwise`` = prefill end − arrival (no KV
+transfer); ``tbt_splitwise`` = (completion − prefill end) / output tokens, one value per request — an
+average that includes the KV transfer and any decode-side wait, divided by every output token, the
+first included.
 
 Every failed request has one cause (:class:`FailureCause`); the records CSV writes its status as
 ``failed:<cause>`` (``ok``, ``unfinished`` otherwise), always the last column.
@@ -94,6 +95,7 @@ class ServiceStats:
         "tbt_splitwise_values",
         "tbt_values",
         "ttft_slo_s",
+        "ttft_splitwise_values",
         "ttft_values",
         "w_arrivals",
         "w_failed",
@@ -122,6 +124,7 @@ class ServiceStats:
         self.queue_values = array("d")
         self.xfer_values = array("d")
         self.tbt_splitwise_values = array("d")
+        self.ttft_splitwise_values = array("d")
         self.w_arrivals = 0
         self.w_ttft: list[float] = []
         self.w_tbt: list[float] = []
@@ -159,13 +162,14 @@ class ServiceStats:
         self.w_inputs += input_tokens
         self.w_outputs += output_tokens
 
-    def phases(self, e2e_s: float, queue_s: float, xfer_s: float, tbt_splitwise_s: float) -> None:
+    def phases(self, e2e_s: float, queue_s: float, xfer_s: float, ttft_sw_s: float, tbt_sw_s: float) -> None:
         """A completed request's end-to-end latency, queueing before its prefill, KV transfer and
-        SplitwiseSim TBT (request fidelity)."""
+        SplitwiseSim's TTFT and TBT (request fidelity)."""
         self.e2e_values.append(e2e_s)
         self.queue_values.append(queue_s)
         self.xfer_values.append(xfer_s)
-        self.tbt_splitwise_values.append(tbt_splitwise_s)
+        self.ttft_splitwise_values.append(ttft_sw_s)
+        self.tbt_splitwise_values.append(tbt_sw_s)
 
     def reset_window(self) -> None:
         self.w_arrivals = 0

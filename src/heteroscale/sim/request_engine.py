@@ -187,7 +187,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                         break
         if (
             self.mixed
-            and best.busy
+            and best.queue
             and best.queued_tokens + sum(r.new for r in best.batch) + req.new > self.settings.mixed_pool_prompt_tokens
             and sv.d_routable
         ):
@@ -351,7 +351,9 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         ttft = req.t_first - req.arrival
         tbt_sw = (now_s - req.t_pe) / req.out
         sv.stats.complete(ttft, tbt_s, req.inp, req.out)
-        sv.stats.phases(now_s - req.arrival, req.t_ps - req.arrival, req.t_xe - req.t_pe, tbt_sw)
+        sv.stats.phases(
+            now_s - req.arrival, req.t_ps - req.arrival, req.t_xe - req.t_pe, req.t_pe - req.arrival, tbt_sw
+        )
         if self.records.enabled:
             self._record(req, now_s, f"{ttft:.6f}", "" if tbt_s is None else f"{tbt_s:.6f}", f"{tbt_sw:.6f}", "ok")
 

@@ -6,7 +6,8 @@ draining counts as billed and not busy, as DCGM would report it.
 Latency percentiles: ``ttft_p50/p90/p99_s`` and ``tbt_p50/p90/p99_s`` (definitions in
 ``heteroscale.sim.records``), and ``latency``: p50/p90/p99 of ``ttft_s``, ``tbt_s``, ``e2e_s``
 (arrival → last token), ``queueing_s`` (arrival → prefill start), ``transfer_s`` (prefill end → KV
-landed, NIC queue included) and ``tbt_splitwise_s`` (SplitwiseSim's per-request TBT). The fluid engine
+landed, NIC queue included), ``ttft_splitwise_s`` and ``tbt_splitwise_s`` (SplitwiseSim's TTFT, to the
+prefill end, and its per-request TBT; see ``heteroscale.sim.records``). The fluid engine
 estimates TTFT and TBT only; its other latency figures are null.
 
 ``requests_failed`` counts every failed request; ``requests_failed_by_scale_in`` those failed because
@@ -51,7 +52,11 @@ def _pcts(values: list[float | None]) -> dict[str, float | None]:
 def _latency(stats: list[ServiceStats], ttft: list[float | None], tbt: list[float | None]) -> dict[str, Any]:
     """p50/p90/p99 of every latency the summary reports (None where the engine does not measure it)."""
     out: dict[str, Any] = {"ttft_s": _pcts(ttft), "tbt_s": _pcts(tbt)}
-    for key, attr in (*_PHASES, ("tbt_splitwise_s", "tbt_splitwise_values")):
+    for key, attr in (
+        *_PHASES,
+        ("ttft_splitwise_s", "ttft_splitwise_values"),
+        ("tbt_splitwise_s", "tbt_splitwise_values"),
+    ):
         values = sorted(v for s in stats for v in getattr(s, attr))
         out[key] = _pcts([percentile(values, q) for q in _QS])
     return out

@@ -1,0 +1,45 @@
+"""SplitwiseSim's published cases A, A′ and B as scenarios of ours, and its SLO verdict.
+
+The reference is ``shared/reference/splitwise-sim-cases.md``; the scenarios are
+``heteroscale/data/scenarios/splitwise/``; ``benchmarks/splitwise_mirror.py`` prints both side by side
+and says where and why they differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from heteroscale.config.bundled import data_path
+from heteroscale.config.catalog import calibration_for
+from heteroscale.config.loader import load_scenario
+from heteroscale.sim.runner import SimulationRun
+from heteroscale.sim.scenario import Scenario
+
+CASES = {  # name: (scenario file, reference row: verdict, TTFT p50/p90/p99 s, TBT p50/p90/p99 ms, event-loop req/s)
+    "A": ("case-a.yaml", (True, (0.109, 0.417, 0.781), (42.7, 53.8, 78.9), 395.0)),
+    "A'": ("case-a-prime.yaml", (False, (0.128, 0.484, 1.299), (45.8, 83.0, 154.4), 189.0)),
+    "B": ("case-b.yaml", (True, (0.104, 0.507, 0.747), (42.6, 46.1, 54.0), 1198.0)),
+}
+TTFT_SLO_S = 2.0
+TBT_SLO_S = 0.1
+
+
+def load_case(name: str, mixed_pool: bool = True) -> Scenario:
+    """A mirror scenario, with the mixed pool on (as its scheduler) or off (pure P/D)."""
+    sc = load_scenario(data_path("scenarios", "splitwise", CASES[name][0]))
+    st = sc.settings
+    engine = dataclasses.replace(st.engine, mixed_pool=mixed_pool)
+    return dataclasses.replace(sc, settings=dataclasses.replace(st, engine=engine))
+
+
+def verdict(summary: dict[str, Any]) -> bool:
+    """SplitwiseSim's SLO on its own metrics: p99 TTFT < 2 s and p99 TBT < 100 ms."""
+    lat = summary["latency"]
+    return bool(lat["ttft_splitwise_s"]["p99"] < TTFT_SLO_S and lat["tbt_splitwise_s"]["p99"] < TBT_SLO_S)
+
+
+def run_case(name: str, mixed_pool: bool = True) -> dict[str, Any]:
+    """The summary of one case's run."""
+    sc = load_case(name, mixed_pool)
+    return SimulationRun(sc, calibration_for(sc)).run()

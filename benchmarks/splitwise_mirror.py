@@ -37,6 +37,9 @@ import subprocess
 import sys
 import time
 
+from heteroscale.config.bundled import data_path
+from heteroscale.config.catalog import calibration_for
+from heteroscale.config.loader import load_scenario
 from heteroscale.experiments.splitwise_mirror import CASES, run_case, verdict
 
 SPEED_TARGETS = {"A": 7_900.0, "B": 24_000.0}
@@ -46,9 +49,10 @@ TARGET_STARTUP_S = 1.0
 def _startup_s(name: str) -> float:
     """Interpreter start, imports and setup of one case (no run), timed from outside."""
     code = (
-        "from heteroscale.experiments.splitwise_mirror import load_case; "
+        "from heteroscale.config.bundled import data_path; from heteroscale.config.loader import load_scenario; "
         "from heteroscale.config.catalog import calibration_for; from heteroscale.sim.runner import SimulationRun; "
-        f"sc = load_case({name!r}); SimulationRun(sc, calibration_for(sc))"
+        f"sc = load_scenario(data_path('scenarios', 'splitwise', {CASES[name][0]!r})); "
+        "SimulationRun(sc, calibration_for(sc))"
     )
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -67,8 +71,9 @@ def main() -> int:
     for name, (_, (ref_ok, ref_ttft, ref_tbt, _)) in CASES.items():
         print(f"{name}")
         print(_row("SplitwiseSim", ref_ok, ref_ttft, ref_tbt))
+        sc = load_scenario(data_path("scenarios", "splitwise", CASES[name][0]))
         for mixed in (True, False):
-            s = run_case(name, mixed)
+            s = run_case(sc, calibration_for(sc), mixed)
             lat = s["latency"]
             ttft = tuple(lat["ttft_splitwise_s"][q] for q in ("p50", "p90", "p99"))
             tbt = tuple(1000.0 * lat["tbt_splitwise_s"][q] for q in ("p50", "p90", "p99"))

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from heteroscale.config.bundled import data_path
-from heteroscale.config.catalog import calibration_for
-from heteroscale.config.loader import load_scenario
+from heteroscale.perf import Calibration
 from heteroscale.sim.runner import SimulationRun
 from heteroscale.sim.scenario import Scenario
 
@@ -25,9 +23,8 @@ TTFT_SLO_S = 2.0
 TBT_SLO_S = 0.1
 
 
-def load_case(name: str, mixed_pool: bool = True) -> Scenario:
-    """A mirror scenario, with the mixed pool on (as its scheduler) or off (pure P/D)."""
-    sc = load_scenario(data_path("scenarios", "splitwise", CASES[name][0]))
+def with_mixed_pool(sc: Scenario, mixed_pool: bool) -> Scenario:
+    """A mirror scenario with the mixed pool on (as its scheduler) or off (pure P/D)."""
     st = sc.settings
     engine = dataclasses.replace(st.engine, mixed_pool=mixed_pool)
     return dataclasses.replace(sc, settings=dataclasses.replace(st, engine=engine))
@@ -39,7 +36,6 @@ def verdict(summary: dict[str, Any]) -> bool:
     return bool(lat["ttft_splitwise_s"]["p99"] < TTFT_SLO_S and lat["tbt_splitwise_s"]["p99"] < TBT_SLO_S)
 
 
-def run_case(name: str, mixed_pool: bool = True) -> dict[str, Any]:
-    """The summary of one case's run."""
-    sc = load_case(name, mixed_pool)
-    return SimulationRun(sc, calibration_for(sc)).run()
+def run_case(sc: Scenario, calibration: Calibration, mixed_pool: bool = True) -> dict[str, Any]:
+    """The summary of one case's run (``sc`` loaded from its file in ``CASES``)."""
+    return SimulationRun(with_mixed_pool(sc, mixed_pool), calibration).run()

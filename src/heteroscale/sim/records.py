@@ -162,15 +162,6 @@ class ServiceStats:
         self.w_inputs += input_tokens
         self.w_outputs += output_tokens
 
-    def phases(self, e2e_s: float, queue_s: float, xfer_s: float, ttft_sw_s: float, tbt_sw_s: float) -> None:
-        """A completed request's end-to-end latency, queueing before its prefill, KV transfer and
-        SplitwiseSim's TTFT and TBT (request fidelity)."""
-        self.e2e_values.append(e2e_s)
-        self.queue_values.append(queue_s)
-        self.xfer_values.append(xfer_s)
-        self.ttft_splitwise_values.append(ttft_sw_s)
-        self.tbt_splitwise_values.append(tbt_sw_s)
-
     def reset_window(self) -> None:
         self.w_arrivals = 0
         self.w_ttft = []

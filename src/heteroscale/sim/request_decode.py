@@ -94,7 +94,10 @@ class DecodeSide:
                 d.acc_tokens += b * k
                 d.acc_wall_s += dt
                 d.acc_kernel_s += dt - k * d.host[b]
-                d.acc_flops += k * d.perf.decode_flops(b, int(d.ctx - b * k * 0.5))
+                perf = d.perf  # perf.decode_flops(b, ctx), inlined
+                d.acc_flops += k * (
+                    b * perf.decode_flops_per_seq + int(d.ctx - b * k * 0.5) * perf.decode_attn_flops_per_context_token
+                )
             d.t_last = now_s
 
     def _stall(self, d: DecodeInst, now_s: float, dur_s: float) -> float:
@@ -161,7 +164,7 @@ class DecodeSide:
             per = d.lin_per[b]
             dt = (d.lin_base[b] + per * d.ctx) * k + per * b * k * k * 0.5
             base = d.t_last if d.t_last > now_s else now_s
-            self._push(base + dt, EV_DECODE_NEXT, d, d.version)
+            heapq.heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, d.version))
 
     def _decode_next(self, d: DecodeInst, now_s: float) -> None:
         self._advance(d, now_s)
@@ -183,5 +186,6 @@ class DecodeSide:
         waiting = d.waiting
         while waiting and self._fits(d, waiting[0]):
             self._admit(d, waiting.popleft(), now_s)
-        self._maybe_done(d, now_s)
+        if d.owner is not None or d.lifecycle is Lifecycle.DRAINING:
+            self._maybe_done(d, now_s)
         self._reschedule(d, now_s)

@@ -237,24 +237,44 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         return batch, tokens, attn, prefix
 
     def _start_prefill(self, p: PrefillInst, now_s: float) -> None:
-        batch, tokens, attn, prefix = self._take_batch(self.services[p.svc], p.queue, now_s)
+        sv = self.services[p.svc]
+        q = p.queue
+        if sv.chunk_tokens:
+            batch, tokens, attn, prefix = self._take_batch(sv, q, now_s)
+        else:  # the hot path: whole prompts, the first always gets in (as _take_batch, inlined)
+            budget = sv.prefill_budget
+            batch = []
+            tokens = 0
+            attn = prefix = 0.0
+            while q:
+                req = q[0]
+                new = req.new
+                if batch and tokens + new > budget:
+                    break
+                q.popleft()
+                batch.append(req)
+                req.t_ps = now_s
+                req.done_tokens = new
+                tokens += new
+                attn += new * (req.cached + new)
+                prefix += new * req.cached
         p.queued_tokens -= tokens
         perf = p.perf
-        dur = perf.prefill_time_s(tokens, attn, prefix)
         kernel = perf.prefill_kernel_s(tokens, attn, prefix)
+        dur = perf.prefill_host_overhead_s + kernel  # = perf.prefill_time_s(tokens, attn, prefix)
         p.busy = True
         p.batch = batch
-        p.batch_end = now_s + dur
+        p.batch_end = end = now_s + dur
         p.batch_kfrac = kernel / dur if dur > 0 else 0.0
         p.acc_kernel_s += kernel
         p.acc_wall_s += dur
-        p.acc_flops += perf.prefill_flops(tokens, attn, prefix)
+        p.acc_flops += tokens * perf.prefill_flops_per_token + (attn + prefix) * perf.attn_flops_per_unit
         p.batch_tokens = tokens
         sh = p.shadow
         if sh is not None and sh.b:  # the decodes lent here wait for this prefill batch
             self._stall(sh, now_s, dur)
             self._reschedule(sh, now_s)
-        self._push(p.batch_end, EV_PREFILL_DONE, p)
+        heapq.heappush(self.heap, (end, next(self.seq), EV_PREFILL_DONE, p, 0))
 
     def _prefill_done(self, p: PrefillInst, now_s: float) -> None:
         batch = p.batch
@@ -280,7 +300,11 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             cap = d.cap_tokens
             if need_tokens > cap:
                 continue
-            ld = (d.resv + 1) / (cap + 1) + len(d.waiting) + (0.0 if d.dg == dg else 1e6)
+            ld = (d.resv + 1) / (cap + 1)
+            if d.waiting:
+                ld += len(d.waiting)
+            if d.dg != dg:
+                ld += 1e6
             if ld < best_load:
                 best, best_load = d, ld
         return best
@@ -320,7 +344,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             p.nic_free_at = start + xfer_s
             req.sent_s = p.nic_free_at
         req.t_xs = start
-        self._push(start + xfer_s + self.setup_s, EV_XFER_DONE, req)
+        heapq.heappush(self.heap, (start + xfer_s + self.setup_s, next(self.seq), EV_XFER_DONE, req, 0))
 
     def _xfer_done(self, req: Req, now_s: float) -> None:
         d = req.dinst
@@ -335,13 +359,22 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         d.inbound -= 1
         if p.killed and req.sent_s > p.killed_at_s + 1e-12:  # the sender died before its KV had left
             self._fail(req, now_s, FailureCause.SCALE_IN)
-        elif not d.waiting and self._fits(d, req):
+        elif (
+            not d.waiting
+            and d.b < d.max_batch
+            and (
+                d.ctx + req.inp + (req.out - 1 - req.remaining) + d.b + 1 <= d.cap_tokens
+                if self.grow
+                else d.resv + req.inp + req.out <= d.cap_tokens
+            )
+        ):  # _fits, inlined on the hot path
             self._advance(d, now_s)
             self._admit(d, req, now_s)
             self._reschedule(d, now_s)
         else:
             d.waiting.append(req)
-        self._maybe_done(d, now_s)  # e.g. the last inbound request had one output token
+        if d.owner is not None or d.lifecycle is Lifecycle.DRAINING:  # e.g. the last inbound had one output token
+            self._maybe_done(d, now_s)
 
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
         self.in_flight -= 1
@@ -350,10 +383,13 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             sv.done[req.local] = True
         ttft = req.t_first - req.arrival
         tbt_sw = (now_s - req.t_pe) / req.out
-        sv.stats.complete(ttft, tbt_s, req.inp, req.out)
-        sv.stats.phases(
-            now_s - req.arrival, req.t_ps - req.arrival, req.t_xe - req.t_pe, req.t_pe - req.arrival, tbt_sw
-        )
+        st = sv.stats
+        st.complete(ttft, tbt_s, req.inp, req.out)
+        st.e2e_values.append(now_s - req.arrival)  # request fidelity only
+        st.queue_values.append(req.t_ps - req.arrival)
+        st.xfer_values.append(req.t_xe - req.t_pe)
+        st.ttft_splitwise_values.append(req.t_pe - req.arrival)
+        st.tbt_splitwise_values.append(tbt_sw)
         if self.records.enabled:
             self._record(req, now_s, f"{ttft:.6f}", "" if tbt_s is None else f"{tbt_s:.6f}", f"{tbt_sw:.6f}", "ok")
 

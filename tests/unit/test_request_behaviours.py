@@ -280,3 +280,34 @@ def test_mixed_pool_lends_decodes_to_the_prefill_pool_when_decode_kv_is_full() -
     assert all(r["status"] == "ok" for r in got)
     on_prefill = [r for r in got if r["decode_instance"].startswith("svc-p")]
     assert on_prefill and all(r["lent"] == "1" for r in on_prefill)
+
+
+# -- the requests file ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "name"), [("plain", "requests.csv"), ("gzip", "requests.csv.gz"), ("off", None)])
+def test_requests_csv_plain_gzip_or_off(tmp_path, mode: str, name: str | None) -> None:
+    import gzip
+
+    sc = b.scenario(prefill=1, decode=1)
+    out = tmp_path / mode
+    SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, b.trace(n=50)), out_dir=out, requests_csv=mode).run()
+    files = sorted(p.name for p in out.iterdir() if p.name.startswith("requests"))
+    assert files == ([] if name is None else [name])
+    if name is not None:
+        opener = gzip.open if mode == "gzip" else open
+        with opener(out / name, "rt", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        assert len(lines) == 51 and lines[0].endswith(",status")
+
+
+def test_cli_no_requests_csv_writes_the_other_outputs_only(tmp_path) -> None:
+    import json
+
+    from heteroscale.cli.main import main
+
+    assert main(["simulate", "--json", "--scenario", "small-mixed", "--duration-s", "120", "--out", str(tmp_path),
+                 "--no-requests-csv"]) == 0  # fmt: skip
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "requests.csv" not in names and "requests.csv.gz" not in names
+    assert json.loads((tmp_path / "summary.json").read_text())["requests_total"] > 0

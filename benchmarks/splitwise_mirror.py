@@ -19,6 +19,10 @@ Verdicts (with the mixed pool on they match on all three; ``tests/unit/test_spli
 - B (11P+1D code): passes in both, in both modes; with 11 prefill instances the least-loaded one has
   an empty queue even in the burst, so nothing is lent here (there, one prompt and 70 decodes were).
 
+The mixed pool lends far less here (A′: 436 prompts on the A100 and 77 decodes on the H100, against
+4,238 and 5,457 there): SplitwiseSim keeps an instance it moved into its mixed pool there until it is
+completely idle; we lend request by request.
+
 Where the figures differ: TBT p50 is ≈ 52 ms on A's A100 here against 42.7 ms there — our decode
 step grows with the batch's context (KV reads), theirs depends on the batch size alone; the pure-P/D
 TTFT p99 is higher here (no prompt leaves the single H100 queue).

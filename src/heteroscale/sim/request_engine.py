@@ -324,7 +324,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                 self._maybe_gone(p, now_s)
             return
         if self.mixed and not self._fits(d, req):  # the decode pool is full: lend the decode
-            d = self._lend_decode(sv, req) or d
+            d = self._lend_decode(sv, req, now_s) or d
             req.lent = req.lent or d.owner is not None
         req.dinst = d
         d.inbound += 1

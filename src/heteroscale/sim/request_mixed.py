@@ -48,7 +48,7 @@ class MixedPool(DecodeSide):
         elif d.lifecycle is Lifecycle.DRAINING:
             self._maybe_gone(d, now_s)
 
-    def _lend_decode(self, sv: ServiceState, req: Req) -> DecodeInst | None:
+    def _lend_decode(self, sv: ServiceState, req: Req, now_s: float) -> DecodeInst | None:
         """The decode side of the prefill instance with the most free KV that can take ``req`` now."""
         best: DecodeInst | None = None
         best_free = -1.0
@@ -62,7 +62,7 @@ class MixedPool(DecodeSide):
                 )  # fmt: skip
                 sh.lifecycle = Lifecycle.READY
                 sh.owner = p
-                sh.t_last = self.now_s
+                sh.t_last = now_s
                 p.shadow = sh
             free = sh.cap_tokens - sh.resv
             if self._fits(sh, req) and free > best_free:

@@ -124,6 +124,7 @@ class DecodeSide:
         d.b += 1
         d.ctx += req.inp + (req.out - 1 - n)
         d.resv += req.inp + req.out
+        d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
 
     def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
         ctx = req.inp + (req.out - 1 - req.remaining)
@@ -147,6 +148,7 @@ class DecodeSide:
             d.b -= 1
             d.ctx -= held
             d.resv -= req.inp + req.out
+            d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
             d.waiting.appendleft(req)
             if swap:
                 self._stall(d, now_s, held * d.perf.kv_bytes_per_token / (self.settings.swap_gbyte_per_s * 1e9))
@@ -179,6 +181,7 @@ class DecodeSide:
             d.ctx -= req.inp + req.out - 1
             d.resv -= req.inp + req.out
             self._complete(req, now_s, (now_s - req.t_first) / (req.out - 1))
+        d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
         if d.ctx < 0.0 or not members:
             d.ctx = max(0.0, d.ctx) if members else 0.0
         if self.grow:

@@ -297,10 +297,9 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         best: DecodeInst | None = None
         best_load = _INF
         for d in sv.d_routable:
-            cap = d.cap_tokens
-            if need_tokens > cap:
+            if need_tokens > d.cap_tokens:
                 continue
-            ld = (d.resv + 1) / (cap + 1)
+            ld = d.load_frac
             if d.waiting:
                 ld += len(d.waiting)
             if d.dg != dg:

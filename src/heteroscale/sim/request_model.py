@@ -134,6 +134,7 @@ class DecodeInst(SimInstance):
         "lent_tokens",
         "lin_base",
         "lin_per",
+        "load_frac",
         "max_batch",
         "members",
         "nic_free_at",
@@ -158,6 +159,7 @@ class DecodeInst(SimInstance):
         self.b = 0
         self.ctx = 0.0  # KV tokens the batch holds (prompts plus the tokens generated so far)
         self.resv = 0  # KV tokens reserved (kv_reservation admission: prompt + whole output per member)
+        self.load_frac = 1 / (cap_tokens + 1)  # (resv + 1) / (cap + 1), kept with resv: the routing load
         self.steps = 0.0
         self.t_last = 0.0  # the batch's accounting is up to here (later than now while it stalls)
         self.version = 0

@@ -63,27 +63,29 @@ def _startup_s(name: str) -> float:
     return time.perf_counter() - t0
 
 
-def _row(label: str, ok: bool, ttft: tuple[float, ...], tbt_ms: tuple[float, ...]) -> str:
+def _row(label: str, ok: bool, ttft: tuple[float, ...], tbt_ms: tuple[float, ...], e2e: tuple[float, ...]) -> str:
     t = " / ".join(f"{x:.3f}" for x in ttft)
     b = " / ".join(f"{x:.1f}" for x in tbt_ms)
-    return f"  {label:<22s} {'yes' if ok else 'NO':>4s}   {t:<23s} {b}"
+    e = " / ".join(f"{x:.2f}" for x in e2e)
+    return f"  {label:<22s} {'yes' if ok else 'NO':>4s}   {t:<23s} {b:<20s} {e}"
 
 
 def main() -> int:
     ok_all = True
-    print("case  run                    SLO    TTFT p50 / p90 / p99 (s)  TBT p50 / p90 / p99 (ms)")
-    for name, (_, (ref_ok, ref_ttft, ref_tbt, _)) in CASES.items():
+    print("case  run                    SLO    TTFT p50 / p90 / p99 (s)  TBT p50 / p90 / p99 (ms)  E2E p50 / p99 (s)")
+    for name, (_, (ref_ok, ref_ttft, ref_tbt, _, ref_e2e)) in CASES.items():
         print(f"{name}")
-        print(_row("SplitwiseSim", ref_ok, ref_ttft, ref_tbt))
+        print(_row("SplitwiseSim", ref_ok, ref_ttft, ref_tbt, ref_e2e))
         sc = load_scenario(data_path("scenarios", "splitwise", CASES[name][0]))
         for mixed in (True, False):
             s = run_case(sc, calibration_for(sc), mixed)
             lat = s["latency"]
             ttft = tuple(lat["ttft_splitwise_s"][q] for q in ("p50", "p90", "p99"))
             tbt = tuple(1000.0 * lat["tbt_splitwise_s"][q] for q in ("p50", "p90", "p99"))
+            e2e = (lat["e2e_s"]["p50"], lat["e2e_s"]["p99"])
             ours = verdict(s)
             label = "ours, mixed pool" if mixed else "ours, pure P/D"
-            print(_row(label, ours, ttft, tbt) + ("" if ours == ref_ok else "   (verdict differs)"))
+            print(_row(label, ours, ttft, tbt, e2e) + ("" if ours == ref_ok else "   (verdict differs)"))
             if mixed:
                 ok_all &= ours == ref_ok
                 if name in SPEED_TARGETS:

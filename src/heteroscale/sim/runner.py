@@ -35,7 +35,7 @@ from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
 from heteroscale.sim.fluid_engine import FluidEngine, arrivals_rng
 from heteroscale.sim.parts import load_window, raw_curve, shape_source, smoothed_curve
-from heteroscale.sim.records import RecordWriter
+from heteroscale.sim.records import RecordWriter, open_records
 from heteroscale.sim.request_engine import RequestEngine
 from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, Scenario, ServiceRun
 from heteroscale.sim.summary import summarise
@@ -120,9 +120,11 @@ class SimulationRun:
         loads: list[ServiceLoad] | None = None,
         targets: dict[str, Targets] | None = None,
         policies: dict[str, tuple[str, dict[str, object]]] | None = None,
+        requests_csv: str = "plain",
     ) -> None:
         """``targets`` per service (else performance-model targets); ``policies`` per service as
-        (registry name, options), overriding the scenario's."""
+        (registry name, options), overriding the scenario's; ``requests_csv`` with ``out_dir``:
+        ``plain`` (requests.csv), ``gzip`` (requests.csv.gz) or ``off``."""
         st = scenario.settings
         self.scenario = scenario
         self.calibration = calibration
@@ -179,11 +181,13 @@ class SimulationRun:
         self._records_stream: IO[str] | None = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self._records_stream = (out_dir / "requests.csv").open("w", encoding="utf-8")
+            self._records_stream = open_records(out_dir, requests_csv)
         records = RecordWriter(self._records_stream)
         self.engine: Engine
         if self.fidelity is Fidelity.REQUEST:
-            self.engine = RequestEngine(self.cluster, loads, self.perfs, self.telemetry, records, st.telemetry_window_s)
+            self.engine = RequestEngine(
+                self.cluster, loads, self.perfs, self.telemetry, records, st.telemetry_window_s, st.engine
+            )
         else:
             self.engine = FluidEngine(
                 self.cluster,

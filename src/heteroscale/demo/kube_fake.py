@@ -433,7 +433,14 @@ class KubeFake(kmock.KubernetesEmulator):
                 "creationTimestamp": now_iso(self.clock),
                 "resourceVersion": str(next(self.rv)),
                 "uid": f"uid-pod-{name}",
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"]}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": meta["name"],
+                        "uid": f"uid-rs-{meta['name']}",
+                    }
+                ],
             },
             "spec": dict(template.get("spec") or {}),
             "status": {"phase": "Pending", "conditions": [unschedulable_condition(now_iso(self.clock))]},

@@ -191,7 +191,8 @@ NOW_S = 1_767_225_660.0  # 2026-01-01T00:01:00Z: a minute after the pods were cr
         (2, lws_pods(2, 2, unready=("d-1-1",)), [("LeaderWorkerSet/d#0", Lifecycle.READY),
                                                 ("LeaderWorkerSet/d#1", Lifecycle.STARTING)]),
         # asked for three, one group exists: two pending placeholders
-        (3, lws_pods(1, 2), [("LeaderWorkerSet/d#0", Lifecycle.READY), ("LeaderWorkerSet/d#pending-0", Lifecycle.PENDING),
+        (3, lws_pods(1, 2), [("LeaderWorkerSet/d#0", Lifecycle.READY),
+                             ("LeaderWorkerSet/d#pending-0", Lifecycle.PENDING),
                              ("LeaderWorkerSet/d#pending-1", Lifecycle.PENDING)]),
         # scaled to one, two groups still there: the highest index is on its way out
         (1, lws_pods(2, 2), [("LeaderWorkerSet/d#0", Lifecycle.READY), ("LeaderWorkerSet/d#1", Lifecycle.DRAINING)]),

@@ -334,7 +334,7 @@ def desired_replicas(prometheus: PrometheusServer) -> dict[str, int]:
         return {}
     out = {}
     for series in body.get("data", {}).get("result", []):
-        out[series["metric"]["target"].removeprefix("Deployment/")] = int(float(series["value"][1]))
+        out[series["metric"]["target"].removeprefix("Deployment.")] = int(float(series["value"][1]))
     return out
 
 

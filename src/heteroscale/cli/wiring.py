@@ -247,7 +247,7 @@ def build_live(
 
         def publish(target: ScaleTarget, replicas: int) -> None:
             if not dry_run:  # a dry run says what it would do in its records, never to a scaler
-                metrics_out.publish_target(target.service, target.role.value, target.id, replicas)
+                metrics_out.publish_target(target.service, target.role.value, target.metric_label, replicas)
 
         cluster = PublishedTargets(api, settings, list(targets_by_id.values()), publish, clock)
         forget = cluster.forget

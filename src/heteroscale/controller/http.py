@@ -4,7 +4,7 @@ Metrics (one registry per controller, never the global default):
 
 * ``heteroscale_desired_instances{service,role}`` — the last decision's desired count;
 * ``heteroscale_target_desired_replicas{service,role,target}`` — ``actuation: metrics`` only: the
-  replicas each scale target should have, for KEDA or an HPA (``target`` is ``Kind/name[/role]``);
+  replicas each scale target should have, for KEDA or an HPA (``target`` is ``Kind.name[.roleName]``);
 * ``heteroscale_instances{service,role,lifecycle}`` — ready / starting / draining, as the cluster says;
 * ``heteroscale_decisions_total{service,reason,direction}`` — by the recommendation's reason and
   whether the decision scales out, in, or holds;

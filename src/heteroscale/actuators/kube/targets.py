@@ -48,6 +48,12 @@ class ScaleTarget:
         return base if self.role_name is None else f"{base}/{self.role_name}"
 
     @property
+    def metric_label(self) -> str:
+        """``Kind.name`` (``Kind.name.role``): the ``target`` label of the desired-replicas series, a valid
+        Kubernetes label value so an HPA's External metric selector can name it."""
+        return self.id.replace("/", ".")
+
+    @property
     def shape(self) -> InstanceShape:
         return InstanceShape(self.role, self.sku, self.tp)
 

@@ -2,7 +2,8 @@
 errors naming file, field and line) says where Prometheus and Kubernetes are, how series map to
 services and roles, and which services to manage — with the same service fields as a scenario, less
 ``load`` (a live cluster has real load) and with pinned ``targets`` (it has no simulator pressure test)
-plus the ``workload`` its pods run::
+plus how it is actuated (:mod:`.actuation`: ``owned`` with the ``workload`` its pods run, or ``scale``
+/ ``metrics`` with the ``scale_targets`` users already run)::
 
     kind: controller
     prometheus: {url: https://prometheus:9090, timeout_s: 2, staleness_s: 60,

@@ -8,6 +8,7 @@ bounded waits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -236,3 +237,30 @@ def test_ready_pods_follow_the_fake_operators(kube: KubeFakeServer) -> None:
         for p in kube.pods(NAMESPACE)
     )  # fmt: skip
     assert labels == [(g, w) for g in ("0", "1") for w in ("0", "1", "2")]
+
+
+def test_a_stuck_leader_worker_set_replica_is_not_scaled_away_with_a_healthy_one(kube: KubeFakeServer) -> None:
+    lws = "leaderworkerset.x-k8s.io/v1"
+    kube.call(lambda f: f.never_ready_images.add("never:ready"))  # an image that cannot be pulled
+    create(kube, leader_worker_set("chat-prefill", 1))
+    stuck = leader_worker_set("chat-decode", 2)
+    stuck["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["image"] = "never:ready"
+    create(kube, stuck)
+    cluster = cluster_for(
+        kube,
+        scale_target(Role.PREFILL, lws, "LeaderWorkerSet", "chat-prefill"),
+        scale_target(Role.DECODE, lws, "LeaderWorkerSet", "chat-decode"),
+    )
+    cluster.settings = dataclasses.replace(cluster.settings, start_timeout_s=0.5)
+
+    def stuck_decode() -> bool:
+        state = cluster.snapshot(CLOCK.now_s())
+        return sum(1 for i in state.instances if i.lifecycle is Lifecycle.STUCK) == 2
+
+    assert wait_until(stuck_decode, 10.0)
+    [record] = controller(cluster, 1, 2).reconcile_once(CLOCK.now_s())
+    notes = record.outcome["notes"]
+    assert sum("is stuck" in n and "left to its operator" in n for n in notes) == 2, notes
+    assert not record.outcome["removed"]  # scaling down would have taken a healthy group, not the stuck one
+    assert spec_replicas(kube, "LeaderWorkerSet")["chat-decode"] >= 2
+    cluster.client.api.close()

@@ -17,7 +17,9 @@ passes the fence (``KubeApi.fence``). This mode creates and deletes nothing.
 **Scale-in.** Where the target honours ``controller.kubernetes.io/pod-deletion-cost`` (a Deployment's
 ReplicaSet) the scheduler's victims get the lowest cost before the replicas drop, so exactly they go.
 Every other kind removes a replica of its own choosing (:attr:`.kube.kinds.Kind.removes`): the
-ActuationResult's ``notes`` (and the log) say so for each such removal. There is no drain window: the
+ActuationResult's ``notes`` (and the log) say so for each such removal. A *stuck* replica of such a kind
+is not scaled away (that would take a healthy one): it stops counting as capacity, the note says so, and
+its operator (or a person) has to deal with it. There is no drain window: the
 replica leaves at once and the engine's own termination grace applies. Discovery gating and soft
 scale-in rely on our pod label, which the stacks' routers ignore, so they are off in this mode
 (``cli/wiring.py``); a discovery change that still reaches this actuator is noted and skipped.
@@ -49,7 +51,7 @@ from heteroscale.actuators.kube.targets import (
 )
 from heteroscale.clock import Clock, WallClock
 from heteroscale.domain.plan import ActuationResult, Launch, PlacementPlan
-from heteroscale.domain.state import ClusterState, InstanceInfo
+from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle
 from heteroscale.domain.topology import Topology
 from heteroscale.errors import PermanentActuationError, TransientActuationError
 
@@ -212,13 +214,18 @@ class ScaleTargetsCluster:
                 continue
             info, tid = found
             t = self.targets[tid]
+            placeholder = "#pending-" in info.id
+            if info.lifecycle is Lifecycle.STUCK and not placeholder and not t.kind.deletion_cost:
+                # scaling down would take a healthy replica, not this one: its operator has to deal with it
+                notes.append(f"{tid}: {info.id} is stuck ({info.lifecycle_reason}); {t.kind.kind} removes "
+                             f"{t.kind.removes}, so it is left to its operator and no longer counts")  # fmt: skip
+                continue
             c = changes.setdefault(tid, _Change())
             c.delta -= 1
             c.removed = (*c.removed, info.id)
-            if "#" in info.id:
-                if "#pending-" not in info.id:
-                    notes.append(f"{tid}: {t.kind.kind} removes {t.kind.removes}, not necessarily {info.id}")
-            elif t.kind.deletion_cost:
+            if placeholder:
+                continue
+            if t.kind.deletion_cost and "#" not in info.id:
                 c.victims = (*c.victims, info.id)
             else:
                 notes.append(f"{tid}: {t.kind.kind} removes {t.kind.removes}, not necessarily {info.id}")

@@ -33,7 +33,7 @@ from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import make_policy
 from tests.integration.test_scale_modes import create, objects, spec_replicas
 from tests.support import builders
-from tests.support.crds import crd_dir, crds, deployment, leader_worker_set, problems, storm_service
+from tests.support.crds import crd_dir, crds, deployment, leader_worker_set, model_serving, problems, storm_service
 from tests.support.kube_fake import PODS, Fault, KubeFakeServer
 from tests.support.kube_objects import is_ready
 from tests.support.live_env import NAMESPACE, gpu_nodes
@@ -57,7 +57,7 @@ class NoMetrics:
 def kube() -> Iterator[KubeFakeServer]:
     if crd_dir() is None:
         pytest.skip("the upstream CRDs (shared/crds) are not next to the repository")
-    kinds = ("LeaderWorkerSet", "StormService")
+    kinds = ("LeaderWorkerSet", "StormService", "ModelServing")
     server = KubeFakeServer(gpu_nodes(), ready_after_s=0.2, crds=crds(*kinds), validator=problems).start()
     try:
         yield server
@@ -263,4 +263,22 @@ def test_a_stuck_leader_worker_set_replica_is_not_scaled_away_with_a_healthy_one
     assert sum("is stuck" in n and "left to its operator" in n for n in notes) == 2, notes
     assert not record.outcome["removed"]  # scaling down would have taken a healthy group, not the stuck one
     assert spec_replicas(kube, "LeaderWorkerSet")["chat-decode"] >= 2
+    cluster.client.api.close()
+
+
+def test_a_model_serving_role_counts_once_per_serving_group(kube: KubeFakeServer) -> None:
+    create(kube, model_serving("chat", groups=2, roles={"prefill": 1, "decode": 1}))
+    version = "workload.serving.volcano.sh/v1alpha1"
+    cluster = cluster_for(
+        kube,
+        scale_target(Role.PREFILL, version, "ModelServing", "chat", "prefill"),
+        scale_target(Role.DECODE, version, "ModelServing", "chat", "decode"),
+    )
+    assert wait_until(lambda: all_ready(cluster, 4), 10.0)  # 2 serving groups × (1 prefill + 1 decode)
+    [record] = controller(cluster, 2, 4).reconcile_once(CLOCK.now_s())
+    assert len(record.outcome["launched"]) == 2
+    roles = objects(kube, "ModelServing")["chat"]["spec"]["template"]["roles"]
+    assert {r["name"]: r["replicas"] for r in roles} == {"prefill": 1, "decode": 2}  # 2 per group, 4 in all
+    assert wait_until(lambda: all_ready(cluster, 6), 10.0)
+    assert kube.call(lambda f: f.schema_problems()) == []
     cluster.client.api.close()

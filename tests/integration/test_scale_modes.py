@@ -18,6 +18,7 @@ import kubernetes
 import pytest
 import yaml
 
+from heteroscale.actuators.kube.kinds import kind_of
 from heteroscale.actuators.kube.targets import role_replicas
 from tests.integration.conftest import chat_load, wait_for_series
 from tests.support.crds import crd_dir, crds, deployment, leader_worker_set, problems, scaling_adapter, storm_service
@@ -57,9 +58,9 @@ def create(kube: KubeFakeServer, obj: dict[str, Any]) -> None:
             kubernetes.client.AppsV1Api(client).create_namespaced_deployment(NAMESPACE, obj)
         else:
             group, version = obj["apiVersion"].split("/")
-            plural = {"LeaderWorkerSet": "leaderworkersets", "StormService": "stormservices"}.get(
-                obj["kind"], "dynamographdeploymentscalingadapters"
-            )
+            found = kind_of(obj["apiVersion"], obj["kind"])
+            assert found is not None, obj["kind"]
+            plural = found.plural
             kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
                 group, version, NAMESPACE, plural, obj
             )
@@ -270,8 +271,6 @@ def test_scale_mode_drives_dynamo_scaling_adapters(
 
 
 def storm_roles(kube: KubeFakeServer) -> dict[str, int]:
-    from heteroscale.actuators.kube.kinds import kind_of
-
     obj = objects(kube, "StormService")["chat"]
     kind = kind_of("orchestration.aibrix.ai/v1alpha1", "StormService")
     assert kind is not None

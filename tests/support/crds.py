@@ -50,7 +50,8 @@ def load_crd(kind: str) -> dict[str, Any]:
     where = crd_dir()
     if where is None:
         raise FileNotFoundError("no shared/crds folder")
-    doc: dict[str, Any] = yaml.safe_load((where / CRD_FILES[kind]).read_text(encoding="utf-8"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader reads the 1.5 MB CRDs ~10× faster
+    doc: dict[str, Any] = yaml.load((where / CRD_FILES[kind]).read_text(encoding="utf-8"), Loader=loader)
     return doc
 
 
@@ -175,6 +176,23 @@ def storm_service(name: str, roles: dict[str, int]) -> dict[str, Any]:
                         for role, n in roles.items()
                     ]
                 },
+            },
+        },
+    }
+
+
+def model_serving(name: str, groups: int, roles: dict[str, int]) -> dict[str, Any]:
+    return {
+        "apiVersion": "workload.serving.volcano.sh/v1alpha1",
+        "kind": "ModelServing",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": groups,
+            "template": {
+                "roles": [
+                    {"name": role, "replicas": n, "workerReplicas": 0, "entryTemplate": _pod_template({"app": name})}
+                    for role, n in roles.items()
+                ]
             },
         },
     }

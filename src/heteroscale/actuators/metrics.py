@@ -19,7 +19,7 @@ from typing import Any
 
 from heteroscale.actuators.kube.api import FencedError, KubernetesSettings
 from heteroscale.actuators.kube.targets import ScaleTarget
-from heteroscale.actuators.scale import ScaleTargetsCluster, _Read
+from heteroscale.actuators.scale import ScaleTargetsCluster, TargetsRead
 from heteroscale.clock import Clock
 from heteroscale.domain.plan import ActuationResult, PlacementPlan
 
@@ -43,7 +43,7 @@ class PublishedTargets(ScaleTargetsCluster):
         self.publish = publish
         self.desired: dict[str, int] = {}  # target id → the replicas last published for it
 
-    def after_read(self, read: _Read) -> None:
+    def after_read(self, read: TargetsRead) -> None:
         for tid, r in sorted(read.targets.items()):
             value = self.desired.setdefault(tid, r.replicas * max(1, r.groups))
             self.publish(r.target, value)

@@ -27,6 +27,7 @@ scale-in rely on our pod label, which the stacks' routers ignore, so they are of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -39,7 +40,6 @@ from kubernetes.client.exceptions import ApiException
 
 from heteroscale.actuators.kube.api import ConflictError, KubeApi, KubernetesSettings, NotFoundError
 from heteroscale.actuators.kube.naming import DELETION_COST, DELETION_COST_VICTIM
-from heteroscale.actuators.kube.owned import _run_writes, _Write
 from heteroscale.actuators.kube.pods import gpu_use
 from heteroscale.actuators.kube.targets import (
     ScaleTarget,
@@ -49,6 +49,7 @@ from heteroscale.actuators.kube.targets import (
     target_instances,
     target_topology,
 )
+from heteroscale.actuators.kube.writes import Write, run_writes
 from heteroscale.clock import Clock, WallClock
 from heteroscale.domain.plan import ActuationResult, Launch, PlacementPlan
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle
@@ -60,7 +61,7 @@ JSON_PATCH = "application/json-patch+json"
 
 
 @dataclass(slots=True)
-class _Read:
+class TargetsRead:
     at_s: float
     targets: dict[str, TargetRead]  # target id → read
     instances: dict[str, tuple[InstanceInfo, str]]  # instance id → (info, target id)
@@ -94,7 +95,7 @@ class ScaleTargetsCluster:
         self.client = KubeApi(api_client, settings, self.clock)
         self.core = self.client.core
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self._last: _Read | None = None
+        self._last: TargetsRead | None = None
         self._writes_at_read = 0
 
     @property
@@ -143,7 +144,7 @@ class ScaleTargetsCluster:
             str((scale.get("status") or {}).get("selector") or ""),
         )
 
-    def _read(self, now_s: float) -> _Read:
+    def _read(self, now_s: float) -> TargetsRead:
         ns = self.settings.namespace
         reads: dict[str, TargetRead] = {}
         instances: dict[str, tuple[InstanceInfo, str]] = {}
@@ -154,8 +155,7 @@ class ScaleTargetsCluster:
                 pods = self.client.list_all(
                     f"list pods of {tid}", self.core.list_namespaced_pod, ns, label_selector=read.selector, keep=_whole
                 )
-                read = TargetRead(t, read.replicas, read.resource_version, read.selector, tuple(pods), read.groups,
-                                  read.role_index)  # fmt: skip
+                read = dataclasses.replace(read, pods=tuple(pods))
             else:  # not reconciled by its operator yet: its replicas are placeholders until it says
                 log.info("%s: no pod selector in its status yet", tid)
             reads[tid] = read
@@ -164,15 +164,15 @@ class ScaleTargetsCluster:
             used[tid] = sum(u[1] for p in read.pods if (u := gpu_use(p, self.settings.labels.gpu_resource)))
         topology = target_topology(list(self.targets.values()), used)
         free = {n.name: n.gpus_free for n in topology.nodes}
-        self._last = _Read(now_s, reads, instances, topology, free)
+        self._last = TargetsRead(now_s, reads, instances, topology, free)
         self._writes_at_read = self.client.writes
         self.after_read(self._last)
         return self._last
 
-    def after_read(self, read: _Read) -> None:
+    def after_read(self, read: TargetsRead) -> None:
         """A hook for the metrics mode (publishes what it has not been told otherwise)."""
 
-    def _current(self, now_s: float) -> _Read:
+    def _current(self, now_s: float) -> TargetsRead:
         unchanged = self.client.writes == self._writes_at_read
         if self._last is not None and self._last.at_s == now_s and unchanged:
             return self._last
@@ -192,7 +192,7 @@ class ScaleTargetsCluster:
 
     # --- Actuator --------------------------------------------------------------------------------
 
-    def plan_changes(self, plan: PlacementPlan, snap: _Read) -> tuple[dict[str, _Change], list[str], list[str]]:
+    def plan_changes(self, plan: PlacementPlan, snap: TargetsRead) -> tuple[dict[str, _Change], list[str], list[str]]:
         """Per target what ``plan`` asks (launches, victims), with errors and notes."""
         changes: dict[str, _Change] = {}
         errors = [f"unplaced {u.service}/{u.role.value} ×{u.count}: {u.reason}" for u in plan.unplaced]
@@ -259,7 +259,7 @@ class ScaleTargetsCluster:
         changes, errors, notes = self.plan_changes(plan, snap)
         launched: list[str] = []
         removed: list[str] = []
-        writes: list[_Write] = []
+        writes: list[Write] = []
         for tid, c in sorted(changes.items()):
             if c.delta == 0 and not c.victims:
                 launched.extend(c.launched)
@@ -268,13 +268,13 @@ class ScaleTargetsCluster:
             read = snap.targets[tid]
             base = read.replicas * max(1, read.groups)
             writes.append(
-                _Write(
+                Write(
                     f"scale {tid} {base}→{max(0, base + c.delta)}",
                     functools.partial(self.write_replicas, read, base + c.delta, c.victims, notes),
                     functools.partial(_done, launched, removed, c),
                 )
             )
-        fenced, abandoned = _run_writes(writes, errors)
+        fenced, abandoned = run_writes(writes, errors)
         return ActuationResult(
             launched=tuple(launched),
             removed=tuple(removed),

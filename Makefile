@@ -71,6 +71,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/schedule_scale.py
 	$(BIN)/python benchmarks/controller_scale.py
+	$(BIN)/python benchmarks/scale_mode_requests.py
 	$(BIN)/python benchmarks/topology_value.py
 	$(BIN)/python benchmarks/mix_solver.py
 	$(BIN)/python benchmarks/forecast_accuracy.py

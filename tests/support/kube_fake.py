@@ -13,10 +13,10 @@ from heteroscale.demo.kube_fake import (
     WRITE_METHODS,
     Fault,
     KubeFake,
-    KubeFakeServer,
     WriteSeen,
     writer_of,
 )
+from heteroscale.demo.kube_server import KubeFakeServer
 
 __all__ = [
     "AGENT_PREFIX",

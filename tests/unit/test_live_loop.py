@@ -95,6 +95,37 @@ def test_losing_the_lead_stops_acting_and_clears_the_desired_series() -> None:
         assert elector.stop(timeout_s=10.0)
 
 
+def test_losing_the_lead_clears_the_published_target_replicas_and_forgets_them() -> None:
+    """actuation: metrics: only the leader says what each target should have (KEDA acts on it)."""
+    clock, store = ManualClock(1_000.0), FakeLeaseStore()
+    lease = LeaseSettings(namespace="llm", identity="ctl-a", lease_duration_s=15.0, renew_deadline_s=10.0)
+    elector = LeaseElector(store, lease, clock)
+    turns = Turns(clock)
+    elector.start(wait=turns.wait)
+    forgotten: list[bool] = []
+    try:
+        turns.parked()
+        cluster = FakeCluster()
+        ctl = controller(cooldown_binding(lambda now_s: (2, 2), cooldown_s=0.0), cluster, Journal())
+        live = LiveController(
+            ctl, cluster, SETTINGS, clock=clock, elector=elector, on_lost_lead=lambda: forgotten.append(True)
+        )
+        assert live.cycle().leader
+        live.metrics.publish_target("chat", "decode", "Deployment.chat-decode", 2)  # as the metrics mode does
+        assert metric(live.metrics, "heteroscale_target_desired_replicas{") == [
+            'heteroscale_target_desired_replicas{role="decode",service="chat",target="Deployment.chat-decode"} 2.0'
+        ]
+        store.failing = True
+        for _ in range(5):
+            turns.release(2.0)
+            turns.parked()
+        assert not live.cycle().leader
+        assert metric(live.metrics, "heteroscale_target_desired_replicas{") == [] and forgotten == [True]
+    finally:
+        turns.stop()
+        assert elector.stop(timeout_s=10.0)
+
+
 def test_healthz_answers_json_naming_the_role(tmp_path: Path) -> None:
     clock = ManualClock(1_000.0)
     cluster = FakeCluster()

@@ -10,7 +10,11 @@ from heteroscale.actuators.advisory import AdvisoryActuator
 from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings, LabelKeys, Toleration, new_api_client
 from heteroscale.actuators.kube.manifests import CONFIG_MAP, SECRET, EnvFrom, EnvRef, PodSecurity, WorkloadTemplate
 from heteroscale.actuators.kube.owned import KubernetesCluster
+from heteroscale.actuators.kube.targets import ScaleTarget
+from heteroscale.actuators.metrics import PublishedTargets
+from heteroscale.actuators.scale import ScaleTargetsCluster
 from heteroscale.clock import WallClock
+from heteroscale.config.actuation import build_targets
 from heteroscale.config.build import budget_from_config
 from heteroscale.config.catalog import calibration_for, load_catalog
 from heteroscale.config.controller import (
@@ -22,10 +26,12 @@ from heteroscale.config.controller import (
 )
 from heteroscale.config.loader import load_scenario, write_resolved_config
 from heteroscale.config.source import Document, Loc
+from heteroscale.controller.http import ControllerMetrics
 from heteroscale.controller.journal import JournalSettings, open_journal
 from heteroscale.controller.leader import KubeLeaseStore, LeaseElector, LeaseSettings, default_identity
 from heteroscale.controller.live import LiveController, LiveSettings
 from heteroscale.controller.mixing import mix_settings
+from heteroscale.controller.readiness import ReadinessSettings
 from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.service import AffinityLevel
 from heteroscale.errors import ConfigError
@@ -165,6 +171,7 @@ def build_live(
     templates: dict[str, WorkloadTemplate] = {}
     mappings: dict[str, MetricMapping] = {}
     affinity: dict[str, AffinityLevel] = {}
+    targets_by_id: dict[str, ScaleTarget] = {}
     seen: set[str] = set()
     for i, service in enumerate(config.services):
         loc: Loc = ("services", i)
@@ -186,7 +193,15 @@ def build_live(
         # the launch penalty: one cold start of a default 120 s (the simulator's cold start)
         mix = mix_settings(spec, catalog.skus, SimSettings().cold_start_s)
         bindings.append(ServiceBinding(spec, policy, targets, mix=mix))
-        templates[spec.name] = workload_template(service.workload)
+        if service.workload is not None:
+            templates[spec.name] = workload_template(service.workload)
+        for j, target in enumerate(
+            build_targets(spec.name, service.scale_targets or [], spec, doc, (*loc, "scale_targets"), catalog)
+        ):
+            if target.id in targets_by_id:
+                other = targets_by_id[target.id].service
+                raise doc.error((*loc, "scale_targets", j), f"{target.id} is already a target of service {other!r}")
+            targets_by_id[target.id] = target
         affinity[spec.name] = spec.affinity
         if service.metrics is not None:
             mappings[spec.name] = service.metrics.to_mapping()
@@ -226,7 +241,23 @@ def build_live(
     identity = le.identity or default_identity()
     api = new_api_client(None if k.kubeconfig is None else relative_path(k.kubeconfig, doc), k.context, k.in_cluster)
     api.user_agent = f"heteroscale/{identity}"  # names the writer in the API server's audit log
-    cluster = KubernetesCluster(api, settings, templates, clock, affinity=affinity, resolve_sku=resolve)
+    metrics_out = ControllerMetrics()
+    cluster: KubernetesCluster | ScaleTargetsCluster
+    forget = None
+    if config.actuation == "scale":
+        cluster = ScaleTargetsCluster(api, settings, list(targets_by_id.values()), clock)
+    elif config.actuation == "metrics":
+
+        def publish(target: ScaleTarget, replicas: int) -> None:
+            if not dry_run:  # a dry run says what it would do in its records, never to a scaler
+                metrics_out.publish_target(target.service, target.role.value, target.metric_label, replicas)
+
+        cluster = PublishedTargets(api, settings, list(targets_by_id.values()), publish, clock)
+        forget = cluster.forget
+    else:
+        cluster = KubernetesCluster(api, settings, templates, clock, affinity=affinity, resolve_sku=resolve)
+    # discovery gating needs our pod label, which the stacks' routers ignore (README: actuation modes)
+    readiness = ReadinessSettings(gating=config.actuation == "owned")
     p = config.prometheus
     metrics = PrometheusSource(
         redact_url(p.url),  # user:password@ travels in the credentials, never in a URL
@@ -254,7 +285,15 @@ def build_live(
     acting: Any = AdvisoryActuator(cluster) if dry_run else cluster
     budget = None if config.budget is None else budget_from_config(config.budget, doc, ("budget",), catalog)
     controller = Controller(
-        bindings, metrics, acting, acting, journal, window_s=loop.window_s, tick_s=loop.interval_s, budget=budget
+        bindings,
+        metrics,
+        acting,
+        acting,
+        journal,
+        window_s=loop.window_s,
+        tick_s=loop.interval_s,
+        budget=budget,
+        readiness=readiness,
     )
     elector = None
     if le.enabled:
@@ -276,6 +315,8 @@ def build_live(
         LiveSettings(interval_s=loop.interval_s, max_cycles=1 if once else cycles, max_duration_s=duration_s),
         clock=clock,
         elector=elector,
+        metrics=metrics_out,
+        on_lost_lead=forget,
     )
     live.restore(state.fold)
     return live

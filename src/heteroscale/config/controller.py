@@ -2,7 +2,8 @@
 errors naming file, field and line) says where Prometheus and Kubernetes are, how series map to
 services and roles, and which services to manage — with the same service fields as a scenario, less
 ``load`` (a live cluster has real load) and with pinned ``targets`` (it has no simulator pressure test)
-plus the ``workload`` its pods run::
+plus how it is actuated (:mod:`.actuation`: ``owned`` with the ``workload`` its pods run, or ``scale``
+/ ``metrics`` with the ``scale_targets`` users already run)::
 
     kind: controller
     prometheus: {url: https://prometheus:9090, timeout_s: 2, staleness_s: 60,
@@ -62,6 +63,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
 from heteroscale.actuators.kube.naming import label_value_problem
+from heteroscale.config.actuation import ActuationMode, ScaleTargetConfig, check_actuation
 from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog
 from heteroscale.config.presets import MappingConfig, PodJoinConfig  # noqa: F401  (re-exported)
@@ -347,11 +349,28 @@ class WorkloadConfig(StrictModel):
 
 
 class LiveServiceConfig(ServiceConfig):
-    """A scenario's service fields, less ``load``, plus the pods' workload and an optional metric mapping."""
+    """A scenario's service fields, less ``load``, plus how it is actuated (:mod:`.actuation`: the pods'
+    ``workload`` when owned, the ``scale_targets`` otherwise) and an optional metric mapping."""
 
     load: None = None  # type: ignore[assignment]
-    workload: WorkloadConfig
+    actuation: ActuationMode = "owned"
+    scale_targets: list[ScaleTargetConfig] | None = Field(default=None, min_length=1)
+    workload: WorkloadConfig | None = None
     metrics: MappingConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _targets_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("targets"), list):
+            raise ValueError("targets holds the policy's pinned targets; list the workloads to scale as scale_targets")
+        return data
+
+    @model_validator(mode="after")
+    def _actuation(self) -> LiveServiceConfig:
+        problem = check_actuation(self.actuation, self.scale_targets, self.workload is not None)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     @field_validator("name")
     @classmethod
@@ -383,6 +402,18 @@ class ControllerConfig(StrictModel):
     http: HttpConfig = Field(default_factory=HttpConfig)
     services: list[LiveServiceConfig] = Field(min_length=1)
     budget: BudgetConfig | None = None  # GPUs all services may hold together; cuts go by priority
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ControllerConfig:
+        modes = sorted({s.actuation for s in self.services})
+        if len(modes) > 1:
+            # scale targets are virtual nodes of the scheduler's view: an owned service could be placed on one
+            raise ValueError(f"services name several actuation modes ({', '.join(modes)}); one controller runs one")
+        return self
+
+    @property
+    def actuation(self) -> str:
+        return self.services[0].actuation
 
 
 # --- building -------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Metrics (one registry per controller, never the global default):
 
 * ``heteroscale_desired_instances{service,role}`` — the last decision's desired count;
+* ``heteroscale_target_desired_replicas{service,role,target}`` — ``actuation: metrics`` only: the
+  replicas each scale target should have, for KEDA or an HPA (``target`` is ``Kind.name[.roleName]``);
 * ``heteroscale_instances{service,role,lifecycle}`` — ready / starting / draining, as the cluster says;
 * ``heteroscale_decisions_total{service,reason,direction}`` — by the recommendation's reason and
   whether the decision scales out, in, or holds;
@@ -16,7 +18,8 @@ Metrics (one registry per controller, never the global default):
   ``heteroscale_journal_errors_total`` (journal writes that failed; while it cannot write, the
   controller holds with reason ``journal-unwritable``).
 
-On losing the leadership the ``heteroscale_desired_instances`` series are removed: only the leader
+On losing the leadership the ``heteroscale_desired_instances`` and
+``heteroscale_target_desired_replicas`` series are removed: only the leader
 says what it wants (an HPA or a dashboard reading them never sees a standby's stale wishes).
 
 ``/healthz`` answers 200 while cycles keep completing (the last within ``stale_after_s``), else 503,
@@ -49,6 +52,12 @@ class ControllerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.desired = Gauge("heteroscale_desired_instances", "Desired instances", ["service", "role"], registry=r)
+        self.target_desired = Gauge(
+            "heteroscale_target_desired_replicas",
+            "Desired replicas per scale target (actuation: metrics), for an external scaler",
+            ["service", "role", "target"],
+            registry=r,
+        )
         self.instances = Gauge(
             "heteroscale_instances", "Instances by lifecycle", ["service", "role", "lifecycle"], registry=r
         )
@@ -106,8 +115,12 @@ class ControllerMetrics:
                 self.stuck.labels(**labels).inc()
 
     def lost_leadership(self) -> None:
-        """A standby states no desired counts: remove every ``heteroscale_desired_instances`` series."""
+        """A standby states no desired counts: remove every desired-instances and desired-replicas series."""
         self.desired.clear()
+        self.target_desired.clear()
+
+    def publish_target(self, service: str, role: str, target: str, replicas: int) -> None:
+        self.target_desired.labels(service=service, role=role, target=target).set(replicas)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -108,6 +108,7 @@ class LiveController:
         elector: Leadership | None = None,
         metrics: ControllerMetrics | None = None,
         on_record: Callable[[DecisionRecord], None] | None = None,
+        on_lost_lead: Callable[[], None] | None = None,
     ) -> None:
         self.controller = controller
         self.cluster = cluster
@@ -122,6 +123,7 @@ class LiveController:
         self.last_error: str | None = None
         self.leading = False
         self.on_record = on_record  # called with every decision once it is journaled (e.g. a dry run's lines)
+        self.on_lost_lead = on_lost_lead  # e.g. the metrics mode forgets what it published
         self.api_reached = False  # the Kubernetes API answered at least once (the Lease or a cluster read)
         self.api_error: str | None = None  # why the last attempt to reach it failed; None when it answered
         self._journal_errors_seen = 0
@@ -175,6 +177,8 @@ class LiveController:
         if self.leading and not leading:
             log.warning("not leading any more: acting stops, the desired-instances series are cleared")
             self.metrics.lost_leadership()
+            if self.on_lost_lead is not None:
+                self.on_lost_lead()
         self.leading = leading
         self.metrics.leader.set(1 if leading else 0)
         return leading

@@ -28,6 +28,7 @@ class ReadinessSettings:
     ratio_tolerance: float = 0.25  # |Ready P − r·Ready D| ÷ (r·Ready D) beyond this → gate the surplus
     soft_scale_in_s: float = 0.0  # observation window of a soft scale-in; 0 = remove at once
     drain_grace_s: float = 600.0
+    gating: bool = True  # off where the router ignores our discovery label (the scale and metrics modes)
 
 
 @dataclass(slots=True)

@@ -314,7 +314,9 @@ class Controller:
                 projected[change.instance_id] = dataclasses.replace(
                     projected[change.instance_id], in_discovery=change.in_discovery
                 )
-        gating = gate_discovery(spec, book, projected, self.readiness, p.result.pd_ratio)
+        gating = []
+        if self.readiness.gating:
+            gating = gate_discovery(spec, book, projected, self.readiness, p.result.pd_ratio)
         plan = dataclasses.replace(
             plan,
             removals=(*plan.removals, *p.expired, *replaced),

@@ -15,7 +15,14 @@ model what HeteroScale relies on, so this module adds, for the tests and the dem
   names (a real server's token is opaque and pins a resourceVersion; this one resumes on the live
   objects, and never expires unless a :class:`Fault` answers 410);
 * **a request log** (:attr:`KubeFake.log`: method, path, query), for tests and figures;
-* **the ``scale`` subresource** of Deployments (GET and PATCH answer a ``Scale`` object);
+* **the ``scale`` subresource** of Deployments (GET and PATCH answer a ``Scale`` object, with
+  ``status.selector``) and of the custom resources whose CRDs the server is given
+  (:class:`.kube_server.KubeFakeServer` ``crds``), at the paths their CRDs declare (:mod:`.kube_custom`), with a
+  stand-in for their operators that runs their pods with the operators' labels;
+* **JSON patches** (``application/json-patch+json``) with ``test`` ops: a failed test is refused with
+  422, as the API server does, and nothing is changed;
+* **schema checks**: :meth:`KubeFake.schema_problems` runs a ``validator`` (given by the tests: the
+  core schemas and the CRDs' ``openAPIV3Schema``) over every stored object;
 * **a stand-in for the ReplicaSet controller, the scheduler and the kubelet**: before each request
   the fake brings every Deployment's pods in line with ``spec.replicas`` — new pods are bound to the
   first node that is not cordoned, whose ``NoSchedule`` / ``NoExecute`` taints the pod tolerates, that
@@ -26,7 +33,7 @@ model what HeteroScale relies on, so this module adds, for the tests and the dem
   pending, not ready, lower ``controller.kubernetes.io/pod-deletion-cost``, newer first); deleted pods
   go at once (no termination grace); with ``pod_quota`` (namespace → most pods) pods beyond it are not
   created and the Deployment gets a ``ReplicaFailure`` condition (reason ``FailedCreate``), as a
-  ResourceQuota does; :meth:`KubeFakeServer.drain` cordons nodes and evicts their pods (``kubectl
+  ResourceQuota does; :meth:`.kube_server.KubeFakeServer.drain` cordons nodes and evicts their pods (``kubectl
   drain``);
 * **fault injection**: :class:`Fault` answers matching requests (method, path and optionally query
   regexes) with an error status (with an optional ``Retry-After``) without applying them, or delays
@@ -38,7 +45,7 @@ model what HeteroScale relies on, so this module adds, for the tests and the dem
   the ``User-Agent`` header: the controller sends ``heteroscale/<identity>`` (``cli/wiring.py``); any
   other client is named by its whole User-Agent.
 
-Leases need nothing more than the resourceVersion precondition. Run it with :class:`KubeFakeServer`,
+Leases need nothing more than the resourceVersion precondition. Run it with :class:`.kube_server.KubeFakeServer`,
 which serves it on 127.0.0.1 from a thread and stops it by its handle with bounded waits.
 """
 
@@ -46,18 +53,30 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import itertools
 import re
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp.web
 import attrs
+import jsonpatch
+import jsonpointer
 import kmock
 
 from heteroscale.clock import WallClock
+from heteroscale.demo.kube_custom import OWNER as CUSTOM_OWNER
+from heteroscale.demo.kube_custom import (
+    CustomKind,
+    as_custom_scale,
+    custom_status,
+    desired_pods,
+    owner_of,
+    set_path,
+)
 from heteroscale.demo.kube_objects import (
     affinity_allows,
     as_scale,
@@ -148,6 +167,18 @@ class KubeFake(kmock.KubernetesEmulator):
     never_ready_images: set[str] = attrs.field(factory=set)
     pod_quota: dict[str, int] = attrs.field(factory=dict)  # namespace → most pods (a ResourceQuota)
     log: collections.deque[tuple[str, str, str]] = attrs.field(factory=lambda: collections.deque(maxlen=100_000))
+    custom: dict[Any, CustomKind] = attrs.field(factory=dict)  # kmock resource → its kind (from a CRD)
+    validator: Callable[[dict[str, Any]], list[str]] | None = None  # an object's schema problems
+
+    def schema_problems(self) -> list[str]:
+        """Every stored object's schema problems, as ``Kind ns/name: problem`` (none without a validator)."""
+        if self.validator is None:
+            return []
+        out: list[str] = []
+        for (_, ns, name), obj in list(self.objects.items()):
+            if not obj.deleted:
+                out.extend(f"{obj.raw.get('kind')} {ns}/{name}: {p}" for p in self.validator(obj.raw))
+        return out
 
     # --- request pipeline ----------------------------------------------------------------------
 
@@ -166,14 +197,33 @@ class KubeFake(kmock.KubernetesEmulator):
             if self.controllers_enabled:
                 self.run_controllers()
         holder = self.lease_holder()
-        response = await super()._handle(request)
         method = str(request.method.value).upper()
+        if request.action == kmock.action.UPDATE and isinstance(request.data, list):
+            response = self._json_patch(request)
+        else:
+            response = await super()._handle(request)
         if method in WRITE_METHODS and "/leases" not in request.url.path and response.status < 400:
             agent = request.headers.get("User-Agent", "")
             self.writes.append(
                 WriteSeen(self.clock.now_s(), method, request.url.path, writer_of(agent), holder, response.status)
             )
         return response
+
+    def _json_patch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """Apply an RFC 6902 patch (its ``test`` ops included) to the stored object, or refuse it whole."""
+        key: Any = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return _status(404, f"{request.name} not found")
+        current = copy.deepcopy(self.objects[key].raw)
+        try:
+            patched = jsonpatch.apply_patch(current, request.data)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            return _status(422, f"the server rejected our request due to an error in our request: {exc}")
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            return _status(422, f"invalid JSON patch: {exc}")
+        patched.setdefault("metadata", {})["resourceVersion"] = str(next(self.rv))
+        self.objects[key] = patched
+        return aiohttp.web.json_response(patched)
 
     def lease_holder(self) -> str | None:
         """The ``holderIdentity`` of the (first) live Lease, None when there is none or it is released."""
@@ -214,7 +264,8 @@ class KubeFake(kmock.KubernetesEmulator):
             if request.subresource == "scale":
                 replicas = data.get("spec", {}).get("replicas")
                 data.clear()
-                data["spec"] = {"replicas": replicas}
+                kind = self.custom.get(request.resource)
+                set_path(data, (kind.spec_replicas if kind else None) or ".spec.replicas", replicas)
             data.setdefault("metadata", {})["resourceVersion"] = str(next(self.rv))
         return None
 
@@ -244,11 +295,15 @@ class KubeFake(kmock.KubernetesEmulator):
 
     async def _serve_fetch(self, request: kmock.Request) -> Any:
         obj: Any = await super()._serve_fetch(request)
-        return as_scale(obj) if request.subresource == "scale" else obj
+        return self._scale_of(request, obj) if request.subresource == "scale" else obj
 
     async def _serve_update(self, request: kmock.Request) -> Any:
         obj: Any = await super()._serve_update(request)
-        return as_scale(obj) if request.subresource == "scale" else obj
+        return self._scale_of(request, obj) if request.subresource == "scale" else obj
+
+    def _scale_of(self, request: kmock.Request, obj: dict[str, Any]) -> dict[str, Any]:
+        kind = self.custom.get(request.resource)
+        return as_scale(obj) if kind is None else as_custom_scale(kind, obj)
 
     # --- controllers stand-in ------------------------------------------------------------------
 
@@ -317,6 +372,49 @@ class KubeFake(kmock.KubernetesEmulator):
             status["conditions"] = [failure] if (ns, name) in refused and failure is not None else []
             if old != status:
                 self.objects[DEPLOYMENTS, ns, name].patch({"status": status})
+        self._run_operators(now_s, used)
+
+    def _run_operators(self, now_s: float, used: dict[str, int]) -> None:
+        """The custom objects' operators: their pods as :func:`.kube_custom.desired_pods` says, and their
+        status (replicas and selector at the CRD's paths)."""
+        pods = {(p["metadata"].get("namespace"), p["metadata"]["name"]): p for p in self.live_objects(PODS)}
+        for resource, kind in self.custom.items():
+            for obj in self.live_objects(resource):
+                ns, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+                wanted, selector = desired_pods(kind, obj)
+                names = {pod_name for pod_name, _, _ in wanted}
+                owner = owner_of(kind, name)
+                for (pns, pname), pod in pods.items():
+                    mine = (pod["metadata"].get("labels") or {}).get(CUSTOM_OWNER)
+                    if pns == ns and mine == owner and pname not in names:
+                        self.objects[PODS, ns, pname].delete()
+                        if pod.get("spec", {}).get("nodeName"):
+                            used[pod["spec"]["nodeName"]] -= gpu_request(pod)
+                for pod_name, labels, spec in wanted:
+                    if (ns, pod_name) not in pods:
+                        self._create_custom_pod(ns, pod_name, labels, spec, used)
+                ready = sum(1 for n in names if (ns, n) in pods and is_ready(pods[ns, n]))
+                status = custom_status(kind, obj, selector, ready)
+                if (obj.get("status") or {}) != status:
+                    self.objects[resource, ns, name].patch({"status": status})
+
+    def _create_custom_pod(
+        self, ns: str | None, name: str, labels: dict[str, str], spec: dict[str, Any], used: dict[str, int]
+    ) -> None:
+        now = now_iso(self.clock)
+        pod: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": dict(labels), "creationTimestamp": now,
+                         "resourceVersion": str(next(self.rv)), "uid": f"uid-pod-{name}"},
+            "spec": copy.deepcopy(spec),
+            "status": {"phase": "Pending", "conditions": [unschedulable_condition(now)]},
+        }  # fmt: skip
+        node = self._schedule(pod, used)
+        if node is not None:
+            pod["spec"]["nodeName"] = node
+            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+        self.objects[PODS, ns, name] = pod
 
     def _create_pod(self, deployment: dict[str, Any], used: dict[str, int]) -> None:
         meta = deployment["metadata"]
@@ -335,7 +433,14 @@ class KubeFake(kmock.KubernetesEmulator):
                 "creationTimestamp": now_iso(self.clock),
                 "resourceVersion": str(next(self.rv)),
                 "uid": f"uid-pod-{name}",
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"]}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": meta["name"],
+                        "uid": f"uid-rs-{meta['name']}",
+                    }
+                ],
             },
             "spec": dict(template.get("spec") or {}),
             "status": {"phase": "Pending", "conditions": [unschedulable_condition(now_iso(self.clock))]},
@@ -407,149 +512,3 @@ def _status(code: int, message: str, headers: dict[str, str] | None = None) -> a
     body = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "message": message}
     body["reason"] = reasons.get(code, "Unknown")
     return aiohttp.web.json_response(body, status=code, headers=headers)
-
-
-class KubeFakeServer:
-    """Serves a KubeFake on 127.0.0.1 from a thread; ``stop()`` ends it with bounded waits."""
-
-    START_TIMEOUT_S = 10.0
-
-    def __init__(self, nodes: list[dict[str, Any]], ready_after_s: float = 0.5) -> None:
-        self.nodes = nodes
-        self.ready_after_s = ready_after_s
-        self.port = 0
-        self.fake: KubeFake | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with KubeFake(ready_after_s=self.ready_after_s) as fake, kmock.Server(fake, host="127.0.0.1") as server:
-            for node in self.nodes:
-                fake.objects[NODES, None, node["metadata"]["name"]] = node
-            fake.resources["coordination.k8s.io/v1/leases"] = {
-                "namespaced": True,
-                "kind": "Lease",
-                "singular": "lease",
-                "verbs": ["get", "create", "patch"],
-                "shortnames": [],
-                "categories": [],
-                "subresources": [],
-            }
-            for res, kind in ((PODS, "Pod"), (DEPLOYMENTS, "Deployment")):
-                fake.resources[res] = {
-                    "namespaced": True,
-                    "kind": kind,
-                    "singular": kind.lower(),
-                    "verbs": ["get", "list", "create", "patch", "delete"],
-                    "shortnames": [],
-                    "categories": [],
-                    "subresources": ["scale"] if kind == "Deployment" else [],
-                }
-            self.fake = fake
-            self.port = server.port
-            self._started.set()
-            await self._stop.wait()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported to the test thread by start()
-            self._error = exc
-            self._started.set()
-
-    def start(self) -> KubeFakeServer:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._started.wait(self.START_TIMEOUT_S) or self._error is not None:
-            raise RuntimeError(f"kube fake did not start: {self._error!r}")
-        return self
-
-    def call(self, fn: Callable[[KubeFake], Any], timeout_s: float = 5.0) -> Any:
-        """Run ``fn(fake)`` on the fake's event loop (thread-safe access to its objects)."""
-        if self._loop is None or self.fake is None:
-            raise RuntimeError("kube fake not running")
-        fake = self.fake
-
-        async def run() -> Any:
-            return fn(fake)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=timeout_s)
-
-    def inject(self, fault: Fault) -> Fault:
-        if self.fake is None:
-            raise RuntimeError("kube fake not running")
-        with self.fake.faults_lock:
-            self.fake.faults.append(fault)
-        return fault
-
-    def clear_faults(self) -> None:
-        if self.fake is not None:
-            with self.fake.faults_lock:
-                self.fake.faults.clear()
-
-    def writes(self) -> list[WriteSeen]:
-        """Every write the fake applied so far (module doc), oldest first."""
-        return list(self.call(lambda f: list(f.writes)))
-
-    def non_holder_writes(self) -> list[WriteSeen]:
-        """Writes applied while their writer did not hold the Lease."""
-        return [w for w in self.writes() if not w.by_holder]
-
-    def deployments(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        return list(self.call(lambda f: [dict(d) for d in f.live_objects(DEPLOYMENTS, namespace)]))
-
-    def pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        def read(f: KubeFake) -> list[dict[str, Any]]:
-            f.run_controllers()
-            return [dict(p) for p in f.live_objects(PODS, namespace)]
-
-        return list(self.call(read))
-
-    def ready_counts(self, namespace: str | None = None) -> dict[str, tuple[int, int]]:
-        """service → (Ready prefill pods, Ready decode pods) that are in service discovery."""
-        out: dict[str, list[int]] = {}
-        for pod in self.pods(namespace):
-            labels = pod["metadata"].get("labels") or {}
-            service, role = labels.get("heteroscale.io/service"), labels.get("heteroscale.io/role")
-            if service is None or role not in ("prefill", "decode") or not is_ready(pod):
-                continue
-            if pod["metadata"].get("deletionTimestamp") or labels.get("heteroscale.io/discovery") != "on":
-                continue
-            out.setdefault(service, [0, 0])[0 if role == "prefill" else 1] += 1
-        return {k: (v[0], v[1]) for k, v in out.items()}
-
-    def drain(self, nodes: Collection[str]) -> int:
-        """``kubectl drain``: cordon ``nodes`` and evict (delete) every pod bound to them; the pods evicted."""
-
-        def run(f: KubeFake) -> int:
-            for name in nodes:
-                f.objects[NODES, None, name].patch({"spec": {"unschedulable": True}})
-            evicted = [p for p in f.live_objects(PODS) if p.get("spec", {}).get("nodeName") in nodes]
-            for pod in evicted:
-                f.objects[PODS, pod["metadata"].get("namespace"), pod["metadata"]["name"]].delete()
-            return len(evicted)
-
-        return int(self.call(run))
-
-    def requests(self) -> list[tuple[str, str, str]]:
-        """(method, path, query) of every request served since the last :meth:`clear_log`."""
-        return list(self.call(lambda f: list(f.log)))
-
-    def clear_log(self) -> None:
-        self.call(lambda f: f.log.clear())
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None

@@ -165,12 +165,14 @@ def node_object(name: str, labels: dict[str, str], gpus: int) -> dict[str, Any]:
 
 def as_scale(deployment: dict[str, Any]) -> dict[str, Any]:
     meta = deployment.get("metadata", {})
+    match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
     return {
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",
         "metadata": {k: meta[k] for k in ("name", "namespace", "resourceVersion", "uid") if k in meta},
         "spec": {"replicas": deployment.get("spec", {}).get("replicas", 0)},
-        "status": {"replicas": deployment.get("status", {}).get("replicas", 0)},
+        "status": {"replicas": deployment.get("status", {}).get("replicas", 0), "selector": selector},
     }
 
 

@@ -195,7 +195,7 @@ class Demo:
 
     def run(self) -> DemoOutcome:
         check_prerequisites()
-        from heteroscale.demo.kube_fake import KubeFakeServer
+        from heteroscale.demo.kube_server import KubeFakeServer
 
         s = self.settings
         self.run_dir.mkdir(parents=True, exist_ok=True)

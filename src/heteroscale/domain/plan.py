@@ -62,6 +62,8 @@ class ActuationResult:
     # writes never attempted because the actuator was fenced (it could not prove it still leads)
     abandoned: tuple[str, ...] = ()
     fenced: str | None = None  # why it stopped writing; None when it was not fenced
+    # what the user should know that is no error (e.g. a kind that picks its own scale-in victim)
+    notes: tuple[str, ...] = ()
 
     @property
     def wrote(self) -> bool:

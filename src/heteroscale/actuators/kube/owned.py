@@ -35,16 +35,13 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from heteroscale.actuators.kube.api import (
     ConflictError,
-    FencedError,
     KubeApi,
     KubernetesSettings,
     NotFoundError,
-    error_kind,
 )
 from heteroscale.actuators.kube.manifests import WorkloadTemplate, deployment_manifest
 from heteroscale.actuators.kube.naming import (
@@ -62,6 +59,7 @@ from heteroscale.actuators.kube.naming import (
 )
 from heteroscale.actuators.kube.pods import gpu_use, replicaset_rank, to_float
 from heteroscale.actuators.kube.state import Snapshot, build_snapshot, with_changes
+from heteroscale.actuators.kube.writes import Write, run_writes
 from heteroscale.clock import Clock, WallClock
 from heteroscale.domain.plan import ActuationResult, PlacementPlan
 from heteroscale.domain.service import AffinityLevel
@@ -70,33 +68,6 @@ from heteroscale.domain.topology import Topology
 from heteroscale.errors import PermanentActuationError, TransientActuationError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    """One write of a plan: ``do`` it, then ``done`` (bookkeeping) if it went through."""
-
-    what: str
-    do: Callable[[], object]
-    done: Callable[[], object]
-
-
-def _run_writes(writes: list[_Write], errors: list[str]) -> tuple[str | None, list[str]]:
-    """Make the writes in order; a failure is recorded in ``errors`` and the rest go on, except a
-    refusal by the fence, which abandons every write left. Returns (why fenced or None, abandoned)."""
-    for i, write in enumerate(writes):
-        try:
-            write.do()
-        except FencedError as exc:
-            abandoned = [w.what for w in writes[i:]]
-            errors.append(f"fenced: {exc}; {len(abandoned)} write(s) abandoned")
-            log.warning("fenced: %s; abandoning %d write(s): %s", exc, len(abandoned), "; ".join(abandoned))
-            return str(exc), abandoned
-        except (TransientActuationError, PermanentActuationError) as exc:
-            errors.append(f"{write.what}: {error_kind(exc)}: {exc}")
-            continue
-        write.done()
-    return None, []
 
 
 class KubernetesCluster:
@@ -214,7 +185,7 @@ class KubernetesCluster:
         removed: list[str] = []
         changed: list[str] = []
         errors: list[str] = [f"unplaced {u.service}/{u.role.value} ×{u.count}: {u.reason}" for u in plan.unplaced]
-        writes: list[_Write] = []
+        writes: list[Write] = []
         # replicas to add (launches) or take away at once (placeholders) per workload
         delta: dict[str, int] = {}
         created: dict[str, tuple[WorkloadKey, str]] = {}  # workload name → (key, node to pin the domain by)
@@ -238,7 +209,7 @@ class KubernetesCluster:
                 removal.grace_s if removal.mode is ScaleInMode.DRAIN and info.lifecycle is Lifecycle.READY else 0.0
             )
             writes.append(
-                _Write(
+                Write(
                     f"remove {info.id}",
                     functools.partial(self._mark_victim, info.id, now_s + grace_s),
                     functools.partial(removed.append, info.id),
@@ -252,7 +223,7 @@ class KubernetesCluster:
                 wl = snap.workloads[name]
                 do = functools.partial(self._scale_to, wl.name, wl.replicas, wl.replicas + change)
             new = [f"{name}+{i + 1}" for i in range(change)]
-            writes.append(_Write(f"scale {name} by {change:+d}", do, functools.partial(launched.extend, new)))
+            writes.append(Write(f"scale {name} by {change:+d}", do, functools.partial(launched.extend, new)))
         for flip in plan.discovery:
             found = snap.instances.get(flip.instance_id)
             if found is None or "#pending-" in flip.instance_id:
@@ -261,13 +232,13 @@ class KubernetesCluster:
             value = DISCOVERY_ON if flip.in_discovery else DISCOVERY_OFF
             body = {"metadata": {"labels": {L_DISCOVERY: value}}}
             writes.append(
-                _Write(
+                Write(
                     f"discovery {flip.instance_id} → {value}",
                     functools.partial(self._patch_pod, flip.instance_id, body),
                     functools.partial(changed.append, flip.instance_id),
                 )
             )
-        fenced, abandoned = _run_writes(writes, errors)
+        fenced, abandoned = run_writes(writes, errors)
         self._wrote()
         finished = ActuationResult() if fenced is not None else self._finish(self._view or snap, now_s)
         return ActuationResult(
@@ -286,7 +257,7 @@ class KubernetesCluster:
     def _finish(self, snap: Snapshot, now_s: float) -> ActuationResult:
         removed: list[str] = []
         errors: list[str] = []
-        writes: list[_Write] = []
+        writes: list[Write] = []
         for wl in snap.workloads.values():
             due: list[dict[str, Any]] = []
             others: list[dict[str, Any]] = []
@@ -310,13 +281,13 @@ class KubernetesCluster:
                 continue
             names = [p["metadata"]["name"] for p in due]
             writes.append(
-                _Write(
+                Write(
                     f"finish drain of {wl.name}",
                     functools.partial(self._scale_down_drained, wl.name, wl.replicas, names, now_s),
                     functools.partial(removed.extend, names),
                 )
             )
-        fenced, abandoned = _run_writes(writes, errors)
+        fenced, abandoned = run_writes(writes, errors)
         self._wrote()
         return ActuationResult(removed=tuple(removed), errors=tuple(errors), abandoned=tuple(abandoned), fenced=fenced)
 

@@ -42,6 +42,19 @@ def _bound(summary: dict[str, Any]) -> str:
     return f"{hours:,.1f} GPU-h, cost {float(bound['cost']):,.1f}{ratio}"
 
 
+def _gated(summary: dict[str, Any]) -> str:
+    """Ready instances held out of service discovery by ratio gating, and for how long."""
+    events = summary.get("instances_gated")
+    if events is None:
+        return "—"
+    if not events:
+        return "none"
+    return (
+        f"{_fmt(events)} time(s), {float(summary['instances_gated_s']) / 3600.0:,.2f} instance-h, "
+        f"{_fmt(summary['gpu_hours_gated'], digits=1)} GPU-h billed while serving nothing (ready P:D off ratio)"
+    )
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     est = " (estimated)" if summary.get("latency_estimated") else ""
     rows: list[tuple[str, str]] = [
@@ -78,6 +91,7 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"decode {_pct(summary['avg_sm_activity_by_role']['decode'])})",
         ),
         ("scale actions", _fmt(summary["scale_actions"])),
+        ("held out by discovery gating", _gated(summary)),
         ("wall time", f"{_fmt(summary['wall_s'], 's', 2)}"),
         ("perf engine", summary.get("perf_engine_assumptions") or "—"),
     ]

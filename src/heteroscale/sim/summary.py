@@ -6,19 +6,42 @@ draining counts as billed and not busy, as DCGM would report it.
 ``requests_failed`` counts every failed request; ``requests_failed_by_scale_in`` those failed because
 an instance was removed under them (killed, or drained past its deadline), and
 ``requests_failed_by_cause`` splits the total by FailureCause (``scale-in``, ``kv-capacity``).
+
+``instances_gated`` / ``instances_gated_s`` / ``gpu_hours_gated``: Ready instances held out of service
+discovery by ratio gating (:mod:`heteroscale.sim.gating`), billed and serving nothing.
+
+``summarise`` reads a finished run and changes nothing: the run brings its engine's accumulators up to
+the end first (``Engine.finalize``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from heteroscale.domain.hardware import Role
+from heteroscale.perf import Calibration
 from heteroscale.perf.engines import assumptions
+from heteroscale.sim.engine import Engine, ServiceLoad
+from heteroscale.sim.gating import GatingTally
+from heteroscale.sim.scenario import Fidelity
 from heteroscale.sim.telemetry import percentile
 
-if TYPE_CHECKING:
-    from heteroscale.sim.runner import SimulationRun
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What a summary reads from a finished run."""
+
+    scenario: str
+    fidelity: Fidelity
+    seed: int
+    perf_engine: str
+    calibration: Calibration
+    loads: list[ServiceLoad]
+    engine: Engine
+    initial_launches: int
+    gating: GatingTally
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -31,10 +54,9 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
+def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
     engine = run.engine
-    engine.finalize(end_s)
-    cluster = run.cluster
+    cluster = engine.cluster
     billing = cluster.close_billing(end_s)
     stats = engine.stats
     total = sum(s.arrivals for s in stats)
@@ -88,15 +110,15 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
             "tbt_p50_s": _r(s_tbt[0]),
             "tbt_p99_s": _r(s_tbt[1]),
             "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
-        }
+        } | run.gating.figures(load.spec.name)
 
     return {
-        "scenario": run.scenario.name,
+        "scenario": run.scenario,
         "fidelity": run.fidelity.value,
         "seed": run.seed,
         "latency_estimated": engine.latency_estimated,
-        "perf_engine": run.scenario.settings.perf_engine,
-        "perf_engine_assumptions": assumptions(run.scenario.settings.perf_engine, run.calibration),
+        "perf_engine": run.perf_engine,
+        "perf_engine_assumptions": assumptions(run.perf_engine, run.calibration),
         "requests_total": total,
         "requests_completed": completed,
         "requests_failed": failed,
@@ -119,6 +141,7 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
         "avg_tps_by_role": {k: _r(v / end_s if end_s > 0 else None) for k, v in tokens.items()},
         "scale_actions": billing.launches + billing.removals - run.initial_launches,
         "instances_removed": billing.removals,  # scale-ins that completed (the instance is gone)
+        **run.gating.figures(),
         "simulated_s": _r(end_s, 3),
         "events": engine.events,
         "services": per_service,

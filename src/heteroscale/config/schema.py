@@ -213,7 +213,9 @@ class ServiceFieldsConfig(StrictModel):
     priority: int = field_default(ServiceSpec, "priority")
     affinity: Literal["s1", "s2", "cluster"] = field_default(ServiceSpec, "affinity").value
     prefix_cache_hit_rate: float = Field(default=field_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
-    max_prefill_tokens: int = Field(default=field_default(ServiceSpec, "max_prefill_tokens"), ge=1, le=MAX_PREFILL_TOKENS)
+    max_prefill_tokens: int = Field(
+        default=field_default(ServiceSpec, "max_prefill_tokens"), ge=1, le=MAX_PREFILL_TOKENS
+    )
     max_decode_batch: int = Field(default=field_default(ServiceSpec, "max_decode_batch"), ge=1, le=MAX_DECODE_BATCH)
     # several allowed shapes per role: "preference" (listed order, fallback) or "cost" (cheapest mix)
     gpu_mix: Literal["preference", "cost"] = field_default(ServiceSpec, "gpu_mix").value

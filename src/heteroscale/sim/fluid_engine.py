@@ -219,6 +219,7 @@ class FluidEngine:
             fs.failed_f[FailureCause.SCALE_IN] += lost
         # a drained instance in the fluid model finishes its share of in-flight work at once
         fs.insts.remove(inst)  # type: ignore[arg-type]
+        fs.dirty = True  # counting the share above rebuilt the ready lists with this instance in them
         self.cluster.mark_gone(inst, now_s)
 
     @staticmethod

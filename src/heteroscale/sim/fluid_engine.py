@@ -321,16 +321,17 @@ class FluidEngine:
         """One step of the flows: prefill the backlog, admit to decode, decode. Returns the step's
         prefill capacity (tokens), its decode admissions and its completions (requests)."""
         mix, spec, pend = fs.mix, fs.load.spec, fs.pending
-        # ---- prefill
+        # ---- prefill: a queue longer than one prompt per instance is served in batches (faster per token)
         fs.backlog_tokens += a_tok
-        cap_tok = mix.tok_per_s * len(pre) * dt
+        tok_per_s, kfrac = mix.batch_rate(mix.batch_tokens(fs.backlog_tokens / len(pre))) if pre else (1.0, 0.0)
+        cap_tok = tok_per_s * len(pre) * dt
         done_tok = min(fs.backlog_tokens, cap_tok)
         fs.backlog_tokens -= done_tok
         if pre and done_tok > 0:
             acc = pend[Role.PREFILL]
-            busy = done_tok / mix.tok_per_s
+            busy = done_tok / tok_per_s
             acc[0] += busy
-            acc[1] += busy * mix.kfrac
+            acc[1] += busy * kfrac
             acc[2] += done_tok
             acc[3] += done_tok * mix.flops_per_token
         prefilled = done_tok / mix.mean_new if mix.mean_new > 0 else 0.0
@@ -394,7 +395,14 @@ class FluidEngine:
         rate = n_arr / dt
         fs.arr_rate_ewma += (rate - fs.arr_rate_ewma) * min(1.0, dt / 60.0)
         mean_solo = float(mix.solo_s.mean()) if len(mix.solo_s) else 0.0
-        pc, cond_wait = erlang_c(len(pre), fs.arr_rate_ewma, mean_solo)
+        # those that wait are prefilled in batches, at the batched rate (the queue's service time)
+        batched_s = mix.mean_new / mix.batch_rate(mix.budget_tokens)[0] if mix.mean_new > 0 else mean_solo
+        pc, cond_wait = erlang_c(len(pre), fs.arr_rate_ewma, batched_s)
+        # prompts of very different lengths wait longer than M/M/c says (Allen–Cunneen), and one that
+        # waited shares its batch with those that arrived meanwhile (longer by about ρ); fluctuations
+        # slower than a step are the backlog's (below)
+        rho = min(1.0, fs.arr_rate_ewma * batched_s / len(pre)) if pre else 0.0
+        cond_wait *= mix.queue_wait_factor() * (1.0 + rho)
         backlog_wait = (
             fs.backlog_tokens / (cap_tok / dt) if cap_tok > 0 else (math.inf if fs.backlog_tokens > 0 else 0.0)
         )
@@ -412,7 +420,8 @@ class FluidEngine:
         # the queueing wait as a mixture: no wait with 1 − Pc, else exponential (8 quantile points)
         pieces = [(fixed, 1.0)]
         if pc > 1e-3:
-            pieces = [(fixed, 1.0 - pc)] + [(fixed + cond_wait * q, pc / 8) for q in WAIT_QUANTILES]
+            # (waits longer than a step are the backlog's: a within-step wait is at most a step)
+            pieces = [(fixed, 1.0 - pc)] + [(fixed + min(cond_wait * q, dt), pc / 8) for q in WAIT_QUANTILES]
         fs.completed_f += completions
         fs.w_completions += completions
         base_arr = fs.epochs[-1]

@@ -33,11 +33,75 @@ class LengthMix:
     frac_single: float  # share of requests with one output token (no TBT)
     steps: np.ndarray  # decode steps per request (output − 1)
     frac_over_kv: float = 0.0  # share of requests that no decode shape's KV cache can hold
+    # batched prefill: a batch of T tokens takes about base_s + per_token_s·T wall seconds (kernel:
+    # kernel_base_s + kernel_per_token_s·T), fitted between a solo prompt of the mix and full batches
+    # of up to ``budget_tokens`` packed from it; no gain when prompts fill the budget alone
+    base_s: float = 0.0
+    per_token_s: float = 0.0
+    kernel_base_s: float = 0.0
+    kernel_per_token_s: float = 0.0
+    budget_tokens: float = 0.0
+    solo_cs2: float = 1.0  # squared coefficient of variation of solo prefill times
+
+    def queue_wait_factor(self) -> float:
+        """Allen–Cunneen: an M/G/c queue waits (1 + cs²)/2 times as long as M/M/c (cs² of service times)."""
+        return (1.0 + self.solo_cs2) / 2.0
+
+    def batch_tokens(self, queued_tokens_per_instance: float) -> float:
+        """Tokens in the batch an instance starts with this many tokens waiting for it (the request
+        engine takes all it can, up to the budget; at least one prompt)."""
+        return min(max(self.budget_tokens, self.mean_new), max(self.mean_new, queued_tokens_per_instance))
+
+    def batch_rate(self, tokens: float) -> tuple[float, float]:
+        """(prefill tokens per wall second, kernel ÷ wall) for batches of ``tokens`` tokens."""
+        if self.per_token_s <= 0.0 or tokens <= self.mean_new:
+            return self.tok_per_s, self.kfrac
+        wall_s = self.base_s + self.per_token_s * tokens
+        return float(tokens / wall_s), float((self.kernel_base_s + self.kernel_per_token_s * tokens) / wall_s)
 
 
 def length_mix(load: ServiceLoad, perf: InstancePerf, decode_kv_caps: list[int]) -> LengthMix:
     """The length statistics of ``load`` on a prefill instance of ``perf``; ``decode_kv_caps``: the KV
     capacity (tokens) of each allowed decode shape."""
+    mix = _solo_mix(load, perf, decode_kv_caps)
+    _fit_batches(mix, load, perf)
+    return mix
+
+
+def _fit_batches(mix: LengthMix, load: ServiceLoad, perf: InstancePerf, sample: int = 2000) -> None:
+    """Pack the first ``sample`` prompts of the mix into batches of up to the service's prefill token
+    budget, as the request engine does with a long queue, and fit the line through a solo prompt and
+    a full batch (wall and kernel time against tokens)."""
+    budget = float(load.spec.max_prefill_tokens)
+    mix.budget_tokens = budget
+    new = mix.new[:sample]
+    cached = (load.trace.input_tokens[:sample] - new).astype(np.float64)
+    batches: list[tuple[float, float, float]] = []  # (tokens, attention, prefix attention)
+    tokens = attn = prefix = 0.0
+    for n, c in zip(new, cached, strict=True):
+        if tokens and tokens + n > budget:
+            batches.append((tokens, attn, prefix))
+            tokens = attn = prefix = 0.0
+        tokens += n
+        attn += n * (c + n)
+        prefix += n * c
+    if tokens:
+        batches.append((tokens, attn, prefix))
+    full_tokens = sum(t for t, _, _ in batches) / max(1, len(batches))
+    if full_tokens <= mix.mean_new * 1.05 or mix.tok_per_s <= 0:
+        return  # the prompts fill a batch alone: batching gains nothing
+    full_wall = sum(perf.prefill_time_s(int(t), a, p) for t, a, p in batches) / len(batches)
+    full_kernel = sum(perf.prefill_kernel_s(int(t), a, p) for t, a, p in batches) / len(batches)
+    solo_wall = mix.mean_new / mix.tok_per_s
+    solo_kernel = solo_wall * mix.kfrac
+    span = full_tokens - mix.mean_new
+    mix.per_token_s = max(0.0, (full_wall - solo_wall) / span)
+    mix.base_s = solo_wall - mix.per_token_s * mix.mean_new
+    mix.kernel_per_token_s = max(0.0, (full_kernel - solo_kernel) / span)
+    mix.kernel_base_s = solo_kernel - mix.kernel_per_token_s * mix.mean_new
+
+
+def _solo_mix(load: ServiceLoad, perf: InstancePerf, decode_kv_caps: list[int]) -> LengthMix:
     tr = load.trace
     inp = tr.input_tokens.astype(np.float64)
     out = tr.output_tokens.astype(np.float64)
@@ -66,6 +130,7 @@ def length_mix(load: ServiceLoad, perf: InstancePerf, decode_kv_caps: list[int])
         frac_single=float((m == 0).sum() / n_req),
         steps=m,
         frac_over_kv=n_over / n_req,
+        solo_cs2=float(solo.var() / solo.mean() ** 2) if len(solo) and solo.mean() > 0 else 1.0,
     )
 
 

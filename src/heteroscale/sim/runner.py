@@ -31,6 +31,7 @@ from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.bound import check_bound, load_costs, run_bound
 from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
+from heteroscale.sim.fidelity import peak_load_fraction
 from heteroscale.sim.fluid_engine import FluidEngine, arrivals_rng
 from heteroscale.sim.gating import GatingTally
 from heteroscale.sim.loads import build_loads, build_trace, load_curve
@@ -278,6 +279,11 @@ class SimulationRun:
             engine=self.engine,
             initial_launches=self.initial_launches,
             gating=self.gating,
+            load_fractions=None
+            if self.fidelity is Fidelity.REQUEST
+            else {
+                name: peak_load_fraction(self.telemetry.series(name), self.targets[name]) for name in self.service_index
+            },
         )
         return summarise(facts, end_s)
 

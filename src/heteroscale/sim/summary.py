@@ -24,6 +24,7 @@ from heteroscale.domain.hardware import Role
 from heteroscale.perf import Calibration
 from heteroscale.perf.engines import assumptions
 from heteroscale.sim.engine import Engine, ServiceLoad
+from heteroscale.sim.fidelity import fluid_labels
 from heteroscale.sim.gating import GatingTally
 from heteroscale.sim.scenario import Fidelity
 from heteroscale.sim.telemetry import percentile
@@ -42,6 +43,8 @@ class RunFacts:
     engine: Engine
     initial_launches: int
     gating: GatingTally
+    # per service, the peak load fraction of a fluid run (None: unknown); None at request fidelity
+    load_fractions: dict[str, float | None] | None = None
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -98,19 +101,23 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
             st_tbt = sorted(s.tbt_values)
             s_ttft = [percentile(st_ttft, q) for q in qs]
             s_tbt = [percentile(st_tbt, q) for q in qs]
-        per_service[load.spec.name] = {
-            "requests_total": s.arrivals,
-            "requests_completed": s.completed,
-            "requests_failed": s.failed,
-            "requests_failed_by_scale_in": s.failed_scale_in,
-            "requests_failed_by_cause": s.failed_by_cause(),
-            "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
-            "ttft_p50_s": _r(s_ttft[0]),
-            "ttft_p99_s": _r(s_ttft[1]),
-            "tbt_p50_s": _r(s_tbt[0]),
-            "tbt_p99_s": _r(s_tbt[1]),
-            "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
-        } | run.gating.figures(load.spec.name)
+        per_service[load.spec.name] = (
+            {
+                "requests_total": s.arrivals,
+                "requests_completed": s.completed,
+                "requests_failed": s.failed,
+                "requests_failed_by_scale_in": s.failed_scale_in,
+                "requests_failed_by_cause": s.failed_by_cause(),
+                "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
+                "ttft_p50_s": _r(s_ttft[0]),
+                "ttft_p99_s": _r(s_ttft[1]),
+                "tbt_p50_s": _r(s_tbt[0]),
+                "tbt_p99_s": _r(s_tbt[1]),
+                "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
+            }
+            | run.gating.figures(load.spec.name)
+            | _labels(run, load.spec.name)
+        )
 
     return {
         "scenario": run.scenario,
@@ -142,8 +149,20 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
         "scale_actions": billing.launches + billing.removals - run.initial_launches,
         "instances_removed": billing.removals,  # scale-ins that completed (the instance is gone)
         **run.gating.figures(),
+        **_labels(run, None),
         "simulated_s": _r(end_s, 3),
         "events": engine.events,
         "services": per_service,
         "wall_s": None,
     }
+
+
+def _labels(run: RunFacts, service: str | None) -> dict[str, Any]:
+    """The fluid labels (:mod:`heteroscale.sim.fidelity`) of one service or the run (its peak)."""
+    if run.load_fractions is None:
+        return {"fluid_load_fraction": None, "fluid_regime": None, "fluid_estimates": None}
+    if service is not None:
+        return fluid_labels(run.load_fractions.get(service))
+    fractions = list(run.load_fractions.values())
+    known = [f for f in fractions if f is not None]
+    return fluid_labels(max(known) if known and len(known) == len(fractions) else None)

@@ -16,10 +16,12 @@ Regimes (load fraction = offered request rate ÷ capacity):
 * ``overload`` (> 1.0): throughput and utilisation only; every latency and SLO figure is an estimate.
 
 What the benchmark measured (1,800 s per load, ``default`` and ``h100-speed`` at 4P/4D): every bound
-met from 30 % to 85 %; at 100 % ``h100-speed`` met them, ``default`` did not (fluid TTFT p99 +32 %,
-SLO attainment −7 points: the fluid engine is pessimistic right at the knee). So in the loaded regime
-p99 and SLO figures are trusted only up to ``VALIDATED_LOADED_MAX`` (85 %); above it they are
-estimates, like every p50 of the loaded regime (not bounded there).
+met at every load from 30 % to 110 %, the largest gaps at 100 % (TTFT p99 −18.5 %, SLO attainment
++1.8 points: the fluid engine is a little optimistic right at the knee). Shorter runs at the knee
+vary more (600 s of ``default`` at 100 %: SLO 96.4 % fluid vs 92.2 % request, the request engine's
+own run-to-run spread there), so in the loaded regime p99 and SLO figures are trusted only up to
+``VALIDATED_LOADED_MAX`` (85 %); above it they are estimates, like every p50 of the loaded regime
+(not bounded there).
 
 A figure outside its regime's trusted set is an estimate. ``metric`` names the summary key.
 
@@ -43,7 +45,7 @@ from heteroscale.sim.telemetry import WindowRow
 
 LIGHT_MAX = 0.7  # load fractions below this are light
 LOADED_MAX = 1.0  # up to this, loaded; beyond, overload
-VALIDATED_LOADED_MAX = 0.85  # loaded-regime latency bounds met up to here (not at 1.0 on every case)
+VALIDATED_LOADED_MAX = 0.85  # loaded-regime latency figures trusted up to here (at the knee runs vary)
 PRESSURE_TEST_SOURCE = "pressure-test"  # how targets from a pressure test name their source
 
 THROUGHPUT_METRICS = frozenset(

@@ -18,10 +18,10 @@ Regimes (load fraction = offered request rate ÷ capacity):
 What the benchmark measured (1,800 s per load, ``default`` and ``h100-speed`` at 4P/4D): every bound
 met at every load from 30 % to 110 %, the largest gaps at 100 % (TTFT p99 −18.5 %, SLO attainment
 +1.8 points: the fluid engine is a little optimistic right at the knee). Shorter runs at the knee
-vary more (``--quick``, 600 s of ``default`` at 100 %: SLO attainment 99.5 % fluid vs 95.4 % request,
-+4.1 points, the request engine's own run-to-run spread there), so in the loaded regime p99 and SLO figures are trusted only up to
-``VALIDATED_LOADED_MAX`` (85 %); above it they are estimates, like every p50 of the loaded regime
-(not bounded there).
+vary more (``--quick``, 600 s of ``default`` at 100 %: SLO attainment 99.5 % fluid vs 95.4 %
+request, +4.1 points, the request engine's own run-to-run spread there), so in the loaded regime p99
+and SLO figures are trusted only up to ``VALIDATED_LOADED_MAX`` (85 %); above it they are
+estimates, like every p50 of the loaded regime (not bounded there).
 
 A figure outside its regime's trusted set is an estimate. ``metric`` names the summary key.
 

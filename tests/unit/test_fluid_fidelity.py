@@ -108,3 +108,16 @@ def test_fluid_queueing_near_capacity_matches_the_request_engine() -> None:
     assert flu["ttft_p99_s"] == pytest.approx(req["ttft_p99_s"], rel=0.25)
     for role in ("prefill", "decode"):
         assert flu["avg_gpu_util_by_role"][role] == pytest.approx(req["avg_gpu_util_by_role"][role], rel=0.05)
+
+
+def test_the_table_says_which_fluid_figures_to_trust() -> None:
+    from heteroscale.reports.table import summary_table
+
+    sc = b.scenario(prefill=2, decode=2)
+    tr = b.trace(n=200, rate_rps=2.0)
+    tested = {"svc": pb.targets(source="pressure-test: knee 10 req/s", margin=1.0)}
+    run = SimulationRun(sc, calibration_for(sc), fidelity=Fidelity.FLUID, loads=b.loads_for(sc, tr), targets=tested)
+    table = summary_table(run.run())
+    assert "of the SLO knee (light); trusted: slo_attainment, tbt_p50_s, ttft_p50_s" in table
+    untested = SimulationRun(sc, calibration_for(sc), fidelity=Fidelity.FLUID, loads=b.loads_for(sc, tr)).run()
+    assert "trusted: throughput and utilisation only" in summary_table(untested)

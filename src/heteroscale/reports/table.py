@@ -55,6 +55,19 @@ def _gated(summary: dict[str, Any]) -> str:
     )
 
 
+def _fluid_trust(summary: dict[str, Any]) -> str:
+    """At fluid fidelity: the run's peak load over the SLO knee, and which latency figures are estimates."""
+    labels = summary.get("fluid_estimates")
+    if not labels:
+        return "—"
+    fraction = summary.get("fluid_load_fraction")
+    load = "peak load unknown (targets not from a pressure test)"
+    if fraction is not None:
+        load = f"peak load {100 * float(fraction):.0f} % of the SLO knee ({summary.get('fluid_regime')})"
+    trusted = [k for k, v in sorted(labels.items()) if v == "trusted"]
+    return f"{load}; trusted: {', '.join(trusted) or 'throughput and utilisation only'}"
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     est = " (estimated)" if summary.get("latency_estimated") else ""
     rows: list[tuple[str, str]] = [
@@ -92,6 +105,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         ),
         ("scale actions", _fmt(summary["scale_actions"])),
         ("held out by discovery gating", _gated(summary)),
+        ("fluid latency figures", _fluid_trust(summary)),
         ("wall time", f"{_fmt(summary['wall_s'], 's', 2)}"),
         ("perf engine", summary.get("perf_engine_assumptions") or "—"),
     ]

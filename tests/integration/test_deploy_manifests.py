@@ -1,8 +1,12 @@
-"""deploy/ and every manifest the controller generates validate against the Kubernetes schemas (offline)."""
+"""deploy/ (the owned overlay as kustomize renders it) and every manifest the controller generates
+validate against the Kubernetes schemas (offline); tests/integration/test_kustomize.py covers every overlay."""
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from heteroscale.config.controller import load_controller_config, prometheus_cre
 from heteroscale.domain.hardware import Role
 from heteroscale.errors import ConfigError
 from tests.support.kube_fake import KubeFakeServer
+from tests.support.kustomize import KUSTOMIZE, kubectl_binary, render
 from tests.support.live_env import NAMESPACE
 from tests.support.tls import make_pki, openssl_binary
 
@@ -28,15 +33,36 @@ pytestmark = pytest.mark.integration
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S_VERSION = "1.37"
+CORE = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap"}
+CORE |= {"StatefulSet", "Service", "PodDisruptionBudget"}
+OPT_IN = "gpu-accounting"
+
+
+@functools.cache
+def _rendered() -> tuple[tuple[str, dict[str, Any]], ...]:
+    if kubectl_binary() is None:
+        return ()
+    out = [(f"owned:{d['kind']}/{d['metadata']['name']}", d) for d in render(KUSTOMIZE / "overlays" / "owned")]
+    seen = {name for name, _ in out}
+    with tempfile.TemporaryDirectory() as tmp:  # the owned overlay with the opt-in component, as a user adds it
+        where = Path(tmp)
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(KUSTOMIZE / "overlays" / "owned", where)],
+            "components": [os.path.relpath(KUSTOMIZE / "components" / OPT_IN, where)],
+        }
+        (where / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
+        for doc in render(where):
+            if f"owned:{doc['kind']}/{doc['metadata']['name']}" not in seen:
+                out.append((f"{OPT_IN}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return tuple(out)
 
 
 def documents() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for path in sorted(DEPLOY.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if doc:
-                out.append((f"{path.name}:{doc['kind']}/{doc['metadata']['name']}", doc))
-    return out
+    """The owned overlay's core objects (the custom resources are checked in test_kustomize.py) and the
+    opt-in component's."""
+    return [(name, doc) for name, doc in _rendered() if doc["kind"] in CORE]
 
 
 @pytest.mark.parametrize(("name", "doc"), documents(), ids=[n for n, _ in documents()])
@@ -44,7 +70,11 @@ def test_deploy_manifest_is_valid(name: str, doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-OPT_IN = "rbac-cluster-gpu-accounting.yaml"
+def config_map() -> dict[str, Any]:
+    """The controller's configuration (the other ConfigMap holds the Grafana dashboard)."""
+    return next(
+        d for _, d in documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "heteroscale-controller"
+    )
 
 
 def test_deploy_has_what_the_controller_needs() -> None:
@@ -56,9 +86,13 @@ def test_deploy_has_what_the_controller_needs() -> None:
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
+            "Role",
+            "RoleBinding",
             "ConfigMap",
-            "Deployment",
+            "ConfigMap",
+            "StatefulSet",
             "Service",
+            "PodDisruptionBudget",
         ]
     )
 
@@ -105,16 +139,16 @@ def test_the_cluster_wide_pod_list_is_a_separate_opt_in() -> None:
 
 
 def test_example_config_is_a_valid_controller_config(tmp_path: Path) -> None:
-    configmap = next(doc for _, doc in documents() if doc["kind"] == "ConfigMap")
+    configmap = config_map()
     path = tmp_path / "controller.yaml"
     path.write_text(configmap["data"]["controller.yaml"], encoding="utf-8")
     config, _ = load_controller_config(path)
     assert config.kubernetes.in_cluster and config.http.address == "0.0.0.0"
     assert config.kubernetes.gpu_accounting == "namespace"  # what rbac.yaml alone allows
-    deployment = next(doc for _, doc in documents() if doc["kind"] == "Deployment")
+    deployment = next(doc for _, doc in documents() if doc["kind"] == "StatefulSet")
     lease = config.leader_election.lease_name
-    role = next(doc for _, doc in documents() if doc["kind"] == "Role")
-    assert any(lease in rule.get("resourceNames", []) for rule in role["rules"])
+    roles = [doc for _, doc in documents() if doc["kind"] == "Role"]
+    assert any(lease in rule.get("resourceNames", []) for role in roles for rule in role["rules"])
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "heteroscale-controller"
 
 
@@ -145,7 +179,7 @@ def test_generated_workload_manifest_is_valid(kube: KubeFakeServer) -> None:
 @pytest.mark.integration
 def test_workload_manifests_from_the_example_config_are_valid(kube: KubeFakeServer, tmp_path: Path) -> None:
     """Secret / ConfigMap environment, envFrom, a non-root user, tolerations and a verbatim service name."""
-    configmap = next(doc for _, doc in documents() if doc["kind"] == "ConfigMap")
+    configmap = config_map()
     data = yaml.safe_load(configmap["data"]["controller.yaml"])
     service = data["services"][0]
     service["name"] = "Llama-3.1_chat"
@@ -179,16 +213,16 @@ def test_workload_manifests_from_the_example_config_are_valid(kube: KubeFakeServ
 
 
 def test_example_prometheus_credentials_come_from_the_mounted_secret(tmp_path: Path) -> None:
-    """The example config's token and CA files lie under the read-only Secret mount of deployment.yaml,
+    """The example config's token and CA files lie under the read-only Secret mount of the StatefulSet,
     and they are read once there (here: a copy of the config pointing at stand-in files)."""
-    configmap = next(doc for _, doc in documents() if doc["kind"] == "ConfigMap")
+    configmap = config_map()
     text = configmap["data"]["controller.yaml"]
     path = tmp_path / "controller.yaml"
     path.write_text(text, encoding="utf-8")
     config, doc = load_controller_config(path)
     p = config.prometheus
     assert p.url.startswith("https://") and p.bearer_token_file and p.tls.ca_file and not p.tls.insecure_skip_verify
-    pod = next(doc for _, doc in documents() if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
+    pod = next(doc for _, doc in documents() if doc["kind"] == "StatefulSet")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "heteroscale-prometheus")
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
     assert mount["readOnly"] and volume["secret"]["defaultMode"] == 0o440

@@ -12,7 +12,20 @@ Faults for tests: ``freeze()`` keeps serving the last values with the timestamps
 ``serve_only(service, role, n)`` serves the series of only the first ``n`` instances of a role while the
 load stays spread over all of them (a partial scrape: pods whose targets are down).
 ``ServiceLoad.dp_ranks`` > 1 serves each instance as that many data-parallel ranks (one series per rank,
-label ``engine="<rank>"``, the instance's counters split between them), as vLLM's DP engines do.
+label ``engine="<rank>"``, the instance's counters split between them), as vLLM's DP engines do;
+``EngineExporter(rank=r)`` serves only rank ``r`` of each instance, so one exporter per rank stands for
+engines whose ranks each have their own port (one scrape target per rank, one pod).
+
+Real label sets: engine series carry ``namespace`` and ``pod`` (as a PodMonitor's target labels) and the
+``service`` / ``role`` labels the default mapping relabels from the pods' labels. DCGM series carry only
+what dcgm-exporter's Kubernetes mapping gives them (``gpu``, ``UUID``, ``modelName``, ``Hostname``,
+``namespace``, ``pod``, ``container``; ``exported_namespace`` / ``exported_pod`` with
+``dcgm_exported_labels=True``), never a role, and ``kube_pod_labels`` (kube-state-metrics) carries each
+pod's ``heteroscale.io/service`` and ``heteroscale.io/role`` labels as ``label_heteroscale_io_*``.
+Engine quirks: SGLang's token counters grow only when a request finishes (``ServiceLoad.finish_every_s``:
+the generated-tokens counter jumps once per that many seconds) while ``sglang:gen_throughput`` follows the load;
+``ServiceLoad.legacy_prefix_metric`` serves vLLM ≤ v0.9.0's ``vllm:gpu_prefix_cache_hits_total`` instead
+of ``vllm:prefix_cache_hits_total``.
 
 Started and stopped by its handle: ``start()`` binds a free port on 127.0.0.1, ``stop()`` shuts the
 server down and joins its thread with a bounded wait.
@@ -50,6 +63,43 @@ class ServiceLoad:
     base_ttft_s: float = 0.2
     base_tbt_s: float = 0.03
     dp_ranks: int = 1  # series per instance (data-parallel ranks), the instance's values split between them
+    finish_every_s: float = 0.0  # sglang: the generated-tokens counter moves only as requests finish
+    legacy_prefix_metric: bool = False  # vllm: prefix-cache hits under the pre-v0.9.1 name only
+    stack: str = "heteroscale"  # whose labels the series and pods carry (STACK_LABELS)
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _stack(
+    service_key: str, role_key: str, roles: dict[str, str] | None = None
+) -> Callable[[str, str], tuple[Labels, Labels]]:
+    """The labels of one stack: on the engine series as the PodMonitor copies them (``podTargetLabels``,
+    sanitised keys), and on the pod as kube_pod_labels shows them (``label_`` + sanitised key)."""
+
+    def labels(service: str, role: str) -> tuple[Labels, Labels]:
+        on_pod = ((service_key, service), (role_key, role))
+        return ((service_key, service), (role_key, (roles or {}).get(role, role))), on_pod
+
+    return labels
+
+
+def _dynamo(service: str, role: str) -> tuple[Labels, Labels]:
+    # workers label their own series (dynamo_component: prefill, or backend for decode); the operator the pods
+    series = (("dynamo_namespace", service), ("dynamo_component", "backend" if role == "decode" else "prefill"))
+    return series, (("nvidia_com_dynamo_namespace", service), ("nvidia_com_dynamo_sub_component_type", role))
+
+
+STACK_LABELS: dict[str, Callable[[str, str], tuple[Labels, Labels]]] = {
+    "heteroscale": lambda s, r: (
+        (("service", s), ("role", r)),
+        (("heteroscale_io_service", s), ("heteroscale_io_role", r)),
+    ),
+    "llm-d": _stack("llm_d_ai_model", "llm_d_ai_role"),
+    "aibrix": _stack("storm_service_name", "role_name"),
+    "kthena": _stack("modelserving_volcano_sh_name", "modelserving_volcano_sh_role"),
+    "dynamo": _dynamo,
+}
 
 
 @dataclass(slots=True)
@@ -73,8 +123,15 @@ class EngineExporter:
         spelling: str = "colon",
         explicit_timestamps: bool = False,
         instances_source: Callable[[], dict[str, tuple[int, int]]] | None = None,
+        *,
+        rank: int | None = None,
+        namespace: str = "llm",
+        dcgm_exported_labels: bool = False,
     ) -> None:
         self.services = {s.name: s for s in services}
+        self.rank = rank  # None: every rank's series; else only this rank's (one scrape target per rank)
+        self.namespace = namespace
+        self.dcgm_exported_labels = dcgm_exported_labels
         # called at each scrape: service → (ready prefill, ready decode), e.g. from the Kubernetes fake's pods
         self.instances_source = instances_source
         self.spelling = spelling
@@ -86,6 +143,7 @@ class EngineExporter:
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str, int], _Counters] = {}
         self._last_s: float | None = None
+        self._started_s = self._clock.now_s()
         self._frozen_text: str | None = None
         self._served: dict[tuple[str, str], int] = {}  # (service, role) → instances whose series are served
         self._server: ThreadingHTTPServer | None = None
@@ -182,7 +240,9 @@ class EngineExporter:
         vllm = svc.engine == "vllm"
         names = {
             "prompt": "prompt_tokens_total",
-            "cached": "prefix_cache_hits_total" if vllm else "cached_tokens_total",
+            "cached": ("gpu_prefix_cache_hits_total" if svc.legacy_prefix_metric else "prefix_cache_hits_total")
+            if vllm
+            else "cached_tokens_total",
             "generated": "generation_tokens_total",
             "running": "num_requests_running" if vllm else "num_running_reqs",
             "waiting": "num_requests_waiting" if vllm else "num_queue_reqs",
@@ -192,32 +252,41 @@ class EngineExporter:
             "tbt": "inter_token_latency_seconds",
         }
         ranks = max(1, svc.dp_ranks)
+        served_ranks = range(ranks) if self.rank is None else [r for r in range(ranks) if r == self.rank]
+        ns = self.namespace
         for role_name, load in (("prefill", svc.prefill), ("decode", svc.decode)):
             n = max(load.instances, 0)
             per_tps = load.tps / n if n else 0.0
             pressure = per_tps / max(load.capacity_tps_per_instance, 1e-9)
             for i in range(min(n, self._served.get((svc.name, role_name), n))):
                 c = self._counters.get((svc.name, role_name, i), _Counters())
-                pod = (
-                    f'model_name="{svc.name}",service="{svc.name}",role="{role_name}",pod="{svc.name}-{role_name}-{i}"'
-                )
+                pod_name = f"{svc.name}-{role_name}-{i}"
+                pod = f'namespace="{ns}",pod="{pod_name}",model_name="{svc.name}"'
+                series_labels, pod_labels = STACK_LABELS[svc.stack](svc.name, role_name)
+                pod += "," + ",".join(f'{k}="{v}"' for k, v in series_labels)
 
                 def value(v: float) -> str:
                     return "NaN" if self.nan else repr(float(v))
 
-                for rank in range(ranks):
+                generated, prompt, cached = c.generated, c.prompt, c.cached
+                if svc.finish_every_s > 0:  # a decode request's tokens count when it finishes: in jumps
+                    elapsed_s = max(0.0, (self._last_s or 0.0) - self._started_s)
+                    generated *= (elapsed_s // svc.finish_every_s) * svc.finish_every_s / max(elapsed_s, 1e-9)
+                for rank in served_ranks:
                     labels = pod if ranks == 1 else f'{pod},engine="{rank}"'
 
                     def emit(base: str, v: float, labels: str = labels) -> None:
                         lines.append(f"{self._name(svc.engine, base)}{{{labels}}} {value(v / ranks)}")
 
-                    emit(names["prompt"], c.prompt)
-                    emit(names["cached"], c.cached)
-                    emit(names["generated"], c.generated)
+                    emit(names["prompt"], prompt)
+                    emit(names["cached"], cached)
+                    emit(names["generated"], generated)
                     emit(names["requests"], c.requests)
                     emit(names["running"], min(256.0, 8.0 * pressure))
                     emit(names["waiting"], max(0.0, 4.0 * (pressure - 1.0)))
                     emit(names["kv"], ranks * min(1.0, 0.8 * pressure))  # a fraction: each rank has the same
+                    if svc.engine == "sglang" and role_name == "decode":
+                        emit("gen_throughput", per_tps)  # tokens/s of the last decode steps
                     buckets, bounds, total = (c.ttft, TTFT_BUCKETS_S, c.ttft_sum)
                     hist = names["ttft"]
                     if role_name == "decode":
@@ -232,10 +301,21 @@ class EngineExporter:
                         )
                     lines.append(f"{self._name(svc.engine, hist)}_sum{{{labels}}} {total / ranks!r}")
                     lines.append(f"{self._name(svc.engine, hist)}_count{{{labels}}} {cumulative / ranks!r}")
+                if self.rank not in (None, 0):
+                    continue  # the pod's GPUs and labels are served once, with rank 0
                 util = min(100.0, 100.0 * pressure)
-                dcgm_labels = f'gpu="0",service="{svc.name}",role="{role_name}",pod="{svc.name}-{role_name}-{i}"'
+                where = "exported_" if self.dcgm_exported_labels else ""
+                dcgm_labels = (
+                    f'gpu="0",UUID="GPU-{pod_name}",modelName="NVIDIA H20",Hostname="node-{i}",'
+                    f'{where}namespace="{ns}",{where}pod="{pod_name}",{where}container="engine"'
+                )
                 lines.append(f"DCGM_FI_DEV_GPU_UTIL{{{dcgm_labels}}} {value(util)}")
                 lines.append(f"DCGM_FI_PROF_SM_ACTIVE{{{dcgm_labels}}} {value(util / 100.0 * 0.8)}")
+                lines.append(
+                    f'kube_pod_labels{{namespace="{ns}",pod="{pod_name}",uid="uid-{pod_name}",'
+                    + ",".join(f'label_{k}="{v}"' for k, v in pod_labels)
+                    + "} 1"
+                )
         return lines
 
     # --- the server ----------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def controller_config(
                     "mean_output_tokens": 200.0,
                 },
                 "workload": {
-                    "image": "vllm/vllm-openai:v0.8.5",
+                    "image": "vllm/vllm-openai:v0.10.0",
                     "prefill_args": ["--model", "meta-llama/Llama-3.1-8B", "--kv-role", "producer"],
                     "decode_args": ["--model", "meta-llama/Llama-3.1-8B", "--kv-role", "consumer"],
                     "port": 8000,

@@ -404,8 +404,10 @@ def _vector(value: str) -> dict[str, Any]:
 
 
 def _healthy(query: str) -> str:
-    if query.startswith("max(timestamp("):
+    if query.startswith(("max(timestamp(", "max((timestamp(")):  # engine and (joined) DCGM freshness
         return "999.5"  # fresh
+    if "gpu_prefix_cache_hits" in query:
+        return "0"  # no prefill pod exposes only the pre-v0.9.1 prefix-cache metric
     if query.startswith("count("):
         return "2"  # instances
     return "0.5"
@@ -426,7 +428,7 @@ def _answering(needles: tuple[str, ...], value: str) -> PrometheusSource:
 
     def handler(request: httpx.Request) -> httpx.Response:
         query = request.url.params["query"]
-        hit = all(n in query for n in needles) and not query.startswith("max(timestamp(")
+        hit = all(n in query for n in needles) and not query.startswith(("max(timestamp(", "max((timestamp("))
         return httpx.Response(200, json=_vector(value if hit else _healthy(query)))
 
     return _source(handler)

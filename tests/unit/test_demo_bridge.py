@@ -107,10 +107,10 @@ def test_discovery_off_stops_routing_and_a_deleted_pod_is_gone(world: tuple[SimB
     bridge.step(30.0)
     engine = bridge.engine
     assert isinstance(engine, RequestEngine)
-    assert len(engine.d_routable[0]) == 2 and bridge.ready_counts() == (1, 2)
+    assert len(engine.services[0].d_routable) == 2 and bridge.ready_counts() == (1, 2)
     pods[2] = pod("d-1", "decode", "a2n2", discovery="off")  # the controller drains it
     bridge.step(60.0)
-    assert [d.id for d in engine.d_routable[0]] == [bridge.mapped["d-0"]] and bridge.ready_counts() == (1, 1)
+    assert [d.id for d in engine.services[0].d_routable] == [bridge.mapped["d-0"]] and bridge.ready_counts() == (1, 1)
     drained = bridge.mapped["d-1"]
     bridge.step(120.0)  # a minute for its in-flight requests to finish
     finished = engine.cluster.instances[drained].acc_tokens

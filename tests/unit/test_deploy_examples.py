@@ -15,10 +15,10 @@ EXAMPLES = DEPLOY / "examples"
 
 
 def test_the_configmap_carries_the_in_cluster_example_verbatim() -> None:
-    configmap = yaml.safe_load((DEPLOY / "configmap.yaml").read_text(encoding="utf-8"))
+    configmap = yaml.safe_load((DEPLOY / "kustomize" / "base" / "configmap.yaml").read_text(encoding="utf-8"))
     example = (EXAMPLES / "controller.yaml").read_text(encoding="utf-8")
     assert configmap["data"]["controller.yaml"] == example, (
-        "deploy/configmap.yaml's controller.yaml and deploy/examples/controller.yaml differ: edit both"
+        "deploy/kustomize/base/configmap.yaml's controller.yaml and deploy/examples/controller.yaml differ: edit both"
     )
 
 
@@ -45,3 +45,30 @@ def test_the_workstation_example_manages_the_same_services_the_same_way() -> Non
         k: v for k, v in cluster["kubernetes"].items() if k not in access
     }
     assert local["leader_election"]["lease_name"] == cluster["leader_election"]["lease_name"]  # one leader of both
+
+
+def _version(image: str) -> tuple[int, ...]:
+    tag = image.rsplit(":", 1)[1].lstrip("v")
+    return tuple(int(part) for part in tag.split(".")[:3])
+
+
+def test_the_example_image_has_the_kv_connector_its_args_name() -> None:
+    """vLLM's NixlConnector first shipped in v0.9.0; the examples once ran v0.8.5 with it."""
+    for path in (EXAMPLES / "controller.yaml", EXAMPLES / "controller-local.yaml"):
+        config, _ = load_controller_config(path)
+        for service in config.services:
+            w = service.workload
+            if "vllm/vllm-openai" in w.image and any("NixlConnector" in a for a in (*w.prefill_args, *w.decode_args)):
+                assert _version(w.image) >= (0, 9, 0), f"{path.name}: {w.image} predates NixlConnector"
+
+
+def test_the_example_dcgm_queries_join_pods_instead_of_expecting_a_role_label() -> None:
+    """dcgm-exporter's series carry pod and namespace, never the engines' role label."""
+    from heteroscale.domain.hardware import Role
+    from heteroscale.metrics.promql import Queries
+
+    config, _ = load_controller_config(EXAMPLES / "controller.yaml")
+    query = Queries(config.prometheus.mapping.to_mapping(), "chat", 60.0).gpu_util(Role.DECODE)
+    dcgm = query[query.index('{__name__="DCGM_FI_DEV_GPU_UTIL"') :].split("}")[0]
+    assert "role" not in dcgm and "service" not in dcgm
+    assert 'label_heteroscale_io_role="decode"' in query and "on(namespace, pod)" in query

@@ -106,7 +106,7 @@ def test_analytic_decode_matches_a_step_by_step_reference() -> None:
     eng = r.engine
     assert isinstance(eng, RequestEngine)
     eng.launch(0, sc.services[0].spec.decode_shapes[0], "dg", "n0", 0.0, warm=True)
-    d = eng.d_all[0][0]
+    d = eng.services[0].d_all[0]
     rng = np.random.default_rng(7)
     admissions = [
         (float(t), int(i), int(o))
@@ -165,7 +165,7 @@ def test_kv_capacity_bounds_the_decode_batch() -> None:
     r2 = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, burst))
     r2._deploy_initial()
     r2.engine.run_until(30.0)
-    d = r2.engine.d_all[0][0]  # type: ignore[attr-defined]
+    d = r2.engine.services[0].d_all[0]  # type: ignore[attr-defined]
     assert d.resv <= perf.kv_capacity_tokens
     assert len(d.waiting) > 0  # the rest waits for KV memory
 
@@ -280,13 +280,13 @@ def totals(eng: RequestEngine) -> tuple[int, int, int, int]:
 def test_a_draining_decode_stays_until_its_inbound_transfer_lands_and_its_requests_finish(output_tokens) -> None:
     sc = b.scenario(prefill=1, decode=2, topo=b.topology(**SLOW_KV))
     _, eng = engine_for(sc, b.trace(n=1, input_tokens=4000, output_tokens=output_tokens))
-    t = run_until_true(eng, lambda: any(d.inbound for d in eng.d_all[0]))
-    victim = next(d for d in eng.d_all[0] if d.inbound)
-    landing_s = eng.p_all[0][0].nic_free_at + sc.topology.kv_bandwidth.setup_s
+    t = run_until_true(eng, lambda: any(d.inbound for d in eng.services[0].d_all))
+    victim = next(d for d in eng.services[0].d_all if d.inbound)
+    landing_s = eng.services[0].p_all[0].nic_free_at + sc.topology.kv_bandwidth.setup_s
     assert landing_s > t + 30.0
     eng.remove(victim.id, ScaleInMode.DRAIN, 600.0, t)
     assert victim.lifecycle is Lifecycle.DRAINING
-    assert victim not in eng.d_routable[0]
+    assert victim not in eng.services[0].d_routable
     eng.run_until(landing_s - 1.0)
     assert victim.lifecycle is Lifecycle.DRAINING and victim.inbound == 1
     eng.run_until(landing_s + 1e-6)
@@ -306,7 +306,7 @@ def test_a_draining_decode_stays_until_its_inbound_transfer_lands_and_its_reques
 def test_a_draining_prefill_is_not_gone_before_its_outbound_transfer_has_left() -> None:
     sc = b.scenario(prefill=1, decode=1, topo=b.topology(**SLOW_KV))
     _, eng = engine_for(sc, b.trace(n=1, input_tokens=4000, output_tokens=20))
-    p = eng.p_all[0][0]
+    p = eng.services[0].p_all[0]
     t = run_until_true(eng, lambda: not p.busy and p.nic_free_at > eng.now_s)
     eng.remove(p.id, ScaleInMode.DRAIN, 600.0, t)
     assert p.lifecycle is Lifecycle.DRAINING
@@ -322,16 +322,16 @@ def test_a_draining_prefill_keeps_the_kv_of_requests_waiting_for_a_decode_instan
     """Its KV lives there until a decode instance takes it: the prefill instance may not go first."""
     sc = b.scenario(prefill=1, decode=1)
     _, eng = engine_for(sc, b.trace(n=20, rate_rps=10.0, output_tokens=20))
-    p, d = eng.p_all[0][0], eng.d_all[0][0]
+    p, d = eng.services[0].p_all[0], eng.services[0].d_all[0]
     eng.set_discovery(d.id, False)  # held: no routable decode instance
     eng.run_until(10.0)
-    assert len(eng.pending_decode[0]) == 20
+    assert len(eng.services[0].pending_decode) == 20
     eng.remove(p.id, ScaleInMode.DRAIN, 600.0, 10.0)
     eng.run_until(60.0)
     assert p.lifecycle is Lifecycle.DRAINING and p.kv_held == 20
     eng.set_discovery(d.id, True)  # routable again: the waiting requests are served, not stranded
     eng.run_until(120.0)
-    assert not eng.pending_decode[0]
+    assert not eng.services[0].pending_decode
     assert p.lifecycle is Lifecycle.GONE
     assert totals(eng) == (20, 0, 0, 0)
 
@@ -339,7 +339,7 @@ def test_a_draining_prefill_keeps_the_kv_of_requests_waiting_for_a_decode_instan
 def test_killing_a_prefill_that_holds_waiting_kv_fails_those_requests_by_scale_in() -> None:
     sc = b.scenario(prefill=1, decode=1)
     _, eng = engine_for(sc, b.trace(n=20, rate_rps=10.0, output_tokens=20))
-    p, d = eng.p_all[0][0], eng.d_all[0][0]
+    p, d = eng.services[0].p_all[0], eng.services[0].d_all[0]
     eng.set_discovery(d.id, False)
     eng.run_until(10.0)
     eng.remove(p.id, ScaleInMode.KILL, 0.0, 10.0)
@@ -361,7 +361,7 @@ def test_draining_every_instance_of_a_role_loses_no_request_with_a_long_grace(ro
     for v in victims:
         eng.remove(v.id, ScaleInMode.DRAIN, 600.0, 30.0)
     eng.run_until(45.0)
-    pending = eng.pending_prefill[0] if role is Role.PREFILL else eng.pending_decode[0]
+    pending = eng.services[0].pending_prefill if role is Role.PREFILL else eng.services[0].pending_decode
     assert pending  # new work waits for a routable instance of the role
     shape = sc.services[0].spec.shapes(role)[0]
     eng.launch(0, shape, "dg", "m0", 45.0, warm=False)
@@ -407,7 +407,7 @@ def test_a_request_that_no_decode_kv_cache_can_hold_fails_for_kv_capacity_withou
     _, eng = engine_for(sc, b.trace(n=30, rate_rps=5.0, output_tokens=outputs))
     eng.run_until(600.0)
     assert totals(eng) == (29, 1, 0, 1)
-    assert not eng.d_all[0][0].waiting
+    assert not eng.services[0].d_all[0].waiting
 
 
 @pytest.mark.parametrize("fidelity", [Fidelity.REQUEST, Fidelity.FLUID])

@@ -4,6 +4,10 @@ The configuration is ``config.controller``; ``--kubeconfig``, ``--context`` and 
 ``HETEROSCALE_KUBECONFIG`` / ``_CONTEXT`` / ``_NAMESPACE``) override the file (``config.access``); the
 parts are joined in ``cli.wiring.build_live``. A dry run prints one line per decision on stdout.
 
+``--check`` validates the file offline; ``--check --probe [--json]`` then reports what the cluster and
+Prometheus hold for each service and role (:mod:`heteroscale.cli.probe`: exit 0 all found, 1 something
+missing, 2 unreachable).
+
 Exit codes: 0 a clean stop; 1 ``--once`` made no decision; 2 a configuration or start-up error; 4 the
 run ended without ever reaching the Kubernetes API (an unbounded run keeps retrying meanwhile, and
 ``/healthz`` says so in ``api_reached`` / ``api_error``).
@@ -51,6 +55,12 @@ def add_controller_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--duration-s", type=float, help="stop after this many seconds (default: until SIGTERM)")
     parser.add_argument("--check", action="store_true", help="validate the config file and exit")
     parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="with --check: per service and role, the targets, pods and series found in the cluster and Prometheus",
+    )
+    parser.add_argument("--json", action="store_true", help="with --check --probe: the report as JSON")
+    parser.add_argument(
         "--kubeconfig", help="kubeconfig file (else $HETEROSCALE_KUBECONFIG, else the config's kubernetes.kubeconfig)"
     )
     parser.add_argument("--context", help="kubeconfig context (else $HETEROSCALE_CONTEXT, else the config's)")
@@ -75,8 +85,16 @@ def cmd_controller(args: argparse.Namespace) -> int:
         if args.check:
             credentials = prometheus_credentials(config.prometheus, doc)  # the files are read: a bad one fails here
             where = f"prometheus {redact_url(config.prometheus.url)} ({credentials.describe()})"
-            print(f"{args.config}: valid controller config ({len(config.services)} service(s)); {where}")
-            return 0
+            if not args.probe:
+                print(f"{args.config}: valid controller config ({len(config.services)} service(s)); {where}")
+                return 0
+            from heteroscale.cli.probe import run_probe
+
+            report, code = run_probe(config, doc, as_json_output=args.json)
+            print(report)
+            return code
+        if args.probe or args.json:
+            raise HeteroScaleError("--probe and --json go with --check")
         if args.cycles is not None and args.cycles < 1:
             raise HeteroScaleError(f"--cycles must be ≥ 1, got {args.cycles}")
         if args.duration_s is not None and args.duration_s <= 0:

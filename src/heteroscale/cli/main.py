@@ -49,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         help="write summary.json, requests.csv, timeseries.csv, journal.jsonl, resolved.yaml here",
     )
     sim.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    sim.add_argument(
+        "--requests-csv",
+        choices=["plain", "gzip", "off"],
+        default="plain",
+        help="with --out: requests.csv as is (default), gzipped (requests.csv.gz), or not at all",
+    )
+    sim.add_argument(
+        "--no-requests-csv",
+        dest="requests_csv",
+        action="store_const",
+        const="off",
+        help="with --out: write no requests.csv (large runs); the same as --requests-csv off",
+    )
     sim.add_argument("--skip-bad-rows", action="store_true", help="skip malformed trace rows (counted and reported)")
 
     sub.add_parser("scenarios", help="list the embedded scenarios, one line each")
@@ -302,6 +315,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             out_dir=args.out,
             skip_bad_rows=args.skip_bad_rows,
             progress=bar,
+            requests_csv=args.requests_csv,
         )
     finally:
         bar.close()

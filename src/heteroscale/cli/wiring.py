@@ -76,7 +76,10 @@ def simulate(
     out_dir: Path | None = None,
     skip_bad_rows: bool = False,
     progress: ProgressFn | None = None,
+    requests_csv: str = "plain",
 ) -> dict[str, Any]:
+    """``requests_csv``: with ``out_dir``, write requests.csv ``plain``, ``gzip`` (requests.csv.gz) or
+    ``off``."""
     scenario = with_overrides(
         load_scenario(scenario_ref),
         fidelity=fidelity,
@@ -90,7 +93,7 @@ def simulate(
         for r in scenario.services
         if r.policy.name not in TARGET_FREE_POLICIES and r.targets is None
     }
-    run = SimulationRun(scenario, calibration, out_dir=out_dir, targets=targets)
+    run = SimulationRun(scenario, calibration, out_dir=out_dir, targets=targets, requests_csv=requests_csv)
     skipped = sum(ld.trace.skipped_rows for ld in run.loads)
     summary = run.run(progress)
     summary["trace_rows_skipped"] = skipped

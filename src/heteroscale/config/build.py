@@ -20,6 +20,7 @@ from heteroscale.config.catalog import (
 )
 from heteroscale.config.schema import (
     BudgetConfig,
+    EngineConfig,
     LoadConfig,
     LoadWindowConfig,
     RoleConfig,
@@ -43,10 +44,14 @@ from heteroscale.policy.registry import POLICY_NAMES
 from heteroscale.scheduling.budget import GpuBudget
 from heteroscale.sim.parts import check_day, check_window
 from heteroscale.sim.scenario import (
+    EngineSettings,
     Fidelity,
+    KvReservation,
+    KvTransfer,
     LoadKind,
     LoadSpec,
     PolicySpec,
+    Preemption,
     Scenario,
     ServiceRun,
     SimSettings,
@@ -284,6 +289,24 @@ def sim_settings(config: SimulationConfig) -> SimSettings:
         ratio_tolerance=config.ratio_tolerance,
         soft_scale_in_s=config.soft_scale_in_s,
         role_wise_targets=config.role_wise_targets,
+        engine=engine_settings(config.engine),
+    )
+
+
+def engine_settings(config: EngineConfig) -> EngineSettings:
+    return EngineSettings(
+        kv_reservation=KvReservation(config.kv_reservation),
+        preemption=Preemption(config.preemption),
+        swap_gbyte_per_s=config.swap_gbyte_per_s,
+        prefill_chunk_tokens=config.prefill_chunk_tokens,
+        max_batched_tokens=config.max_batched_tokens,
+        kv_transfer=KvTransfer(config.kv_transfer),
+        mixed_pool=config.mixed_pool,
+        mixed_pool_prompt_tokens=config.mixed_pool_prompt_tokens,
+        kv_capacity_tokens=config.kv_capacity_tokens,
+        kv_capacity_gib=config.kv_capacity_gib,
+        kv_link_gbyte_per_s=config.kv_link_gbyte_per_s,
+        kv_link_latency_s=config.kv_link_latency_s,
     )
 
 

@@ -8,7 +8,7 @@ plus the ``workload`` its pods run::
     prometheus: {url: https://prometheus:9090, timeout_s: 2, staleness_s: 60,
                  bearer_token_file: /var/run/secrets/heteroscale/prometheus/token,   # or basic_auth
                  tls: {ca_file: /var/run/secrets/heteroscale/prometheus/ca.crt},
-                 mapping: {engine: vllm, spelling: both, service_selector: 'service="{service}"'}}
+                 mapping: {preset: llm-d, spelling: both}}         # or engine / *_selector / gpu_join
     kubernetes: {in_cluster: true, namespace: llm,          # or kubeconfig: ~/.kube/config, context: …
                  start_timeout_s: 900, gpu_accounting: namespace,
                  tolerations: [{key: nvidia.com/gpu, operator: Exists}]}
@@ -23,7 +23,7 @@ plus the ``workload`` its pods run::
         slo: {ttft_s: 2.0, tbt_s: 0.1}
         policy: {name: heteroscale, prefill: 2, decode: 2}
         targets: {…}                                          # config.schema.TargetsConfig
-        workload: {image: vllm/vllm-openai:v0.8.5, prefill_args: [...], decode_args: [...],
+        workload: {image: vllm/vllm-openai:v0.10.0, prefill_args: [...], decode_args: [...],
                    env: {HF_HOME: /tmp/hf, HF_TOKEN: {secret: hf-token, key: token}},
                    env_from: [{config_map: engine-settings}],
                    security: {run_as_user: 1000, read_only_root_filesystem: false}}
@@ -32,7 +32,7 @@ A service name is carried verbatim in the pods' ``heteroscale.io/service`` label
 Kubernetes label value (at most 63 characters: letters, digits, ``-``, ``_``, ``.``, beginning and
 ending with a letter or digit). ``gpu_accounting: namespace`` (the default) counts the GPUs our own pods
 use; ``cluster`` counts every pod on the GPU nodes and needs the cluster-wide pod list permission of
-deploy/rbac-cluster-gpu-accounting.yaml. A pod that is not Ready within ``start_timeout_s`` is stuck:
+deploy/kustomize/components/gpu-accounting. A pod that is not Ready within ``start_timeout_s`` is stuck:
 it stops counting as capacity and is replaced; so is a pod the scheduler finds no node for, at once
 when its domain has no schedulable room, else after ``unschedulable_grace_s``.
 
@@ -64,10 +64,10 @@ from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, mode
 from heteroscale.actuators.kube.naming import label_value_problem
 from heteroscale.config.build import resolve_spec, targets_from_config
 from heteroscale.config.catalog import Catalog
+from heteroscale.config.presets import MappingConfig, PodJoinConfig  # noqa: F401  (re-exported)
 from heteroscale.config.schema import BudgetConfig, ServiceConfig, ServiceName, TargetsConfig
 from heteroscale.config.source import UNION_TAG_PREFIX, Document, Loc, StrictModel, field_default, read_document
 from heteroscale.controller.bounded_http import HttpLimits
-from heteroscale.domain.hardware import Role
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.metrics.auth import (
     CredentialError,
@@ -79,62 +79,8 @@ from heteroscale.metrics.auth import (
     ssl_context,
 )
 from heteroscale.metrics.prometheus import url_problem
-from heteroscale.metrics.promql import (
-    Engine,
-    Frontend,
-    MetricMapping,
-    Spelling,
-    check_selector_template,
-)
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import TARGET_FREE_POLICIES
-
-
-class MappingConfig(StrictModel):
-    """How Prometheus series map to services and roles (metrics.promql.MetricMapping)."""
-
-    engine: Literal["vllm", "sglang"] = field_default(MetricMapping, "engine").value
-    spelling: Literal["colon", "underscore", "both"] = field_default(MetricMapping, "spelling").value
-    service_selector: str = field_default(MetricMapping, "service_selector")
-    prefill_selector: str = field_default(MetricMapping, "prefill_selector")
-    decode_selector: str = field_default(MetricMapping, "decode_selector")
-    gpu_service_selector: str | None = field_default(MetricMapping, "gpu_service_selector")
-    gpu_prefill_selector: str | None = field_default(MetricMapping, "gpu_prefill_selector")
-    gpu_decode_selector: str | None = field_default(MetricMapping, "gpu_decode_selector")
-    frontend: Literal["engine", "dynamo"] = field_default(MetricMapping, "frontend").value
-    dynamo_selector: str = field_default(MetricMapping, "dynamo_selector")
-    ttft_role: Literal["prefill", "decode"] = field_default(MetricMapping, "ttft_role").value
-    tbt_role: Literal["prefill", "decode"] = field_default(MetricMapping, "tbt_role").value
-    extra_matchers: list[str] = Field(default_factory=list)
-    instance_labels: list[Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]] = Field(
-        default_factory=lambda: list(field_default(MetricMapping, "instance_labels")), min_length=1
-    )
-
-    @model_validator(mode="after")
-    def _selectors(self) -> MappingConfig:
-        for name, value in self.to_mapping().templates().items():
-            problem = check_selector_template(value)
-            if problem is not None:
-                raise ValueError(f"{name} {value!r}: {problem}")
-        return self
-
-    def to_mapping(self) -> MetricMapping:
-        return MetricMapping(
-            engine=Engine(self.engine),
-            spelling=Spelling(self.spelling),
-            service_selector=self.service_selector,
-            prefill_selector=self.prefill_selector,
-            decode_selector=self.decode_selector,
-            gpu_service_selector=self.gpu_service_selector,
-            gpu_prefill_selector=self.gpu_prefill_selector,
-            gpu_decode_selector=self.gpu_decode_selector,
-            frontend=Frontend(self.frontend),
-            dynamo_selector=self.dynamo_selector,
-            ttft_role=Role(self.ttft_role),
-            tbt_role=Role(self.tbt_role),
-            extra_matchers=tuple(self.extra_matchers),
-            instance_labels=tuple(self.instance_labels),
-        )
 
 
 class BasicAuthConfig(StrictModel):

@@ -121,11 +121,16 @@ def _parse(fmt: str, text: str, display: str) -> list[ProfileRow]:
 def _resolve(rows: list[ProfileRow], catalog: Catalog) -> list[ProfileRow]:
     """Rows with catalog ids where the catalog knows the names (unknown names stay as written)."""
 
+    seen: dict[tuple[Callable[[str], str], str], str] = {}  # a few names over thousands of rows
+
     def known(resolve: Callable[[str], str], name: str) -> str:
-        try:
-            return resolve(name)
-        except HeteroScaleError:
-            return name  # scored as "no catalog entry"
+        key = (resolve, name)
+        if key not in seen:
+            try:
+                seen[key] = resolve(name)
+            except HeteroScaleError:
+                seen[key] = name  # scored as "no catalog entry"
+        return seen[key]
 
     return [
         replace(row, model_id=known(catalog.resolve_model, row.model_id), sku_id=known(catalog.resolve_sku, row.sku_id))

@@ -8,6 +8,7 @@ scenario`` document, so loading it again gives the same ``Scenario`` (apart from
 from __future__ import annotations
 
 import dataclasses
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ def resolved_config_dict(scenario: Scenario) -> dict[str, Any]:
             "ratio_tolerance": settings.ratio_tolerance,
             "soft_scale_in_s": settings.soft_scale_in_s,
             "role_wise_targets": settings.role_wise_targets,
+            "engine": {
+                f.name: (v.value if isinstance(v := getattr(settings.engine, f.name), StrEnum) else v)
+                for f in dataclasses.fields(settings.engine)
+            },
         },
         "services": [_service_dict(run, scenario) for run in scenario.services],
         "variants": {name: _variant_dict(v) for name, v in scenario.variants.items()},

@@ -36,7 +36,7 @@ from heteroscale.config.catalog import CatalogConfig
 from heteroscale.config.source import UNION_TAG_PREFIX, StrictModel, field_default
 from heteroscale.config.topology import TopologyConfig
 from heteroscale.domain.service import ServiceSpec
-from heteroscale.sim.scenario import LoadSpec, SimSettings
+from heteroscale.sim.scenario import EngineSettings, LoadSpec, SimSettings
 from heteroscale.sim.transforms import LengthScale, RateStep
 
 # Upper bounds on counts: far above any real deployment (the paper's fleet is tens of thousands of
@@ -242,6 +242,30 @@ class ServiceConfig(ServiceFieldsConfig):
 # --- simulation -----------------------------------------------------------------------------
 
 
+class EngineConfig(StrictModel):
+    """``simulation.engine``: serving-engine behaviours of the request-fidelity engine (see
+    ``heteroscale.sim.scenario.EngineSettings``; the defaults leave results as they were)."""
+
+    kv_reservation: Literal["admission", "grow"] = field_default(EngineSettings, "kv_reservation").value
+    preemption: Literal["recompute", "swap"] = field_default(EngineSettings, "preemption").value
+    swap_gbyte_per_s: float = Field(default=field_default(EngineSettings, "swap_gbyte_per_s"), gt=0)
+    prefill_chunk_tokens: int | None = Field(default=field_default(EngineSettings, "prefill_chunk_tokens"), ge=1)
+    max_batched_tokens: int | None = Field(default=field_default(EngineSettings, "max_batched_tokens"), ge=1)
+    kv_transfer: Literal["queued", "parallel"] = field_default(EngineSettings, "kv_transfer").value
+    mixed_pool: bool = field_default(EngineSettings, "mixed_pool")
+    mixed_pool_prompt_tokens: int = Field(default=field_default(EngineSettings, "mixed_pool_prompt_tokens"), ge=1)
+    kv_capacity_tokens: int | None = Field(default=field_default(EngineSettings, "kv_capacity_tokens"), ge=1)
+    kv_capacity_gib: float | None = Field(default=field_default(EngineSettings, "kv_capacity_gib"), gt=0)
+    kv_link_gbyte_per_s: float | None = Field(default=field_default(EngineSettings, "kv_link_gbyte_per_s"), gt=0)
+    kv_link_latency_s: float | None = Field(default=field_default(EngineSettings, "kv_link_latency_s"), ge=0)
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> EngineConfig:
+        if self.kv_capacity_tokens is not None and self.kv_capacity_gib is not None:
+            raise ValueError("give kv_capacity_tokens or kv_capacity_gib, not both")
+        return self
+
+
 class SimulationConfig(StrictModel):
     fidelity: Literal["request", "fluid"] = field_default(SimSettings, "fidelity").value
     duration_s: float | None = Field(default=field_default(SimSettings, "duration_s"), gt=0)
@@ -258,6 +282,7 @@ class SimulationConfig(StrictModel):
     ratio_tolerance: float = Field(default=field_default(SimSettings, "ratio_tolerance"), gt=0)
     soft_scale_in_s: float = Field(default=field_default(SimSettings, "soft_scale_in_s"), ge=0)
     role_wise_targets: bool = field_default(SimSettings, "role_wise_targets")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
 # --- the file -------------------------------------------------------------------------------

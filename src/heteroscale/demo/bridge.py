@@ -96,9 +96,10 @@ class RequestTally(RecordWriter):
         return self.by_instance.setdefault(instance_id, RequestSeries())
 
     def write(self, line: str) -> None:
-        # request,service,arrival_s,input,output,cached,prefill_instance,decode_instance,ttft_s,tbt_s,finish_s,status
+        # request,service,arrival_s,input,output,cached,prefill_instance,decode_instance,ttft_s,tbt_s,finish_s,
+        # <phase columns>,status (sim.records.RECORD_HEADER)
         parts = line.rstrip("\n").split(",")
-        if len(parts) != 12 or parts[11] != "ok":
+        if len(parts) < 12 or parts[-1] != "ok":
             return
         inp, out = int(parts[3]), int(parts[4])
         prefill, decode = self.series(parts[6]), self.series(parts[7])

@@ -126,7 +126,7 @@ def controller_config(
     entry["policy"] = {"name": "heteroscale", "prefill": 1, "decode": 1, "options": options}
     entry["targets"] = targets_entry(targets)
     entry["workload"] = {  # the fake runs nothing: the image is never pulled
-        "image": "vllm/vllm-openai:v0.8.5",
+        "image": "vllm/vllm-openai:v0.10.0",
         "prefill_args": ["--model", str(entry.get("model")), "--kv-transfer-config", '{"kv_role":"kv_producer"}'],
         "decode_args": ["--model", str(entry.get("model")), "--kv-transfer-config", '{"kv_role":"kv_consumer"}'],
     }
@@ -138,7 +138,8 @@ def controller_config(
             "url": prometheus_url,
             "timeout_s": 2.0,
             "staleness_s": max(5.0 * s.scrape_interval_s, s.wall_s(WINDOW_S) / 2),
-            "mapping": {"engine": "vllm", "spelling": "colon"},
+            # the demo's DCGM series carry the engines' service and role labels: no kube_pod_labels join
+            "mapping": {"engine": "vllm", "spelling": "colon", "gpu_join": None},
         },
         "kubernetes": {"kubeconfig": "kubeconfig.yaml", "namespace": NAMESPACE, "request_timeout_s": 2.0},
         "controller": {

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 2
-DESCRIPTIVE = frozenset({"scenario", "policy", "fidelity", "latency_estimated", "slo", "gpu_budget", "basis"})
+DESCRIPTIVE = frozenset(
+    {"scenario", "policy", "fidelity", "latency_estimated", "slo", "gpu_budget", "basis", "engine_settings"}
+)
 # Student t, two-sided 95 %, by sample size n (n − 1 degrees of freedom)
 _T95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
 

@@ -25,8 +25,10 @@ auth and leaves the URL, so ``base_url`` — and every message that names the se
 secret; a known secret that still shows up in a message (an exception's text) is blanked.
 
 ``instances_ready`` counts the role's instances that report: distinct ``MetricMapping.instance_labels``
-values (scrape target and pod) with a fresh running gauge and a token rate over the window, so the
-several series of one data-parallel engine count once; the role's TPS sums exactly those instances.
+values (namespace and pod) with a fresh running gauge and a token rate over the window, so the several
+series (and scrape targets) of one data-parallel engine count once; the role's TPS sums exactly those
+instances. A vLLM prefill pod that reports prefix-cache hits only under the pre-v0.9.1 name makes the
+prefill TPS ``None`` with one note saying so (prompt tokens alone would overstate it).
 The controller compares the count with the serving instances (:mod:`heteroscale.policy.coverage`).
 """
 
@@ -261,6 +263,13 @@ class PrometheusSource:
             )
             if tps is not None and tps < 0:  # counters scraped a moment apart: hits may lead prompts briefly
                 tps = 0.0
+            legacy_q = q.legacy_prefix_cache_pods() if role is Role.PREFILL else None
+            if tps is not None and legacy_q is not None:
+                legacy = self.query(legacy_q, at_s, f"{p} prefix-cache metric", deadline_s)
+                if legacy:  # hits only under the old name: prompt − 0 would overstate the cache-missed TPS
+                    missing.append(_legacy_prefix_cache_note(q, int(legacy)))
+                    log.warning("%s: %s", service, missing[-1])
+                    tps = None
             gpu_util = sm_activity = None
             gpu_newest_s = self.query(q.gpu_freshest_sample(role), now_s, f"{p} DCGM freshness", deadline_s)
             if gpu_newest_s is None:
@@ -317,6 +326,15 @@ class PrometheusSource:
             stale=stale,
             missing=tuple(missing),
         )
+
+
+def _legacy_prefix_cache_note(q: Queries, pods: int) -> str:
+    legacy = q.names.legacy_cached_prompt_tokens
+    return (
+        f"prefill.tps: not used: {pods} prefill pod(s) expose prefix-cache hits only as "
+        f"{q.mapping.engine.value}:{legacy} (vLLM before v0.9.1), not {q.names.cached_prompt_tokens}, so the "
+        "cache-missed prompt tokens cannot be told apart: upgrade the engine (v0.10 or newer)"
+    )
 
 
 def _read_capped(response: httpx.Response, where: str) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from heteroscale.sim.scenario import EngineSettings
+
 
 def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
     if value is None:
@@ -68,6 +70,27 @@ def _fluid_trust(summary: dict[str, Any]) -> str:
     return f"{load}; trusted: {', '.join(trusted) or 'throughput and utilisation only'}"
 
 
+def _p3(summary: dict[str, Any], name: str) -> str:
+    return " / ".join(_ms(summary.get(f"{name}_{q}_s")) for q in ("p50", "p90", "p99"))
+
+
+def _lat(summary: dict[str, Any], key: str, only: str | None = None) -> str:
+    """A latency's percentiles from the summary's ``latency`` (— where the engine has none)."""
+    pcts = (summary.get("latency") or {}).get(key) or {}
+    qs = (only,) if only else ("p50", "p90", "p99")
+    return " / ".join(_ms(pcts.get(q)) for q in qs)
+
+
+def _engine(summary: dict[str, Any]) -> str:
+    """The request engine's settings that differ from their defaults ("defaults" when none do)."""
+    settings = summary.get("engine_settings") or {}
+    defaults = EngineSettings()
+    changed = [
+        f"{k} {v}" for k, v in settings.items() if v != getattr(getattr(defaults, k), "value", getattr(defaults, k))
+    ]
+    return ", ".join(changed) or "defaults"
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     est = " (estimated)" if summary.get("latency_estimated") else ""
     rows: list[tuple[str, str]] = [
@@ -79,8 +102,10 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"{_failed(summary)}, {_fmt(summary['requests_unfinished'])} unfinished",
         ),
         ("SLO attainment", _pct(summary["slo_attainment"])),
-        ("TTFT p50 / p99" + est, f"{_ms(summary['ttft_p50_s'])} / {_ms(summary['ttft_p99_s'])}"),
-        ("TBT p50 / p99" + est, f"{_ms(summary['tbt_p50_s'])} / {_ms(summary['tbt_p99_s'])}"),
+        ("TTFT p50 / p90 / p99" + est, _p3(summary, "ttft")),
+        ("TBT p50 / p90 / p99" + est, _p3(summary, "tbt")),
+        ("end-to-end p50 / p90 / p99", _lat(summary, "e2e_s")),
+        ("queueing / transfer p99", f"{_lat(summary, 'queueing_s', 'p99')} / {_lat(summary, 'transfer_s', 'p99')}"),
         (
             "GPU-hours",
             f"{_fmt(summary['gpu_hours'], digits=1)}  "
@@ -108,6 +133,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("fluid latency figures", _fluid_trust(summary)),
         ("wall time", f"{_fmt(summary['wall_s'], 's', 2)}"),
         ("perf engine", summary.get("perf_engine_assumptions") or "—"),
+        ("engine settings", _engine(summary)),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"  {k.ljust(width)}  {v}" for k, v in rows]

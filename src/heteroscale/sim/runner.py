@@ -35,7 +35,7 @@ from heteroscale.sim.fidelity import peak_load_fraction
 from heteroscale.sim.fluid_engine import FluidEngine, arrivals_rng
 from heteroscale.sim.gating import GatingTally
 from heteroscale.sim.loads import build_loads, build_trace, load_curve
-from heteroscale.sim.records import RecordWriter
+from heteroscale.sim.records import RecordWriter, open_records
 from heteroscale.sim.request_engine import RequestEngine
 from heteroscale.sim.scenario import Fidelity, Scenario
 from heteroscale.sim.summary import RunFacts, summarise
@@ -85,7 +85,7 @@ def build_engine(
 ) -> Engine:
     st = scenario.settings
     if fidelity is Fidelity.REQUEST:
-        return RequestEngine(cluster, loads, perfs, telemetry, records, st.telemetry_window_s)
+        return RequestEngine(cluster, loads, perfs, telemetry, records, st.telemetry_window_s, st.engine)
     return FluidEngine(cluster, loads, perfs, telemetry, st.telemetry_window_s, st.fluid_step_s, arrivals_rng(seed))
 
 
@@ -151,9 +151,11 @@ class SimulationRun:
         loads: list[ServiceLoad] | None = None,
         targets: dict[str, Targets] | None = None,
         policies: dict[str, PolicyChoice] | None = None,
+        requests_csv: str = "plain",
     ) -> None:
         """``targets`` per service (else performance-model targets); ``policies`` per service as
-        (registry name, options), overriding the scenario's."""
+        (registry name, options), overriding the scenario's; ``requests_csv`` with ``out_dir``:
+        ``plain`` (requests.csv), ``gzip`` (requests.csv.gz) or ``off``."""
         st = scenario.settings
         self.scenario = scenario
         self.calibration = calibration
@@ -175,7 +177,7 @@ class SimulationRun:
         self._records_stream: IO[str] | None = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self._records_stream = (out_dir / "requests.csv").open("w", encoding="utf-8")
+            self._records_stream = open_records(out_dir, requests_csv)
         self.engine = build_engine(
             scenario,
             self.fidelity,
@@ -274,6 +276,7 @@ class SimulationRun:
             fidelity=self.fidelity,
             seed=self.seed,
             perf_engine=self.scenario.settings.perf_engine,
+            engine_settings=self.scenario.settings.engine,
             calibration=self.calibration,
             loads=self.loads,
             engine=self.engine,

@@ -76,6 +76,56 @@ class PolicySpec:
         return options
 
 
+class KvReservation(StrEnum):
+    ADMISSION = "admission"  # a decode admits a request only when its prompt + full output fit (no preemption)
+    GROW = "grow"  # admit on the prompt + one token; the KV grows a token a step, preempting when it runs out
+
+
+class Preemption(StrEnum):
+    RECOMPUTE = "recompute"  # the victim's KV is dropped; on readmission its context is prefilled again
+    SWAP = "swap"  # the victim's KV is copied to host memory and back (both copies stall the batch)
+
+
+class KvTransfer(StrEnum):
+    QUEUED = "queued"  # a prefill instance's outbound KV transfers share its NIC one after another
+    PARALLEL = "parallel"  # every transfer runs at the full link bandwidth at once (SplitwiseSim's DummyLink)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Serving-engine behaviours of the request-fidelity engine (the fluid engine ignores them).
+
+    The defaults are the engine as it always ran, so results do not move: KV reserved for the whole
+    output at admission (hence no preemption), whole prompts per prefill batch, the service's own
+    ``max_prefill_tokens`` / ``max_decode_batch`` only, queued KV transfers, no mixed pool, and KV
+    capacity and link bandwidth from the performance model and the topology.
+    """
+
+    kv_reservation: KvReservation = KvReservation.ADMISSION
+    preemption: Preemption = Preemption.RECOMPUTE  # acts only when the KV runs out (kv_reservation: grow)
+    swap_gbyte_per_s: float = 25.0  # host ↔ GPU copy rate of a swap (assumption: PCIe Gen4 x16 class)
+    prefill_chunk_tokens: int | None = None  # chunked prefill: at most this many prompt tokens a batch
+    max_batched_tokens: int | None = None  # tokens per iteration on any instance (a decode counts one)
+    kv_transfer: KvTransfer = KvTransfer.QUEUED
+    # SplitwiseSim's mixed pool: under overload a prompt is lent to a decode instance and a decode to a
+    # prefill instance; a prefill pool is overloaded when its least-loaded instance has a queue and
+    # more than ``mixed_pool_prompt_tokens`` pending with this prompt
+    mixed_pool: bool = False
+    mixed_pool_prompt_tokens: int = 8192
+    kv_capacity_tokens: int | None = None  # KV tokens per instance (None: what the memory leaves)
+    kv_capacity_gib: float | None = None  # the same in GiB of KV (converted with the model's bytes/token)
+    kv_link_gbyte_per_s: float | None = None  # every P→D link at this rate (None: NICs × topology factor)
+    kv_link_latency_s: float | None = None  # per-transfer setup time (None: the topology's)
+
+    def kv_capacity_for(self, kv_bytes_per_token: float, default_tokens: int) -> int:
+        """An instance's KV capacity in tokens under these settings."""
+        if self.kv_capacity_tokens is not None:
+            return self.kv_capacity_tokens
+        if self.kv_capacity_gib is not None:
+            return int(self.kv_capacity_gib * 1024**3 / kv_bytes_per_token)
+        return default_tokens
+
+
 @dataclass(frozen=True, slots=True)
 class SimSettings:
     fidelity: Fidelity = Fidelity.REQUEST
@@ -100,6 +150,7 @@ class SimSettings:
     # pressure test: per-instance TPS targets from role-wise knees (each role the bottleneck in turn)
     # rather than the balanced knee; what a policy that sizes each role from its own demand needs
     role_wise_targets: bool = False
+    engine: EngineSettings = field(default_factory=EngineSettings)  # request-fidelity serving behaviours
 
 
 @dataclass(frozen=True, slots=True)

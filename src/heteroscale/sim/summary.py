@@ -3,12 +3,21 @@
 Utilisation figures are GPU-time weighted over everything billed: a GPU that is starting, idle or
 draining counts as billed and not busy, as DCGM would report it.
 
+Latency percentiles: ``ttft_p50/p90/p99_s`` and ``tbt_p50/p90/p99_s`` (definitions in
+``heteroscale.sim.records``), and ``latency``: p50/p90/p99 of ``ttft_s``, ``tbt_s``, ``e2e_s``
+(arrival → last token), ``queueing_s`` (arrival → prefill start), ``transfer_s`` (prefill end → KV
+landed, NIC queue included), ``ttft_splitwise_s`` and ``tbt_splitwise_s`` (SplitwiseSim's TTFT, to the
+prefill end, and its per-request TBT; see ``heteroscale.sim.records``). The fluid engine
+estimates TTFT and TBT only; its other latency figures are null.
+
 ``requests_failed`` counts every failed request; ``requests_failed_by_scale_in`` those failed because
 an instance was removed under them (killed, or drained past its deadline), and
 ``requests_failed_by_cause`` splits the total by FailureCause (``scale-in``, ``kv-capacity``).
 
 ``instances_gated`` / ``instances_gated_s`` / ``gpu_hours_gated``: Ready instances held out of service
 discovery by ratio gating (:mod:`heteroscale.sim.gating`), billed and serving nothing.
+``fluid_load_fraction`` / ``fluid_regime`` / ``fluid_estimates``: which fluid latency and SLO figures
+to trust (:mod:`heteroscale.sim.fidelity`); None at request fidelity.
 
 ``summarise`` reads a finished run and changes nothing: the run brings its engine's accumulators up to
 the end first (``Engine.finalize``).
@@ -16,9 +25,13 @@ the end first (``Engine.finalize``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+import numpy as np
 
 from heteroscale.domain.hardware import Role
 from heteroscale.perf import Calibration
@@ -26,7 +39,8 @@ from heteroscale.perf.engines import assumptions
 from heteroscale.sim.engine import Engine, ServiceLoad
 from heteroscale.sim.fidelity import fluid_labels
 from heteroscale.sim.gating import GatingTally
-from heteroscale.sim.scenario import Fidelity
+from heteroscale.sim.records import ServiceStats
+from heteroscale.sim.scenario import EngineSettings, Fidelity
 from heteroscale.sim.telemetry import percentile
 
 
@@ -38,6 +52,7 @@ class RunFacts:
     fidelity: Fidelity
     seed: int
     perf_engine: str
+    engine_settings: EngineSettings
     calibration: Calibration
     loads: list[ServiceLoad]
     engine: Engine
@@ -57,6 +72,33 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
+_QS = (0.5, 0.9, 0.99)
+_PHASES = (("e2e_s", "e2e_values"), ("queueing_s", "queue_values"), ("transfer_s", "xfer_values"))
+
+
+def _pcts(values: list[float | None]) -> dict[str, float | None]:
+    return {f"p{round(q * 100)}": _r(v) for q, v in zip(_QS, values, strict=True)}
+
+
+def _latency(stats: list[ServiceStats], ttft: list[float | None], tbt: list[float | None]) -> dict[str, Any]:
+    """p50/p90/p99 of every latency the summary reports (None where the engine does not measure it)."""
+    out: dict[str, Any] = {"ttft_s": _pcts(ttft), "tbt_s": _pcts(tbt)}
+    for key, attr in (
+        *_PHASES,
+        ("ttft_splitwise_s", "ttft_splitwise_values"),
+        ("tbt_splitwise_s", "tbt_splitwise_values"),
+    ):
+        values = _sorted(stats, attr)
+        out[key] = _pcts([percentile(values, q) for q in _QS])
+    return out
+
+
+def _sorted(stats: list[ServiceStats], attr: str) -> list[float]:
+    """The values of ``attr`` (a float array) over ``stats``, sorted (numpy: a run has 10⁵–10⁶)."""
+    parts = [np.frombuffer(getattr(s, attr), dtype=np.float64) for s in stats]
+    return np.sort(np.concatenate(parts) if parts else np.zeros(0)).tolist()  # type: ignore[no-any-return]
+
+
 def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
     engine = run.engine
     cluster = engine.cluster
@@ -70,12 +112,13 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
         for cause, n in s.failed_by_cause().items():
             failed_by_cause[cause] = failed_by_cause.get(cause, 0) + n
     met = sum(s.met_slo for s in stats)
-    qs = (0.5, 0.99)
+    qs = _QS
     if engine.latency_estimated:
         ttft_q, tbt_q = engine.latency_quantiles(None, qs)  # type: ignore[attr-defined]
     else:
-        ttft_q = [percentile(sorted(v for s in stats for v in s.ttft_values), q) for q in qs]
-        tbt_q = [percentile(sorted(v for s in stats for v in s.tbt_values), q) for q in qs]
+        ttft_all, tbt_all = _sorted(stats, "ttft_values"), _sorted(stats, "tbt_values")
+        ttft_q = [percentile(ttft_all, q) for q in qs]
+        tbt_q = [percentile(tbt_all, q) for q in qs]
 
     # busy GPU-seconds per role, from every instance that ever lived
     busy = {r.value: 0.0 for r in Role}
@@ -97,8 +140,8 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
         if engine.latency_estimated:
             s_ttft, s_tbt = engine.latency_quantiles(idx, qs)  # type: ignore[attr-defined]
         else:
-            st_ttft = sorted(s.ttft_values)
-            st_tbt = sorted(s.tbt_values)
+            st_ttft = _sorted([s], "ttft_values")
+            st_tbt = _sorted([s], "tbt_values")
             s_ttft = [percentile(st_ttft, q) for q in qs]
             s_tbt = [percentile(st_tbt, q) for q in qs]
         per_service[load.spec.name] = (
@@ -110,9 +153,12 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
                 "requests_failed_by_cause": s.failed_by_cause(),
                 "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
                 "ttft_p50_s": _r(s_ttft[0]),
-                "ttft_p99_s": _r(s_ttft[1]),
+                "ttft_p90_s": _r(s_ttft[1]),
+                "ttft_p99_s": _r(s_ttft[2]),
                 "tbt_p50_s": _r(s_tbt[0]),
-                "tbt_p99_s": _r(s_tbt[1]),
+                "tbt_p90_s": _r(s_tbt[1]),
+                "tbt_p99_s": _r(s_tbt[2]),
+                "latency": _latency([s], s_ttft, s_tbt),
                 "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
             }
             | run.gating.figures(load.spec.name)
@@ -126,6 +172,11 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
         "latency_estimated": engine.latency_estimated,
         "perf_engine": run.perf_engine,
         "perf_engine_assumptions": assumptions(run.perf_engine, run.calibration),
+        # the request engine's behaviours (simulation.engine; the fluid engine ignores them)
+        "engine_settings": {
+            f.name: (v.value if isinstance(v := getattr(run.engine_settings, f.name), StrEnum) else v)
+            for f in dataclasses.fields(run.engine_settings)
+        },
         "requests_total": total,
         "requests_completed": completed,
         "requests_failed": failed,
@@ -133,9 +184,12 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
         "requests_failed_by_cause": failed_by_cause,
         "requests_unfinished": total - completed - failed,
         "ttft_p50_s": _r(ttft_q[0]),
-        "ttft_p99_s": _r(ttft_q[1]),
+        "ttft_p90_s": _r(ttft_q[1]),
+        "ttft_p99_s": _r(ttft_q[2]),
         "tbt_p50_s": _r(tbt_q[0]),
-        "tbt_p99_s": _r(tbt_q[1]),
+        "tbt_p90_s": _r(tbt_q[1]),
+        "tbt_p99_s": _r(tbt_q[2]),
+        "latency": _latency(stats, ttft_q, tbt_q),
         "slo_attainment": _r(_ratio(met, total)),
         "gpu_hours": _r(total_gpu_s / 3600.0),
         "gpu_hours_by_role": {k: _r(v / 3600.0) for k, v in gpu_s.items()},

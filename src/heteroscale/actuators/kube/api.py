@@ -165,7 +165,7 @@ class KubernetesSettings:
     retry_budget_s: float = 8.0  # one call with its retries never waits longer than this
     field_manager: str = "heteroscale"
     # "namespace": the GPUs our own pods use; "cluster": every pod on the GPU nodes (needs cluster-wide
-    # pod list permission: deploy/rbac-cluster-gpu-accounting.yaml)
+    # pod list permission: deploy/kustomize/components/gpu-accounting)
     gpu_accounting: str = "namespace"
     start_timeout_s: float = 900.0  # a pod not Ready for this long is stuck: replaced, not capacity
     unschedulable_grace_s: float = 60.0  # a pod the scheduler finds no node for this long is stuck

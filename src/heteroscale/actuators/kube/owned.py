@@ -17,7 +17,7 @@ ReplicaSet deletes unready pods before it looks at the deletion cost. The live l
 
 **Reading.** Only what is ours and what the topology needs, namespace-scoped and label-selected, in
 pages: GPU nodes (those with the SKU label), our Deployments and our pods. With ``gpu_accounting:
-cluster`` (opt-in; it needs the cluster-wide pod list of deploy/rbac-cluster-gpu-accounting.yaml) the
+cluster`` (opt-in; it needs the cluster-wide pod list of deploy/kustomize/components/gpu-accounting) the
 pods bound to a node are listed too, page by page, each cut down to its node and GPUs at once. One read
 serves a whole cycle: ``finish_drains``, ``snapshot``, ``free_gpus``, ``topology`` and ``apply`` at
 the same ``now_s`` share it until something is written; ``apply`` then finishes due drains on that

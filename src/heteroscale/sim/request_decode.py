@@ -1,0 +1,194 @@
+"""The decode side of the request engine: admission, the analytic batch advance, stalls,
+preemption and rescheduling (see :mod:`heteroscale.sim.request_engine` for the model).
+
+:class:`DecodeSide` is the base of the engine's parts: it declares the state they share and the
+hooks the engine itself defines.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+
+from heteroscale.domain.state import Lifecycle
+from heteroscale.sim.cluster import SimCluster, SimInstance
+from heteroscale.sim.records import FailureCause
+from heteroscale.sim.request_model import DecodeInst, Req, ServiceState
+from heteroscale.sim.scenario import EngineSettings, Preemption
+
+# event kinds
+EV_PREFILL_DONE = 0
+EV_XFER_DONE = 1
+EV_DECODE_NEXT = 2
+EV_READY = 3
+EV_DRAIN_DEADLINE = 4
+EV_LENT_DONE = 5
+
+
+class DecodeSide:
+    """Decode batches; the state every part of the engine shares."""
+
+    cluster: SimCluster
+    settings: EngineSettings
+    services: list[ServiceState]
+    heap: list[tuple[float, int, int, object, int]]
+    seq: itertools.count[int]
+    adm_seq: itertools.count[int]
+    grow: bool
+    now_s: float
+
+    # -- hooks the engine defines
+    def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
+        raise NotImplementedError
+
+    def _fail(self, req: Req, now_s: float, cause: FailureCause) -> None:
+        raise NotImplementedError
+
+    def _maybe_gone(self, inst: SimInstance, now_s: float) -> bool:
+        raise NotImplementedError
+
+    def _route_prefill(self, req: Req, now_s: float) -> None:
+        raise NotImplementedError
+
+    def _start_transfer(self, req: Req, now_s: float) -> None:
+        raise NotImplementedError
+
+    def _take_batch(self, sv: ServiceState, q: deque[Req], now_s: float) -> tuple[list[Req], int, float, float]:
+        raise NotImplementedError
+
+    def _push(self, t_s: float, kind: int, obj: object, ver: int = 0) -> None:
+        heapq.heappush(self.heap, (t_s, next(self.seq), kind, obj, ver))
+
+    def _maybe_done(self, d: DecodeInst, now_s: float) -> None:
+        if d.owner is not None:
+            if d.owner.lifecycle is Lifecycle.DRAINING:
+                self._maybe_gone(d.owner, now_s)
+        elif d.lifecycle is Lifecycle.DRAINING:
+            self._maybe_gone(d, now_s)
+
+    # ------------------------------------------------------------------ decode
+    def _fits(self, d: DecodeInst, req: Req) -> bool:
+        """Whether ``d`` can admit ``req`` now (batch size and KV)."""
+        if d.b >= d.max_batch:
+            return False
+        if self.grow:  # its context now plus one more step of the whole batch
+            return d.ctx + req.inp + (req.out - 1 - req.remaining) + d.b + 1 <= d.cap_tokens
+        return d.resv + req.inp + req.out <= d.cap_tokens
+
+    def _advance(self, d: DecodeInst, now_s: float) -> None:
+        dt = now_s - d.t_last
+        if dt > 0.0:
+            b = d.b
+            if b:
+                per = d.lin_per[b]
+                lin = d.lin_base[b] + per * d.ctx
+                a = per * b * 0.5
+                if a * dt < 1e-9 * lin * lin:
+                    k = dt / lin
+                else:
+                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                d.steps += k
+                d.ctx += b * k
+                d.acc_tokens += b * k
+                d.acc_wall_s += dt
+                d.acc_kernel_s += dt - k * d.host[b]
+                perf = d.perf  # perf.decode_flops(b, ctx), inlined
+                d.acc_flops += k * (
+                    b * perf.decode_flops_per_seq + int(d.ctx - b * k * 0.5) * perf.decode_attn_flops_per_context_token
+                )
+            d.t_last = now_s
+
+    def _stall(self, d: DecodeInst, now_s: float, dur_s: float) -> float:
+        """The batch makes no progress for ``dur_s`` (after any stall already running); the caller
+        reschedules. Returns when the stall ends."""
+        self._advance(d, now_s)
+        end = (d.t_last if d.t_last > now_s else now_s) + dur_s
+        d.t_last = end
+        return end
+
+    def _admit(self, d: DecodeInst, req: Req, now_s: float) -> None:
+        if req.preemptions and self.grow:
+            self._readmit_cost(d, req, now_s)
+        if math.isnan(req.t_admit):  # first admission: its first token
+            req.t_admit = now_s
+            req.t_first = now_s
+        n = req.remaining
+        if n <= 0:
+            self._complete(req, now_s, None)
+            return
+        req.fin_step = d.steps + n
+        req.adm_order = next(self.adm_seq)
+        heapq.heappush(d.members, (req.fin_step, req.rid, req))
+        d.b += 1
+        d.ctx += req.inp + (req.out - 1 - n)
+        d.resv += req.inp + req.out
+        d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
+
+    def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
+        ctx = req.inp + (req.out - 1 - req.remaining)
+        if self.settings.preemption is Preemption.SWAP:
+            dur = ctx * d.perf.kv_bytes_per_token / (self.settings.swap_gbyte_per_s * 1e9)
+        else:
+            dur = d.perf.prefill_time_s(int(ctx), float(ctx) * ctx)
+        self._stall(d, now_s, dur)
+
+    def _preempt(self, d: DecodeInst, now_s: float) -> None:
+        """Free KV for one more step of the batch: preempt the latest admitted members."""
+        swap = self.settings.preemption is Preemption.SWAP
+        while d.b > 1 and d.ctx + d.b > d.cap_tokens + 1e-6:
+            entry = max(d.members, key=lambda m: m[2].adm_order)
+            d.members.remove(entry)
+            heapq.heapify(d.members)
+            req = entry[2]
+            req.remaining = max(1.0, entry[0] - d.steps)
+            req.preemptions += 1
+            held = req.inp + (req.out - 1 - req.remaining)
+            d.b -= 1
+            d.ctx -= held
+            d.resv -= req.inp + req.out
+            d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
+            d.waiting.appendleft(req)
+            if swap:
+                self._stall(d, now_s, held * d.perf.kv_bytes_per_token / (self.settings.swap_gbyte_per_s * 1e9))
+
+    def _reschedule(self, d: DecodeInst, now_s: float) -> None:
+        d.version += 1
+        b = d.b
+        if b:
+            k = d.members[0][0] - d.steps
+            k = max(k, 0.0)
+            if self.grow and b > 1:  # the KV fills after (cap − ctx) / b steps: preempt then
+                k_full = (d.cap_tokens - d.ctx) / b
+                if k_full < k:
+                    k = max(k_full, 0.0)
+            per = d.lin_per[b]
+            dt = (d.lin_base[b] + per * d.ctx) * k + per * b * k * k * 0.5
+            base = d.t_last if d.t_last > now_s else now_s
+            heapq.heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, d.version))
+
+    def _decode_next(self, d: DecodeInst, now_s: float) -> None:
+        self._advance(d, now_s)
+        members = d.members
+        target = members[0][0]
+        if not self.grow or d.steps >= target - 1e-6:
+            d.steps = max(d.steps, target)  # float round-off of the closed-form inversion
+        limit = d.steps + 1e-6
+        while members and members[0][0] <= limit:
+            _, _, req = heapq.heappop(members)
+            d.b -= 1
+            d.ctx -= req.inp + req.out - 1
+            d.resv -= req.inp + req.out
+            self._complete(req, now_s, (now_s - req.t_first) / (req.out - 1))
+        d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
+        if d.ctx < 0.0 or not members:
+            d.ctx = max(0.0, d.ctx) if members else 0.0
+        if self.grow:
+            self._preempt(d, now_s)
+        waiting = d.waiting
+        while waiting and self._fits(d, waiting[0]):
+            self._admit(d, waiting.popleft(), now_s)
+        if d.owner is not None or d.lifecycle is Lifecycle.DRAINING:
+            self._maybe_done(d, now_s)
+        self._reschedule(d, now_s)

@@ -67,7 +67,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/perf_model_fidelity.py
 	-$(BIN)/python benchmarks/calibration_scorecard.py
 	-$(BIN)/python benchmarks/splitwise_mirror.py
-	$(BIN)/python benchmarks/fidelity_request_vs_fluid.py
+	$(BIN)/python benchmarks/fluid_fidelity.py
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/schedule_scale.py
 	$(BIN)/python benchmarks/controller_scale.py

@@ -671,3 +671,40 @@ def test_resolved_config_round_trips_overrides_and_fp8(tmp_path: Path) -> None:
     again = _round_trip(scenario, tmp_path)
     assert dataclasses.replace(again, source=scenario.source) == scenario
     assert again.skus["h800"].cost_per_gpu_hour == 3.0
+
+
+# --- upper bounds on counts -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"services.0.load.copies": 2**62}, "services[0].load.copies"),
+        ({"services.0.roles.prefill.max": 10**9}, "services[0].roles.prefill.max"),
+        ({"services.0.roles.decode.min": 10**9}, "services[0].roles.decode.min"),
+        ({"services.0.policy.prefill": 10**9}, "services[0].policy.prefill"),
+        ({"services.0.policy.decode": 10**9}, "services[0].policy.decode"),
+        ({"services.0.max_prefill_tokens": 2**40}, "services[0].max_prefill_tokens"),
+        ({"services.0.max_decode_batch": 2**40}, "services[0].max_decode_batch"),
+        ({"simulation": {"seed": 2**62}}, "simulation.seed"),
+        ({"budget": {"total_gpus": 2**62}}, "budget.total_gpus"),
+        ({"budget": {"by_sku": {"h800": 2**62}}}, "budget.by_sku.h800"),
+    ],
+)
+def test_absurd_counts_are_one_line_naming_the_field(tmp_path: Path, changes: dict[str, Any], field: str) -> None:
+    path = write(tmp_path, "bad.yaml", scenario_dict(**changes))
+    message = one_line_error(path)
+    assert message.startswith(f"{path}: {field}: "), message
+    assert "less than or equal to" in message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"services.0.load.copies": 1_000},
+        {"services.0.roles.prefill.max": 10_000, "services.0.roles.decode.max": 10_000},
+        {"simulation": {"seed": 2**32 - 1}},
+    ],
+)
+def test_counts_at_their_upper_bound_are_accepted(tmp_path: Path, changes: dict[str, Any]) -> None:
+    load_scenario(str(write(tmp_path, "ok.yaml", scenario_dict(**changes))))

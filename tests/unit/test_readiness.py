@@ -11,6 +11,7 @@ from heteroscale.controller.readiness import (
     restore_for_scale_out,
     slo_degraded,
     soft_scale_in_step,
+    ungate_all,
 )
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.observation import Observation, RoleSignals
@@ -117,3 +118,18 @@ def test_soft_scale_in_in_the_simulator_keeps_the_instance_out_of_discovery_then
     for at_s, inst_id in soft:
         assert inst_id in removed and removed[inst_id] - at_s >= 120.0
     assert sum(s.failed for s in run.engine.stats) == 0
+
+
+def test_fixed_counts_are_never_gated_and_a_held_instance_comes_back() -> None:
+    """After a restart a Ready instance out of discovery counts as gated; a fixed-count service puts it
+    back (its split is the user's), but leaves a soft-removed one alone."""
+    book = ServiceBook(soft_removed={"d2": 0.0}, gated={"d1"})
+    instances = fleet(1, 1) | {
+        "d1": inst("d1", Role.DECODE, ready_at=1.0, in_disc=False),
+        "d2": inst("d2", Role.DECODE, ready_at=2.0, in_disc=False),
+        "d3": inst("d3", Role.DECODE, ready_at=3.0, in_disc=False),
+    }
+    changes = ungate_all(book, instances)
+    assert [(c.instance_id, c.in_discovery) for c in changes] == [("d1", True), ("d3", True)]
+    assert book.gated == set()
+    assert ungate_all(book, fleet(1, 3)) == []  # nothing held: nothing to do

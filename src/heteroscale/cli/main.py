@@ -323,6 +323,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     else:
         print(summary_table(summary))
+        if summary.get("instances_gated"):
+            print(
+                f"  note: discovery gating held {summary['instances_gated']} Ready instance(s) out of service "
+                "(billed, serving nothing); the journal says when and why"
+            )
         if summary.get("trace_rows_skipped"):
             print(f"  note: {summary['trace_rows_skipped']} malformed trace row(s) skipped")
         if args.out is not None:

@@ -39,6 +39,15 @@ from heteroscale.domain.service import ServiceSpec
 from heteroscale.sim.scenario import EngineSettings, LoadSpec, SimSettings
 from heteroscale.sim.transforms import LengthScale, RateStep
 
+# Upper bounds on counts: far above any real deployment (the paper's fleet is tens of thousands of
+# GPUs), low enough that a typo such as an extra digit or 2**62 is an error, not an hours-long run.
+MAX_INSTANCES = 10_000  # instances of one role of one service
+MAX_COPIES = 1_000  # superposed copies of a trace
+MAX_PREFILL_TOKENS = 1_048_576  # prefill token budget per batch
+MAX_DECODE_BATCH = 65_536  # requests in one decode batch
+MAX_SEED = 2**32 - 1  # the range of a 32-bit seed
+MAX_GPUS = 1_000_000  # GPUs in a budget
+
 ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
@@ -56,8 +65,8 @@ class RoleConfig(StrictModel):
     """One role (prefill or decode) of a service: allowed shapes in preference order and bounds."""
 
     shapes: list[ShapeConfig] = Field(min_length=1)
-    min: int = Field(default=field_default(ServiceSpec, "min_prefill"), ge=0)
-    max: int = Field(default=field_default(ServiceSpec, "max_prefill"), ge=1)
+    min: int = Field(default=field_default(ServiceSpec, "min_prefill"), ge=0, le=MAX_INSTANCES)
+    max: int = Field(default=field_default(ServiceSpec, "max_prefill"), ge=1, le=MAX_INSTANCES)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> RoleConfig:
@@ -152,7 +161,7 @@ class LoadConfig(StrictModel):
     rate_curve_smoothing_s: float = Field(default=field_default(LoadSpec, "rate_curve_smoothing_s"), ge=0)
     rate_scale: float = Field(default=field_default(LoadSpec, "rate_scale"), gt=0)
     time_compression: float = Field(default=field_default(LoadSpec, "time_compression"), gt=0)
-    copies: int = Field(default=field_default(LoadSpec, "copies"), ge=1)
+    copies: int = Field(default=field_default(LoadSpec, "copies"), ge=1, le=MAX_COPIES)
     copy_shift_s: float = Field(default=field_default(LoadSpec, "copy_shift_s"), ge=0)
     start_s: float = Field(default=field_default(LoadSpec, "start_s"), ge=0)
     skip_bad_rows: bool = field_default(LoadSpec, "skip_bad_rows")
@@ -187,8 +196,8 @@ class PolicyConfig(StrictModel):
     (held all along by ``fixed`` / ``static``) and the policy's own options."""
 
     name: str = Field(min_length=1)
-    prefill: int = Field(ge=0)
-    decode: int = Field(ge=0)
+    prefill: int = Field(ge=0, le=MAX_INSTANCES)
+    decode: int = Field(ge=0, le=MAX_INSTANCES)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -204,8 +213,10 @@ class ServiceFieldsConfig(StrictModel):
     priority: int = field_default(ServiceSpec, "priority")
     affinity: Literal["s1", "s2", "cluster"] = field_default(ServiceSpec, "affinity").value
     prefix_cache_hit_rate: float = Field(default=field_default(ServiceSpec, "prefix_cache_hit_rate"), ge=0, le=1)
-    max_prefill_tokens: int = Field(default=field_default(ServiceSpec, "max_prefill_tokens"), ge=1)
-    max_decode_batch: int = Field(default=field_default(ServiceSpec, "max_decode_batch"), ge=1)
+    max_prefill_tokens: int = Field(
+        default=field_default(ServiceSpec, "max_prefill_tokens"), ge=1, le=MAX_PREFILL_TOKENS
+    )
+    max_decode_batch: int = Field(default=field_default(ServiceSpec, "max_decode_batch"), ge=1, le=MAX_DECODE_BATCH)
     # several allowed shapes per role: "preference" (listed order, fallback) or "cost" (cheapest mix)
     gpu_mix: Literal["preference", "cost"] = field_default(ServiceSpec, "gpu_mix").value
     gpu_mix_time_limit_s: float = Field(default=field_default(ServiceSpec, "gpu_mix_time_limit_s"), gt=0, le=60)
@@ -258,7 +269,7 @@ class EngineConfig(StrictModel):
 class SimulationConfig(StrictModel):
     fidelity: Literal["request", "fluid"] = field_default(SimSettings, "fidelity").value
     duration_s: float | None = Field(default=field_default(SimSettings, "duration_s"), gt=0)
-    seed: int = Field(default=field_default(SimSettings, "seed"), ge=0)
+    seed: int = Field(default=field_default(SimSettings, "seed"), ge=0, le=MAX_SEED)
     tick_s: float = Field(default=field_default(SimSettings, "tick_s"), gt=0)
     cold_start_s: float = Field(default=field_default(SimSettings, "cold_start_s"), ge=0)
     drain_grace_s: float = Field(default=field_default(SimSettings, "drain_grace_s"), ge=0)
@@ -316,8 +327,8 @@ class BudgetConfig(StrictModel):
     """GPUs all services may hold together (pending, starting, ready and draining instances): a total
     and/or per-SKU caps. When it binds, capacity goes by service priority."""
 
-    total_gpus: int | None = Field(default=None, ge=0)
-    by_sku: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    total_gpus: int | None = Field(default=None, ge=0, le=MAX_GPUS)
+    by_sku: dict[str, Annotated[int, Field(ge=0, le=MAX_GPUS)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _some_cap(self) -> BudgetConfig:

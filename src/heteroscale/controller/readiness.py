@@ -4,6 +4,10 @@
 deviates from its target beyond a tolerance, the surplus role's newest instances are held out of
 service discovery until the other role catches up, then restored.
 
+A policy that holds fixed counts (``fixed``, ``static``) is never gated: the split is the user's, so
+a static 1P/2D cluster serves with both decode instances (:func:`ungate_all` restores any instance
+held before, e.g. by a controller restart).
+
 *Soft scale-in*: an instance chosen for removal first leaves discovery and keeps running for an
 observation window; if the SLO degrades meanwhile it comes back at once (no cold start), otherwise it
 is drained and removed.
@@ -126,4 +130,16 @@ def gate_discovery(
                         f"gated: ready {n_p}P/{n_d}D deviates from ratio {r} beyond {st.ratio_tolerance:.0%}",
                     )
                 )
+    return changes
+
+
+def ungate_all(book: ServiceBook, instances: dict[str, InstanceInfo]) -> list[DiscoveryChange]:
+    """Put every gated Ready instance back into discovery (a service whose counts are not gated)."""
+    changes: list[DiscoveryChange] = []
+    for inst in sorted(instances.values(), key=lambda i: i.id):
+        if inst.lifecycle is not Lifecycle.READY or inst.id in book.soft_removed:
+            continue
+        if inst.id in book.gated or not inst.in_discovery:
+            changes.append(DiscoveryChange(inst.id, True, "fixed counts: not gated on the ready P:D ratio"))
+    book.gated.clear()
     return changes

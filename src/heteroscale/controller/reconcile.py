@@ -37,6 +37,7 @@ from heteroscale.controller.readiness import (
     restore_for_scale_out,
     slo_degraded,
     soft_scale_in_step,
+    ungate_all,
 )
 from heteroscale.domain.decision import DecisionRecord, Reason, Step
 from heteroscale.domain.hardware import Role
@@ -56,6 +57,7 @@ from heteroscale.policy.context import (
     Targets,
 )
 from heteroscale.policy.coverage import judge_coverage, keep_no_scale_in, serving_counts
+from heteroscale.policy.registry import FIXED_COUNT_POLICIES
 from heteroscale.scheduling import ServiceDemand, place
 from heteroscale.scheduling.budget import GpuBudget, apply_budget
 
@@ -315,8 +317,13 @@ class Controller:
                     projected[change.instance_id], in_discovery=change.in_discovery
                 )
         gating = []
-        if self.readiness.gating:
+        if p.binding.policy.name in FIXED_COUNT_POLICIES:
+            gating = ungate_all(book, projected)
+        elif self.readiness.gating:  # off where the stack's router ignores our discovery label (scale mode)
             gating = gate_discovery(spec, book, projected, self.readiness, p.result.pd_ratio)
+        for change in gating:
+            if not change.in_discovery:
+                log.info("%s: %s out of service discovery: %s", spec.name, change.instance_id, change.reason)
         plan = dataclasses.replace(
             plan,
             removals=(*plan.removals, *p.expired, *replaced),

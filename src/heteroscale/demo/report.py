@@ -16,7 +16,6 @@ from heteroscale.reports.decisions import decision_text
 from heteroscale.reports.files import write_summary, write_timeseries
 from heteroscale.reports.plots import LOAD_AND_INSTANCES_PNG, RunSeries, write_plots
 from heteroscale.sim.runner import SimulationRun
-from heteroscale.sim.summary import summarise
 
 
 def write_report(
@@ -26,7 +25,7 @@ def write_report(
     lines = [decision_text(d) for d in decisions]
     decisions_path = run_dir / "decisions.txt"
     decisions_path.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    summary = summarise(sim, end_s)
+    summary = sim.summary(end_s)
     summary_path = write_summary(run_dir, summary)
     rows = sim.telemetry.rows
     write_timeseries(run_dir, rows)

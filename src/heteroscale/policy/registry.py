@@ -76,6 +76,8 @@ POLICY_NAMES: tuple[str, ...] = (
 _NESTED: dict[str, type] = {"adaptive_ratio": AdaptiveRatio, "predictive": ForecastParams}
 # policies that read no targets; every other policy gets its targets from a pressure test (or pinned ones)
 TARGET_FREE_POLICIES = frozenset({"fixed", "static", "periodic"})
+# policies that hold the counts the user gave: their P:D split is the user's choice, never gated
+FIXED_COUNT_POLICIES = frozenset({"fixed", "static"})
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

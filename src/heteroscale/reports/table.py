@@ -44,6 +44,32 @@ def _bound(summary: dict[str, Any]) -> str:
     return f"{hours:,.1f} GPU-h, cost {float(bound['cost']):,.1f}{ratio}"
 
 
+def _gated(summary: dict[str, Any]) -> str:
+    """Ready instances held out of service discovery by ratio gating, and for how long."""
+    events = summary.get("instances_gated")
+    if events is None:
+        return "—"
+    if not events:
+        return "none"
+    return (
+        f"{_fmt(events)} time(s), {float(summary['instances_gated_s']) / 3600.0:,.2f} instance-h, "
+        f"{_fmt(summary['gpu_hours_gated'], digits=1)} GPU-h billed while serving nothing (ready P:D off ratio)"
+    )
+
+
+def _fluid_trust(summary: dict[str, Any]) -> str:
+    """At fluid fidelity: the run's peak load over the SLO knee, and which latency figures are estimates."""
+    labels = summary.get("fluid_estimates")
+    if not labels:
+        return "—"
+    fraction = summary.get("fluid_load_fraction")
+    load = "peak load unknown (targets not from a pressure test)"
+    if fraction is not None:
+        load = f"peak load {100 * float(fraction):.0f} % of the SLO knee ({summary.get('fluid_regime')})"
+    trusted = [k for k, v in sorted(labels.items()) if v == "trusted"]
+    return f"{load}; trusted: {', '.join(trusted) or 'throughput and utilisation only'}"
+
+
 def _p3(summary: dict[str, Any], name: str) -> str:
     return " / ".join(_ms(summary.get(f"{name}_{q}_s")) for q in ("p50", "p90", "p99"))
 
@@ -103,6 +129,8 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"decode {_pct(summary['avg_sm_activity_by_role']['decode'])})",
         ),
         ("scale actions", _fmt(summary["scale_actions"])),
+        ("held out by discovery gating", _gated(summary)),
+        ("fluid latency figures", _fluid_trust(summary)),
         ("wall time", f"{_fmt(summary['wall_s'], 's', 2)}"),
         ("perf engine", summary.get("perf_engine_assumptions") or "—"),
         ("engine settings", _engine(summary)),

@@ -1,4 +1,7 @@
-"""The simulator as a drop-in clock, metric source, cluster-state source and actuator."""
+"""The simulator as a drop-in metric source, cluster-state source and actuator.
+
+There is no simulated clock: the run passes virtual time to the controller as ``now_s``.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +10,6 @@ from heteroscale.domain.plan import ActuationResult, PlacementPlan
 from heteroscale.domain.state import ClusterState
 from heteroscale.domain.topology import Topology
 from heteroscale.sim.engine import Engine
-
-
-class SimClock:
-    """Virtual time: the engine's current time. ``sleep_s`` is not meaningful in a replay."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def now_s(self) -> float:
-        return self._engine.now_s
-
-    def monotonic_s(self) -> float:
-        return self._engine.now_s  # virtual time never goes back
-
-    def sleep_s(self, seconds: float) -> None:
-        self._engine.run_until(self._engine.now_s + max(0.0, seconds))
 
 
 class SimMetricSource:

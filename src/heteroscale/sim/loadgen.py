@@ -7,8 +7,8 @@ window: a Poisson count, then that many uniform times), vectorised with numpy, a
 lengths resampled from a request trace.
 
 ``heteroscale.sim.traces`` re-exports this module's API (``from heteroscale.sim.traces import
-generate_poisson`` works), so this module imports ``traces`` only inside functions: either module
-can be imported first.
+generate_poisson`` works); this module imports only the trace type and the row parsers, never
+``traces`` itself, so the two form no cycle.
 
 Errors: bad data → :class:`~heteroscale.errors.TraceError` (``"<file>:<line>: <problem>"``); bad
 arguments → :class:`~heteroscale.errors.ConfigError`.
@@ -20,15 +20,13 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from heteroscale.errors import ConfigError, TraceError
-
-if TYPE_CHECKING:
-    from heteroscale.sim.traces import RequestTrace
+from heteroscale.sim import trace_rows as tr
+from heteroscale.sim.request_trace import RequestTrace
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -136,8 +134,6 @@ def read_rate_curve(
     ``window_s`` defaults to the smallest gap between window starts (600 s in the ServeGen data);
     pass it for a one-window file. ``active_clients`` is checked (integer ≥ 0) but not kept.
     """
-    from heteroscale.sim import traces as tr
-
     file = os.fspath(path)
     lines = tr.read_lines(file, skip_bad_rows)
     tally = tr.BadRowTally(file, skip_bad_rows)
@@ -219,8 +215,6 @@ def generate_poisson(
         raise ConfigError(f"start_s must be finite, got {start_s}")
     if duration_s is not None and not (duration_s >= 0):
         raise ConfigError(f"duration_s must be ≥ 0, got {duration_s}")
-    from heteroscale.sim.traces import RequestTrace
-
     if len(lengths) == 0:
         raise ConfigError(f"{lengths.name}: no requests to take lengths from")
     lo_s = start_s * time_compression  # the kept interval on the curve's own axis
@@ -253,8 +247,6 @@ def superpose(trace: RequestTrace, copies: int, shift_s: float, name: str | None
     Ties keep copy order (copy 0 first). Cache hits are copied per request, not recomputed across
     copies. ``skipped_rows`` / ``failed_rows_excluded`` are the source's (rows of one file).
     """
-    from heteroscale.sim.traces import RequestTrace
-
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
         raise ConfigError(f"copies must be a positive integer, got {copies!r}")
     if not math.isfinite(shift_s):
@@ -278,8 +270,6 @@ def merge(traces: Sequence[RequestTrace], name: str) -> RequestTrace:
     """Several request lists served as one (a service whose request mix is several sources), merged by
     arrival with a stable sort (ties keep source order). Cache hits stay per request; a source without
     them counts 0 cached tokens when another source has them."""
-    from heteroscale.sim.traces import RequestTrace
-
     if not traces:
         raise ConfigError(f"{name}: nothing to merge")
     if len(traces) == 1:

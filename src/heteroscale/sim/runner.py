@@ -1,17 +1,15 @@
 """Build a scenario's engine, drive it with a controller on each tick, and summarise the run.
 
 Every run ends with a check that it billed no less than the saturation bound of the work it completed
-(:mod:`heteroscale.sim.bound`); the bound is in the summary as ``lower_bound``.
+(:mod:`heteroscale.sim.bound`); the bound is in the summary as ``lower_bound``. The controller gets
+virtual time as ``now_s`` on each reconcile: the simulator has no clock of its own.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
-
-import numpy as np
 
 from heteroscale.clock import Stopwatch
 from heteroscale.controller.journal import Journal
@@ -33,76 +31,109 @@ from heteroscale.sim.adapters import SimActuator, SimMetricSource
 from heteroscale.sim.bound import check_bound, load_costs, run_bound
 from heteroscale.sim.cluster import SimCluster
 from heteroscale.sim.engine import Engine, ServiceLoad
+from heteroscale.sim.fidelity import peak_load_fraction
 from heteroscale.sim.fluid_engine import FluidEngine, arrivals_rng
-from heteroscale.sim.parts import load_window, raw_curve, shape_source, smoothed_curve
+from heteroscale.sim.gating import GatingTally
+from heteroscale.sim.loads import build_loads, build_trace, load_curve
 from heteroscale.sim.records import RecordWriter, open_records
 from heteroscale.sim.request_engine import RequestEngine
-from heteroscale.sim.scenario import Fidelity, LoadKind, LoadSpec, Scenario, ServiceRun
-from heteroscale.sim.summary import summarise
+from heteroscale.sim.scenario import Fidelity, Scenario
+from heteroscale.sim.summary import RunFacts, summarise
 from heteroscale.sim.telemetry import Telemetry
-from heteroscale.sim.traces import (
-    RateCurve,
-    RequestTrace,
-    generate_poisson,
-    merge,
-    read_trace,
-    superpose,
-)
-from heteroscale.sim.transforms import scale_lengths
+
+__all__ = ["MIX_NODE_LIMIT", "ProgressFn", "SimulationRun", "build_trace", "load_curve"]
 
 ProgressFn = Callable[[float], None]
 # the GPU-mix MILP in a simulation stops at this many branch-and-bound nodes, not at a time limit, so
 # that a run repeats exactly on a loaded machine and in parallel (the models solve in far fewer)
 MIX_NODE_LIMIT = 10_000
+Perfs = dict[tuple[int, InstanceShape], InstancePerf]
+PolicyChoice = tuple[str, dict[str, object]]
 
 
-def load_curve(load: LoadSpec, name: str) -> RateCurve:
-    """A Poisson load's rate curve: the chosen day, smoothed between window centres."""
-    return smoothed_curve(raw_curve(load, name), load)
+def build_perfs(scenario: Scenario, calibration: Calibration) -> Perfs:
+    """The performance model of every (service, shape) the scenario allows."""
+    perfs: Perfs = {}
+    reserve = scenario.settings.kv_activation_reserve
+    for i, run in enumerate(scenario.services):
+        model = scenario.models[run.spec.model]
+        for role in Role:
+            for shape in run.spec.shapes(role):
+                try:
+                    sku = scenario.skus[shape.sku]
+                    perfs[(i, shape)] = build_instance_perf(model, sku, shape.tp, calibration, reserve)
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"service {run.spec.name}: {role.value} shape {shape.sku} TP{shape.tp}: {exc}"
+                    ) from exc
+    return perfs
 
 
-def build_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None = None) -> RequestTrace:
-    """The request list one service sees, from its LoadSpec (seeded), ``start_s`` rebased to 0; the
-    sources of ``mixed_with`` are drawn after this one from the same generator and merged in."""
-    trace = _source_trace(load, rng, name, duration_s)
-    if not load.mixed_with:
-        return trace
-    parts = [trace, *(_source_trace(part, rng, name, duration_s) for part in load.mixed_with)]
-    return merge(parts, name)
+def perfs_of(perfs: Perfs, svc: int) -> dict[InstanceShape, InstancePerf]:
+    return {shape: perf for (i, shape), perf in perfs.items() if i == svc}
 
 
-def _source_trace(load: LoadSpec, rng: np.random.Generator, name: str, duration_s: float | None) -> RequestTrace:
-    source = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
-    curve = raw_curve(load, name) if load.kind is LoadKind.POISSON else None
-    part = load_window(load, source, curve)
-    offset_s = 0.0 if part is None else part.start_s
-    if curve is not None:
-        length_s = None if part is None else part.length_s
-        trace = generate_poisson(
-            smoothed_curve(curve, load),
-            source,
-            rng,
-            rate_scale=load.rate_scale,
-            time_compression=load.time_compression,
-            name=name,
-            start_s=load.start_s + offset_s,
-            duration_s=_shorter(length_s, duration_s),
-        )
-    else:
-        trace = source
-        if load.time_compression != 1.0:
-            trace = trace.scale_time(load.time_compression)
-    if load.copies > 1:
-        trace = superpose(trace, load.copies, load.copy_shift_s, name=name)
-    if load.start_s > 0 and load.kind is not LoadKind.POISSON:  # Poisson arrivals start there already
-        trace = trace.slice_time(load.start_s, math.inf)
-    if part is not None and load.kind is not LoadKind.POISSON:
-        trace = trace.slice_time(part.start_s, math.inf if part.end_s is None else part.end_s)
-    return shape_source(trace, load, rng, offset_s)
+def build_engine(
+    scenario: Scenario,
+    fidelity: Fidelity,
+    seed: int,
+    cluster: SimCluster,
+    loads: list[ServiceLoad],
+    perfs: Perfs,
+    telemetry: Telemetry,
+    records: RecordWriter,
+) -> Engine:
+    st = scenario.settings
+    if fidelity is Fidelity.REQUEST:
+        return RequestEngine(cluster, loads, perfs, telemetry, records, st.telemetry_window_s, st.engine)
+    return FluidEngine(cluster, loads, perfs, telemetry, st.telemetry_window_s, st.fluid_step_s, arrivals_rng(seed))
 
 
-def _shorter(a_s: float | None, b_s: float | None) -> float | None:
-    return a_s if b_s is None else b_s if a_s is None else min(a_s, b_s)
+def build_bindings(
+    scenario: Scenario,
+    loads: list[ServiceLoad],
+    perfs: Perfs,
+    targets: dict[str, Targets] | None,
+    policies: dict[str, PolicyChoice] | None,
+) -> list[ServiceBinding]:
+    """One binding per service: its policy (``policies`` over the scenario's) and its targets (given,
+    pinned in the scenario, else from the performance model for the load's mean lengths)."""
+    bindings: list[ServiceBinding] = []
+    for i, run in enumerate(scenario.services):
+        name, options = (policies or {}).get(run.spec.name, (run.policy.name, run.policy.build_options()))
+        given = (targets or {}).get(run.spec.name) or run.targets
+        if given is None:
+            trace = loads[i].trace
+            given = analytic_targets(
+                run.spec,
+                {s.key: p for s, p in perfs_of(perfs, i).items()},
+                float(trace.input_tokens.mean()) if len(trace) else 1.0,
+                float(trace.output_tokens.mean()) if len(trace) else 1.0,
+            )
+        try:
+            policy = make_policy(name, options)
+        except ValueError as exc:
+            raise ConfigError(f"service {run.spec.name}: policy {name}: {exc}") from exc
+        mix = mix_settings(run.spec, scenario.skus, scenario.settings.cold_start_s, node_limit=MIX_NODE_LIMIT)
+        bindings.append(ServiceBinding(run.spec, policy, given, mix=mix))
+    return bindings
+
+
+def build_controller(
+    scenario: Scenario, bindings: list[ServiceBinding], engine: Engine, adapter: SimActuator, journal: Journal
+) -> Controller:
+    st = scenario.settings
+    return Controller(
+        bindings,
+        SimMetricSource(engine),
+        adapter,
+        adapter,
+        journal,
+        window_s=max(st.tick_s, st.telemetry_window_s),
+        tick_s=st.tick_s,
+        readiness=ReadinessSettings(st.ratio_tolerance, st.soft_scale_in_s, st.drain_grace_s),
+        budget=scenario.budget,
+    )
 
 
 class SimulationRun:
@@ -119,7 +150,7 @@ class SimulationRun:
         out_dir: Path | None = None,
         loads: list[ServiceLoad] | None = None,
         targets: dict[str, Targets] | None = None,
-        policies: dict[str, tuple[str, dict[str, object]]] | None = None,
+        policies: dict[str, PolicyChoice] | None = None,
         requests_csv: str = "plain",
     ) -> None:
         """``targets`` per service (else performance-model targets); ``policies`` per service as
@@ -134,46 +165,11 @@ class SimulationRun:
         self.out_dir = out_dir
         names = [s.spec.name for s in scenario.services]
         self.service_index = {n: i for i, n in enumerate(names)}
-        if loads is None:
-            loads = []
-            for i, run in enumerate(scenario.services):
-                rng = np.random.default_rng([self.seed, i])
-                if (
-                    self.fidelity is Fidelity.FLUID
-                    and run.load.kind is LoadKind.POISSON
-                    and not run.load.mixed_with
-                    and not run.load.rate_steps  # steps act on requests: draw them
-                ):
-                    loads.append(self._curve_load(run, st.cold_start_s))
-                    continue
-                trace = build_trace(run.load, rng, run.spec.name, self.duration_s)
-                if self.duration_s is not None:
-                    trace = trace.slice_time(0.0, self.duration_s, rebase=False)
-                loads.append(
-                    ServiceLoad(
-                        run.spec,
-                        trace,
-                        ServiceLoad.resolve_cached(trace, run.spec.prefix_cache_hit_rate),
-                        st.cold_start_s,
-                    )
-                )
-        self.loads = loads
-        self.perfs: dict[tuple[int, InstanceShape], InstancePerf] = {}
-        for i, run in enumerate(scenario.services):
-            model = scenario.models[run.spec.model]
-            for role in Role:
-                for shape in run.spec.shapes(role):
-                    try:
-                        self.perfs[(i, shape)] = build_instance_perf(
-                            model, scenario.skus[shape.sku], shape.tp, calibration, st.kv_activation_reserve
-                        )
-                    except ValueError as exc:
-                        raise ConfigError(
-                            f"service {run.spec.name}: {role.value} shape {shape.sku} TP{shape.tp}: {exc}"
-                        ) from exc
+        self.loads = build_loads(scenario, self.fidelity, self.seed, self.duration_s) if loads is None else loads
+        self.perfs = build_perfs(scenario, calibration)
         # each request's least GPU time at saturation: the bound every run is checked against
         self.costs = [
-            load_costs(run.spec, loads[i], {s: p for (j, s), p in self.perfs.items() if j == i}, scenario.skus)
+            load_costs(run.spec, self.loads[i], perfs_of(self.perfs, i), scenario.skus)
             for i, run in enumerate(scenario.services)
         ]
         self.cluster = SimCluster(scenario.topology, scenario.skus, names)
@@ -182,57 +178,23 @@ class SimulationRun:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._records_stream = open_records(out_dir, requests_csv)
-        records = RecordWriter(self._records_stream)
-        self.engine: Engine
-        if self.fidelity is Fidelity.REQUEST:
-            self.engine = RequestEngine(
-                self.cluster, loads, self.perfs, self.telemetry, records, st.telemetry_window_s, st.engine
-            )
-        else:
-            self.engine = FluidEngine(
-                self.cluster,
-                loads,
-                self.perfs,
-                self.telemetry,
-                st.telemetry_window_s,
-                st.fluid_step_s,
-                arrivals_rng(self.seed),
-            )
-        self.journal = Journal(out_dir / "journal.jsonl" if out_dir is not None else None)
-        adapter = SimActuator(self.engine, self.service_index)
-        self.targets: dict[str, Targets] = {}
-        bindings: list[ServiceBinding] = []
-        for i, run in enumerate(scenario.services):
-            name, options = (policies or {}).get(run.spec.name, (run.policy.name, run.policy.build_options()))
-            given = (targets or {}).get(run.spec.name) or run.targets
-            if given is None:
-                trace = loads[i].trace
-                given = analytic_targets(
-                    run.spec,
-                    {s.key: p for (j, s), p in self.perfs.items() if j == i},
-                    float(trace.input_tokens.mean()) if len(trace) else 1.0,
-                    float(trace.output_tokens.mean()) if len(trace) else 1.0,
-                )
-            self.targets[run.spec.name] = given
-            try:
-                policy = make_policy(name, options)
-            except ValueError as exc:
-                raise ConfigError(f"service {run.spec.name}: policy {name}: {exc}") from exc
-            mix = mix_settings(run.spec, scenario.skus, st.cold_start_s, node_limit=MIX_NODE_LIMIT)
-            bindings.append(ServiceBinding(run.spec, policy, given, mix=mix))
-        self.policy_names = {b.spec.name: b.policy.name for b in bindings}
-        self.controller = Controller(
-            bindings,
-            SimMetricSource(self.engine),
-            adapter,
-            adapter,
-            self.journal,
-            window_s=max(st.tick_s, st.telemetry_window_s),
-            tick_s=st.tick_s,
-            readiness=ReadinessSettings(st.ratio_tolerance, st.soft_scale_in_s, st.drain_grace_s),
-            budget=scenario.budget,
+        self.engine = build_engine(
+            scenario,
+            self.fidelity,
+            self.seed,
+            self.cluster,
+            self.loads,
+            self.perfs,
+            self.telemetry,
+            RecordWriter(self._records_stream),
         )
-        self.adapter = adapter
+        self.journal = Journal(out_dir / "journal.jsonl" if out_dir is not None else None)
+        self.adapter = SimActuator(self.engine, self.service_index)
+        bindings = build_bindings(scenario, self.loads, self.perfs, targets, policies)
+        self.targets: dict[str, Targets] = {b.spec.name: b.targets for b in bindings}
+        self.policy_names = {b.spec.name: b.policy.name for b in bindings}
+        self.controller = build_controller(scenario, bindings, self.engine, self.adapter, self.journal)
+        self.gating = GatingTally()
         self.wall_s = 0.0
         self.loop_wall_s = 0.0
         self.initial_launches = 0
@@ -240,24 +202,6 @@ class SimulationRun:
         # what places the warm initial deployment (the federated scheduler; a benchmark may swap it)
         self.initial_placer: Callable[[list[ServiceDemand], ClusterState, Topology, dict[str, int]], PlacementPlan] = (
             place
-        )
-
-    def _curve_load(self, run: ServiceRun, cold_start_s: float) -> ServiceLoad:
-        load = run.load
-        lengths = read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows)
-        curve = raw_curve(load, run.spec.name)
-        part = load_window(load, lengths, curve)
-        lengths = scale_lengths(lengths, load.lengths)
-        return ServiceLoad(
-            run.spec,
-            lengths,
-            ServiceLoad.resolve_cached(lengths, run.spec.prefix_cache_hit_rate),
-            cold_start_s,
-            rate_curve=smoothed_curve(curve, load),
-            rate_scale=load.rate_scale * max(1, load.copies),
-            time_compression=load.time_compression,
-            duration_s=self.duration_s if part is None else _shorter(part.length_s, self.duration_s),
-            curve_start_s=load.start_s + (0.0 if part is None else part.start_s),
         )
 
     def _deploy_initial(self) -> None:
@@ -304,11 +248,12 @@ class SimulationRun:
             if self.duration_s is None and self.engine.idle:
                 break
             self.controller.reconcile_once(t)
+            self.gating.observe(t, self.controller.books, self.cluster.instances)
             # GPUs grow only at a reconcile (launches), so the peak is seen right after one
             self.peak_gpus_held = max(self.peak_gpus_held, self.cluster.gpus_held())
         self.loop_wall_s = loop.elapsed_s()
         end_s = t
-        summary = summarise(self, end_s)
+        summary = self.summary(end_s)
         bound = run_bound(self.engine, self.loads, self.costs)
         summary["lower_bound"] = bound.as_dict() | {
             "basis": "served tokens" if self.engine.latency_estimated else "completed requests"
@@ -321,6 +266,29 @@ class SimulationRun:
         summary["gpu_budget"] = None if self.scenario.budget is None else self.scenario.budget.total_gpus
         self.close()
         return summary
+
+    def summary(self, end_s: float) -> dict[str, Any]:
+        """Bring the engine's accumulators and the gating tally up to ``end_s``, then summarise."""
+        self.engine.finalize(end_s)
+        self.gating.close(end_s)
+        facts = RunFacts(
+            scenario=self.scenario.name,
+            fidelity=self.fidelity,
+            seed=self.seed,
+            perf_engine=self.scenario.settings.perf_engine,
+            engine_settings=self.scenario.settings.engine,
+            calibration=self.calibration,
+            loads=self.loads,
+            engine=self.engine,
+            initial_launches=self.initial_launches,
+            gating=self.gating,
+            load_fractions=None
+            if self.fidelity is Fidelity.REQUEST
+            else {
+                name: peak_load_fraction(self.telemetry.series(name), self.targets[name]) for name in self.service_index
+            },
+        )
+        return summarise(facts, end_s)
 
     def close(self) -> None:
         if self._records_stream is not None:

@@ -13,24 +13,53 @@ estimates TTFT and TBT only; its other latency figures are null.
 ``requests_failed`` counts every failed request; ``requests_failed_by_scale_in`` those failed because
 an instance was removed under them (killed, or drained past its deadline), and
 ``requests_failed_by_cause`` splits the total by FailureCause (``scale-in``, ``kv-capacity``).
+
+``instances_gated`` / ``instances_gated_s`` / ``gpu_hours_gated``: Ready instances held out of service
+discovery by ratio gating (:mod:`heteroscale.sim.gating`), billed and serving nothing.
+``fluid_load_fraction`` / ``fluid_regime`` / ``fluid_estimates``: which fluid latency and SLO figures
+to trust (:mod:`heteroscale.sim.fidelity`); None at request fidelity.
+
+``summarise`` reads a finished run and changes nothing: the run brings its engine's accumulators up to
+the end first (``Engine.finalize``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from heteroscale.domain.hardware import Role
+from heteroscale.perf import Calibration
 from heteroscale.perf.engines import assumptions
+from heteroscale.sim.engine import Engine, ServiceLoad
+from heteroscale.sim.fidelity import fluid_labels
+from heteroscale.sim.gating import GatingTally
 from heteroscale.sim.records import ServiceStats
+from heteroscale.sim.scenario import EngineSettings, Fidelity
 from heteroscale.sim.telemetry import percentile
 
-if TYPE_CHECKING:
-    from heteroscale.sim.runner import SimulationRun
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What a summary reads from a finished run."""
+
+    scenario: str
+    fidelity: Fidelity
+    seed: int
+    perf_engine: str
+    engine_settings: EngineSettings
+    calibration: Calibration
+    loads: list[ServiceLoad]
+    engine: Engine
+    initial_launches: int
+    gating: GatingTally
+    # per service, the peak load fraction of a fluid run (None: unknown); None at request fidelity
+    load_fractions: dict[str, float | None] | None = None
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -70,10 +99,9 @@ def _sorted(stats: list[ServiceStats], attr: str) -> list[float]:
     return np.sort(np.concatenate(parts) if parts else np.zeros(0)).tolist()  # type: ignore[no-any-return]
 
 
-def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
+def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
     engine = run.engine
-    engine.finalize(end_s)
-    cluster = run.cluster
+    cluster = engine.cluster
     billing = cluster.close_billing(end_s)
     stats = engine.stats
     total = sum(s.arrivals for s in stats)
@@ -116,34 +144,38 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
             st_tbt = _sorted([s], "tbt_values")
             s_ttft = [percentile(st_ttft, q) for q in qs]
             s_tbt = [percentile(st_tbt, q) for q in qs]
-        per_service[load.spec.name] = {
-            "requests_total": s.arrivals,
-            "requests_completed": s.completed,
-            "requests_failed": s.failed,
-            "requests_failed_by_scale_in": s.failed_scale_in,
-            "requests_failed_by_cause": s.failed_by_cause(),
-            "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
-            "ttft_p50_s": _r(s_ttft[0]),
-            "ttft_p90_s": _r(s_ttft[1]),
-            "ttft_p99_s": _r(s_ttft[2]),
-            "tbt_p50_s": _r(s_tbt[0]),
-            "tbt_p90_s": _r(s_tbt[1]),
-            "tbt_p99_s": _r(s_tbt[2]),
-            "latency": _latency([s], s_ttft, s_tbt),
-            "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
-        }
+        per_service[load.spec.name] = (
+            {
+                "requests_total": s.arrivals,
+                "requests_completed": s.completed,
+                "requests_failed": s.failed,
+                "requests_failed_by_scale_in": s.failed_scale_in,
+                "requests_failed_by_cause": s.failed_by_cause(),
+                "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
+                "ttft_p50_s": _r(s_ttft[0]),
+                "ttft_p90_s": _r(s_ttft[1]),
+                "ttft_p99_s": _r(s_ttft[2]),
+                "tbt_p50_s": _r(s_tbt[0]),
+                "tbt_p90_s": _r(s_tbt[1]),
+                "tbt_p99_s": _r(s_tbt[2]),
+                "latency": _latency([s], s_ttft, s_tbt),
+                "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
+            }
+            | run.gating.figures(load.spec.name)
+            | _labels(run, load.spec.name)
+        )
 
     return {
-        "scenario": run.scenario.name,
+        "scenario": run.scenario,
         "fidelity": run.fidelity.value,
         "seed": run.seed,
         "latency_estimated": engine.latency_estimated,
-        "perf_engine": run.scenario.settings.perf_engine,
-        "perf_engine_assumptions": assumptions(run.scenario.settings.perf_engine, run.calibration),
+        "perf_engine": run.perf_engine,
+        "perf_engine_assumptions": assumptions(run.perf_engine, run.calibration),
         # the request engine's behaviours (simulation.engine; the fluid engine ignores them)
         "engine_settings": {
-            f.name: (v.value if isinstance(v := getattr(run.scenario.settings.engine, f.name), StrEnum) else v)
-            for f in dataclasses.fields(run.scenario.settings.engine)
+            f.name: (v.value if isinstance(v := getattr(run.engine_settings, f.name), StrEnum) else v)
+            for f in dataclasses.fields(run.engine_settings)
         },
         "requests_total": total,
         "requests_completed": completed,
@@ -170,8 +202,21 @@ def summarise(run: SimulationRun, end_s: float) -> dict[str, Any]:
         "avg_tps_by_role": {k: _r(v / end_s if end_s > 0 else None) for k, v in tokens.items()},
         "scale_actions": billing.launches + billing.removals - run.initial_launches,
         "instances_removed": billing.removals,  # scale-ins that completed (the instance is gone)
+        **run.gating.figures(),
+        **_labels(run, None),
         "simulated_s": _r(end_s, 3),
         "events": engine.events,
         "services": per_service,
         "wall_s": None,
     }
+
+
+def _labels(run: RunFacts, service: str | None) -> dict[str, Any]:
+    """The fluid labels (:mod:`heteroscale.sim.fidelity`) of one service or the run (its peak)."""
+    if run.load_fractions is None:
+        return {"fluid_load_fraction": None, "fluid_regime": None, "fluid_estimates": None}
+    if service is not None:
+        return fluid_labels(run.load_fractions.get(service))
+    fractions = list(run.load_fractions.values())
+    known = [f for f in fractions if f is not None]
+    return fluid_labels(max(known) if known and len(known) == len(fractions) else None)

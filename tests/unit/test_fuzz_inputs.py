@@ -170,9 +170,7 @@ def _read(*parts: str) -> str:
 
 
 def _controller_seed() -> str:
-    configmap = yaml.safe_load((REPO / "deploy" / "configmap.yaml").read_text(encoding="utf-8"))
-    text: str = configmap["data"]["controller.yaml"]
-    return text
+    return (REPO / "deploy" / "examples" / "controller.yaml").read_text(encoding="utf-8")
 
 
 SMALL_CATALOG = yaml.safe_dump(

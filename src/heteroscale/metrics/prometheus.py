@@ -266,7 +266,10 @@ class PrometheusSource:
             legacy_q = q.legacy_prefix_cache_pods() if role is Role.PREFILL else None
             if tps is not None and legacy_q is not None:
                 legacy = self.query(legacy_q, at_s, f"{p} prefix-cache metric", deadline_s)
-                if legacy:  # hits only under the old name: prompt − 0 would overstate the cache-missed TPS
+                if legacy is not None and not (math.isfinite(legacy) and legacy >= 0):
+                    missing.append(f"{p}.tps: not used: prefix-cache metric pod count {legacy} is impossible")
+                    tps = None
+                elif legacy:  # hits only under the old name: prompt − 0 would overstate the cache-missed TPS
                     missing.append(_legacy_prefix_cache_note(q, int(legacy)))
                     log.warning("%s: %s", service, missing[-1])
                     tps = None

@@ -247,17 +247,23 @@ def test_html_report_references_images_and_has_one_row_per_policy(plotted: list[
     assert by_header["GPU-hours"] == "20.5"
     assert by_header["SLO attainment"] == "99.5 %"
     assert by_header["TTFT p99"] == "644 ms"
-    assert by_header["TBT p50"] == "14.0 ms"
-    assert by_header["GPU util decode"] == "87.9 %"
-    assert by_header["scale actions"] == "12"
+    details = read_table(text, "details")
+    assert [r[0] for r in details.rows] == ["fixed", "<x>", "oracle"]
+    by_detail = dict(zip(details.headers, details.rows[1], strict=True))
+    assert by_detail["TBT p50"] == "14.0 ms"
+    assert by_detail["GPU util decode"] == "87.9 %"
+    assert by_detail["scale actions"] == "12"
 
 
 def test_html_report_shows_none_and_missing_as_a_dash(tmp_path: Path) -> None:
     s = summary(slo_attainment=None, ttft_p99_s=None, avg_gpu_util_by_role={"prefill": None, "decode": 0.5})
     del s["cost"]
     path = write_html_report(tmp_path, "t", {"p": s}, [])
-    table = read_table(path.read_text(encoding="utf-8"))
-    by_header = dict(zip(table.headers, table.rows[0], strict=True))
+    text = path.read_text(encoding="utf-8")
+    by_header = {}
+    for table_id in ("comparison", "details"):
+        table = read_table(text, table_id)
+        by_header.update(dict(zip(table.headers, table.rows[0], strict=True)))
     for header in ("SLO attainment", "TTFT p99", "GPU util prefill", "cost"):
         assert by_header[header] == "—", header
     assert by_header["GPU util decode"] == "50.0 %"
@@ -265,7 +271,7 @@ def test_html_report_shows_none_and_missing_as_a_dash(tmp_path: Path) -> None:
 
 def test_optional_columns_appear_only_when_some_summary_has_them(tmp_path: Path) -> None:
     plain = read_table(write_html_report(tmp_path / "a", "t", {"p": summary()}, []).read_text(encoding="utf-8"))
-    assert "GPU-hours vs ratio-oracle" not in plain.headers and "GPU-hours × LB" not in plain.headers
+    assert "vs oracle" not in plain.headers and "× LB" not in plain.headers
     summaries = {
         "p": summary(
             scale_actions_per_hour=7.25, pd_ratio_deviation=0.125, gpu_hours_vs_oracle=1.1, gpu_hours_vs_lower_bound=1.5
@@ -275,21 +281,24 @@ def test_optional_columns_appear_only_when_some_summary_has_them(tmp_path: Path)
     extended = read_table(write_html_report(tmp_path / "b", "t", summaries, []).read_text(encoding="utf-8"))
     p_row = dict(zip(extended.headers, extended.rows[0], strict=True))
     q_row = dict(zip(extended.headers, extended.rows[1], strict=True))
-    assert (p_row["scale actions/h"], p_row["P/D ratio deviation"], p_row["GPU-hours vs ratio-oracle"]) == (
+    assert (p_row["actions/h"], p_row["P/D dev"], p_row["vs oracle"]) == (
         "7.25",
         "0.125",
         "1.100",
     )
-    assert p_row["GPU-hours × LB"] == "1.500"
-    assert q_row["scale actions/h"] == q_row["P/D ratio deviation"] == q_row["GPU-hours vs ratio-oracle"] == "—"
+    assert p_row["× LB"] == "1.500"
+    assert q_row["actions/h"] == q_row["P/D dev"] == q_row["vs oracle"] == "—"
 
 
 def test_estimated_latencies_are_marked(tmp_path: Path) -> None:
     path = write_html_report(tmp_path, "t", {"fluid": summary(latency_estimated=True)}, [])
-    table = read_table(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    table = read_table(text)
     row = dict(zip(table.headers, table.rows[0], strict=True))
-    assert row["TTFT p50"] == "104 ms (est.)"
+    assert row["TTFT p99"] == "644 ms (est.)"
     assert row["GPU-hours"] == "39.4"
+    details = read_table(text, "details")
+    assert dict(zip(details.headers, details.rows[0], strict=True))["TTFT p50"] == "104 ms (est.)"
 
 
 def test_per_service_table_lists_slo_targets(tmp_path: Path) -> None:
@@ -322,8 +331,8 @@ def test_html_shows_failed_and_failed_by_scale_in_when_summaries_have_them(tmp_p
     text = write_html_report(tmp_path, "t", summaries, []).read_text(encoding="utf-8")
     table = read_table(text)
     rows = {r[0]: dict(zip(table.headers, r, strict=True)) for r in table.rows}
-    assert (rows["heteroscale"]["failed"], rows["heteroscale"]["failed by scale-in"]) == ("0", "0")
-    assert (rows["hpa"]["failed"], rows["hpa"]["failed by scale-in"]) == ("9", "7")
+    assert (rows["heteroscale"]["failed"], rows["heteroscale"]["killed"]) == ("0", "0")
+    assert (rows["hpa"]["failed"], rows["hpa"]["killed"]) == ("9", "7")
     services = read_table(text, "services")
     by_policy = {r[0]: dict(zip(services.headers, r, strict=True)) for r in services.rows}
     assert by_policy["hpa"]["failed by scale-in"] == "7"
@@ -332,7 +341,7 @@ def test_html_shows_failed_and_failed_by_scale_in_when_summaries_have_them(tmp_p
 
 def test_html_leaves_out_the_failure_columns_for_summaries_without_them(tmp_path: Path) -> None:
     table = read_table(write_html_report(tmp_path, "t", {"p": summary()}, []).read_text(encoding="utf-8"))
-    assert "failed" not in table.headers and "failed by scale-in" not in table.headers
+    assert "failed" not in table.headers and "killed" not in table.headers
 
 
 def compare_policy(**overrides: Any) -> dict[str, Any]:

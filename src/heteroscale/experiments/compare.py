@@ -22,7 +22,9 @@ seed, so it runs once and the result says so (``seeds_identical``) instead of a 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import gzip
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from heteroscale.errors import ConfigError
 from heteroscale.experiments.figures import SCHEMA_VERSION, aggregate
 from heteroscale.experiments.lower_bound import DEFAULT_WINDOW_S, LowerBound, lower_bound
 from heteroscale.experiments.oracle import OraclePlan, oracle_plan
-from heteroscale.experiments.parallel import run_all
+from heteroscale.experiments.parallel import ProgressFn, run_all
 from heteroscale.experiments.pressure import DEFAULT_MARGIN, PressureResult, pressure_test
 from heteroscale.experiments.ramps import ramp_slo
 from heteroscale.perf import Calibration
@@ -56,7 +58,6 @@ DEFAULT_POLICIES = (
     "independent-tps",
     "pure-latency",
 )
-ProgressFn = Callable[[str], None]
 MARK = "[scenario-options]"  # a row that runs the scenario's own options for its policy
 
 
@@ -135,18 +136,22 @@ class Comparison:
         *,
         margin: float = DEFAULT_MARGIN,
         bound_window_s: float = DEFAULT_WINDOW_S,
+        progress: ProgressFn | None = None,
     ) -> None:
         self.scenario = scenario
         self.calibration = calibration
         self.margin = margin
         self.bound_window_s = bound_window_s
+        self.requests_csv = False  # keep each run's per-request records (gzip) beside its journal
         self.pressure: dict[str, PressureResult] = {}
         self.targets: dict[str, Targets] = {}
         for run in scenario.services:
             if run.targets is not None:  # pinned in the scenario (e.g. a resolved config)
                 self.targets[run.spec.name] = run.targets
                 continue
-            result = pressure_test(scenario, run.spec.name, calibration, margin=margin, seed=scenario.settings.seed)
+            result = pressure_test(
+                scenario, run.spec.name, calibration, margin=margin, seed=scenario.settings.seed, progress=progress
+            )
             self.pressure[run.spec.name] = result
             self.targets[run.spec.name] = result.targets
         self._loads: dict[int, list[ServiceLoad]] = {}
@@ -260,6 +265,8 @@ class Comparison:
             out_dir=out_dir,
         )
         summary = sim.run()
+        if out_dir is not None:
+            _keep_or_drop_requests(out_dir / "requests.csv", self.requests_csv)
         summary.pop("wall_s", None)  # the machine's speed, not the policy's: a comparison repeats byte for byte
         hours = max(1e-9, float(summary["simulated_s"]) / 3600.0)
         summary["scale_actions_per_hour"] = round(summary["scale_actions"] / hours, 4)
@@ -304,6 +311,17 @@ class Comparison:
         }
 
 
+def _keep_or_drop_requests(path: Path, keep: bool) -> None:
+    """Per-request records are opt-in (on ``default`` they come to ≈15 MB a contender): compressed when
+    kept, else removed."""
+    if not path.exists():
+        return
+    if keep:
+        with path.open("rb") as src, gzip.open(path.with_name(path.name + ".gz"), "wb", mtime=0) as dst:
+            shutil.copyfileobj(src, dst)
+    path.unlink()
+
+
 def default_policies(scenario: Scenario) -> tuple[str, ...]:
     """What ``compare`` runs when not told: the scenario's own list, else every built-in contender —
     with the marked row beside the plain one of a policy the scenario gives options to."""
@@ -334,15 +352,18 @@ def compare(
     out_dir: Path | None = None,
     jobs: int = 1,
     backend: str = "local",
+    requests_csv: bool = False,
 ) -> tuple[dict[str, Any], dict[str, list[PolicyRun]]]:
     """Run every policy for every seed; return the JSON result and the runs (for reports).
 
-    With ``out_dir``, the first seed of each policy writes its request records and DecisionRecord
-    journal under ``out_dir/<policy>/``. ``jobs`` / ``backend``: see :mod:`.parallel`."""
+    With ``out_dir``, the first seed of each policy writes its DecisionRecord journal under
+    ``out_dir/<policy>/``, and its request records (``requests.csv.gz``) with ``requests_csv``.
+    ``jobs`` / ``backend``: see :mod:`.parallel`."""
     if policies is None:
         policies = default_policies(scenario)
     check_contenders(scenario, policies)
-    comparison = Comparison(scenario, calibration)
+    comparison = Comparison(scenario, calibration, progress=progress)
+    comparison.requests_csv = requests_csv
     base_seed = scenario.settings.seed
     wanted = [base_seed + k for k in range(seeds)]
     for seed in wanted:

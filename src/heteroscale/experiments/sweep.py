@@ -10,12 +10,11 @@ highest sustainable request rate. A split whose highest probe still met the SLO 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from heteroscale.domain.service import ServiceSpec
-from heteroscale.experiments.parallel import run_all
+from heteroscale.experiments.parallel import ProgressFn, run_all
 from heteroscale.experiments.pressure import KneePoint, find_knee, length_mix, upper_bracket_met
 from heteroscale.perf import Calibration
 from heteroscale.sim.scenario import Scenario
@@ -51,7 +50,7 @@ def sweep_ratio(
     instances: int = 16,
     duration_s: float = 300.0,
     iterations: int = 6,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
     jobs: int = 1,
     backend: str = "local",
 ) -> dict[str, Any]:

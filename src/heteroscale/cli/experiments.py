@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ from heteroscale.config.catalog import calibration_for
 from heteroscale.config.loader import load_scenario, write_resolved_config
 from heteroscale.controller.journal import to_plain
 from heteroscale.experiments.compare import PolicyRun, compare, policy_dir_name
+from heteroscale.experiments.parallel import ProgressFn
 from heteroscale.experiments.study import study_metrics
 from heteroscale.experiments.sweep import sweep_ratio
 from heteroscale.experiments.tune import tune
@@ -18,8 +19,6 @@ from heteroscale.reports.files import write_summary, write_timeseries
 from heteroscale.reports.html import VerdictLine
 from heteroscale.reports.plots import ParetoPoint
 
-Progress = Callable[[str], None]
-
 
 def run_compare(
     scenario_ref: str,
@@ -27,9 +26,10 @@ def run_compare(
     *,
     seeds: int = 1,
     out_dir: Path | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     jobs: int = 1,
     backend: str = "local",
+    requests_csv: bool = False,
 ) -> dict[str, Any]:
     scenario = load_scenario(scenario_ref)
     result, runs = compare(
@@ -41,6 +41,7 @@ def run_compare(
         out_dir=out_dir,
         jobs=jobs,
         backend=backend,
+        requests_csv=requests_csv,
     )
     pinned = result.pop("resolved_scenario")
     if out_dir is not None:
@@ -134,7 +135,7 @@ def _pareto_points(summaries: dict[str, Any], by_cost: bool) -> list[ParetoPoint
     return points
 
 
-def run_study(scenario_ref: str, *, out_dir: Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def run_study(scenario_ref: str, *, out_dir: Path | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
     scenario = load_scenario(scenario_ref)
     result, runs = study_metrics(scenario, calibration_for(scenario), progress=progress)
     if out_dir is not None:
@@ -147,7 +148,7 @@ def run_sweep(
     *,
     instances: int,
     service: str | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     jobs: int = 1,
     backend: str = "local",
 ) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def run_tune(
     scenario_ref: str,
     *,
     instances: int = 8,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     jobs: int = 1,
     backend: str = "local",
 ) -> dict[str, Any]:

@@ -100,6 +100,22 @@ class DemandsConfig(StrictModel):
     services: list[DemandServiceConfig] = Field(min_length=1)
 
 
+def check_demands(doc: Document, catalog: Catalog | None = None) -> str:
+    """Check a demands file without a topology (its schema and GPU names; ``schedule`` checks the rest
+    against the topology) and say what it holds."""
+    config = doc.validate(DemandsConfig)
+    catalog = catalog or load_catalog()
+    for i, service in enumerate(config.services):
+        for j, inst in enumerate(service.instances):
+            try:
+                catalog.resolve_sku(inst.sku)
+            except ConfigError as exc:
+                raise doc.error(("services", i, "instances", j, "sku"), str(exc)) from exc
+    names = ", ".join(s.name for s in config.services)
+    instances = sum(len(s.instances) for s in config.services)
+    return f"{len(config.services)} service(s) ({names}), {instances} current instance(s)"
+
+
 def load_demands(
     path: str | Path, topology: Topology, catalog: Catalog | None = None
 ) -> tuple[tuple[ServiceDemand, ...], ClusterState]:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from heteroscale.domain.hardware import Role
-from heteroscale.errors import ConfigError
+from heteroscale.errors import ConfigError, did_you_mean
 from heteroscale.experiments.figures import SCHEMA_VERSION, aggregate
 from heteroscale.experiments.lower_bound import DEFAULT_WINDOW_S, LowerBound, lower_bound
 from heteroscale.experiments.oracle import OraclePlan, oracle_plan
@@ -115,7 +115,11 @@ def check_contenders(scenario: Scenario, names: Sequence[str]) -> None:
             continue
         if base not in POLICY_NAMES:
             variants = f"; variants of {scenario.name}: {', '.join(scenario.variants)}" if scenario.variants else ""
-            raise ConfigError(f"compare: unknown policy {name!r} (policies: {', '.join(POLICY_NAMES)}{variants})")
+            known = ["static-peak", *POLICY_NAMES, *scenario.variants]
+            raise ConfigError(
+                f"compare: unknown policy {name!r}{did_you_mean(name, known)} "
+                f"(policies: static-peak, {', '.join(POLICY_NAMES)}{variants})"
+            )
         if name != base and base not in given:
             raise ConfigError(f"compare: {name!r}: scenario {scenario.name} gives {base} no options to mark")
         if name == base and base in given and base + MARK not in names:
@@ -317,7 +321,9 @@ def _keep_or_drop_requests(path: Path, keep: bool) -> None:
     if not path.exists():
         return
     if keep:
-        with path.open("rb") as src, gzip.open(path.with_name(path.name + ".gz"), "wb", mtime=0) as dst:
+        target = path.with_name(path.name + ".gz")
+        # no timestamp in the header: the same run gives the same bytes
+        with path.open("rb") as src, target.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as dst:
             shutil.copyfileobj(src, dst)
     path.unlink()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heteroscale.domain.service import ServiceSpec
+from heteroscale.errors import ConfigError, did_you_mean
 from heteroscale.experiments.parallel import ProgressFn, run_all
 from heteroscale.experiments.pressure import KneePoint, find_knee, length_mix, upper_bracket_met
 from heteroscale.perf import Calibration
@@ -54,6 +55,12 @@ def sweep_ratio(
     jobs: int = 1,
     backend: str = "local",
 ) -> dict[str, Any]:
+    names = [r.spec.name for r in scenario.services]
+    if service is not None and service not in names:
+        raise ConfigError(
+            f"--service: scenario {scenario.name} has no service {service!r}{did_you_mean(service, names)} "
+            f"(services: {', '.join(names)})"
+        )
     run = next(r for r in scenario.services if service is None or r.spec.name == service)
     spec = run.spec
     mix = length_mix(run, scenario.settings.duration_s, scenario.settings.seed)

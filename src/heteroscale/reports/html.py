@@ -35,6 +35,7 @@ tbody tr:nth-child(even) { background: #fafafa; }
 tr.pick td { font-weight: 700; background: #fff6d6; }
 th { white-space: normal; max-width: 7rem; }
 td.text { max-width: 60rem; }
+span.ci { display: block; font-size: 0.75rem; color: #666; }
 ul.verdict li { margin: 0.3rem 0; }
 .scroll { overflow-x: auto; }
 figure { margin: 1.5rem 0; }
@@ -239,13 +240,13 @@ def write_html_report(
     return path
 
 
-def _cell(column: _Column, value: Any) -> str:
-    """A figure's text; a ``{mean, ci95, n}`` figure as its mean ± its 95 % half-width (when it has one)."""
+def _cell(column: _Column, value: Any) -> tuple[str, str | None]:
+    """A figure's text and, for a ``{mean, ci95, n}`` figure over several runs, its 95 % half-width."""
     if isinstance(value, Mapping) and "mean" in value:
         text = column.fmt(value.get("mean"))
         ci = _number(value.get("ci95"))
-        return text if ci is None or text == MISSING else f"{text} ± {column.fmt(ci)}"
-    return column.fmt(value)
+        return text, None if ci is None or text == MISSING else f"± {column.fmt(ci)}"
+    return column.fmt(value), None
 
 
 def _table(
@@ -261,10 +262,12 @@ def _table(
         estimated = isinstance(summary, Mapping) and summary.get("latency_estimated") is True
         cells = []
         for c in columns:
-            text = _cell(c, _get(summary, c.path))
+            text, ci = _cell(c, _get(summary, c.path))
             if c.latency and estimated and text != MISSING:
                 text += " (est.)"
-            cells.append(f'<td class="num">{escape(text)}</td>')
+            # the interval on a line of its own, small: the column stays as narrow as its figure
+            below = "" if ci is None else f'<span class="ci">{escape(ci)}</span>'
+            cells.append(f'<td class="num">{escape(text)}{below}</td>')
         marked = ' class="pick"' if name in highlight else ""
         lines.append(f'<tr{marked}><td class="name">{escape(str(name))}</td>{"".join(cells)}</tr>')
     if not summaries:

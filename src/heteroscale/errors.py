@@ -25,10 +25,6 @@ class MetricsUnavailable(HeteroScaleError):
     """Metrics could not be read (HTTP error, time-out, stale or partial data)."""
 
 
-class PlacementInfeasible(HeteroScaleError):
-    """A placement cannot be satisfied at all."""
-
-
 class TransientActuationError(HeteroScaleError):
     """The cluster refused an action for now; retry after ``retry_after_s``."""
 

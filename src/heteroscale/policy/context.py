@@ -95,8 +95,6 @@ class PolicyMemory:
     last_direction: int = 0  # +1 out, −1 in, 0 none yet
     # recent (time_s, prefill, decode) recommendations, for stabilisation windows
     recommendations: tuple[tuple[float, int, int], ...] = ()
-    # recent (time_s, value) of the driving signal, for forecasting / panic windows
-    signal: tuple[tuple[float, float], ...] = ()
     values: tuple[tuple[str, float], ...] = ()  # anything else a policy needs, by name
     forecast: ForecastState | None = None  # the forecaster's state (predictive scaling), None until used
     # named samples (name, time_s, value) a policy keeps for its own windows and predictors

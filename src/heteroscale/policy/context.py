@@ -14,6 +14,7 @@ from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ScaleInMode
+from heteroscale.policy.defaults import DRAIN_GRACE_S
 from heteroscale.policy.forecast import ForecastState
 
 
@@ -126,7 +127,7 @@ class PolicyResult:
     decision: ScalingDecision  # after every normalisation step, each with its reason
     memory: PolicyMemory
     scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
-    drain_grace_s: float = 600.0
+    drain_grace_s: float = DRAIN_GRACE_S
     pd_ratio: float | None = None  # the P/D ratio this decision used (None: the service's)
 
 

@@ -237,13 +237,14 @@ def test_compare_reports_counted_steps_and_logs_the_pressure_test(caplog, tmp_pa
     from heteroscale.cli.experiments import run_compare
 
     steps: list[Step] = []
-    with caplog.at_level(logging.INFO, logger="heteroscale.experiments.pressure"):
+    with caplog.at_level(logging.INFO, logger="heteroscale.experiments"):
         run_compare("small-mixed", ["static-peak", "heteroscale"], progress=steps.append, out_dir=tmp_path)
     probes = [s for s in steps if s.phase == "pressure test"]
     runs = [s for s in steps if s.phase == "runs"]
     assert probes and all(0 <= s.done < s.total for s in probes)
     assert [(s.done, s.total) for s in runs] == [(0, 2), (1, 2), (2, 2)]
     assert any("pressure test chat-8b: probe 1 of" in r.getMessage() for r in caplog.records)
+    assert any(r.getMessage().startswith("static-peak (seed 0): ") for r in caplog.records)
     # per-request records are opt-in: the folder stays small by default
     assert not list(tmp_path.rglob("requests.csv*"))
     assert (tmp_path / "heteroscale" / "journal.jsonl").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ DEFAULT_POLICIES = (
     "independent-tps",
     "pure-latency",
 )
+logger = logging.getLogger(__name__)
 MARK = "[scenario-options]"  # a row that runs the scenario's own options for its policy
 
 
@@ -288,6 +290,15 @@ class Comparison:
         summary["gpu_hours_vs_lower_bound"] = round(summary["gpu_hours"] / bound_hours, 6) if bound_hours > 0 else None
         summary["cost_vs_lower_bound"] = round(summary["cost"] / bound_cost, 6) if bound_cost > 0 else None
         summary["policy"] = name
+        logger.info(
+            "%s (seed %d): %.1f GPU-hours, SLO attainment %s, %d scale actions, %.1f simulated hours",
+            name,
+            seed,
+            summary["gpu_hours"],
+            "n/a" if summary["slo_attainment"] is None else f"{100.0 * summary['slo_attainment']:.2f} %",
+            summary["scale_actions"],
+            hours,
+        )
         summary["ramps"] = {
             r.spec.name: ramp_slo(sim.telemetry.series(r.spec.name)).as_dict() for r in self.scenario.services
         }

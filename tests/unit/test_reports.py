@@ -309,6 +309,24 @@ def test_per_service_table_lists_slo_targets(tmp_path: Path) -> None:
     assert (row["TTFT SLO"], row["TBT SLO"]) == ("1,000 ms", "50.0 ms")
 
 
+def aggregated(value: Any) -> Any:
+    """``value`` as compare prints it: every number ``{mean, ci95, n}`` over three seeds."""
+    if isinstance(value, dict):
+        return {k: aggregated(v) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"mean": value, "ci95": 0.5 * value if isinstance(value, float) else None, "n": 3}
+    return value
+
+
+def test_figures_over_seeds_show_their_mean_and_interval_in_every_table(tmp_path: Path) -> None:
+    text = write_html_report(tmp_path, "t", {"a": aggregated(summary())}, []).read_text(encoding="utf-8")
+    row = dict(zip(read_table(text).headers, read_table(text).rows[0], strict=True))
+    assert row["GPU-hours"] == "39.4± 19.7"  # the interval sits on its own line under the mean
+    services = read_table(text, "services")
+    by_header = dict(zip(services.headers, services.rows[0], strict=True))
+    assert (by_header["completed"], by_header["SLO attainment"], by_header["TTFT SLO"]) == ("990", "99.0 %", "1,000 ms")
+
+
 def test_images_are_referenced_relative_to_the_report(tmp_path: Path) -> None:
     (tmp_path / "plots").mkdir()
     image = tmp_path / "plots" / "a b.png"

@@ -313,6 +313,11 @@ def _notes_table(notes: Sequence[str | tuple[str, str]]) -> str:
     return "\n".join(['<table id="notes">', "<tbody>", *rows, "</tbody>", "</table>"])
 
 
+def _mean(value: Any) -> Any:
+    """A ``{mean, ci95, n}`` figure's mean (compare's seeds aggregated), else the value itself."""
+    return value.get("mean") if isinstance(value, Mapping) and "mean" in value else value
+
+
 def _service_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     """Per (policy, service) outcome and SLO targets; empty when no summary lists services."""
     rows: list[str] = []
@@ -324,14 +329,14 @@ def _service_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
             if not isinstance(figures, Mapping):
                 continue
             cells = [
-                _fixed(0)(figures.get("requests_completed")),
-                _fixed(0)(figures.get("requests_total")),
-                _fixed(0)(figures.get("requests_failed_by_scale_in")),
-                _pct(figures.get("slo_attainment")),
-                _ms(figures.get("ttft_p99_s")),
-                _ms(figures.get("tbt_p99_s")),
-                _ms(_get(figures, ("slo", "ttft_s"))),
-                _ms(_get(figures, ("slo", "tbt_s"))),
+                _fixed(0)(_mean(figures.get("requests_completed"))),
+                _fixed(0)(_mean(figures.get("requests_total"))),
+                _fixed(0)(_mean(figures.get("requests_failed_by_scale_in"))),
+                _pct(_mean(figures.get("slo_attainment"))),
+                _ms(_mean(figures.get("ttft_p99_s"))),
+                _ms(_mean(figures.get("tbt_p99_s"))),
+                _ms(_mean(_get(figures, ("slo", "ttft_s")))),
+                _ms(_mean(_get(figures, ("slo", "tbt_s")))),
             ]
             rows.append(
                 f'<tr><td class="name">{escape(str(name))}</td><td>{escape(str(service))}</td>'

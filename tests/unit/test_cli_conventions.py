@@ -248,3 +248,10 @@ def test_compare_reports_counted_steps_and_logs_the_pressure_test(caplog, tmp_pa
     # per-request records are opt-in: the folder stays small by default
     assert not list(tmp_path.rglob("requests.csv*"))
     assert (tmp_path / "heteroscale" / "journal.jsonl").exists()
+
+
+def test_controller_check_speaks_json(capsys) -> None:
+    config = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "controller-local.yaml"
+    assert main(["controller", "--config", str(config), "--check", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["valid"], result["name"], result["services"]) == (True, "llm-serving-local", ["chat"])

@@ -436,3 +436,23 @@ def test_summary_table_says_how_many_failed_by_scale_in() -> None:
     assert "chat: 990/1,000 done, 10 failed (8 by scale-in)" in text
     del s["requests_failed_by_scale_in"]
     assert "12 failed, 3 unfinished" in summary_table(s)
+
+
+def test_no_legend_is_clipped_with_many_long_policy_names() -> None:
+    import matplotlib.style
+
+    from heteroscale.reports import plots
+
+    names = ["no-autoscaling", *(f"signal:{s}-sm-activity-{k}" for k, s in enumerate(("prefill", "decode") * 4))]
+    policies = [plots._Policy(n, f"C{i % 10}", plots._by_service(series())) for i, n in enumerate(names)]
+    with matplotlib.style.context("default"):
+        figures = [
+            plots._load_and_instances(policies, ["chat"]),
+            plots._utilisation(policies, ["chat"]),
+            plots._latency(policies, ["chat"], {}),
+        ]
+        for fig in figures:
+            fig.canvas.draw()
+            box = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+            assert box.x0 >= 0.0 and box.x1 <= fig.bbox.width, (box, fig.bbox.width)
+            assert box.y0 >= 0.0 and box.y1 <= fig.bbox.height

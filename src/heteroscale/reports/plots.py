@@ -248,8 +248,15 @@ def _legend(fig: Figure, policies: Sequence[_Policy], extra: Sequence[Line2D] = 
     if others:
         handles.append(Line2D([], [], color=_OTHERS, linewidth=1.0, label=f"others ({len(others)})"))
     handles.extend(extra)
-    if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=9, frameon=False)
+    if not handles:
+        return
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    width_px = fig.bbox.width
+    for ncols in range(min(len(handles), 4), 0, -1):  # as many columns as fit the figure's width
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= width_px - 4:
+            return
+        legend.remove()
 
 
 def _load_and_instances(policies: Sequence[_Policy], services: Sequence[str]) -> Figure:

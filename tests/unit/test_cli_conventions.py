@@ -255,3 +255,14 @@ def test_controller_check_speaks_json(capsys) -> None:
     assert main(["controller", "--config", str(config), "--check", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["valid"], result["name"], result["services"]) == (True, "llm-serving-local", ["chat"])
+
+
+def test_sweep_and_tune_tables_name_their_scenario() -> None:
+    from heteroscale.reports.table import sweep_table, tune_table
+
+    sweep = {"scenario": "default", "service": "chat", "instances": 2, "slo": {"ttft_s": 2.0, "tbt_s": 0.1},
+             "splits": [], "best": "1P1D", "unimodal": True}  # fmt: skip
+    tune = {"scenario": "default", "service": "chat", "r_opt": 1.0, "ratio_sweep": {"best": "1P1D", "instances": 2},
+            "m_hat_decode_tps_per_instance": {}, "scores": {}, "best": "heteroscale", "why": "cheapest"}  # fmt: skip
+    assert sweep_table(sweep).startswith("  scenario default, chat on 2 instances")
+    assert tune_table(tune).startswith("  scenario default, chat: best ratio")

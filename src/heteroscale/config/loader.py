@@ -201,7 +201,7 @@ def _check_data(service: str, load: LoadSpec) -> int:
 def _is_rate_curve(path: str) -> bool:
     try:
         with Path(path).open(encoding="utf-8", errors="replace") as fh:
-            return fh.readline().strip().lower().startswith("window_start_s,")
+            return fh.readline(256).strip().lower().startswith("window_start_s,")  # bounded: /dev/zero ends
     except OSError:
         return False
 

@@ -266,3 +266,16 @@ def test_sweep_and_tune_tables_name_their_scenario() -> None:
             "m_hat_decode_tps_per_instance": {}, "scores": {}, "best": "heteroscale", "why": "cheapest"}  # fmt: skip
     assert sweep_table(sweep).startswith("  scenario default, chat on 2 instances")
     assert tune_table(tune).startswith("  scenario default, chat: best ratio")
+
+
+def test_simulate_reports_its_pressure_test_probes(tmp_path: Path) -> None:
+    from heteroscale.cli.wiring import simulate
+
+    base = Path(_data("scenarios", "small-mixed.yaml")).read_text(encoding="utf-8")
+    scenario = tmp_path / "s.yaml"  # chat-8b under a policy that needs targets: a pressure test first
+    scenario.write_text(base.replace("{name: fixed, prefill: 2", "{name: heteroscale, prefill: 2", 1), encoding="utf-8")
+    steps: list[Step] = []
+    simulate(str(scenario), duration_s=120.0, steps=steps.append)
+    probes = [s for s in steps if s.phase == "pressure test"]
+    assert probes and {s.label.split(":")[0] for s in probes} == {"chat-8b"}
+    assert all(0 <= s.done < s.total for s in probes)

@@ -385,6 +385,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             out_dir=out,
             skip_bad_rows=args.skip_bad_rows,
             progress=bar,
+            steps=_progress("simulate", not args.json),
         )
     finally:
         bar.close()

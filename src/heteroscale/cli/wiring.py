@@ -29,6 +29,7 @@ from heteroscale.controller.mixing import mix_settings
 from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.service import AffinityLevel
 from heteroscale.errors import ConfigError
+from heteroscale.experiments.parallel import ProgressFn as StepFn
 from heteroscale.experiments.pressure import pressure_test
 from heteroscale.metrics.auth import redact_url
 from heteroscale.metrics.prometheus import PrometheusSource
@@ -76,7 +77,9 @@ def simulate(
     out_dir: Path | None = None,
     skip_bad_rows: bool = False,
     progress: ProgressFn | None = None,
+    steps: StepFn | None = None,
 ) -> dict[str, Any]:
+    """One run of a scenario; ``steps`` hears of the pressure test's probes, ``progress`` of the run."""
     scenario = with_overrides(
         load_scenario(scenario_ref),
         fidelity=fidelity,
@@ -86,7 +89,9 @@ def simulate(
     )
     calibration = calibration_for(scenario)
     targets = {
-        r.spec.name: pressure_test(scenario, r.spec.name, calibration, seed=scenario.settings.seed).targets
+        r.spec.name: pressure_test(
+            scenario, r.spec.name, calibration, seed=scenario.settings.seed, progress=steps
+        ).targets
         for r in scenario.services
         if r.policy.name not in TARGET_FREE_POLICIES and r.targets is None
     }

@@ -166,7 +166,11 @@ def _summarise(doc: Document, kind: str) -> str:
     if kind == "suite":
         suite = _suite_from_document(doc, str((doc.path or Path(doc.display)).resolve()))
         scores = sum(len(entry.score) for entry in suite.entries)
-        return f"'{suite.name}', {len(suite.entries)} scenario(s), {len(suite.entries)} tune and {scores} score part(s)"
+        rows = sum(_check_data(run.spec.name, run.load) for e in suite.entries for run in e.scenario.services)
+        return (
+            f"'{suite.name}', {len(suite.entries)} scenario(s), {len(suite.entries)} tune and {scores} score "
+            f"part(s); data files read: {rows:,} rows"
+        )
     if kind == "topology":
         topology = topology_from_document(doc)
         return f"'{topology.name}' with {_gpu_summary(topology)}"

@@ -456,3 +456,24 @@ def test_no_legend_is_clipped_with_many_long_policy_names() -> None:
             box = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
             assert box.x0 >= 0.0 and box.x1 <= fig.bbox.width, (box, fig.bbox.width)
             assert box.y0 >= 0.0 and box.y1 <= fig.bbox.height
+
+
+def test_highlighted_policies_lead_the_legend_in_the_order_given(tmp_path: Path) -> None:
+    from heteroscale.reports import plots
+
+    runs = {
+        "hpa": RunSeries("hpa", series()),
+        "kthena": RunSeries("kthena", series()),
+        "heteroscale": RunSeries("heteroscale", series()),
+    }
+    drawn: list[list[str]] = []
+    original = plots._legend
+
+    def spy(fig: Any, policies: Any, extra: Any = ()) -> None:  # a fake that records, then draws
+        drawn.append([p.label for p in policies if not p.background])
+        original(fig, policies, extra)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "_legend", spy)
+        write_plots(tmp_path, runs, highlight=["heteroscale", "kthena"])
+    assert drawn == [["heteroscale", "kthena"]] * 3

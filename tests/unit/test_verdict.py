@@ -76,3 +76,8 @@ def test_best_peer_is_the_cheapest_peer_at_the_best_slo_and_never_static_peak() 
     ]
     assert best_peer(rows) == "hpa"  # within 0.05 pp of kthena's SLO and cheaper
     assert best_peer([c("heteroscale", 1.0, 1.0), c("static-peak", 1.0, 2.0)]) is None
+
+
+def test_a_loss_that_rounds_to_nothing_reads_plus_zero() -> None:
+    found = verdict([c("heteroscale", 0.99999, 50.0), c("hpa", 1.0, 60.0)])
+    assert "SLO +0.00 pp" in found.sentence and "-0.00" not in found.sentence

@@ -71,7 +71,8 @@ def verdict(
 
 
 def _by_how_much(d: Domination, unit: str, name: str) -> str:
-    return f"{name} ({100.0 * d.billed_saving:.1f} % fewer {unit}, SLO {d.slo_gain_pp:+.2f} pp)"
+    gain_pp = round(d.slo_gain_pp, 2) + 0.0  # + 0.0: a tiny loss reads +0.00, not -0.00
+    return f"{name} ({100.0 * d.billed_saving:.1f} % fewer {unit}, SLO {gain_pp:+.2f} pp)"
 
 
 def _sentence(

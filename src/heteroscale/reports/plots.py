@@ -83,17 +83,18 @@ def write_plots(
     grey, under one legend entry.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    picked = [k for k in runs if k in highlight]
+    picked = [k for k in highlight if k in runs]  # in the order given: the first gets the first colour
+    # the grey ones first, so the picked ones draw on top (and lead the legend in the order given)
+    keys = sorted(runs, key=lambda k: (k in picked, picked.index(k) if k in picked else 0))
     policies = [
         _Policy(
-            label=run.label,
+            label=runs[key].label,
             colour=f"C{picked.index(key) % 10}" if key in picked else (_OTHERS if picked else f"C{i % 10}"),
-            by_service=_by_service(run.rows),
+            by_service=_by_service(runs[key].rows),
             background=bool(picked) and key not in picked,
         )
-        for i, (key, run) in enumerate(runs.items())
+        for i, key in enumerate(keys)
     ]
-    policies.sort(key=lambda p: not p.background)  # the grey ones first, so the picked ones draw on top
     services = _services(policies)
     targets = dict(slo or {})
     with matplotlib.style.context("default"):

@@ -52,9 +52,12 @@ typecheck: $(TEST_STAMP)
 imports: $(TEST_STAMP)
 	$(BIN)/lint-imports
 
-# the integration tests run a real Prometheus: Debian's package, installed once (idempotent)
+# the integration tests run a real Prometheus and render the HTML report in headless Chromium: Debian's
+# packages, installed once (idempotent)
 system-deps:
 	@command -v prometheus >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
 
 # one worker per core; a test file stays on one worker, so its module-scoped runs are made once
 unit: $(TEST_STAMP) system-deps

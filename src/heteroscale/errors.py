@@ -5,6 +5,9 @@ A user sees ``str(error)``: one line naming the place (file, line, field) and th
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class HeteroScaleError(Exception):
     """Root of all deliberate errors."""
@@ -20,10 +23,6 @@ class TraceError(HeteroScaleError):
 
 class MetricsUnavailable(HeteroScaleError):
     """Metrics could not be read (HTTP error, time-out, stale or partial data)."""
-
-
-class PlacementInfeasible(HeteroScaleError):
-    """A placement cannot be satisfied at all."""
 
 
 class TransientActuationError(HeteroScaleError):
@@ -48,3 +47,9 @@ class SimulationInvariantError(HeteroScaleError):
 
 class SloUnreachable(HeteroScaleError):
     """No load meets a service's SLO on the clusters a pressure test may use (its knee is 0 req/s)."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` to a mistyped ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -31,10 +31,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from heteroscale.cli.scheduling import load_demands
 from heteroscale.clock import ManualClock
 from heteroscale.config import load_catalog, load_scenario, load_topology, validate_file
 from heteroscale.config.controller import build_service, load_controller_config
+from heteroscale.config.demands import load_demands
 from heteroscale.domain.observation import Observation, RoleSignals
 from heteroscale.domain.topology import Topology
 from heteroscale.errors import HeteroScaleError

@@ -25,11 +25,11 @@ import yaml
 
 import heteroscale
 from heteroscale.cli.main import main
-from heteroscale.cli.scheduling import load_demands
 from heteroscale.clock import ManualClock
 from heteroscale.config import load_topology, validate_file
 from heteroscale.config.bundled import data_path
 from heteroscale.config.controller import load_controller_config
+from heteroscale.config.demands import load_demands
 from heteroscale.domain.decision import Reason
 from heteroscale.errors import ConfigError, HeteroScaleError, MetricsUnavailable, TraceError
 from heteroscale.metrics.prometheus import MAX_ANSWER_BYTES, PrometheusSource

@@ -387,10 +387,10 @@ def test_bad_scenario_gives_one_line_naming_file_and_field(
     assert problem in message
 
 
-def test_several_errors_are_counted_on_the_one_line(tmp_path: Path) -> None:
+def test_several_errors_are_counted_and_named_on_the_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "bad.yaml", scenario_dict(extra=1, name=""))
     message = one_line_error(path)
-    assert message.endswith("(and 1 more)")
+    assert message.endswith("(and 1 more: extra)")
 
 
 def test_error_names_the_line_of_the_field(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from heteroscale.policy.forecast import (
     ForecastState,
     forecast,
     observe,
-    with_state,
 )
 
 DAY_S = 86_400.0
@@ -222,7 +221,6 @@ def test_history_and_profile_stay_bounded() -> None:
     assert state.history[-1][0] - state.history[0][0] <= p.trend_window_s
     assert len(state.profile) == 12
     assert len(state.pending) <= p.score_horizon_s + 1
-    assert len(state.to_values()) < 400
 
 
 def test_history_is_pruned_to_the_trend_window() -> None:
@@ -230,38 +228,6 @@ def test_history_is_pruned_to_the_trend_window() -> None:
     state = fed(lambda t: 1.0, 0.0, 10 * 3600.0, p)
     assert len(state.history) == 21  # 600 s / 30 s + 1
     assert state.history[0][0] == state.history[-1][0] - 600.0
-
-
-@pytest.mark.parametrize(
-    ("name", "seasons"),
-    [("empty", 0.0), ("minutes", 0.01), ("a season and a bit, with a profile and pending scores", 1.2)],
-)
-def test_the_state_round_trips_through_policy_memory_values(name: str, seasons: float) -> None:
-    p = params(season_s=10_800.0)
-    state = fed(onset, 0.0, seasons * 10_800.0, p)
-    values = state.to_values()
-    assert all(k.startswith("forecast.") for k, _ in values)
-    assert ForecastState.from_values(values) == state, name
-    assert ForecastState.from_values((("cooldown_s", 3.0), *values)) == state, name
-
-
-def test_with_state_replaces_the_old_forecast_values_and_keeps_the_others() -> None:
-    p = params()
-    long = fed(lambda t: 5.0, 0.0, 900.0, p)  # 11 history points
-    short = fed(lambda t: 7.0, 0.0, 90.0, p)  # 3
-    memory = with_state((("prefill.last_scale_out_s", 12.0),), long)
-    memory = with_state(memory, short)
-    assert ("prefill.last_scale_out_s", 12.0) in memory
-    assert not any(k.startswith("forecast.h10.") for k, _ in memory)
-    assert ForecastState.from_values(memory) == short
-    assert list(memory) == sorted(memory)
-
-
-def test_a_missing_stored_value_is_named() -> None:
-    p = params()
-    values = [kv for kv in fed(lambda t: 5.0, 0.0, 300.0, p).to_values() if kv[0] != "forecast.h2.value"]
-    with pytest.raises(ValueError, match=r"forecast\.h2\.value"):
-        ForecastState.from_values(values)
 
 
 @pytest.mark.parametrize(

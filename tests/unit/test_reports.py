@@ -247,17 +247,23 @@ def test_html_report_references_images_and_has_one_row_per_policy(plotted: list[
     assert by_header["GPU-hours"] == "20.5"
     assert by_header["SLO attainment"] == "99.5 %"
     assert by_header["TTFT p99"] == "644 ms"
-    assert by_header["TBT p50"] == "14.0 ms"
-    assert by_header["GPU util decode"] == "87.9 %"
-    assert by_header["scale actions"] == "12"
+    details = read_table(text, "details")
+    assert [r[0] for r in details.rows] == ["fixed", "<x>", "oracle"]
+    by_detail = dict(zip(details.headers, details.rows[1], strict=True))
+    assert by_detail["TBT p50"] == "14.0 ms"
+    assert by_detail["GPU util decode"] == "87.9 %"
+    assert by_detail["scale actions"] == "12"
 
 
 def test_html_report_shows_none_and_missing_as_a_dash(tmp_path: Path) -> None:
     s = summary(slo_attainment=None, ttft_p99_s=None, avg_gpu_util_by_role={"prefill": None, "decode": 0.5})
     del s["cost"]
     path = write_html_report(tmp_path, "t", {"p": s}, [])
-    table = read_table(path.read_text(encoding="utf-8"))
-    by_header = dict(zip(table.headers, table.rows[0], strict=True))
+    text = path.read_text(encoding="utf-8")
+    by_header = {}
+    for table_id in ("comparison", "details"):
+        table = read_table(text, table_id)
+        by_header.update(dict(zip(table.headers, table.rows[0], strict=True)))
     for header in ("SLO attainment", "TTFT p99", "GPU util prefill", "cost"):
         assert by_header[header] == "—", header
     assert by_header["GPU util decode"] == "50.0 %"
@@ -265,7 +271,7 @@ def test_html_report_shows_none_and_missing_as_a_dash(tmp_path: Path) -> None:
 
 def test_optional_columns_appear_only_when_some_summary_has_them(tmp_path: Path) -> None:
     plain = read_table(write_html_report(tmp_path / "a", "t", {"p": summary()}, []).read_text(encoding="utf-8"))
-    assert "GPU-hours vs ratio-oracle" not in plain.headers and "GPU-hours × LB" not in plain.headers
+    assert "vs oracle" not in plain.headers and "× LB" not in plain.headers
     summaries = {
         "p": summary(
             scale_actions_per_hour=7.25, pd_ratio_deviation=0.125, gpu_hours_vs_oracle=1.1, gpu_hours_vs_lower_bound=1.5
@@ -275,21 +281,24 @@ def test_optional_columns_appear_only_when_some_summary_has_them(tmp_path: Path)
     extended = read_table(write_html_report(tmp_path / "b", "t", summaries, []).read_text(encoding="utf-8"))
     p_row = dict(zip(extended.headers, extended.rows[0], strict=True))
     q_row = dict(zip(extended.headers, extended.rows[1], strict=True))
-    assert (p_row["scale actions/h"], p_row["P/D ratio deviation"], p_row["GPU-hours vs ratio-oracle"]) == (
+    assert (p_row["actions/h"], p_row["P/D dev"], p_row["vs oracle"]) == (
         "7.25",
         "0.125",
         "1.100",
     )
-    assert p_row["GPU-hours × LB"] == "1.500"
-    assert q_row["scale actions/h"] == q_row["P/D ratio deviation"] == q_row["GPU-hours vs ratio-oracle"] == "—"
+    assert p_row["× LB"] == "1.500"
+    assert q_row["actions/h"] == q_row["P/D dev"] == q_row["vs oracle"] == "—"
 
 
 def test_estimated_latencies_are_marked(tmp_path: Path) -> None:
     path = write_html_report(tmp_path, "t", {"fluid": summary(latency_estimated=True)}, [])
-    table = read_table(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    table = read_table(text)
     row = dict(zip(table.headers, table.rows[0], strict=True))
-    assert row["TTFT p50"] == "104 ms (est.)"
+    assert row["TTFT p99"] == "644 ms (est.)"
     assert row["GPU-hours"] == "39.4"
+    details = read_table(text, "details")
+    assert dict(zip(details.headers, details.rows[0], strict=True))["TTFT p50"] == "104 ms (est.)"
 
 
 def test_per_service_table_lists_slo_targets(tmp_path: Path) -> None:
@@ -298,6 +307,24 @@ def test_per_service_table_lists_slo_targets(tmp_path: Path) -> None:
     assert [r[:2] for r in services.rows] == [["a", "chat"], ["b", "chat"]]
     row = dict(zip(services.headers, services.rows[0], strict=True))
     assert (row["TTFT SLO"], row["TBT SLO"]) == ("1,000 ms", "50.0 ms")
+
+
+def aggregated(value: Any) -> Any:
+    """``value`` as compare prints it: every number ``{mean, ci95, n}`` over three seeds."""
+    if isinstance(value, dict):
+        return {k: aggregated(v) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"mean": value, "ci95": 0.5 * value if isinstance(value, float) else None, "n": 3}
+    return value
+
+
+def test_figures_over_seeds_show_their_mean_and_interval_in_every_table(tmp_path: Path) -> None:
+    text = write_html_report(tmp_path, "t", {"a": aggregated(summary())}, []).read_text(encoding="utf-8")
+    row = dict(zip(read_table(text).headers, read_table(text).rows[0], strict=True))
+    assert row["GPU-hours"] == "39.4± 19.7"  # the interval sits on its own line under the mean
+    services = read_table(text, "services")
+    by_header = dict(zip(services.headers, services.rows[0], strict=True))
+    assert (by_header["completed"], by_header["SLO attainment"], by_header["TTFT SLO"]) == ("990", "99.0 %", "1,000 ms")
 
 
 def test_images_are_referenced_relative_to_the_report(tmp_path: Path) -> None:
@@ -322,8 +349,8 @@ def test_html_shows_failed_and_failed_by_scale_in_when_summaries_have_them(tmp_p
     text = write_html_report(tmp_path, "t", summaries, []).read_text(encoding="utf-8")
     table = read_table(text)
     rows = {r[0]: dict(zip(table.headers, r, strict=True)) for r in table.rows}
-    assert (rows["heteroscale"]["failed"], rows["heteroscale"]["failed by scale-in"]) == ("0", "0")
-    assert (rows["hpa"]["failed"], rows["hpa"]["failed by scale-in"]) == ("9", "7")
+    assert (rows["heteroscale"]["failed"], rows["heteroscale"]["killed"]) == ("0", "0")
+    assert (rows["hpa"]["failed"], rows["hpa"]["killed"]) == ("9", "7")
     services = read_table(text, "services")
     by_policy = {r[0]: dict(zip(services.headers, r, strict=True)) for r in services.rows}
     assert by_policy["hpa"]["failed by scale-in"] == "7"
@@ -332,7 +359,7 @@ def test_html_shows_failed_and_failed_by_scale_in_when_summaries_have_them(tmp_p
 
 def test_html_leaves_out_the_failure_columns_for_summaries_without_them(tmp_path: Path) -> None:
     table = read_table(write_html_report(tmp_path, "t", {"p": summary()}, []).read_text(encoding="utf-8"))
-    assert "failed" not in table.headers and "failed by scale-in" not in table.headers
+    assert "failed" not in table.headers and "killed" not in table.headers
 
 
 def compare_policy(**overrides: Any) -> dict[str, Any]:
@@ -409,3 +436,44 @@ def test_summary_table_says_how_many_failed_by_scale_in() -> None:
     assert "chat: 990/1,000 done, 10 failed (8 by scale-in)" in text
     del s["requests_failed_by_scale_in"]
     assert "12 failed, 3 unfinished" in summary_table(s)
+
+
+def test_no_legend_is_clipped_with_many_long_policy_names() -> None:
+    import matplotlib.style
+
+    from heteroscale.reports import plots
+
+    names = ["no-autoscaling", *(f"signal:{s}-sm-activity-{k}" for k, s in enumerate(("prefill", "decode") * 4))]
+    policies = [plots._Policy(n, f"C{i % 10}", plots._by_service(series())) for i, n in enumerate(names)]
+    with matplotlib.style.context("default"):
+        figures = [
+            plots._load_and_instances(policies, ["chat"]),
+            plots._utilisation(policies, ["chat"]),
+            plots._latency(policies, ["chat"], {}),
+        ]
+        for fig in figures:
+            fig.canvas.draw()
+            box = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+            assert box.x0 >= 0.0 and box.x1 <= fig.bbox.width, (box, fig.bbox.width)
+            assert box.y0 >= 0.0 and box.y1 <= fig.bbox.height
+
+
+def test_highlighted_policies_lead_the_legend_in_the_order_given(tmp_path: Path) -> None:
+    from heteroscale.reports import plots
+
+    runs = {
+        "hpa": RunSeries("hpa", series()),
+        "kthena": RunSeries("kthena", series()),
+        "heteroscale": RunSeries("heteroscale", series()),
+    }
+    drawn: list[list[str]] = []
+    original = plots._legend
+
+    def spy(fig: Any, policies: Any, extra: Any = ()) -> None:  # a fake that records, then draws
+        drawn.append([p.label for p in policies if not p.background])
+        original(fig, policies, extra)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "_legend", spy)
+        write_plots(tmp_path, runs, highlight=["heteroscale", "kthena"])
+    assert drawn == [["heteroscale", "kthena"]] * 3

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from heteroscale.cli.scheduling import cmd_schedule, cmd_topology, load_demands, schedule_text, topology_json
+from heteroscale.cli.scheduling import cmd_schedule, cmd_topology, schedule_text, topology_json
 from heteroscale.config import load_topology
+from heteroscale.config.demands import load_demands
 from heteroscale.config.source import parse_document
 from heteroscale.config.topology import TopologyConfig, build_topology, topology_to_dict
 from heteroscale.domain.hardware import Role

@@ -4,18 +4,19 @@ The configuration is ``config.controller``; ``--kubeconfig``, ``--context`` and 
 ``HETEROSCALE_KUBECONFIG`` / ``_CONTEXT`` / ``_NAMESPACE``) override the file (``config.access``); the
 parts are joined in ``cli.wiring.build_live``. A dry run prints one line per decision on stdout.
 
-``--check`` validates the file offline; ``--check --probe [--json]`` then reports what the cluster and
-Prometheus hold for each service and role (:mod:`heteroscale.cli.probe`: exit 0 all found, 1 something
-missing, 2 unreachable).
+``--check`` validates the file offline (``--json``: one object); ``--check --probe [--json]`` then
+reports what the cluster and Prometheus hold for each service and role (:mod:`heteroscale.cli.probe`:
+exit 0 all found, 1 something missing, 2 unreachable).
 
-Exit codes: 0 a clean stop; 1 ``--once`` made no decision; 2 a configuration or start-up error; 4 the
-run ended without ever reaching the Kubernetes API (an unbounded run keeps retrying meanwhile, and
-``/healthz`` says so in ``api_reached`` / ``api_error``).
+Exit codes (the README's table): 0 a clean stop; 2 a configuration or start-up error; 3 ``--once`` ran
+but made no decision; 4 the run ended without ever reaching the Kubernetes API (an unbounded run keeps
+retrying meanwhile, and ``/healthz`` says so in ``api_reached`` / ``api_error``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -34,7 +35,7 @@ from heteroscale.metrics.auth import redact_url
 from heteroscale.reports.decisions import decision_text
 
 EXIT_OK = 0
-EXIT_NO_DECISION = 1
+EXIT_NO_DECISION = 3  # ran, but incomplete
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 4  # a required service (the Kubernetes API) was never reached
 
@@ -54,6 +55,7 @@ def add_controller_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--cycles", type=int, help="stop after this many cycles (default: until SIGTERM)")
     parser.add_argument("--duration-s", type=float, help="stop after this many seconds (default: until SIGTERM)")
     parser.add_argument("--check", action="store_true", help="validate the config file and exit")
+    parser.add_argument("--json", action="store_true", help="with --check: print exactly one JSON object on stdout")
     parser.add_argument(
         "--probe",
         action="store_true",
@@ -85,14 +87,25 @@ def cmd_controller(args: argparse.Namespace) -> int:
         if args.check:
             credentials = prometheus_credentials(config.prometheus, doc)  # the files are read: a bad one fails here
             where = f"prometheus {redact_url(config.prometheus.url)} ({credentials.describe()})"
-            if not args.probe:
-                print(f"{args.config}: valid controller config ({len(config.services)} service(s)); {where}")
-                return 0
-            from heteroscale.cli.probe import run_probe
+            if args.probe:
+                from heteroscale.cli.probe import run_probe
 
-            report, code = run_probe(config, doc, as_json_output=args.json)
-            print(report)
-            return code
+                report, code = run_probe(config, doc, as_json_output=args.json)
+                print(report)
+                return code
+            if args.json:
+                plain = {
+                    "file": str(args.config),
+                    "valid": True,
+                    "name": config.name,
+                    "services": [s.name for s in config.services],
+                    "prometheus": redact_url(config.prometheus.url),
+                    "credentials": credentials.describe(),
+                }
+                print(json.dumps(plain, sort_keys=True))
+            else:
+                print(f"{args.config}: valid controller config ({len(config.services)} service(s)); {where}")
+            return EXIT_OK
         if args.probe or args.json:
             raise HeteroScaleError("--probe and --json go with --check")
         if args.cycles is not None and args.cycles < 1:

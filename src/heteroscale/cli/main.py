@@ -1,146 +1,67 @@
-"""`heteroscale` command line: simulate, compare, scenarios, validate, calibrate, gen-trace and the rest."""
+"""`heteroscale` command line: simulate, compare, scenarios, validate, calibrate, gen-trace and the rest.
+
+Exit codes (the README's table): 0 done; 1 an internal error (a bug: one line, the traceback with
+``-v``); 2 bad input (a file, a flag, a name); 3 ran but incomplete (``schedule`` left pods unplaced;
+``controller --once`` made no decision); 4 a required service was unreachable (the controller never
+reached the Kubernetes API). Output cut short by a closed pipe (``| head``) ends quietly with 0.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from heteroscale import __version__
+from heteroscale.cli.parser import DEFAULT_SCENARIO, STUDY_SCENARIO, build_parser
 from heteroscale.errors import HeteroScaleError
 
+if TYPE_CHECKING:
+    from heteroscale.cli.progress import StepPrinter
+
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = 1  # an internal error
+EXIT_USAGE = 2  # bad input
+EXIT_INCOMPLETE = 3  # ran, but did not finish the job (pods unplaced)
+EXIT_UNREACHABLE = 4  # a required service was never reached
+
+log = logging.getLogger(__name__)
 
 
-def _add_parallel(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--jobs", type=int, help="simulations run at once on this machine (default: every core); results as serial"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=["local", "ray"],
-        default="local",
-        help="local processes, or a Ray cluster (RAY_ADDRESS, else a local one; needs heteroscale[ray])",
-    )
+def _scenario(args: argparse.Namespace, default: str = DEFAULT_SCENARIO) -> str:
+    """The scenario asked for, else the command's default, said on stderr (stdout stays the result)."""
+    if args.scenario is not None:
+        return str(args.scenario)
+    if not getattr(args, "json", False):
+        print(f"heteroscale {args.command}: scenario {default} (the default; --scenario to choose)", file=sys.stderr)
+    return default
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="heteroscale",
-        description="Coordinated P/D autoscaling for heterogeneous LLM serving, and its cluster simulator.",
-    )
-    parser.add_argument("--version", action="version", version=f"heteroscale {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    sim = sub.add_parser("simulate", help="simulate a scenario and print its summary")
-    sim.add_argument("--scenario", default="default", help="embedded scenario name or YAML file (default: default)")
-    sim.add_argument("--fidelity", choices=["request", "fluid"], help="override the scenario's fidelity")
-    sim.add_argument("--duration-s", type=float, help="simulate this many seconds (default: until the load ends)")
-    sim.add_argument("--seed", type=int, help="override the scenario's seed")
-    sim.add_argument(
-        "--out",
-        type=Path,
-        help="write summary.json, requests.csv, timeseries.csv, journal.jsonl, resolved.yaml here",
-    )
-    sim.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    sim.add_argument(
-        "--requests-csv",
-        choices=["plain", "gzip", "off"],
-        default="plain",
-        help="with --out: requests.csv as is (default), gzipped (requests.csv.gz), or not at all",
-    )
-    sim.add_argument(
-        "--no-requests-csv",
-        dest="requests_csv",
-        action="store_const",
-        const="off",
-        help="with --out: write no requests.csv (large runs); the same as --requests-csv off",
-    )
-    sim.add_argument("--skip-bad-rows", action="store_true", help="skip malformed trace rows (counted and reported)")
-
-    sub.add_parser("scenarios", help="list the embedded scenarios, one line each")
-
-    val = sub.add_parser("validate", help="validate a scenario, topology or catalog file")
-    val.add_argument("file", type=Path)
-
-    cmp_ = sub.add_parser("compare", help="run several policies on one scenario and compare them")
-    cmp_.add_argument("--scenario", default="diurnal", help="embedded scenario name or YAML file (default: diurnal)")
-    cmp_.add_argument(
-        "--policies",
-        help="comma-separated policy or variant names (default: the scenario's `compare` list, else "
-        + ",".join(_default_policies())
-        + ")",
-    )
-    cmp_.add_argument(
-        "--seeds",
-        type=int,
-        default=1,
-        help="seeds per policy (means and 95 %% CIs when > 1; a trace replay is one load: run once, said so)",
-    )
-    cmp_.add_argument("--out", type=Path, help="write summary.json, per-policy time series, plots and report.html")
-    cmp_.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    _add_parallel(cmp_)
-
-    study = sub.add_parser("study-metrics", help="the paper's Fig. 6: one run per driving signal on the diurnal load")
-    study.add_argument("--scenario", default="diurnal")
-    study.add_argument("--out", type=Path)
-    study.add_argument("--json", action="store_true")
-
-    sweep = sub.add_parser("sweep-ratio", help="the paper's Fig. 4: sustainable throughput of every P/D split")
-    sweep.add_argument("--scenario", default="default")
-    sweep.add_argument("--service", help="service name (default: the first)")
-    sweep.add_argument("--instances", type=int, default=16)
-    sweep.add_argument("--json", action="store_true")
-    _add_parallel(sweep)
-
-    topo = sub.add_parser("topology", help="a topology's GPUs per SKU per domain and its RDMA subgroups")
-    topo.add_argument("file", help="topology YAML (or an embedded topology name)")
-    topo.add_argument("--json", action="store_true")
-
-    sched = sub.add_parser("schedule", help="one scheduling cycle: place every service's desired P and D counts")
-    sched.add_argument("--topology", required=True, help="topology YAML")
-    sched.add_argument("--demands", required=True, help="demands YAML (services, desired counts)")
-    sched.add_argument("--json", action="store_true")
-
-    from heteroscale.cli.live import add_controller_parser
-
-    add_controller_parser(sub)
-
-    cal = sub.add_parser(
-        "calibrate", help="the performance model's engine profiles; --report: its scorecard on held-out rows"
-    )
-    cal.add_argument("--report", action="store_true", help="score the model on every measured profile source")
-    cal.add_argument(
-        "--profile", type=Path, help="score this file instead (any shipped format: kernel times, Splitwise, DistServe)"
-    )
-    cal.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-
-    from heteroscale.cli.gentrace import add_gen_trace_parser
-
-    add_gen_trace_parser(sub)
-
-    from heteroscale.cli.demo import add_demo_parser
-
-    add_demo_parser(sub)
-
-    tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
-    tun.add_argument("--scenario", default="diurnal-ramp")
-    tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")
-    tun.add_argument("--json", action="store_true")
-    _add_parallel(tun)
-    return parser
+def _out_dir(path: Path | None) -> Path | None:
+    """``--out``, checked before any simulation: a folder (made if missing) that can be written."""
+    if path is None:
+        return None
+    if path.exists() and not path.is_dir():
+        raise HeteroScaleError(f"--out {path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeteroScaleError(f"--out {path}: cannot make the folder: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK):
+        raise HeteroScaleError(f"--out {path}: not writable")
+    return path
 
 
-def _default_policies() -> tuple[str, ...]:
-    from heteroscale.experiments.compare import DEFAULT_POLICIES
+def _write_json(out: Path | None, result: dict[str, object]) -> None:
+    from heteroscale.controller.journal import to_plain
 
-    return DEFAULT_POLICIES
+    if out is not None:
+        text = json.dumps(to_plain(result), indent=2, sort_keys=True) + "\n"
+        (out / "summary.json").write_text(text, encoding="utf-8")
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -153,12 +74,10 @@ def _jobs(args: argparse.Namespace) -> int:
     return int(args.jobs)
 
 
-def _progress(enabled: bool) -> Callable[[str], None]:
-    def report(step: str) -> None:
-        if enabled and sys.stderr.isatty():
-            sys.stderr.write(f"  … {step}\n")
+def _progress(command: str, enabled: bool) -> StepPrinter:
+    from heteroscale.cli.progress import StepPrinter
 
-    return report
+    return StepPrinter(command, enabled)
 
 
 def _emit(result: dict[str, object], as_json: bool, table: Callable[[dict[str, object]], str]) -> None:
@@ -181,14 +100,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise HeteroScaleError("--policies: give at least one policy name")
     if args.seeds < 1:
         raise HeteroScaleError(f"--seeds must be ≥ 1, got {args.seeds}")
+    if args.requests_csv and args.out is None:
+        raise HeteroScaleError("--requests-csv needs --out (the folder it writes to)")
+    jobs = _jobs(args)
     result = run_compare(
-        args.scenario,
+        _scenario(args),
         policies,
         seeds=args.seeds,
-        out_dir=args.out,
-        progress=_progress(not args.json),
-        jobs=_jobs(args),
+        out_dir=_out_dir(args.out),
+        progress=_progress("compare", not args.json),
+        jobs=jobs,
         backend=args.backend,
+        requests_csv=args.requests_csv,
     )
     _emit(result, args.json, compare_table)
     return EXIT_OK
@@ -198,7 +121,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from heteroscale.cli.experiments import run_study
     from heteroscale.reports.table import study_table
 
-    result = run_study(args.scenario, out_dir=args.out, progress=_progress(not args.json))
+    scenario = _scenario(args, STUDY_SCENARIO)
+    result = run_study(scenario, out_dir=_out_dir(args.out), progress=_progress("study-metrics", not args.json))
     _emit(result, args.json, study_table)
     return EXIT_OK
 
@@ -209,14 +133,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.instances < 2:
         raise HeteroScaleError(f"--instances must be ≥ 2, got {args.instances}")
+    out = _out_dir(args.out)
     result = run_sweep(
-        args.scenario,
+        _scenario(args),
         instances=args.instances,
         service=args.service,
-        progress=_progress(not args.json),
+        progress=_progress("sweep-ratio", not args.json),
         jobs=_jobs(args),
         backend=args.backend,
     )
+    _write_json(out, result)
     _emit(result, args.json, sweep_table)
     return EXIT_OK
 
@@ -234,11 +160,17 @@ def _cmd_topology(args: argparse.Namespace) -> int:
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from heteroscale.cli.scheduling import cmd_schedule, schedule_text
 
+    out = _out_dir(args.out)
     result = cmd_schedule(args.topology, args.demands)
+    _write_json(out, result)
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     else:
         print(schedule_text(result))
+    unplaced = result["totals"]["unplaced_pods"]
+    if unplaced:  # the cycle ran, but not every pod found a place: a script must not read this as success
+        print(f"heteroscale schedule: {unplaced} pod(s) not placed (exit {EXIT_INCOMPLETE})", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return EXIT_OK
 
 
@@ -252,13 +184,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from heteroscale.cli.experiments import run_tune
     from heteroscale.reports.table import tune_table
 
+    out = _out_dir(args.out)
     result = run_tune(
-        args.scenario,
+        _scenario(args),
         instances=args.instances,
-        progress=_progress(not args.json),
+        progress=_progress("tune", not args.json),
         jobs=_jobs(args),
         backend=args.backend,
     )
+    _write_json(out, result)
     _emit(result, args.json, tune_table)
     return EXIT_OK
 
@@ -305,17 +239,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.duration_s is not None and args.duration_s <= 0:
         raise HeteroScaleError(f"--duration-s must be > 0, got {args.duration_s}")
+    scenario = _scenario(args)
+    out = _out_dir(args.out)
     bar = ProgressBar("simulating", enabled=not args.json)
     try:
         summary = simulate(
-            args.scenario,
+            scenario,
             fidelity=args.fidelity,
             duration_s=args.duration_s,
             seed=args.seed,
-            out_dir=args.out,
+            out_dir=out,
             skip_bad_rows=args.skip_bad_rows,
             progress=bar,
             requests_csv=args.requests_csv,
+            steps=_progress("simulate", not args.json),
         )
     finally:
         bar.close()
@@ -335,10 +272,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_scenarios(_: argparse.Namespace) -> int:
+def _cmd_scenarios(args: argparse.Namespace) -> int:
     from heteroscale.config.loader import list_embedded_scenarios
 
     entries = list_embedded_scenarios()
+    if args.json:
+        scenarios = [{"name": n, "description": d, "default": n == DEFAULT_SCENARIO} for n, d in entries]
+        sys.stdout.write(json.dumps({"scenarios": scenarios, "default": DEFAULT_SCENARIO}, sort_keys=True) + "\n")
+        return EXIT_OK
     width = max((len(n) for n, _ in entries), default=0)
     for name, description in entries:
         print(f"{name.ljust(width)}  {description}")
@@ -350,7 +291,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     report = validate_file(str(args.file))
     status = "valid" if report.ok else "INVALID"
-    if report.ok:
+    if args.json:
+        plain = {"file": str(args.file), "kind": report.kind, "valid": report.ok, "message": report.message}
+        sys.stdout.write(json.dumps(plain, sort_keys=True) + "\n")
+    elif report.ok:
         print(report.message or f"{args.file}: valid {report.kind}")
     else:
         print(f"{report.kind or 'unknown kind'} file is {status}: {report.message}")
@@ -358,11 +302,25 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per PromQL query is noise
+    try:
+        code = _run(parser, args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (``| head``): what it wanted it has; say nothing more, and do not let the
+        # interpreter complain about flushing stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     handlers = {
         "simulate": _cmd_simulate,
         "scenarios": _cmd_scenarios,
@@ -377,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "controller": _cmd_controller,
         "gen-trace": _cmd_gen_trace,
         "demo": _cmd_demo,
+        "completion": _cmd_completion,
     }
     if args.command is None:
         parser.print_help()
@@ -386,12 +345,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeteroScaleError as exc:
         print(f"heteroscale {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         print(f"heteroscale {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"heteroscale {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line, the traceback only with -v
+        log.info("internal error", exc_info=True)
+        print(
+            f"heteroscale {args.command}: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from heteroscale.cli.completion import completion_script
+
+    print(completion_script(build_parser(), args.shell))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from heteroscale.controller.readiness import ReadinessSettings
 from heteroscale.controller.reconcile import Controller, ServiceBinding
 from heteroscale.domain.service import AffinityLevel
 from heteroscale.errors import ConfigError
+from heteroscale.experiments.parallel import ProgressFn as StepFn
 from heteroscale.experiments.pressure import pressure_test
 from heteroscale.metrics.auth import redact_url
 from heteroscale.metrics.prometheus import PrometheusSource
@@ -83,9 +84,10 @@ def simulate(
     skip_bad_rows: bool = False,
     progress: ProgressFn | None = None,
     requests_csv: str = "plain",
+    steps: StepFn | None = None,
 ) -> dict[str, Any]:
-    """``requests_csv``: with ``out_dir``, write requests.csv ``plain``, ``gzip`` (requests.csv.gz) or
-    ``off``."""
+    """One run of a scenario; ``steps`` hears of the pressure test's probes, ``progress`` of the run;
+    ``requests_csv``: with ``out_dir``, write requests.csv ``plain``, ``gzip`` (requests.csv.gz) or ``off``."""
     scenario = with_overrides(
         load_scenario(scenario_ref),
         fidelity=fidelity,
@@ -95,7 +97,9 @@ def simulate(
     )
     calibration = calibration_for(scenario)
     targets = {
-        r.spec.name: pressure_test(scenario, r.spec.name, calibration, seed=scenario.settings.seed).targets
+        r.spec.name: pressure_test(
+            scenario, r.spec.name, calibration, seed=scenario.settings.seed, progress=steps
+        ).targets
         for r in scenario.services
         if r.policy.name not in TARGET_FREE_POLICIES and r.targets is None
     }

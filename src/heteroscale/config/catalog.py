@@ -215,16 +215,6 @@ def resolve_model(name: str) -> str:
     return load_catalog().resolve_model(name)
 
 
-def sku_entry(sku: GpuSku) -> dict[str, object]:
-    """A full catalog entry (plain data) for ``sku``."""
-    return dataclasses.asdict(sku)
-
-
-def model_entry(model: ModelSpec) -> dict[str, object]:
-    """A full catalog entry (plain data) for ``model``."""
-    return dataclasses.asdict(model)
-
-
 def calibration(engine: str = "measured-2023") -> Calibration:
     """The performance-model calibration of engine profile ``engine`` (cached; see
     :mod:`heteroscale.perf.engines`).

@@ -1,4 +1,5 @@
-"""Load scenario, suite, topology and catalog files; validate any of them; list the embedded scenarios.
+"""Load scenario, suite, topology and catalog files; validate any of them (and controller and demands
+files, and the traces and rate curves a scenario names); list the embedded scenarios.
 
 Every problem surfaces as one :class:`~heteroscale.errors.ConfigError` line, never a traceback:
 ``<file>: <dotted.field.path>: <problem> (line N)``.
@@ -17,9 +18,11 @@ from heteroscale.config.schema import ScenarioConfig
 from heteroscale.config.source import Document, Loc, check_kind, read_document, require_kind
 from heteroscale.config.suite import SuiteConfig, build_suite
 from heteroscale.domain.topology import Topology
-from heteroscale.errors import ConfigError
-from heteroscale.sim.scenario import Scenario
+from heteroscale.errors import ConfigError, HeteroScaleError, TraceError, did_you_mean
+from heteroscale.sim.loadgen import read_rate_curve
+from heteroscale.sim.scenario import LoadSpec, Scenario
 from heteroscale.sim.suite import Suite
+from heteroscale.sim.traces import read_trace
 
 __all__ = [
     "ValidationReport",
@@ -35,7 +38,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ValidationReport:
-    """What a file is (``scenario`` / ``topology`` / ``catalog``, None if unknown) and whether it is valid."""
+    """What a file is (its ``kind``: scenario, suite, topology, catalog, controller, demands; None if
+    unknown) and whether it is valid (with the data files it names)."""
 
     kind: str | None
     ok: bool
@@ -106,13 +110,21 @@ def validate_file(path: str | Path) -> ValidationReport:
         doc = read_document(Path(path))
     except ConfigError as exc:
         return ValidationReport(kind=None, ok=False, message=str(exc))
+    given = doc.data.get("kind")
+    if given in ("controller", "demands"):  # files of their own commands, with their own loaders
+        kind = str(given)
+        try:
+            summary = _controller_summary(doc) if kind == "controller" else _demands_summary(doc)
+        except HeteroScaleError as exc:
+            return ValidationReport(kind=kind, ok=False, message=str(exc))
+        return ValidationReport(kind=kind, ok=True, message=f"{doc.display}: valid {kind}: {summary}")
     try:
         kind = check_kind(doc)
     except ConfigError as exc:
         return ValidationReport(kind=None, ok=False, message=str(exc))
     try:
         summary = _summarise(doc, kind)
-    except ConfigError as exc:
+    except HeteroScaleError as exc:  # a bad data file it names (a TraceError) as well as a bad field
         return ValidationReport(kind=kind, ok=False, message=str(exc))
     return ValidationReport(kind=kind, ok=True, message=f"{doc.display}: valid {kind}: {summary}")
 
@@ -128,7 +140,8 @@ def _scenario_path(ref: str | Path) -> tuple[Path, str]:
             return embedded[ref], f"embedded:{ref}"
         if not looks_like_path(ref) and not Path(ref).exists():
             known = ", ".join(sorted(embedded)) or "none"
-            raise ConfigError(f"{ref}: unknown scenario (embedded: {known}; or give a path to a YAML file)")
+            hint = did_you_mean(ref, embedded)
+            raise ConfigError(f"{ref}: unknown scenario{hint} (embedded: {known}; or give a path to a YAML file)")
     path = Path(ref)
     return path, str(path.resolve())
 
@@ -144,14 +157,20 @@ def _summarise(doc: Document, kind: str) -> str:
         path = doc.path if doc.path is not None else Path(doc.display)
         scenario = _scenario_from_document(doc, str(path.resolve()))
         services = ", ".join(run.spec.name for run in scenario.services)
+        rows = sum(_check_data(run.spec.name, run.load) for run in scenario.services)
         return (
             f"'{scenario.name}', {len(scenario.services)} service(s) ({services}), "
-            f"topology '{scenario.topology.name}' with {_gpu_summary(scenario.topology)}"
+            f"topology '{scenario.topology.name}' with {_gpu_summary(scenario.topology)}; "
+            f"data files read: {rows:,} rows"
         )
     if kind == "suite":
         suite = _suite_from_document(doc, str((doc.path or Path(doc.display)).resolve()))
         scores = sum(len(entry.score) for entry in suite.entries)
-        return f"'{suite.name}', {len(suite.entries)} scenario(s), {len(suite.entries)} tune and {scores} score part(s)"
+        rows = sum(_check_data(run.spec.name, run.load) for e in suite.entries for run in e.scenario.services)
+        return (
+            f"'{suite.name}', {len(suite.entries)} scenario(s), {len(suite.entries)} tune and {scores} score "
+            f"part(s); data files read: {rows:,} rows"
+        )
     if kind == "topology":
         topology = topology_from_document(doc)
         return f"'{topology.name}' with {_gpu_summary(topology)}"
@@ -163,6 +182,48 @@ def _summarise(doc: Document, kind: str) -> str:
         f"{gpus} GPU and {models} model entries; merged catalog has "
         f"{len(catalog.skus)} SKUs and {len(catalog.models)} models"
     )
+
+
+def _check_data(service: str, load: LoadSpec) -> int:
+    """Read the trace and the rate curve a service's load names, as a run would (every row checked: an
+    empty file, garbage, a negative value, a rate curve given as a trace each fail in one line);
+    return the rows read."""
+    try:
+        rows = len(read_trace(load.trace_path, load.trace_format, skip_bad_rows=load.skip_bad_rows))
+        if load.rate_curve_path is not None:
+            rows += len(read_rate_curve(load.rate_curve_path, skip_bad_rows=load.skip_bad_rows).rate_rps)
+    except TraceError as exc:
+        if _is_rate_curve(load.trace_path):
+            raise TraceError(
+                f"service {service}: load.trace: {load.trace_path} is a rate curve (window_start_s, total_rate_rps), "
+                "not a request trace: name it in load.rate_curve with kind: poisson (lengths still come from a trace)"
+            ) from exc
+        raise TraceError(f"service {service}: {exc}") from exc
+    return rows
+
+
+def _is_rate_curve(path: str) -> bool:
+    try:
+        with Path(path).open(encoding="utf-8", errors="replace") as fh:
+            return fh.readline(256).strip().lower().startswith("window_start_s,")  # bounded: /dev/zero ends
+    except OSError:
+        return False
+
+
+def _controller_summary(doc: Document) -> str:
+    from heteroscale.config.controller import ControllerConfig, check_lease_budgets
+
+    # its credential files may exist only where it runs (a Secret's mount): `controller --check` reads them
+    config = doc.validate(ControllerConfig)
+    check_lease_budgets(config, doc)
+    services = ", ".join(s.name for s in config.services)
+    return f"'{config.name}', {len(config.services)} service(s) ({services})"
+
+
+def _demands_summary(doc: Document) -> str:
+    from heteroscale.config.demands import check_demands
+
+    return check_demands(doc)
 
 
 def _gpu_summary(topology: Topology) -> str:

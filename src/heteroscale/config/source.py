@@ -108,14 +108,54 @@ class Document:
 
     def validation_error(self, exc: ValidationError, model: type[BaseModel], loc: Loc) -> ConfigError:
         errors = exc.errors(include_url=False)
+        typo = _misspelt_required(errors)
+        if typo is not None:  # a required key spelt wrong: name the typo, not the key it hides
+            given, wanted, parent = typo
+            full = (*loc, *parent, given)
+            line = self.line_of(full)
+            where = f" (line {line})" if line is not None else ""
+            others = len(errors) - 2
+            more = f" (and {others} more)" if others > 0 else ""
+            return ConfigError(
+                f"{self.display}: {format_loc(full)}: unknown key {given!r}: did you mean {wanted!r} "
+                f"(required, missing)?{where}{more}"
+            )
         first = errors[0]
-        err_loc: Loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(UNION_TAG_PREFIX)))
+        err_loc: Loc = _clean(first["loc"])
         problem = _describe(first, model, err_loc)
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        rest = [format_loc(loc + _clean(e["loc"])) for e in errors[1:]]
+        more = ""
+        if rest:  # name the others (a few), so that none hides behind a count
+            shown = ", ".join(rest[:3]) + (f", … {len(rest) - 3} more" if len(rest) > 3 else "")
+            more = f" (and {len(rest)} more: {shown})"
         full = loc + err_loc
         line = self.line_of(full)
         where = f" (line {line})" if line is not None and full else ""
         return ConfigError(f"{self.display}: {format_loc(full)}: {problem}{where}{more}")
+
+
+def _clean(err_loc: Sequence[int | str]) -> Loc:
+    return tuple(p for p in err_loc if not (isinstance(p, str) and p.startswith(UNION_TAG_PREFIX)))
+
+
+def _misspelt_required(errors: Sequence[Any]) -> tuple[str, str, Loc] | None:
+    """(given, wanted, parent) when a required key is missing beside an unknown key that looks like it."""
+    for missing in errors:
+        if missing["type"] != "missing":
+            continue
+        where = _clean(missing["loc"])
+        if not where or not isinstance(where[-1], str):
+            continue
+        parent, wanted = where[:-1], where[-1]
+        extras = [
+            str(_clean(e["loc"])[-1])
+            for e in errors
+            if e["type"] == "extra_forbidden" and _clean(e["loc"])[:-1] == parent and _clean(e["loc"])
+        ]
+        close = difflib.get_close_matches(wanted, extras, n=1, cutoff=0.6)
+        if close:
+            return close[0], wanted, parent
+    return None
 
 
 def read_document(path: Path, display: str | None = None) -> Document:

@@ -11,13 +11,6 @@ class Role(StrEnum):
     DECODE = "decode"
 
 
-class NicClass(StrEnum):
-    """RDMA class: 400 Gb/s per GPU (HBM parts) or 200 Gb/s (PCIe GDDR parts)."""
-
-    RDMA_400G = "rdma-400g"
-    RDMA_200G = "rdma-200g"
-
-
 @dataclass(frozen=True, slots=True)
 class GpuSku:
     """One GPU type. Figures from GPUS.md (dense BF16, no sparsity)."""

@@ -22,7 +22,10 @@ seed, so it runs once and the result says so (``seeds_identical``) instead of a 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import gzip
+import logging
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from heteroscale.domain.hardware import Role
-from heteroscale.errors import ConfigError
+from heteroscale.errors import ConfigError, did_you_mean
 from heteroscale.experiments.figures import SCHEMA_VERSION, aggregate
 from heteroscale.experiments.lower_bound import DEFAULT_WINDOW_S, LowerBound, lower_bound
 from heteroscale.experiments.oracle import OraclePlan, oracle_plan
-from heteroscale.experiments.parallel import run_all
+from heteroscale.experiments.parallel import ProgressFn, run_all
 from heteroscale.experiments.pressure import DEFAULT_MARGIN, PressureResult, pressure_test
 from heteroscale.experiments.ramps import ramp_slo
 from heteroscale.perf import Calibration
@@ -56,7 +59,7 @@ DEFAULT_POLICIES = (
     "independent-tps",
     "pure-latency",
 )
-ProgressFn = Callable[[str], None]
+logger = logging.getLogger(__name__)
 MARK = "[scenario-options]"  # a row that runs the scenario's own options for its policy
 
 
@@ -114,7 +117,11 @@ def check_contenders(scenario: Scenario, names: Sequence[str]) -> None:
             continue
         if base not in POLICY_NAMES:
             variants = f"; variants of {scenario.name}: {', '.join(scenario.variants)}" if scenario.variants else ""
-            raise ConfigError(f"compare: unknown policy {name!r} (policies: {', '.join(POLICY_NAMES)}{variants})")
+            known = ["static-peak", *POLICY_NAMES, *scenario.variants]
+            raise ConfigError(
+                f"compare: unknown policy {name!r}{did_you_mean(name, known)} "
+                f"(policies: static-peak, {', '.join(POLICY_NAMES)}{variants})"
+            )
         if name != base and base not in given:
             raise ConfigError(f"compare: {name!r}: scenario {scenario.name} gives {base} no options to mark")
         if name == base and base in given and base + MARK not in names:
@@ -135,18 +142,22 @@ class Comparison:
         *,
         margin: float = DEFAULT_MARGIN,
         bound_window_s: float = DEFAULT_WINDOW_S,
+        progress: ProgressFn | None = None,
     ) -> None:
         self.scenario = scenario
         self.calibration = calibration
         self.margin = margin
         self.bound_window_s = bound_window_s
+        self.requests_csv = False  # keep each run's per-request records (gzip) beside its journal
         self.pressure: dict[str, PressureResult] = {}
         self.targets: dict[str, Targets] = {}
         for run in scenario.services:
             if run.targets is not None:  # pinned in the scenario (e.g. a resolved config)
                 self.targets[run.spec.name] = run.targets
                 continue
-            result = pressure_test(scenario, run.spec.name, calibration, margin=margin, seed=scenario.settings.seed)
+            result = pressure_test(
+                scenario, run.spec.name, calibration, margin=margin, seed=scenario.settings.seed, progress=progress
+            )
             self.pressure[run.spec.name] = result
             self.targets[run.spec.name] = result.targets
         self._loads: dict[int, list[ServiceLoad]] = {}
@@ -260,6 +271,8 @@ class Comparison:
             out_dir=out_dir,
         )
         summary = sim.run()
+        if out_dir is not None:
+            _keep_or_drop_requests(out_dir / "requests.csv", self.requests_csv)
         summary.pop("wall_s", None)  # the machine's speed, not the policy's: a comparison repeats byte for byte
         hours = max(1e-9, float(summary["simulated_s"]) / 3600.0)
         summary["scale_actions_per_hour"] = round(summary["scale_actions"] / hours, 4)
@@ -277,6 +290,15 @@ class Comparison:
         summary["gpu_hours_vs_lower_bound"] = round(summary["gpu_hours"] / bound_hours, 6) if bound_hours > 0 else None
         summary["cost_vs_lower_bound"] = round(summary["cost"] / bound_cost, 6) if bound_cost > 0 else None
         summary["policy"] = name
+        logger.info(
+            "%s (seed %d): %.1f GPU-hours, SLO attainment %s, %d scale actions, %.1f simulated hours",
+            name,
+            seed,
+            summary["gpu_hours"],
+            "n/a" if summary["slo_attainment"] is None else f"{100.0 * summary['slo_attainment']:.2f} %",
+            summary["scale_actions"],
+            hours,
+        )
         summary["ramps"] = {
             r.spec.name: ramp_slo(sim.telemetry.series(r.spec.name)).as_dict() for r in self.scenario.services
         }
@@ -302,6 +324,19 @@ class Comparison:
             "lower_bound": {k: b.as_dict() for k, b in bounds.items()},
             "gpu_mix": any(len(r.spec.shapes(role)) > 1 for r in self.scenario.services for role in Role),
         }
+
+
+def _keep_or_drop_requests(path: Path, keep: bool) -> None:
+    """Per-request records are opt-in (on ``default`` they come to ≈15 MB a contender): compressed when
+    kept, else removed."""
+    if not path.exists():
+        return
+    if keep:
+        target = path.with_name(path.name + ".gz")
+        # no timestamp in the header: the same run gives the same bytes
+        with path.open("rb") as src, target.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as dst:
+            shutil.copyfileobj(src, dst)
+    path.unlink()
 
 
 def default_policies(scenario: Scenario) -> tuple[str, ...]:
@@ -334,15 +369,18 @@ def compare(
     out_dir: Path | None = None,
     jobs: int = 1,
     backend: str = "local",
+    requests_csv: bool = False,
 ) -> tuple[dict[str, Any], dict[str, list[PolicyRun]]]:
     """Run every policy for every seed; return the JSON result and the runs (for reports).
 
-    With ``out_dir``, the first seed of each policy writes its request records and DecisionRecord
-    journal under ``out_dir/<policy>/``. ``jobs`` / ``backend``: see :mod:`.parallel`."""
+    With ``out_dir``, the first seed of each policy writes its DecisionRecord journal under
+    ``out_dir/<policy>/``, and its request records (``requests.csv.gz``) with ``requests_csv``.
+    ``jobs`` / ``backend``: see :mod:`.parallel`."""
     if policies is None:
         policies = default_policies(scenario)
     check_contenders(scenario, policies)
-    comparison = Comparison(scenario, calibration)
+    comparison = Comparison(scenario, calibration, progress=progress)
+    comparison.requests_csv = requests_csv
     base_seed = scenario.settings.seed
     wanted = [base_seed + k for k in range(seeds)]
     for seed in wanted:

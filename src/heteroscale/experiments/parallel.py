@@ -26,6 +26,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from heteroscale.errors import ConfigError, HeteroScaleError
@@ -34,6 +35,19 @@ S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
 BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Progress of an experiment: ``done`` of ``total`` steps of one ``phase`` (the label says which)."""
+
+    label: str
+    done: int
+    total: int
+    phase: str = "runs"
+
+
+ProgressFn = Callable[[Step], None]
 
 # a pool worker's copy of ``shared``, set once by its initializer so that tasks need not carry it
 _WORKER: dict[str, Any] = {}
@@ -54,10 +68,11 @@ def run_all(
     *,
     jobs: int = 1,
     backend: str = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
     label: Callable[[T], str] = str,
 ) -> list[R]:
-    """``[fn(shared, t) for t in tasks]``, in task order, on ``jobs`` local processes or on Ray."""
+    """``[fn(shared, t) for t in tasks]``, in task order, on ``jobs`` local processes or on Ray; ``progress``
+    hears of each task as it starts (serial) or ends (parallel), and once when all are done."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if jobs < 1:
@@ -66,10 +81,12 @@ def run_all(
         return _run_ray(fn, shared, tasks, progress, label)
     if jobs == 1 or len(tasks) <= 1:
         out = []
-        for task in tasks:
+        for i, task in enumerate(tasks):
             if progress is not None:
-                progress(label(task))
+                progress(Step(label(task), i, len(tasks)))
             out.append(fn(shared, task))
+        if progress is not None and tasks:
+            progress(Step("done", len(tasks), len(tasks)))
         return out
     return _run_pool(fn, shared, tasks, min(jobs, len(tasks)), progress, label)
 
@@ -87,7 +104,7 @@ def _run_pool(
     shared: S,
     tasks: Sequence[T],
     jobs: int,
-    progress: Callable[[str], None] | None,
+    progress: ProgressFn | None,
     label: Callable[[T], str],
 ) -> list[R]:
     results: dict[int, R] = {}
@@ -101,7 +118,7 @@ def _run_pool(
                     i = pending.pop(future)
                     results[i] = future.result()  # re-raises the task's own error
                     if progress is not None:
-                        progress(f"{label(tasks[i])} done")
+                        progress(Step(f"{label(tasks[i])} done", len(results), len(tasks)))
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -117,7 +134,7 @@ def _run_ray(
     fn: Callable[[S, T], R],
     shared: S,
     tasks: Sequence[T],
-    progress: Callable[[str], None] | None,
+    progress: ProgressFn | None,
     label: Callable[[T], str],
 ) -> list[R]:
     try:
@@ -136,7 +153,7 @@ def _run_ray(
         while left:
             done, left = ray.wait(left, num_returns=1)
             if progress is not None:
-                progress(f"{label(tasks[index[done[0]]])} done")
+                progress(Step(f"{label(tasks[index[done[0]]])} done", len(refs) - len(left), len(refs)))
         try:
             return list(ray.get(refs))
         except ray.exceptions.RayTaskError as exc:

@@ -29,6 +29,7 @@ from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.domain.topology import NodeSpec, Topology
 from heteroscale.errors import SloUnreachable
+from heteroscale.experiments.parallel import ProgressFn, Step
 from heteroscale.perf import Calibration, InstancePerf, build_instance_perf
 from heteroscale.policy.context import Targets
 from heteroscale.policy.targets import decode_itl_profile
@@ -240,6 +241,7 @@ def find_knee(
     duration_s: float = 600.0,
     iterations: int = 8,
     seed: int = 0,
+    progress: ProgressFn | None = None,
 ) -> tuple[KneePoint, tuple[KneePoint, ...]]:
     """Bisect for the highest request rate that ``prefill`` P + ``decode`` D instances serve within SLO.
 
@@ -253,14 +255,24 @@ def find_knee(
     probes: list[KneePoint] = []
     lo, hi = 0.0, guess * 1.5
     best: KneePoint | None = None
+
+    def tell(rate_rps: float, remaining: int) -> None:
+        # probes so far + those left (this one included): exact unless the bracket or a lower load needs more
+        total = len(probes) + remaining
+        logger.info("pressure test %s: probe %d of %d at %.3g req/s", spec.name, len(probes) + 1, total, rate_rps)
+        if progress is not None:
+            progress(Step(f"{spec.name}: probe at {rate_rps:.3g} req/s", len(probes), total, phase="pressure test"))
+
     for _ in range(6):  # make sure hi is infeasible
+        tell(hi, 1 + iterations)
         point = _probe(scenario, spec, mix, prefill, decode, hi, duration_s, calibration, seed)
         probes.append(point)
         if not point.meets_slo:
             break
         best, lo, hi = point, hi, hi * 2.0
-    for _ in range(iterations):
+    for k in range(iterations):
         mid = 0.5 * (lo + hi)
+        tell(mid, iterations - k)
         point = _probe(scenario, spec, mix, prefill, decode, mid, duration_s, calibration, seed)
         probes.append(point)
         if point.meets_slo:
@@ -269,8 +281,9 @@ def find_knee(
             hi = mid
     if best is None:  # every probe missed: look lower, down to a near-idle load, before giving up
         best, lo, hi = _below(scenario, spec, mix, prefill, decode, probes, duration_s, calibration, seed)
-        for _ in range(iterations if best is not None else 0):
+        for k in range(iterations if best is not None else 0):
             mid = 0.5 * (lo + hi)
+            tell(mid, iterations - k)
             point = _probe(scenario, spec, mix, prefill, decode, mid, duration_s, calibration, seed)
             probes.append(point)
             if point.meets_slo:
@@ -318,6 +331,7 @@ def pressure_test(
     seed: int = 0,
     mix: RequestTrace | None = None,
     role_wise: bool | None = None,
+    progress: ProgressFn | None = None,
 ) -> PressureResult:
     """Find the SLO knee of ``service`` on ``decode`` D and round(r·D) P instances, and its targets.
 
@@ -334,8 +348,9 @@ def pressure_test(
     prefill = max(1, round(r * decode))
     mix = mix if mix is not None else length_mix(run, scenario.settings.duration_s, seed)
     best, probes = find_knee(
-        scenario, spec, calibration, prefill, decode, mix, duration_s=duration_s, iterations=iterations, seed=seed
-    )
+        scenario, spec, calibration, prefill, decode, mix, duration_s=duration_s, iterations=iterations, seed=seed,
+        progress=progress,
+    )  # fmt: skip
     if upper_bracket_met(probes):
         logger.warning(
             "pressure test of service %s: the highest load probed (%.3g req/s on %dP/%dD) still met the SLO; "
@@ -355,7 +370,7 @@ def pressure_test(
                 p_test, d_test = (prefill, decode * AMPLE) if role is Role.PREFILL else (prefill * AMPLE, decode)
                 knee, more = find_knee(
                     scenario, alone, calibration, p_test, d_test, mix, duration_s=duration_s, iterations=iterations,
-                    seed=seed,
+                    seed=seed, progress=progress,
                 )  # fmt: skip
                 probes = (*probes, *more)
                 if k == 0:

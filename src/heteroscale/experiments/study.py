@@ -11,11 +11,12 @@ high.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from heteroscale.domain.hardware import Role
 from heteroscale.experiments.compare import Comparison, PolicyRun
+from heteroscale.experiments.parallel import ProgressFn, Step
 from heteroscale.perf import Calibration
 from heteroscale.sim.scenario import Scenario
 from heteroscale.sim.telemetry import RoleWindow
@@ -93,21 +94,24 @@ def study_metrics(
     calibration: Calibration,
     *,
     signals: Sequence[str] = SIGNALS,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[dict[str, Any], dict[str, PolicyRun]]:
-    comparison = Comparison(scenario, calibration)
+    comparison = Comparison(scenario, calibration, progress=progress)
     seed = scenario.settings.seed
     spec = scenario.services[0].spec
     gp = spec.preferred_shape(Role.PREFILL).gpus
     gd = spec.preferred_shape(Role.DECODE).gpus
     runs: dict[str, PolicyRun] = {}
+    total = 1 + len(signals)
     if progress is not None:
-        progress("no autoscaling")
+        progress(Step("no autoscaling", 0, total))
     runs["no-autoscaling"] = comparison.run_policy("static-peak", seed)
-    for signal in signals:
+    for k, signal in enumerate(signals):
         if progress is not None:
-            progress(f"signal:{signal}")
+            progress(Step(f"signal:{signal}", 1 + k, total))
         runs[f"signal:{signal}"] = comparison.run_policy(f"signal:{signal}", seed, start_at_peak=True, cap_at_peak=True)
+    if progress is not None:
+        progress(Step("done", total, total))
     result: dict[str, Any] = comparison.describe()
     base = runs["no-autoscaling"]
     result["no_autoscaling"] = {"summary": base.summary, "series": signal_series(base)}

@@ -10,12 +10,12 @@ highest sustainable request rate. A split whose highest probe still met the SLO 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from heteroscale.domain.service import ServiceSpec
-from heteroscale.experiments.parallel import run_all
+from heteroscale.errors import ConfigError, did_you_mean
+from heteroscale.experiments.parallel import ProgressFn, run_all
 from heteroscale.experiments.pressure import KneePoint, find_knee, length_mix, upper_bracket_met
 from heteroscale.perf import Calibration
 from heteroscale.sim.scenario import Scenario
@@ -51,10 +51,16 @@ def sweep_ratio(
     instances: int = 16,
     duration_s: float = 300.0,
     iterations: int = 6,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
     jobs: int = 1,
     backend: str = "local",
 ) -> dict[str, Any]:
+    names = [r.spec.name for r in scenario.services]
+    if service is not None and service not in names:
+        raise ConfigError(
+            f"--service: scenario {scenario.name} has no service {service!r}{did_you_mean(service, names)} "
+            f"(services: {', '.join(names)})"
+        )
     run = next(r for r in scenario.services if service is None or r.spec.name == service)
     spec = run.spec
     mix = length_mix(run, scenario.settings.duration_s, scenario.settings.seed)

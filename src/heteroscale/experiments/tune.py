@@ -11,11 +11,11 @@ candidates follow ``compare``'s rule on a scenario's policy options (a marked ro
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from heteroscale.experiments.compare import Comparison, check_contenders, run_task
-from heteroscale.experiments.parallel import run_all
+from heteroscale.experiments.parallel import ProgressFn, run_all
 from heteroscale.experiments.sweep import sweep_ratio
 from heteroscale.perf import Calibration
 from heteroscale.sim.scenario import Scenario
@@ -30,7 +30,7 @@ def tune(
     *,
     candidates: Sequence[str] = CANDIDATES,
     instances: int = 8,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
     jobs: int = 1,
     backend: str = "local",
 ) -> dict[str, Any]:
@@ -47,9 +47,7 @@ def tune(
         scenario,
         services=(dataclasses.replace(service, spec=spec), *scenario.services[1:]),
     )
-    if progress is not None:
-        progress(f"pressure test at r={r_opt:.3f}")
-    comparison = Comparison(tuned, calibration)
+    comparison = Comparison(tuned, calibration, progress=progress)
     seed = scenario.settings.seed
     comparison.loads(seed)
     runs = run_all(

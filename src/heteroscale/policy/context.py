@@ -14,6 +14,7 @@ from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.domain.state import ScaleInMode
+from heteroscale.policy.defaults import DRAIN_GRACE_S
 from heteroscale.policy.forecast import ForecastState
 
 
@@ -95,8 +96,6 @@ class PolicyMemory:
     last_direction: int = 0  # +1 out, −1 in, 0 none yet
     # recent (time_s, prefill, decode) recommendations, for stabilisation windows
     recommendations: tuple[tuple[float, int, int], ...] = ()
-    # recent (time_s, value) of the driving signal, for forecasting / panic windows
-    signal: tuple[tuple[float, float], ...] = ()
     values: tuple[tuple[str, float], ...] = ()  # anything else a policy needs, by name
     forecast: ForecastState | None = None  # the forecaster's state (predictive scaling), None until used
     # named samples (name, time_s, value) a policy keeps for its own windows and predictors
@@ -128,7 +127,7 @@ class PolicyResult:
     decision: ScalingDecision  # after every normalisation step, each with its reason
     memory: PolicyMemory
     scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
-    drain_grace_s: float = 600.0
+    drain_grace_s: float = DRAIN_GRACE_S
     pd_ratio: float | None = None  # the P/D ratio this decision used (None: the service's)
 
 

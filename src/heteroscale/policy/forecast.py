@@ -1,8 +1,8 @@
 """Forecast the next interval's signal (decode tokens/s) from its history: seasonal profile + recent trend.
 
 Pure and deterministic: no I/O, no clock, plain floats. The state is an immutable value that the
-caller keeps between calls — in ``PolicyMemory.values`` through :func:`with_state` and
-:meth:`ForecastState.from_values`. :func:`observe` returns the next state; :func:`forecast` reads one.
+caller keeps between calls (``PolicyMemory.forecast``). :func:`observe` returns the next state;
+:func:`forecast` reads one.
 
 Notation: the history is ``(tᵢ, yᵢ)`` over the last ``trend_window_s`` (W) seconds, ending at the
 latest observation ``(t₀, y₀)``. A forecast is for ``now_s + horizon_s``; its effective horizon is
@@ -53,21 +53,18 @@ Finally ``F`` is clamped to ``[0, max_growth · y₀]`` so one noisy point canno
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-PREFIX = "forecast."
 NO_VALUE = -1.0  # a pending seasonal forecast that could not be made (values are ≥ 0)
 
 __all__ = [
-    "PREFIX",
     "Forecast",
     "ForecastParams",
     "ForecastState",
     "ProfileBucket",
     "forecast",
     "observe",
-    "with_state",
 ]
 
 
@@ -154,87 +151,6 @@ class ForecastState:
 
     def seasons_seen(self, now_s: float, params: ForecastParams) -> float:
         return 0.0 if self.first_s is None else max(0.0, now_s - self.first_s) / params.season_s
-
-    def to_values(self) -> tuple[tuple[str, float], ...]:
-        """``forecast.``-prefixed name → float pairs, sorted, for ``PolicyMemory.values`` (see :func:`with_state`).
-
-        Scalars: ``forecast.first_s`` (absent before the first observation), ``forecast.visit_slot`` /
-        ``visit_sum`` / ``visit_count`` (absent with no open visit), ``forecast.error_trend`` /
-        ``error_seasonal`` / ``scored``. Sequences: ``forecast.history_n`` and ``forecast.h<i>.t_s`` /
-        ``.value``; ``forecast.pending_n`` and ``forecast.q<i>.target_s`` / ``.trend`` / ``.seasonal``;
-        per profile bucket ``forecast.b<index>.level`` / ``.prev_level`` / ``.visits`` / ``.last_slot``.
-        """
-        out: dict[str, float] = {
-            "history_n": float(len(self.history)),
-            "pending_n": float(len(self.pending)),
-            "error_trend": self.error_trend,
-            "error_seasonal": self.error_seasonal,
-            "scored": float(self.scored),
-        }
-        if self.first_s is not None:
-            out["first_s"] = self.first_s
-        if self.visit_slot is not None:
-            out.update(visit_slot=float(self.visit_slot), visit_sum=self.visit_sum, visit_count=float(self.visit_count))
-        for i, (t_s, value) in enumerate(self.history):
-            out[f"h{i}.t_s"], out[f"h{i}.value"] = t_s, value
-        for i, (target_s, trend, seasonal) in enumerate(self.pending):
-            out[f"q{i}.target_s"], out[f"q{i}.trend"], out[f"q{i}.seasonal"] = target_s, trend, seasonal
-        for b in self.profile:
-            out[f"b{b.index}.level"], out[f"b{b.index}.prev_level"] = b.level, b.prev_level
-            out[f"b{b.index}.visits"], out[f"b{b.index}.last_slot"] = float(b.visits), float(b.last_slot)
-        return tuple(sorted((PREFIX + key, value) for key, value in out.items()))
-
-    @classmethod
-    def from_values(cls, values: Iterable[tuple[str, float]]) -> ForecastState:
-        """The state stored by :meth:`to_values`. Other names are ignored; no ``forecast.`` name → empty
-        state; a sequence with a missing element → ValueError naming it."""
-        named = {k[len(PREFIX) :]: v for k, v in values if k.startswith(PREFIX)}
-        if not named:
-            return cls()
-
-        def get(key: str) -> float:
-            if key not in named:
-                raise ValueError(f"forecast state: missing value {PREFIX + key!r}")
-            return named[key]
-
-        history = tuple((get(f"h{i}.t_s"), get(f"h{i}.value")) for i in range(int(named.get("history_n", 0.0))))
-        pending = tuple(
-            (get(f"q{i}.target_s"), get(f"q{i}.trend"), get(f"q{i}.seasonal"))
-            for i in range(int(named.get("pending_n", 0.0)))
-        )
-        indices = sorted({int(k[1:].split(".", 1)[0]) for k in named if k.startswith("b") and k[1:2].isdigit()})
-        profile = tuple(
-            ProfileBucket(
-                index=i,
-                level=get(f"b{i}.level"),
-                prev_level=get(f"b{i}.prev_level"),
-                visits=int(get(f"b{i}.visits")),
-                last_slot=int(get(f"b{i}.last_slot")),
-            )
-            for i in indices
-        )
-        has_visit = "visit_slot" in named
-        return cls(
-            history=history,
-            profile=profile,
-            first_s=named.get("first_s"),
-            visit_slot=int(named["visit_slot"]) if has_visit else None,
-            visit_sum=get("visit_sum") if has_visit else 0.0,
-            visit_count=int(get("visit_count")) if has_visit else 0,
-            pending=pending,
-            error_trend=named.get("error_trend", 0.0),
-            error_seasonal=named.get("error_seasonal", 0.0),
-            scored=int(named.get("scored", 0.0)),
-        )
-
-
-def with_state(values: Iterable[tuple[str, float]], state: ForecastState) -> tuple[tuple[str, float], ...]:
-    """``values`` with every ``forecast.`` name replaced by ``state``'s (sorted; other names kept).
-
-    Use this rather than merging: a shorter history must not leave stale ``forecast.h<i>`` names behind.
-    """
-    kept = [(k, v) for k, v in values if not k.startswith(PREFIX)]
-    return tuple(sorted([*kept, *state.to_values()]))
 
 
 @dataclass(frozen=True, slots=True)

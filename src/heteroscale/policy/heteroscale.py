@@ -39,6 +39,7 @@ from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.policy.context import PolicyContext
+from heteroscale.policy.defaults import DRAIN_GRACE_S
 from heteroscale.policy.forecast import ForecastParams, ForecastState, forecast, observe
 from heteroscale.policy.normalize import PD, Stability, ceil_count, round_half_up
 from heteroscale.policy.outcome import ScaleIn
@@ -56,7 +57,7 @@ class HeteroScaleParams:
     stability: Stability = field(default_factory=Stability)
     latency_tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS  # [ours] 1.1× → +10 %, 1.5× → +20 %
     pd_ratio: float | None = None  # None: the service's spec.pd_ratio (fixed online, from pressure testing)
-    drain_grace_s: float = 600.0
+    drain_grace_s: float = DRAIN_GRACE_S
     # [ours] None: the ratio is fixed; else estimated online from the prefill and decode demands
     adaptive_ratio: AdaptiveRatio | None = None
     # [ours] predictive scaling: None = reactive; else decode TPS is forecast ``lead_s`` ahead (seasonal

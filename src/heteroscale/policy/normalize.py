@@ -19,6 +19,7 @@ from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.policy.context import PolicyMemory, ServiceCounts
+from heteroscale.policy.defaults import SCALE_IN_COOLDOWN_S, SCALE_OUT_COOLDOWN_S, THETA_IN, THETA_OUT
 
 ROLES = (Role.PREFILL, Role.DECODE)
 
@@ -45,10 +46,10 @@ class PD:
 class Stability:
     """Hysteresis, cooldowns and damping shared by the metric-driven policies (HETEROSCALE.md §4)."""
 
-    theta_out: float = 0.1  # scale out if R = desired/current > 1 + theta_out
-    theta_in: float = 0.1  # scale in if R < 1 − theta_in
-    scale_out_cooldown_s: float = 180.0  # after a scale-out, before another scale-out
-    scale_in_cooldown_s: float = 600.0  # after any scale-out or scale-in, before a scale-in
+    theta_out: float = THETA_OUT  # scale out if R = desired/current > 1 + theta_out
+    theta_in: float = THETA_IN  # scale in if R < 1 − theta_in
+    scale_out_cooldown_s: float = SCALE_OUT_COOLDOWN_S  # after a scale-out, before another scale-out
+    scale_in_cooldown_s: float = SCALE_IN_COOLDOWN_S  # after any scale-out or scale-in, before a scale-in
     max_up_fraction: float = 1.0  # one step adds at most +100 % of current …
     max_down_fraction: float = 0.25  # … and removes at most 25 %
     min_step: int = 1  # but always at least this many when moving
@@ -228,8 +229,8 @@ def cooldown(
     current: PD,
     desired: PD,
     *,
-    scale_out_s: float = 180.0,
-    scale_in_s: float = 600.0,
+    scale_out_s: float = SCALE_OUT_COOLDOWN_S,
+    scale_in_s: float = SCALE_IN_COOLDOWN_S,
     per_role: bool = False,
 ) -> Step:
     """Block a scale-out within ``scale_out_s`` of the last scale-out, and a scale-in within ``scale_in_s``
@@ -311,8 +312,8 @@ def hysteresis(
     current: PD,
     desired: PD,
     *,
-    theta_out: float = 0.1,
-    theta_in: float = 0.1,
+    theta_out: float = THETA_OUT,
+    theta_in: float = THETA_IN,
     driver: Role | None = Role.DECODE,
 ) -> Step:
     """R = desired/current of the driver role: move if R > 1+θ_out or R < 1−θ_in, else hold both roles.

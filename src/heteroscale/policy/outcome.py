@@ -14,9 +14,8 @@ from dataclasses import dataclass, replace
 from heteroscale.domain.decision import Recommendation, ScalingDecision, Step
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
+from heteroscale.policy.defaults import DRAIN_GRACE_S, KILL_GRACE_S
 from heteroscale.policy.normalize import PD, ROLES, clamp_bounds, current_counts
-
-KILL_GRACE_S = 30.0  # Kubernetes' default termination grace: peers kill, in-flight requests fail after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +23,7 @@ class ScaleIn:
     """How instances leave when a policy scales in."""
 
     mode: ScaleInMode = ScaleInMode.DRAIN
-    grace_s: float = 600.0
+    grace_s: float = DRAIN_GRACE_S
 
     def __post_init__(self) -> None:
         if self.grace_s < 0:

@@ -43,11 +43,12 @@ from heteroscale.policy.baselines import (
     kthena_shaping,
 )
 from heteroscale.policy.context import Policy
+from heteroscale.policy.defaults import DRAIN_GRACE_S, KILL_GRACE_S
 from heteroscale.policy.dynamo import DynamoParams, DynamoSlaPolicy, dynamo_shaping
 from heteroscale.policy.forecast import ForecastParams
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy, LatencyTier, heteroscale_shaping
 from heteroscale.policy.normalize import Stability
-from heteroscale.policy.outcome import KILL_GRACE_S, ScaleIn
+from heteroscale.policy.outcome import ScaleIn
 from heteroscale.policy.periodic import DAY_S, PeriodicPolicy, Schedule, ScheduleEntry, StaticPolicy, unobserved_shaping
 from heteroscale.policy.ratio import AdaptiveRatio
 from heteroscale.policy.signals import Signal, SignalParams, SingleSignalPolicy, signal_shaping
@@ -110,13 +111,13 @@ def _scale_in(value: object, where: str) -> ScaleIn:
         return value
     if isinstance(value, str):
         mode = ScaleInMode(value)
-        return ScaleIn(mode, 600.0 if mode is ScaleInMode.DRAIN else KILL_GRACE_S)
+        return ScaleIn(mode, DRAIN_GRACE_S if mode is ScaleInMode.DRAIN else KILL_GRACE_S)
     given = _mapping(value, where)
     unknown = set(given) - {"mode", "grace_s"}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: mode, grace_s)")
     mode = ScaleInMode(str(given.get("mode", "drain")))
-    default_grace = 600.0 if mode is ScaleInMode.DRAIN else KILL_GRACE_S
+    default_grace = DRAIN_GRACE_S if mode is ScaleInMode.DRAIN else KILL_GRACE_S
     return ScaleIn(mode, _number(given.get("grace_s", default_grace), f"{where}.grace_s"))
 
 

@@ -25,6 +25,7 @@ from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.policy.context import PolicyContext, Targets
+from heteroscale.policy.defaults import DRAIN_GRACE_S
 from heteroscale.policy.normalize import PD, Stability, coordinate_pd, current_counts
 from heteroscale.policy.outcome import ScaleIn
 from heteroscale.policy.sizing import grow, proportional, shrink, size_role_by_tps
@@ -86,7 +87,7 @@ class SignalParams:
     latency_in_fraction: float = 0.1  # p90 below latency_in_factor × threshold → −10 %
     latency_in_factor: float = 0.5
     pd_ratio: float | None = None  # None: spec.pd_ratio
-    drain_grace_s: float = 600.0
+    drain_grace_s: float = DRAIN_GRACE_S
 
     def __post_init__(self) -> None:
         if self.latency_out_fraction <= 0 or not 0 < self.latency_in_fraction < 1:

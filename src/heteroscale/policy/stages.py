@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
+from heteroscale.policy.defaults import SCALE_IN_COOLDOWN_S, SCALE_OUT_COOLDOWN_S, THETA_IN, THETA_OUT
 from heteroscale.policy.normalize import PD, ROLES, Stability, ceil_count
 from heteroscale.policy.safety import DEFAULT_TIERS, LatencyTier
 
@@ -33,8 +34,8 @@ class Hysteresis:
     """R = desired/current of the driver (each role's own with ``driver=None``): move only outside
     [1 − θ_in, 1 + θ_out]."""
 
-    theta_out: float = 0.1
-    theta_in: float = 0.1
+    theta_out: float = THETA_OUT
+    theta_in: float = THETA_IN
     driver: Role | None = Role.DECODE
 
 
@@ -66,8 +67,8 @@ class Cooldown:
     """No scale-out within ``scale_out_s`` of the last scale-out, no scale-in within ``scale_in_s`` of any
     action; service-wide clocks, or one per role with ``per_role``."""
 
-    scale_out_s: float = 180.0
-    scale_in_s: float = 600.0
+    scale_out_s: float = SCALE_OUT_COOLDOWN_S
+    scale_in_s: float = SCALE_IN_COOLDOWN_S
     per_role: bool = False
 
 

@@ -32,6 +32,7 @@ Metric = Callable[[Sequence[Row]], list[float]]
 LOAD_AND_INSTANCES_PNG = "load_and_instances.png"
 UTILISATION_PNG = "utilisation.png"
 LATENCY_PNG = "latency.png"
+PARETO_PNG = "gpu_hours_vs_slo.png"
 
 _DPI = 100
 _COL_WIDTH_IN = 7.0
@@ -51,22 +52,48 @@ class _Policy:
     label: str
     colour: str
     by_service: dict[str, list[Row]]
+    background: bool = False  # drawn thin and grey behind the singled-out policies
+
+
+@dataclass(frozen=True, slots=True)
+class ParetoPoint:
+    """One contender on the GPU-hours vs SLO-attainment chart: means and 95 % half-widths (None: one run)."""
+
+    label: str
+    billed: float
+    billed_ci: float | None
+    slo_attainment: float  # a fraction, 0–1
+    slo_ci: float | None
+
+
+_OTHERS = "0.72"  # the grey of the contenders not singled out
 
 
 def write_plots(
     out_dir: Path,
     runs: Mapping[str, RunSeries],
     slo: Mapping[str, tuple[float, float]] | None = None,
+    highlight: Sequence[str] = (),
 ) -> list[Path]:
     """Write ``load_and_instances.png``, ``utilisation.png`` and ``latency.png``; return their paths.
 
     ``runs`` maps a policy id to its series (legend entries use ``RunSeries.label``, in mapping order);
-    ``slo`` maps a service to its ``(ttft_s, tbt_s)`` targets, drawn as horizontal lines.
+    ``slo`` maps a service to its ``(ttft_s, tbt_s)`` targets, drawn as horizontal lines. With
+    ``highlight`` (policy ids), those policies are drawn in colour on top and every other one thin and
+    grey, under one legend entry.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    picked = [k for k in highlight if k in runs]  # in the order given: the first gets the first colour
+    # the grey ones first, so the picked ones draw on top (and lead the legend in the order given)
+    keys = sorted(runs, key=lambda k: (k in picked, picked.index(k) if k in picked else 0))
     policies = [
-        _Policy(label=run.label, colour=f"C{i % 10}", by_service=_by_service(run.rows))
-        for i, run in enumerate(runs.values())
+        _Policy(
+            label=runs[key].label,
+            colour=f"C{picked.index(key) % 10}" if key in picked else (_OTHERS if picked else f"C{i % 10}"),
+            by_service=_by_service(runs[key].rows),
+            background=bool(picked) and key not in picked,
+        )
+        for i, key in enumerate(keys)
     ]
     services = _services(policies)
     targets = dict(slo or {})
@@ -179,7 +206,8 @@ def _draw(
             ys,
             color=p.colour,
             linestyle=linestyle,
-            linewidth=1.2,
+            linewidth=0.8 if p.background else 1.6,
+            alpha=0.8 if p.background else 1.0,
             drawstyle="steps-post" if steps else "default",
         )
         finite.extend(y for y in ys if not math.isnan(y))
@@ -215,10 +243,21 @@ class _LogMinorFormatter(Formatter):
 
 
 def _legend(fig: Figure, policies: Sequence[_Policy], extra: Sequence[Line2D] = ()) -> None:
-    handles = [Line2D([], [], color=p.colour, linewidth=1.6, label=p.label) for p in policies]
+    """One legend under the panels, inside the figure (constrained layout makes room for every row)."""
+    handles = [Line2D([], [], color=p.colour, linewidth=1.6, label=p.label) for p in policies if not p.background]
+    others = [p.label for p in policies if p.background]
+    if others:
+        handles.append(Line2D([], [], color=_OTHERS, linewidth=1.0, label=f"others ({len(others)})"))
     handles.extend(extra)
-    if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=9, frameon=False)
+    if not handles:
+        return
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    width_px = fig.bbox.width
+    for ncols in range(min(len(handles), 4), 0, -1):  # as many columns as fit the figure's width
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=9, frameon=False)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= width_px - 4:
+            return
+        legend.remove()
 
 
 def _load_and_instances(policies: Sequence[_Policy], services: Sequence[str]) -> Figure:
@@ -297,3 +336,45 @@ def _latency(policies: Sequence[_Policy], services: Sequence[str], slo: Mapping[
         _finish_column(column, service, len(services))
     _legend(fig, policies, [Line2D([], [], color="black", linestyle=":", label="SLO")])
     return fig
+
+
+def write_pareto(
+    out_dir: Path, points: Sequence[ParetoPoint], title: str, unit: str = "GPU-hours", highlight: Sequence[str] = ()
+) -> Path:
+    """``gpu_hours_vs_slo.png``: each contender's bill against its SLO attainment, with 95 % intervals
+    over seeds as error bars; ``highlight`` labels are drawn in colour, the others in grey."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(_COL_WIDTH_IN, 4.6), dpi=_DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        fig.suptitle(title)
+        if not points:
+            _no_data(ax)
+        picked = [p.label for p in points if p.label in highlight]
+        for p in sorted(points, key=lambda q: q.label in picked):
+            colour = f"C{picked.index(p.label) % 10}" if p.label in picked else "0.45"
+            ax.errorbar(
+                p.billed,
+                100.0 * p.slo_attainment,
+                xerr=p.billed_ci,
+                yerr=None if p.slo_ci is None else 100.0 * p.slo_ci,
+                fmt="o",
+                color=colour,
+                markersize=7 if p.label in picked else 5,
+                capsize=3,
+            )
+            ax.annotate(
+                p.label,
+                (p.billed, 100.0 * p.slo_attainment),
+                xytext=(5, 4),
+                textcoords="offset points",
+                fontsize=8,
+                fontweight="bold" if p.label in picked else "normal",
+                color=colour if p.label in picked else "0.25",
+            )
+        ax.set_xlabel(f"{unit} (lower is better)")
+        ax.set_ylabel("SLO attainment (%) (higher is better)")
+        ax.grid(True, linewidth=0.4, alpha=0.5)
+        ax.margins(x=0.15, y=0.15)
+        return _save(fig, out_dir / PARETO_PNG)

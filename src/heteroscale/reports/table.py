@@ -251,7 +251,8 @@ def study_table(result: dict[str, Any]) -> str:
 
 def sweep_table(result: dict[str, Any]) -> str:
     lines = [
-        f"  {result['service']} on {result['instances']} instances (SLO TTFT {result['slo']['ttft_s']} s, "
+        f"  scenario {result['scenario']}, {result['service']} on {result['instances']} instances "
+        f"(SLO TTFT {result['slo']['ttft_s']} s, "
         f"TBT {result['slo']['tbt_s']} s)",
         f"  {'split':8s} {'req/s':>8s} {'prefill TPS':>12s} {'decode TPS':>11s} {'util P':>7s} {'util D':>7s} "
         f"{'SM P':>6s} {'SM D':>6s}",
@@ -271,7 +272,8 @@ def sweep_table(result: dict[str, Any]) -> str:
 
 def tune_table(result: dict[str, Any]) -> str:
     lines = [
-        f"  {result['service']}: best ratio r_opt = {result['r_opt']} ({result['ratio_sweep']['best']} of "
+        f"  scenario {result['scenario']}, {result['service']}: best ratio r_opt = {result['r_opt']} "
+        f"({result['ratio_sweep']['best']} of "
         f"{result['ratio_sweep']['instances']}), decode-TPS target per instance "
         + ", ".join(f"{k} {v:,.0f}" for k, v in result["m_hat_decode_tps_per_instance"].items()),
         f"  {'policy':22s} {'GPU-h':>9s} {'× LB':>7s} {'r-oracle':>8s} {'SLO':>7s} {'act/h':>6s}",

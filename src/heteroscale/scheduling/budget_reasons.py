@@ -7,13 +7,10 @@ cut or a deferral while GPUs drain."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from heteroscale.domain.hardware import Role
+from heteroscale.scheduling.budget_model import Binding, BudgetCut, Fleet, Grants, Ledger, Scope, ServiceBudget
 from heteroscale.scheduling.groups import ROLES
-
-if TYPE_CHECKING:
-    from heteroscale.scheduling.budget import BudgetCut, _Binding, _Fleet, _Grants, _Ledger, _Scope, _Service
 
 
 def ahead_text(ahead: Sequence[tuple[str, int]], verb: str) -> str:
@@ -26,14 +23,14 @@ def ahead_text(ahead: Sequence[tuple[str, int]], verb: str) -> str:
 
 
 def cut_reason(
-    svc: _Service,
-    grant: _Fleet,
-    now: _Fleet,
-    why_cut: list[_Binding],
-    why_deferred: list[_Binding],
-    services: list[_Service],
-    final: _Grants,
-    ledger: _Ledger,
+    svc: ServiceBudget,
+    grant: Fleet,
+    now: Fleet,
+    why_cut: list[Binding],
+    why_deferred: list[Binding],
+    services: list[ServiceBudget],
+    final: Grants,
+    ledger: Ledger,
 ) -> str:
     spec = svc.demand.spec
     parts: list[str] = []
@@ -78,7 +75,7 @@ def cut_reason(
 
 
 def budget_summary(
-    scopes: list[_Scope], held: int, draining: int, unmanaged: int, granted: int, launches: int, cuts: list[BudgetCut]
+    scopes: list[Scope], held: int, draining: int, unmanaged: int, granted: int, launches: int, cuts: list[BudgetCut]
 ) -> str:
     gpus = f"held {held} GPUs ({draining} draining, {unmanaged} unmanaged)"
     if not scopes:

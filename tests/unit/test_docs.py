@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CITED = re.compile(r"\b([A-Z][A-Z0-9_]*\.md)\b")
+CITED = re.compile(r"(?<![\w-])([A-Z][A-Z0-9_-]*\.md)\b")
 
 
 def _cited() -> dict[str, list[str]]:

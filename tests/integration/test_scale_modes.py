@@ -9,6 +9,7 @@ whose instance counts follow the stack's Ready replicas; every wait is bounded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -381,3 +382,55 @@ def test_metrics_mode_publishes_desired_replicas_that_prometheus_scrapes_and_wri
     assert spec_replicas(stack_kube, "Deployment") == {"chat-prefill": 3, "chat-decode": 3}
     assert controller_writes(stack_kube) == []  # its Lease aside, the controller wrote nothing
     assert schema_problems(stack_kube) == []
+
+
+# --- the probe ----------------------------------------------------------------------------------------------
+
+
+def test_probe_in_scale_mode_prints_each_targets_scale_its_pods_and_the_series(
+    tmp_path: Path, stack_kube: KubeFakeServer, stack_exporter: EngineExporter, role_of: dict[str, RoleOf]
+) -> None:
+    """``--check --probe`` reads each scale target as the controller does: its /scale replicas and selector,
+    the pods that selector finds (Deployments helm made: the owned mode's label lookup found none of them)."""
+    create(stack_kube, deployment("chat-prefill", 1))
+    create(stack_kube, deployment("chat-decode", 2))
+    role_of["now"] = lambda p: {"chat-prefill": "prefill", "chat-decode": "decode"}.get(p["metadata"]["labels"]["app"])
+    assert wait_until(lambda: ready_replicas(stack_kube, role_of["now"]) == {"chat": (1, 2)}, 10.0)
+    prometheus = prometheus_for(tmp_path, f"127.0.0.1:{stack_exporter.port}")
+    try:
+        wait_for_series(prometheus, 'count(vllm:num_requests_running{service="chat", role="decode"}) == 2')
+        targets = [
+            target("prefill", "Deployment", "chat-prefill", "apps/v1"),
+            target("decode", "Deployment", "chat-decode", "apps/v1"),
+        ]
+        config = scale_config(tmp_path, prometheus.url, stack_kube.url, targets, leader=False)
+        text = run_controller(config, "--check", "--probe")
+        report = run_controller(config, "--check", "--probe", "--json")
+        targets.append(target("decode", "Deployment", "chat-decode-gone", "apps/v1"))
+        missing = run_controller(scale_config(tmp_path, prometheus.url, stack_kube.url, targets, leader=False),
+                                 "--check", "--probe")  # fmt: skip
+    finally:
+        prometheus.stop()
+    assert text.returncode == 0, text.stdout + text.stderr[-2000:]
+    assert (
+        "  prefill: targets (scale): 1: Deployment chat-prefill (1/1 ready, selector app=chat-prefill)\n" in text.stdout
+    )
+    assert "  decode: targets (scale): 1: Deployment chat-decode (2/2 ready, selector app=chat-decode)\n" in text.stdout
+    assert "problem:" not in text.stdout
+    assert report.returncode == 0, report.stderr[-2000:]
+    (chat,) = json.loads(report.stdout)["services"]
+    assert json.loads(report.stdout)["mode"] == "scale"
+    roles = {r["role"]: r for r in chat["roles"]}
+    for role, name, n in (("prefill", "chat-prefill", 1), ("decode", "chat-decode", 2)):
+        (found,) = roles[role]["targets"]
+        assert (found["kind"], found["name"], found["replicas"], found["selector"]) == (
+            "Deployment",
+            name,
+            n,
+            f"app={name}",
+        )
+        assert len(roles[role]["pods"]) == n and all(p["name"].startswith(name + "-") for p in roles[role]["pods"])
+        series = {s["what"]: s["series"] for s in roles[role]["series"]}
+        assert series["running requests (gauge)"] == n  # one series per Ready replica the exporter was told of
+    assert missing.returncode == 1, missing.stdout + missing.stderr[-2000:]
+    assert "  problem: decode: scaleTargetRef Deployment/chat-decode-gone (service chat): " in missing.stdout

@@ -19,6 +19,7 @@ series (the report says which); 2 the config is invalid or the cluster or Promet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings, new_api_client
 from heteroscale.actuators.kube.naming import L_ROLE, L_SERVICE, MANAGED_BY, MANAGER
-from heteroscale.actuators.kube.targets import ScaleTarget, TargetRead, target_instances
+from heteroscale.actuators.kube.targets import ScaleTarget, target_instances
 from heteroscale.actuators.scale import ScaleTargetsCluster
 from heteroscale.clock import WallClock
 from heteroscale.config.actuation import build_targets
@@ -164,7 +165,7 @@ class ScaleTargets:
                 f"list pods of {t.id}", cluster.core.list_namespaced_pod, cluster.settings.namespace,
                 label_selector=read.selector, keep=lambda item: item,
             )  # fmt: skip
-        read = TargetRead(read.target, read.replicas, read.resource_version, read.selector, tuple(pods), read.groups)
+        read = dataclasses.replace(read, pods=tuple(pods))
         instances = target_instances(read, now_s, cluster.settings.start_timeout_s)
         row.update(
             replicas=read.replicas * max(1, read.groups),

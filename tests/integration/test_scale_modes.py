@@ -19,8 +19,12 @@ import kubernetes
 import pytest
 import yaml
 
+from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings
 from heteroscale.actuators.kube.kinds import kind_of
-from heteroscale.actuators.kube.targets import role_replicas
+from heteroscale.actuators.kube.targets import ScaleTarget, role_replicas
+from heteroscale.cli.probe import ScaleTargets
+from heteroscale.clock import WallClock
+from heteroscale.domain.hardware import Role
 from tests.integration.conftest import chat_load, wait_for_series
 from tests.support.crds import crd_dir, crds, deployment, leader_worker_set, problems, scaling_adapter, storm_service
 from tests.support.engine_exporter import EngineExporter
@@ -434,3 +438,31 @@ def test_probe_in_scale_mode_prints_each_targets_scale_its_pods_and_the_series(
         assert series["running requests (gauge)"] == n  # one series per Ready replica the exporter was told of
     assert missing.returncode == 1, missing.stdout + missing.stderr[-2000:]
     assert "  problem: decode: scaleTargetRef Deployment/chat-decode-gone (service chat): " in missing.stdout
+
+
+def test_probe_reads_a_role_shims_role_from_the_object_and_names_a_missing_role(stack_kube: KubeFakeServer) -> None:
+    """A StormService keeps its roles inside one object: the probe's target row is the role's replicas and
+    the pods of that role (the operator's labels); a role the object lacks is that role's problem."""
+    create(stack_kube, storm_service("chat", {"prefill": 1, "decode": 2}))
+    assert wait_until(lambda: ready_replicas(stack_kube, lambda p: p["metadata"]["labels"].get("role-name"))
+                      == {"chat": (1, 2)}, 10.0)  # fmt: skip
+    kind = kind_of("orchestration.aibrix.ai/v1alpha1", "StormService")
+    assert kind is not None
+    targets = [
+        ScaleTarget("chat", Role.PREFILL, "h100-sxm", 1, kind, "chat", role_name="prefill"),
+        ScaleTarget("chat", Role.DECODE, "h20", 1, kind, "chat", role_name="decode"),
+        ScaleTarget("other", Role.DECODE, "h20", 1, kind, "chat", role_name="generate"),
+    ]
+    client = api(stack_kube)
+    try:
+        finder = ScaleTargets(KubeApi(client, KubernetesSettings(namespace=NAMESPACE), WallClock()), targets, 0.0)
+    finally:
+        client.close()
+    for role, n in ((Role.PREFILL, 1), (Role.DECODE, 2)):
+        (row,) = finder.targets("chat", role)
+        assert (row["kind"], row["name"], row["role_name"], row["replicas"]) == ("StormService", "chat", role.value, n)
+        assert row["selector"] == f"storm-service-name=chat,role-name={role.value}" and "problem" not in row
+        pods = finder.pods("chat", role)
+        assert len(pods) == n and all(p["ready"] for p in pods)
+    (missing,) = finder.targets("other", Role.DECODE)
+    assert "has no role 'generate'" in missing["problem"] and finder.pods("other", Role.DECODE) == []

@@ -52,7 +52,7 @@ kubectl apply --dry-run=server -n "$namespace" -f "$work/rendered.yaml"
 step "what the controller's service account may do (the RBAC of this overlay)"
 sa="system:serviceaccount:${namespace}:heteroscale-controller"
 can() { kubectl auth can-i "$@" -n "$namespace" --as "$sa" 2>/dev/null || true; }
-printf '%-34s %s\n' "list nodes" "$(can list nodes)" "create leases" "$(can create leases)" \
+printf '%-34s %s\n' "list nodes (owned only)" "$(can list nodes)" "create leases" "$(can create leases)" \
   "list pods" "$(can list pods)" "delete pods (never)" "$(can delete pods)" \
   "create deployments (owned only)" "$(can create deployments)" \
   "patch deployments/scale" "$(can patch deployments --subresource=scale)"

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from heteroscale.actuators.kube.kinds import KINDS
+from heteroscale.config.controller import load_controller_config
 from heteroscale.controller.http import ControllerMetrics
 from heteroscale.metrics.promql import MetricMapping
 from tests.support.kustomize import (
@@ -32,6 +34,7 @@ from tests.support.kustomize import (
 pytestmark = pytest.mark.integration
 
 MODES = ("owned", "scale", "metrics")
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 NAMESPACED_EXCEPT = {"ClusterRole", "ClusterRoleBinding"}
 
 
@@ -122,29 +125,50 @@ def _grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 LEADER_ELECTION = {("coordination.k8s.io", "leases", v) for v in ("create", "get", "patch")}
 
 
+def _workload_grants(verbs: tuple[str, ...]) -> set[tuple[str, str, str]]:
+    """What the scale and metrics modes call on the kinds they drive (actuators/kube/kinds.py): a scale kind's
+    ``/scale`` subresource, a role shim's object (its roles live inside it)."""
+    out = set()
+    for kind in KINDS.values():
+        resource = kind.plural if kind.shim else f"{kind.plural}/scale"
+        out |= {(kind.group, resource, verb) for verb in verbs}
+    return out
+
+
 def test_rbac_per_mode() -> None:
     owned, scale, metrics = (_grants(render(KUSTOMIZE / "overlays" / m)) for m in MODES)
-    assert ("apps", "deployments", "create") in owned
+    assert ("apps", "deployments", "create") in owned and ("", "nodes", "list") in owned
     for granted in (owned, scale, metrics):
         assert not {g for g in granted if g[2] in ("delete", "deletecollection", "*", "update", "escalate", "bind")}
-        assert ("", "nodes", "list") in granted and granted >= LEADER_ELECTION
-    # scale: no create anywhere; writes only through /scale, the role shims' patch, and pods (deletion cost)
-    assert not {g for g in scale if g[2] == "create" and g[1] != "leases"}
-    patched = {resource for _, resource, verb in scale if verb == "patch"} - {"leases"}
-    assert patched == {
-        "pods",
-        "deployments/scale",
-        "statefulsets/scale",
-        "leaderworkersets/scale",
-        "disaggregatedsetrolescalers/scale",
-        "dynamographdeploymentscalingadapters/scale",
-        "podcliques/scale",
-        "podcliquescalinggroups/scale",
-        "stormservices",
-        "modelservings",
-    }
-    # metrics: read only, but for the Lease that elects the one replica that publishes
-    assert {g for g in metrics if g[2] not in ("get", "list")} == {g for g in LEADER_ELECTION if g[2] != "get"}
+        assert granted >= LEADER_ELECTION
+    # scale: exactly its calls (actuators/scale.py): /scale or a shim's object, get and patch; the targets'
+    # pods listed and patched (deletion cost); no create but the Lease, no node list, no workload list
+    assert scale == LEADER_ELECTION | _workload_grants(("get", "patch")) | {("", "pods", "list"), ("", "pods", "patch")}
+    # metrics: the same reads, nothing written but the Lease that elects the one replica that publishes
+    assert metrics == LEADER_ELECTION | _workload_grants(("get",)) | {("", "pods", "list")}
+
+
+def _config_of(docs: list[dict[str, Any]], tmp_path: Path) -> Path:
+    path = tmp_path / "controller.yaml"
+    path.write_text(_one(docs, "ConfigMap", "heteroscale-controller")["data"]["controller.yaml"], encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_overlay_ships_a_config_of_its_mode(mode: str, tmp_path: Path) -> None:
+    docs = render(KUSTOMIZE / "overlays" / mode)
+    config, _ = load_controller_config(_config_of(docs, tmp_path))
+    assert config.actuation == mode
+    assert all(bool(s.scale_targets) is (mode != "owned") for s in config.services)
+    if mode == "owned":
+        return
+    # the stack examples verbatim, and the engines' PodMonitor their preset selects on (llm-d's recipe)
+    example = {"scale": "llm-d", "metrics": "metrics-mode"}[mode]
+    shipped = _one(docs, "ConfigMap", "heteroscale-controller")["data"]["controller.yaml"]
+    assert shipped == (EXAMPLES / example / "controller.yaml").read_text(encoding="utf-8")
+    assert config.prometheus.mapping.preset == "llm-d"
+    recipe = yaml.safe_load((EXAMPLES / "presets" / "llm-d-podmonitor.yaml").read_text(encoding="utf-8"))
+    assert _one(docs, "PodMonitor")["spec"] == recipe["spec"]
 
 
 def test_the_journal_lives_on_a_persistent_volume() -> None:
@@ -269,7 +293,7 @@ def test_the_alerts_fire_when_they_should(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-RECIPES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "presets"
+RECIPES = EXAMPLES / "presets"
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*-podmonitor.yaml")), ids=lambda p: p.name)

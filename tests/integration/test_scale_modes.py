@@ -9,6 +9,7 @@ whose instance counts follow the stack's Ready replicas; every wait is bounded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ import kubernetes
 import pytest
 import yaml
 
+from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings
 from heteroscale.actuators.kube.kinds import kind_of
-from heteroscale.actuators.kube.targets import role_replicas
+from heteroscale.actuators.kube.targets import ScaleTarget, role_replicas
+from heteroscale.cli.probe import ScaleTargets
+from heteroscale.clock import WallClock
+from heteroscale.domain.hardware import Role
 from tests.integration.conftest import chat_load, wait_for_series
 from tests.support.crds import crd_dir, crds, deployment, leader_worker_set, problems, scaling_adapter, storm_service
 from tests.support.engine_exporter import EngineExporter
@@ -381,3 +386,83 @@ def test_metrics_mode_publishes_desired_replicas_that_prometheus_scrapes_and_wri
     assert spec_replicas(stack_kube, "Deployment") == {"chat-prefill": 3, "chat-decode": 3}
     assert controller_writes(stack_kube) == []  # its Lease aside, the controller wrote nothing
     assert schema_problems(stack_kube) == []
+
+
+# --- the probe ----------------------------------------------------------------------------------------------
+
+
+def test_probe_in_scale_mode_prints_each_targets_scale_its_pods_and_the_series(
+    tmp_path: Path, stack_kube: KubeFakeServer, stack_exporter: EngineExporter, role_of: dict[str, RoleOf]
+) -> None:
+    """``--check --probe`` reads each scale target as the controller does: its /scale replicas and selector,
+    the pods that selector finds (Deployments helm made: the owned mode's label lookup found none of them)."""
+    create(stack_kube, deployment("chat-prefill", 1))
+    create(stack_kube, deployment("chat-decode", 2))
+    role_of["now"] = lambda p: {"chat-prefill": "prefill", "chat-decode": "decode"}.get(p["metadata"]["labels"]["app"])
+    assert wait_until(lambda: ready_replicas(stack_kube, role_of["now"]) == {"chat": (1, 2)}, 10.0)
+    prometheus = prometheus_for(tmp_path, f"127.0.0.1:{stack_exporter.port}")
+    try:
+        wait_for_series(prometheus, 'count(vllm:num_requests_running{service="chat", role="decode"}) == 2')
+        targets = [
+            target("prefill", "Deployment", "chat-prefill", "apps/v1"),
+            target("decode", "Deployment", "chat-decode", "apps/v1"),
+        ]
+        config = scale_config(tmp_path, prometheus.url, stack_kube.url, targets, leader=False)
+        text = run_controller(config, "--check", "--probe")
+        report = run_controller(config, "--check", "--probe", "--json")
+        targets.append(target("decode", "Deployment", "chat-decode-gone", "apps/v1"))
+        missing = run_controller(scale_config(tmp_path, prometheus.url, stack_kube.url, targets, leader=False),
+                                 "--check", "--probe")  # fmt: skip
+    finally:
+        prometheus.stop()
+    assert text.returncode == 0, text.stdout + text.stderr[-2000:]
+    assert (
+        "  prefill: targets (scale): 1: Deployment chat-prefill (1/1 ready, selector app=chat-prefill)\n" in text.stdout
+    )
+    assert "  decode: targets (scale): 1: Deployment chat-decode (2/2 ready, selector app=chat-decode)\n" in text.stdout
+    assert "problem:" not in text.stdout
+    assert report.returncode == 0, report.stderr[-2000:]
+    (chat,) = json.loads(report.stdout)["services"]
+    assert json.loads(report.stdout)["mode"] == "scale"
+    roles = {r["role"]: r for r in chat["roles"]}
+    for role, name, n in (("prefill", "chat-prefill", 1), ("decode", "chat-decode", 2)):
+        (found,) = roles[role]["targets"]
+        assert (found["kind"], found["name"], found["replicas"], found["selector"]) == (
+            "Deployment",
+            name,
+            n,
+            f"app={name}",
+        )
+        assert len(roles[role]["pods"]) == n and all(p["name"].startswith(name + "-") for p in roles[role]["pods"])
+        series = {s["what"]: s["series"] for s in roles[role]["series"]}
+        assert series["running requests (gauge)"] == n  # one series per Ready replica the exporter was told of
+    assert missing.returncode == 1, missing.stdout + missing.stderr[-2000:]
+    assert "  problem: decode: scaleTargetRef Deployment/chat-decode-gone (service chat): " in missing.stdout
+
+
+def test_probe_reads_a_role_shims_role_from_the_object_and_names_a_missing_role(stack_kube: KubeFakeServer) -> None:
+    """A StormService keeps its roles inside one object: the probe's target row is the role's replicas and
+    the pods of that role (the operator's labels); a role the object lacks is that role's problem."""
+    create(stack_kube, storm_service("chat", {"prefill": 1, "decode": 2}))
+    assert wait_until(lambda: ready_replicas(stack_kube, lambda p: p["metadata"]["labels"].get("role-name"))
+                      == {"chat": (1, 2)}, 10.0)  # fmt: skip
+    kind = kind_of("orchestration.aibrix.ai/v1alpha1", "StormService")
+    assert kind is not None
+    targets = [
+        ScaleTarget("chat", Role.PREFILL, "h100-sxm", 1, kind, "chat", role_name="prefill"),
+        ScaleTarget("chat", Role.DECODE, "h20", 1, kind, "chat", role_name="decode"),
+        ScaleTarget("other", Role.DECODE, "h20", 1, kind, "chat", role_name="generate"),
+    ]
+    client = api(stack_kube)
+    try:
+        finder = ScaleTargets(KubeApi(client, KubernetesSettings(namespace=NAMESPACE), WallClock()), targets, 0.0)
+    finally:
+        client.close()
+    for role, n in ((Role.PREFILL, 1), (Role.DECODE, 2)):
+        (row,) = finder.targets("chat", role)
+        assert (row["kind"], row["name"], row["role_name"], row["replicas"]) == ("StormService", "chat", role.value, n)
+        assert row["selector"] == f"storm-service-name=chat,role-name={role.value}" and "problem" not in row
+        pods = finder.pods("chat", role)
+        assert len(pods) == n and all(p["ready"] for p in pods)
+    (missing,) = finder.targets("other", Role.DECODE)
+    assert "has no role 'generate'" in missing["problem"] and finder.pods("other", Role.DECODE) == []

@@ -1,9 +1,7 @@
 """The per-stack examples under deploy/examples/<stack>/ are valid controller configs whose scale targets
 build (kinds we drive, shapes among the roles'), and the metrics-mode KEDA / HPA objects are valid
-against KEDA's CRD and the core schema and name the series the controller publishes.
-
-``prometheus.mapping.preset`` comes with the config presets; until that field exists here, the files are
-checked without it and the check with it is skipped (marked).
+against KEDA's CRD and the core schema and name the series the controller publishes. Each example
+names its stack's preset (``prometheus.mapping.preset``) and is loaded with it.
 """
 
 from __future__ import annotations
@@ -19,30 +17,25 @@ import yaml
 from heteroscale.cli.wiring import build_live
 from heteroscale.config.actuation import build_targets
 from heteroscale.config.catalog import load_catalog
-from heteroscale.config.controller import MappingConfig, build_service, load_controller_config
+from heteroscale.config.controller import build_service, load_controller_config
+from heteroscale.config.presets import PRESETS
 from tests.support.crds import K8S_VERSION, crd_dir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 STACKS = ("dynamo", "llm-d", "lws", "aibrix", "kthena", "metrics-mode")
-PRESETS = "preset" in MappingConfig.model_fields
-needs_presets = pytest.mark.skipif(not PRESETS, reason="prometheus.mapping.preset is not in this tree yet")
-
-
-def without_preset(stack: str, tmp_path: Path) -> Path:
-    """The example as is when presets exist, else a copy without ``prometheus.mapping.preset``."""
-    path = EXAMPLES / stack / "controller.yaml"
-    if PRESETS:
-        return path
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert data["prometheus"]["mapping"].pop("preset") in {"dynamo", "llm-d", "vllm", "aibrix", "kthena"}
-    copy = tmp_path / "controller.yaml"
-    copy.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return copy
+PRESET_OF = {
+    "dynamo": "dynamo",
+    "llm-d": "llm-d",
+    "lws": "vllm",
+    "aibrix": "aibrix",
+    "kthena": "kthena",
+    "metrics-mode": "llm-d",
+}
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_every_stack_example_is_a_valid_config_whose_targets_build(stack: str, tmp_path: Path) -> None:
-    config, doc = load_controller_config(without_preset(stack, tmp_path))
+def test_every_stack_example_is_a_valid_config_whose_targets_build(stack: str) -> None:
+    config, doc = load_controller_config(EXAMPLES / stack / "controller.yaml")
     catalog = load_catalog()
     assert config.actuation == ("metrics" if stack == "metrics-mode" else "scale")
     for i, service in enumerate(config.services):
@@ -52,17 +45,21 @@ def test_every_stack_example_is_a_valid_config_whose_targets_build(stack: str, t
         assert {t.role.value for t in targets} == {"prefill", "decode"}
 
 
-@needs_presets
 @pytest.mark.parametrize("stack", STACKS)
-def test_every_stack_example_names_its_preset(stack: str) -> None:
+def test_every_stack_example_is_read_with_its_stacks_preset(stack: str) -> None:
+    """The preset named is the stack's, and its selectors are the ones the loaded mapping queries with."""
     config, _ = load_controller_config(EXAMPLES / stack / "controller.yaml")
-    assert config.prometheus.mapping.preset  # type: ignore[attr-defined]
+    mapping = config.prometheus.mapping
+    assert mapping.preset == PRESET_OF[stack]
+    preset = PRESETS[PRESET_OF[stack]]
+    for field in ("engine", "service_selector", "prefill_selector", "decode_selector"):
+        assert getattr(mapping, field) == preset[field], field
+    assert mapping.gpu_join is not None and mapping.gpu_join.decode_selector == preset["gpu_join"]["decode_selector"]
 
 
 def test_a_stack_example_wires_without_a_cluster(tmp_path: Path) -> None:
     """The scale mode's wiring (targets, actuator, gating off) builds from an example; nothing is called."""
-    path = without_preset("llm-d", tmp_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yaml.safe_load((EXAMPLES / "llm-d" / "controller.yaml").read_text(encoding="utf-8"))
     data["kubernetes"] = {"kubeconfig": str(tmp_path / "kubeconfig.yaml"), "namespace": "llm-d"}
     data["controller"]["journal"] = str(tmp_path / "journal.jsonl")
     data["prometheus"].pop("bearer_token_file")

@@ -2,13 +2,16 @@
 
 ``--check`` alone validates the file offline. With ``--probe`` it then asks the cluster and Prometheus,
 per service and role: the targets found (owned mode: the Deployments labelled
-``app.kubernetes.io/managed-by=heteroscale`` for the service and role), the pods found, and the number
-of series behind each metric query (engine gauges and counters, DCGM series before and after the join
-to ``kube_pod_labels``, the pods in ``kube_pod_labels``), then the observation the controller would
-make. ``--json`` prints the same as one JSON object.
+``app.kubernetes.io/managed-by=heteroscale`` for the service and role; scale and metrics modes: each of
+the role's ``scale_targets`` read as the controller reads it, its ``/scale`` replicas and pod selector,
+or a role shim's role replicas), the pods found (owned: by our labels; scale and metrics: by each
+target's selector), and the number of series behind each metric query (engine gauges and counters,
+DCGM series before and after the join to ``kube_pod_labels``, the pods in ``kube_pod_labels``), then
+the observation the controller would make. ``--json`` prints the same as one JSON object.
 
-Another actuation mode plugs in its own :class:`TargetFinder` (``FINDERS``); without one, targets are
-the owned mode's and the pods and series are probed all the same.
+Each actuation mode has its :class:`TargetFinder` in ``FINDERS`` (scale and metrics share one: the
+metrics mode reads its targets exactly as the scale mode does). A target that cannot be read (not
+found, no such role) is a problem of its role, not an error of the whole probe.
 
 Exit codes (from ``cli.live``): 0 every role has pods and engine series; 1 a role has no pod or no
 series (the report says which); 2 the config is invalid or the cluster or Prometheus cannot be reached.
@@ -16,18 +19,25 @@ series (the report says which); 2 the config is invalid or the cluster or Promet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from heteroscale.actuators.kube.api import KubeApi, KubernetesSettings, new_api_client
 from heteroscale.actuators.kube.naming import L_ROLE, L_SERVICE, MANAGED_BY, MANAGER
+from heteroscale.actuators.kube.targets import ScaleTarget, target_instances
+from heteroscale.actuators.scale import ScaleTargetsCluster
 from heteroscale.clock import WallClock
-from heteroscale.config.controller import ControllerConfig, prometheus_credentials, relative_path
+from heteroscale.config.actuation import build_targets
+from heteroscale.config.catalog import load_catalog
+from heteroscale.config.controller import ControllerConfig, build_service, prometheus_credentials, relative_path
 from heteroscale.config.source import Document
 from heteroscale.domain.hardware import Role
+from heteroscale.domain.state import Lifecycle
+from heteroscale.errors import PermanentActuationError
 from heteroscale.metrics.auth import redact_url
 from heteroscale.metrics.prometheus import PrometheusSource
 from heteroscale.metrics.promql import DCGM_GPU_UTIL, MetricMapping, Queries
@@ -66,6 +76,13 @@ class TargetFinder(Protocol):
     def targets(self, service: str, role: Role) -> list[dict[str, Any]]: ...
 
     def pods(self, service: str, role: Role) -> list[dict[str, Any]]: ...
+
+
+def _pod_row(pod: Mapping[str, Any]) -> dict[str, Any]:
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return {"name": pod["metadata"]["name"], "phase": status.get("phase"), "ready": ready}
 
 
 class OwnedTargets:
@@ -114,15 +131,83 @@ class OwnedTargets:
         out = []
         for p in self._pods:
             if self._ours(p["metadata"].get("labels") or {}, service, role):
-                status = p.get("status") or {}
-                conditions = status.get("conditions") or []
-                ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-                out.append({"name": p["metadata"]["name"], "phase": status.get("phase"), "ready": ready})
+                out.append(_pod_row(p))
         return sorted(out, key=lambda p: str(p["name"]))
 
 
-# actuation mode → how to build its finder (another mode adds itself here)
-FINDERS: dict[str, Callable[[KubeApi, str], TargetFinder]] = {"owned": OwnedTargets}
+class ScaleTargets:
+    """The scale and metrics modes' targets, each read once as the controller reads it (``/scale``, or a
+    role shim's object), and the pods its selector finds."""
+
+    mode = "scale"
+
+    def __init__(self, api: KubeApi, targets: Sequence[ScaleTarget], now_s: float) -> None:
+        cluster = ScaleTargetsCluster(api.api, api.settings, targets, api.clock)
+        self._rows: dict[tuple[str, Role], list[dict[str, Any]]] = {}
+        self._pods: dict[tuple[str, Role], list[dict[str, Any]]] = {}
+        for t in sorted(targets, key=lambda t: t.id):
+            row, pods = self._read(cluster, t, now_s)
+            self._rows.setdefault((t.service, t.role), []).append(row)
+            self._pods.setdefault((t.service, t.role), []).extend(pods)
+
+    @staticmethod
+    def _read(
+        cluster: ScaleTargetsCluster, t: ScaleTarget, now_s: float
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        row: dict[str, Any] = {"kind": t.kind.kind, "name": t.name, "role_name": t.role_name}
+        try:
+            read = cluster.read_target(t)
+        except PermanentActuationError as exc:  # not found, or no such role: this role's problem, not the probe's
+            return {**row, "replicas": 0, "ready": 0, "selector": "", "problem": str(exc)}, []
+        pods: list[dict[str, Any]] = []
+        if read.selector:
+            pods = cluster.client.list_all(
+                f"list pods of {t.id}", cluster.core.list_namespaced_pod, cluster.settings.namespace,
+                label_selector=read.selector, keep=lambda item: item,
+            )  # fmt: skip
+        read = dataclasses.replace(read, pods=tuple(pods))
+        instances = target_instances(read, now_s, cluster.settings.start_timeout_s)
+        row.update(
+            replicas=read.replicas * max(1, read.groups),
+            ready=sum(1 for i in instances if i.lifecycle is Lifecycle.READY),
+            selector=read.selector,
+        )
+        if not read.selector:
+            row["problem"] = f"{t.id} has no pod selector in its status (not reconciled by its operator yet?)"
+        return row, sorted((_pod_row(p) for p in pods), key=lambda p: str(p["name"]))
+
+    def targets(self, service: str, role: Role) -> list[dict[str, Any]]:
+        return self._rows.get((service, role), [])
+
+    def pods(self, service: str, role: Role) -> list[dict[str, Any]]:
+        return self._pods.get((service, role), [])
+
+
+def scale_targets_of(config: ControllerConfig, doc: Document) -> list[ScaleTarget]:
+    """Every service's ``scale_targets``, built as the controller builds them (cli/wiring.py)."""
+    catalog = load_catalog()
+    out: list[ScaleTarget] = []
+    for i, service in enumerate(config.services):
+        loc = ("services", i)
+        spec, _ = build_service(service, doc, loc, catalog)
+        out.extend(build_targets(spec.name, service.scale_targets or [], spec, doc, (*loc, "scale_targets"), catalog))
+    return out
+
+
+def _scale_finder(api: KubeApi, config: ControllerConfig, doc: Document) -> TargetFinder:
+    return ScaleTargets(api, scale_targets_of(config, doc), api.clock.now_s())
+
+
+def _owned_finder(api: KubeApi, config: ControllerConfig, doc: Document) -> TargetFinder:
+    return OwnedTargets(api, api.settings.namespace)
+
+
+# actuation mode → how to build its finder
+FINDERS: dict[str, Callable[[KubeApi, ControllerConfig, Document], TargetFinder]] = {
+    "owned": _owned_finder,
+    "scale": _scale_finder,
+    "metrics": _scale_finder,  # the metrics mode reads its targets as the scale mode does
+}
 
 
 def _selectors(q: Queries, role: Role) -> list[tuple[str, str]]:
@@ -196,18 +281,20 @@ def probe(config: ControllerConfig, doc: Document, mode: str = "owned") -> list[
         credentials=prometheus_credentials(p, doc),
     )
     try:
-        finder = FINDERS.get(mode, OwnedTargets)(api, k.namespace)
+        finder = FINDERS[mode](api, config, doc)
         now_s = clock.now_s()
         window_s = config.controller.window_s
         out = []
         for service in config.services:
             q = Queries(source.mapping_for(service.name), service.name, window_s, p.staleness_s)
-            roles, problems = [], []
+            roles: list[RoleProbe] = []
+            problems: list[str] = []
             for role in Role:
                 found = RoleProbe(role.value, finder.targets(service.name, role), finder.pods(service.name, role))
                 for what, promql in _selectors(q, role):
                     count = source.query(f"count({promql})", now_s, f"{service.name} {role.value} {what}")
                     found.series.append(SeriesFound(what, promql, 0 if count is None else int(count)))
+                problems.extend(f"{role.value}: {t['problem']}" for t in found.targets if t.get("problem"))
                 if not found.pods:
                     problems.append(f"{role.value}: no pod found")
                 if found.series[0].series == 0:
@@ -225,12 +312,19 @@ def as_json(probes: list[ServiceProbe], mode: str) -> str:
     return json.dumps({"mode": mode, "services": [asdict(p) for p in probes]}, indent=2, sort_keys=False)
 
 
+def _target_text(t: Mapping[str, Any]) -> str:
+    """``Kind name[/role] (ready/replicas ready[, selector …])``; the owned mode's rows have no selector."""
+    name = t["name"] if not t.get("role_name") else f"{t['name']}/{t['role_name']}"
+    selector = f", selector {t['selector']}" if t.get("selector") else ""
+    return f"{t['kind']} {name} ({t['ready']}/{t['replicas']} ready{selector})"
+
+
 def as_text(probes: list[ServiceProbe], mode: str) -> str:
     lines: list[str] = []
     for sp in probes:
         lines.append(f"service {sp.service}")
         for rp in sp.roles:
-            targets = ", ".join(f"{t['kind']} {t['name']} ({t['ready']}/{t['replicas']} ready)" for t in rp.targets)
+            targets = ", ".join(_target_text(t) for t in rp.targets)
             lines.append(f"  {rp.role}: targets ({mode}): {len(rp.targets)}{': ' + targets if targets else ''}")
             ready = sum(1 for pod in rp.pods if pod["ready"])
             names = ", ".join(str(pod["name"]) for pod in rp.pods[:MAX_NAMES])
@@ -253,7 +347,7 @@ def as_text(probes: list[ServiceProbe], mode: str) -> str:
 
 def run_probe(config: ControllerConfig, doc: Document, *, as_json_output: bool) -> tuple[str, int]:
     """The report and the exit code (module doc); a HeteroScaleError passes through for the caller."""
-    mode = "owned"
+    mode = config.actuation
     probes = probe(config, doc, mode)
     text = as_json(probes, mode) if as_json_output else as_text(probes, mode)
     return text, 1 if any(p.problems for p in probes) else 0

@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_demo_parser(sub)
 
+    from heteroscale.cli.bench import add_bench_parser
+
+    add_bench_parser(sub, _add_parallel)
+
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", default="diurnal-ramp")
     tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")
@@ -250,6 +254,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from heteroscale.cli.bench import cmd_bench
+
+    return cmd_bench(args, _jobs(args))
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from heteroscale.cli.calibrate import engine_profiles, file_scorecard, packaged_scorecard
     from heteroscale.reports.calibration import scorecard_json, scorecard_text
@@ -352,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "study-metrics": _cmd_study,
         "sweep-ratio": _cmd_sweep,
         "tune": _cmd_tune,
+        "bench": _cmd_bench,
         "calibrate": _cmd_calibrate,
         "topology": _cmd_topology,
         "schedule": _cmd_schedule,

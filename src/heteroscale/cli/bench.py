@@ -3,6 +3,7 @@
     heteroscale bench --jobs 2             # score from results/tuned.yaml; write results/
     heteroscale bench --retune --jobs 2    # tune every contender on the tune parts, then score
     heteroscale bench --readme             # rewrite README.md's results block from results/bench.json
+    heteroscale bench --retune-only        # tune and write results/tuned.yaml, no scoring
 
 Both wall times are printed (retuning and scoring). ``--scenarios`` runs some scenarios of the suite
 and keeps the others' results and tuned parameters as they are in the files.
@@ -30,6 +31,7 @@ def add_bench_parser(sub: Any, add_parallel: Any) -> None:
     bench.add_argument("--contenders", help="comma-separated contenders (default: every peer and ablation)")
     bench.add_argument("--scenarios", help="comma-separated scenario names of the suite (default: all)")
     bench.add_argument("--retune", action="store_true", help="tune every contender on the tune parts first")
+    bench.add_argument("--retune-only", action="store_true", help="tune and write the tuned parameters; no scoring")
     bench.add_argument("--readme", action="store_true", help="only rewrite the README's results block")
     bench.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
     bench.add_argument("--tuned", type=Path, help="tuned parameters (default: OUT/tuned.yaml)")
@@ -102,7 +104,7 @@ def cmd_bench(args: argparse.Namespace, jobs: int) -> int:
             print(f"  … {step}", flush=True)
 
     retune_s = None
-    if args.retune:
+    if args.retune or args.retune_only:
         start = time.perf_counter()
         tuned = bench.retune(suite, calibration_for, contenders=contenders, scenarios=scenarios, jobs=jobs,
                              backend=args.backend, progress=progress)  # fmt: skip
@@ -110,6 +112,8 @@ def cmd_bench(args: argparse.Namespace, jobs: int) -> int:
         write_tuned(tuned_path, bench.merged(old, tuned, suite))
         retune_s = time.perf_counter() - start
         print(f"tuned parameters written to {tuned_path} (retune wall {retune_s:.1f} s, {jobs} job(s))", flush=True)
+        if args.retune_only:
+            return 0
     start = time.perf_counter()
     result = bench.score(suite, calibration_for, read_tuned(tuned_path), tuned_source=str(tuned_path),
                          contenders=contenders, scenarios=scenarios, jobs=jobs, backend=args.backend,

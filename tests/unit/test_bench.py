@@ -264,3 +264,20 @@ def test_readme_rewrites_only_the_block(tmp_path: Path, scored: dict[str, Any], 
     assert text.startswith("# T\n\nbefore\n\n") and text.endswith("\n\nafter\n")
     assert current_block(text) == readme_block(scored)
     assert main(argv) == 0 and "already up to date" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_partial_run_keeps_the_other_scenarios_in_suite_order(suite: Any) -> None:
+    old = {"schema_version": 1, "suite": "tiny", "scenarios": {"tiny-fluid": {"x": 1}, "tiny-chat": {"x": 2}}}
+    new = {"schema_version": 1, "suite": "tiny", "scenarios": {"tiny-chat": {"x": 3}}}
+    assert bench.merged(old, new, suite)["scenarios"] == {"tiny-chat": {"x": 3}, "tiny-fluid": {"x": 1}}
+    other_suite = {**old, "suite": "policies"}
+    assert bench.merged(other_suite, new, suite) == new  # another suite's results are not mixed in
+
+
+def test_an_unknown_scenario_or_contender_is_one_line(capsys: Any, tmp_path: Path) -> None:
+    base = ["bench", "--suite", str(TINY), "--out", str(tmp_path)]
+    assert main([*base, "--scenarios", "nope"]) == 2
+    assert "no scenario nope in suite tiny (it has: tiny-chat, tiny-fluid)" in capsys.readouterr().err
+    assert main([*base, "--contenders", "periodic", "--retune-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "contender 'periodic' has no search space" in err[0]

@@ -98,6 +98,8 @@ def cmd_bench(args: argparse.Namespace, jobs: int) -> int:
     contenders = _names(args.contenders, "contenders") or list(bench.CONTENDERS)
     scenarios = _names(args.scenarios, "scenarios")
     tuned_path = args.tuned or args.out / "tuned.yaml"
+    bench.check_contenders(contenders)
+    bench.select_entries(suite, scenarios)  # an unknown name stops here, before any run
 
     def progress(step: str) -> None:
         if args.verbose:

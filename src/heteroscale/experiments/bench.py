@@ -153,7 +153,7 @@ def _comparisons(
     return Runs(out)
 
 
-def _entries(suite: Suite, scenarios: Sequence[str] | None) -> list[SuiteEntry]:
+def select_entries(suite: Suite, scenarios: Sequence[str] | None) -> list[SuiteEntry]:
     if not scenarios:
         return list(suite.entries)
     known = [entry.scenario.name for entry in suite.entries]
@@ -225,7 +225,7 @@ def score(
     """Run every score part × contender (as shipped and tuned); the result is ``results/bench.json``'s
     content, without the verdicts (:mod:`heteroscale.reports.bench` adds them)."""
     check_contenders(contenders)
-    entries = _entries(suite, scenarios)
+    entries = select_entries(suite, scenarios)
     tasks = plan_score(entries, contenders, tuned, tuned_source)
     parts = [part for entry in entries for part in entry.score_scenarios()]
     margins = sorted({t[1] for t in tasks})
@@ -337,7 +337,7 @@ def retune(
 ) -> dict[str, Any]:
     """Tune every contender on every scenario's tune part; the content of ``results/tuned.yaml``."""
     check_contenders(contenders)
-    entries = _entries(suite, scenarios)
+    entries = select_entries(suite, scenarios)
     tasks, configs = plan_retune(entries, contenders)
     parts = [entry.tune_scenario() for entry in entries]
     runs = _comparisons(parts, MARGINS, calibrate, jobs=jobs, backend=backend, progress=progress)

@@ -13,6 +13,10 @@ the plain row of a policy the scenario gives options to, without its marked row,
 line rather than compared one-sidedly or silently without them. A variant is a named row of the
 scenario's own (it keeps the service's options underneath its own, as its description says).
 
+For the benchmark (:mod:`heteroscale.experiments.bench`) a comparison can run a plain row with given
+options (a tuned contender's), start every policy at one given warm start, and be ``retargeted`` at
+another margin while keeping its loads and lower bounds.
+
 Runs are independent: ``jobs`` > 1 (or ``backend="ray"``) runs contenders and seeds in parallel with
 the very results of a serial run (:mod:`heteroscale.experiments.parallel`). Seeds vary the load (a
 Poisson load's arrivals; a fluid run's arrival counts); a trace replay is the same load under every

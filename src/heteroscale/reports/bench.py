@@ -106,8 +106,8 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
     ]
     for name, scenario in result["scenarios"].items():
         parts = scenario["score_parts"]
-        lines += [f"## {name}", "", f"{scenario['description']} Tuned on `{scenario['tune_part']}`, scored on "
-                  + ", ".join(f"`{p}`" for p in parts) + ".", ""]  # fmt: skip
+        about = f"{scenario['description'].rstrip('.')}. Tuned on `{scenario['tune_part']}`, scored on "
+        lines += [f"## {name}", "", about + ", ".join(f"`{p}`" for p in parts) + ".", ""]
         bounds = ", ".join(
             f"{p} {_num(b['gpu_hours'], 1)} GPU-h / cost {_num(b['cost'], 1)}"
             for p, b in scenario["lower_bound"].items()

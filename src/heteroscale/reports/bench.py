@@ -152,8 +152,9 @@ def readme_block(result: Mapping[str, Any]) -> str:
             cells.append(", ".join(doms) or "none")
             for other in doms:
                 o = scenario["rows"][other]["mean"]
+                o_est = o["fidelity_label"] == "estimate"
                 losses.append(
-                    f"- `{name}` ({kind}): {other} {_num(o[billed], 1)} @ {_pct(o['slo_attainment'], est)} "
+                    f"- `{name}` ({kind}): {other} {_num(o[billed], 1)} @ {_pct(o['slo_attainment'], o_est)} "
                     f"against {verdict['reference']} {_num(mean[billed], 1)} @ {_pct(mean['slo_attainment'], est)}"
                 )
         lines.append(f"| `{name}` | {billed.replace('_', '-')} | " + " | ".join(cells) + " |")

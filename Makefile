@@ -8,13 +8,14 @@ RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 DEMO_STAMP := $(VENV)/.stamp-demo
 
-.PHONY: run test demo lint typecheck imports unit bench clean help
+.PHONY: run test demo lint typecheck imports unit bench bench-policies clean help
 
 help:
 	@echo "make run   - the embedded default scenario under the HeteroScale policy beside static-peak"
 	@echo "make test  - install test dependencies, then lint, type-check, check layering and run every test"
 	@echo "make demo  - the live controller against a simulated cluster, a real Prometheus and a Kubernetes API fake"
 	@echo "make bench - run the benchmarks in benchmarks/ and print their figures"
+	@echo "make bench-policies - the policy benchmark (suite x contenders, tuned parameters committed): results/ and README"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +81,12 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/forecast_accuracy.py
 	$(BIN)/python benchmarks/journal_startup.py
 	$(BIN)/python benchmarks/http_server.py
+
+# the policy benchmark from the committed tuned parameters (results/tuned.yaml), then the README's block;
+# `heteroscale bench --retune --jobs 2` regenerates the tuned parameters first (both print their wall time)
+bench-policies: $(RUN_STAMP)
+	$(BIN)/heteroscale bench --jobs 2
+	$(BIN)/heteroscale bench --readme
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

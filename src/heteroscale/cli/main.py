@@ -197,6 +197,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from heteroscale.cli.bench import cmd_bench
+
+    return cmd_bench(args, _jobs(args))
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from heteroscale.cli.calibrate import engine_profiles, file_scorecard, packaged_scorecard
     from heteroscale.reports.calibration import scorecard_json, scorecard_text
@@ -329,6 +335,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         "study-metrics": _cmd_study,
         "sweep-ratio": _cmd_sweep,
         "tune": _cmd_tune,
+        "bench": _cmd_bench,
         "calibrate": _cmd_calibrate,
         "topology": _cmd_topology,
         "schedule": _cmd_schedule,

@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_parser(sub)
 
+    from heteroscale.cli.bench import add_bench_parser
+
+    add_bench_parser(sub, _add_parallel)
+
     tun = sub.add_parser("tune", help="Algorithm 1: best ratio and target by pressure test, then the best policy")
     tun.add_argument("--scenario", help=f"embedded scenario name or YAML file (default: {DEFAULT_SCENARIO})")
     tun.add_argument("--instances", type=int, default=8, help="cluster size of the ratio sweep")

@@ -13,6 +13,10 @@ the plain row of a policy the scenario gives options to, without its marked row,
 line rather than compared one-sidedly or silently without them. A variant is a named row of the
 scenario's own (it keeps the service's options underneath its own, as its description says).
 
+For the benchmark (:mod:`heteroscale.experiments.bench`) a comparison can run a plain row with given
+options (a tuned contender's), start every policy at one given warm start, and be ``retargeted`` at
+another margin while keeping its loads and lower bounds.
+
 Runs are independent: ``jobs`` > 1 (or ``backend="ray"``) runs contenders and seeds in parallel with
 the very results of a serial run (:mod:`heteroscale.experiments.parallel`). Seeds vary the load (a
 Poisson load's arrivals; a fluid run's arrival counts); a trace replay is the same load under every
@@ -25,7 +29,7 @@ import dataclasses
 import gzip
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,12 +147,15 @@ class Comparison:
         margin: float = DEFAULT_MARGIN,
         bound_window_s: float = DEFAULT_WINDOW_S,
         progress: ProgressFn | None = None,
+        warm_start: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self.scenario = scenario
         self.calibration = calibration
         self.margin = margin
         self.bound_window_s = bound_window_s
         self.requests_csv = False  # keep each run's per-request records (gzip) beside its journal
+        # per service, the (P, D) every policy but static-peak starts at; None: the ratio-oracle's first window
+        self.warm_start = dict(warm_start) if warm_start is not None else None
         self.pressure: dict[str, PressureResult] = {}
         self.targets: dict[str, Targets] = {}
         for run in scenario.services:
@@ -164,13 +171,14 @@ class Comparison:
         self._curve_counts: dict[int, list[np.ndarray | None]] = {}
         self.oracles: dict[str, OraclePlan] = {}
         self.bounds: dict[int, dict[str, LowerBound]] = {}  # per seed, per service
+        self._horizon_s: dict[int, float] = {}
 
     def loads(self, seed: int) -> list[ServiceLoad]:
         """The loads of ``seed`` (made once), with their lower bounds and, for the first, the ratio-oracle."""
         if seed not in self._loads:
             probe = SimulationRun(self._with_counts({}), self.calibration, seed=seed, targets=self.targets)
             self._loads[seed] = probe.loads
-            horizon = self.horizon_s(probe)
+            horizon = self._horizon_s[seed] = self.horizon_s(probe)
             curves: list[np.ndarray | None] = [None] * len(probe.loads)
             step_s = self.scenario.settings.fluid_step_s
             if probe.fidelity is Fidelity.FLUID:  # the fluid run draws its arrival counts from the seed
@@ -191,6 +199,28 @@ class Comparison:
                 for load in probe.loads:
                     self.oracles[load.spec.name] = oracle_plan(load, self.targets[load.spec.name], horizon)
         return self._loads[seed]
+
+    def retargeted(self, targets: Mapping[str, Targets]) -> Comparison:
+        """This comparison's loads and lower bounds (those made so far) under other targets, e.g. at another
+        margin: its ratio-oracle follows the targets; its warm start stays this comparison's."""
+        services = tuple(dataclasses.replace(r, targets=targets[r.spec.name]) for r in self.scenario.services)
+        warm = self.warm_start
+        if warm is None and self.oracles:
+            warm = {name: (o.windows[0].prefill, o.windows[0].decode) for name, o in self.oracles.items()}
+        other = Comparison(
+            dataclasses.replace(self.scenario, services=services),
+            self.calibration,
+            margin=self.margin,
+            bound_window_s=self.bound_window_s,
+            warm_start=warm,
+        )
+        other._loads, other._curve_counts = dict(self._loads), dict(self._curve_counts)
+        other.bounds, other._horizon_s = dict(self.bounds), dict(self._horizon_s)
+        if self._horizon_s:
+            horizon = next(iter(self._horizon_s.values()))
+            for load in next(iter(self._loads.values())):
+                other.oracles[load.spec.name] = oracle_plan(load, other.targets[load.spec.name], horizon)
+        return other
 
     def same_load(self, a: int, b: int) -> bool:
         """Whether seeds ``a`` and ``b`` give every service the very same requests (a trace replay)."""
@@ -230,10 +260,12 @@ class Comparison:
         *,
         start_at_peak: bool = False,
         cap_at_peak: bool = False,
+        options: Mapping[str, object] | None = None,
     ) -> PolicyRun:
-        """Run one policy. It starts warm at the oracle's first window (or its peak with
-        ``start_at_peak``); ``cap_at_peak`` bounds the service at the oracle's peak (the provisioned
-        size), as in the paper's testbed runs of one driving signal each."""
+        """Run one policy. It starts warm at the oracle's first window (or the comparison's
+        ``warm_start``, or its peak with ``start_at_peak``); ``cap_at_peak`` bounds the service at the
+        oracle's peak (the provisioned size), as in the paper's testbed runs of one driving signal each.
+        ``options`` go to every service's policy in a plain row (a tuned contender's), not to variants."""
         loads = self.loads(seed)
         policies: dict[str, tuple[str, dict[str, object]]] = {}
         counts: dict[str, tuple[int, int]] = {}
@@ -246,14 +278,18 @@ class Comparison:
                 policies[run.spec.name] = ("static", {"prefill": peak[0], "decode": peak[1]})
             else:
                 first = oracle.windows[0]
-                counts[run.spec.name] = peak if start_at_peak else (first.prefill, first.decode)
+                warm = (first.prefill, first.decode)
+                if self.warm_start is not None:
+                    warm = self.warm_start[run.spec.name]
+                counts[run.spec.name] = peak if start_at_peak else warm
                 if variant is not None:
                     policies[run.spec.name] = (variant.policy, variant.service_options(run))
                 else:
                     base = name.removesuffix(MARK)
                     # only the marked row runs the scenario's options; a plain row runs the defaults
                     marked = name != base and run.policy.name == base
-                    policies[run.spec.name] = (base, dict(run.policy.options) if marked else {})
+                    given = dict(run.policy.options) if marked else dict(options or {})
+                    policies[run.spec.name] = (base, given)
         caps = {r.spec.name: self.oracles[r.spec.name].peak for r in self.scenario.services} if cap_at_peak else None
         scenario = self._with_counts(counts, caps)
         if variant is not None:

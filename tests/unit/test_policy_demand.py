@@ -173,3 +173,27 @@ def test_memory_restored_from_the_journal_does_not_count_as_data() -> None:
     later = policy.decide(low_load(NOW + 60.0, first.memory))
     assert desired(later) == (8, 15)
     assert step(later, "warm-up").reason == "window-full"
+
+
+def test_docs_policy_lists_real_reasons_and_every_new_one() -> None:
+    import re
+    from pathlib import Path
+
+    text = Path(__file__).resolve().parents[2].joinpath("docs", "POLICY.md").read_text(encoding="utf-8")
+    table = text.split("## Every reason the policy writes", 1)[1]
+    listed = {
+        name for cell in re.findall(r"\|([^|\n]*)\|\s*$", table, re.M) for name in re.findall(r"`([a-z-]+)`", cell)
+    }
+    known = {r.value for r in Reason}
+    assert listed and listed <= known, sorted(listed - known)
+    new = {
+        Reason.SIGNAL_CENSORED,
+        Reason.SIGNAL_UNCENSORED,
+        Reason.DEMAND,
+        Reason.PREFILL_BACKLOG,
+        Reason.LATENCY_BACKLOG,
+        Reason.COOLDOWN_LATENCY,
+        Reason.WARMING_UP,
+        Reason.WINDOW_FULL,
+    }
+    assert {r.value for r in new} <= listed

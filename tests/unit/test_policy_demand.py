@@ -6,6 +6,7 @@ instance at target, mean lengths 2 000 in / 200 out, SLO TTFT 2 s / TBT 0.1 s. H
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -88,10 +89,17 @@ def test_other_signs_of_a_censored_signal(signs: dict[str, Any]) -> None:
     assert step(result, "demand").reason is Reason.SIGNAL_CENSORED
 
 
+def test_saturated_prefill_censors_decode_tps_without_a_backlog() -> None:
+    # no queue yet, but prefill serves all it can: it needs 150/5 = 30, decode 150·200/1000 = 30
+    result = decide(censored_obs(prefill_queue=0.0, prefill_util=0.95))
+    assert desired(result) == (30, 30)
+    assert step(result, "demand").reason is Reason.SIGNAL_CENSORED
+
+
 @pytest.mark.parametrize(
     "calm",
     [
-        {"prefill_queue": 150.0},  # 1.5 s of work: no backlog
+        {"prefill_queue": 150.0, "prefill_util": 0.8},  # 1.5 s of work: no backlog, not saturated
         {"prefill_util": 0.5},  # a backlog, but not saturated, no TTFT breach and not growing
     ],
 )
@@ -136,6 +144,15 @@ def test_starting_capacity_that_drains_the_backlog_in_time_covers_the_breach() -
     result = decide(obs, spec=spec(), counts=starting)
     assert step(result, "latency").reason is Reason.LATENCY_COVERED
     assert desired(result) == (12, 24)
+
+
+def test_a_ttft_breach_whose_backlog_drains_in_time_adds_nothing() -> None:
+    # TTFT p90 lags a queue that 10 ready prefill (50 req/s) clear in 300/(50 − 20) = 10 s: no +20 % step
+    base = observation(ttft_p90_s=3.2, prefill_queue=300.0, requests_per_s=20.0, prefill_util=0.5)
+    obs = dataclasses.replace(base, decode=dataclasses.replace(base.decode, queue_len=0.0))
+    result = decide(obs, spec=spec(), counts=counts())
+    assert desired(result) == (10, 20)
+    assert step(result, "latency").reason is Reason.LATENCY_COVERED
 
 
 # --- no scale-in before a full window of data ---------------------------------------------------------

@@ -5,11 +5,12 @@ queue, decode TPS stops rising with the load, and a policy sized from it adds to
 censored by the other role. :func:`see_demand` says whether that is happening and, if so, what the load
 asks for (docs/POLICY.md):
 
-* **backlog**: the prefill queue (window mean, else its last value) would take at least
-  ``backlog_wait_factor`` × the TTFT SLO to drain at the ready prefill fleet's target rate;
-* **and a confirmation**: prefill GPU utilisation at or above ``saturated_util``, or TTFT p90 at or
-  above its SLO while TBT p90 is within its own (latency points at prefill), or the queue grew since
-  the last observation.
+* **saturated**: prefill GPU utilisation at or above ``saturated_util`` — prefill serves all it can,
+  so decode TPS is capped by it (a scale-in of prefill on such a reading would be wrong); or
+* **a backlog with a confirmation**: the prefill queue (window mean, else its last value) would take at
+  least ``backlog_wait_factor`` × the TTFT SLO to drain at the ready prefill fleet's target rate, and
+  TTFT p90 is at or above its SLO while TBT p90 is within its own (latency points at prefill), or the
+  queue grew since the last observation.
 
 When censored, two demands replace the served figures, and the policy takes the max of each with what
 it would size anyway:
@@ -119,9 +120,14 @@ def see_demand(
     wait_s = queue / (ready * mu) if ready > 0 else (math.inf if queue > 0 else 0.0)
     limit_s = params.backlog_wait_factor * spec.slo.ttft_s
     shown = f"prefill queue {queue:.3g} ≈ {wait_s:.3g} s at {ready}×{mu:.3g} req/s (backlog at ≥ {limit_s:g} s)"
-    if wait_s < limit_s:
+    util = observation.prefill.gpu_util
+    saturated = util is not None and util >= params.saturated_util
+    if saturated:
+        signs = [f"prefill utilisation {util:.2f} ≥ {params.saturated_util:g}"]
+    elif wait_s < limit_s:
         return Demand(False, Reason.SIGNAL_UNCENSORED, f"{shown}: no backlog, decode TPS drives", memory=mem)
-    signs = _confirmations(observation, spec, params, queue, previous)
+    else:
+        signs = _confirmations(observation, spec, queue, previous)
     if not signs:
         detail = f"{shown}, but prefill neither saturated, nor TTFT-bound, nor growing: decode TPS drives"
         return Demand(False, Reason.SIGNAL_UNCENSORED, detail, memory=mem)
@@ -149,12 +155,10 @@ def see_demand(
 
 
 def _confirmations(
-    observation: Observation, spec: ServiceSpec, params: DemandParams, queue: float, previous: list[tuple[float, float]]
+    observation: Observation, spec: ServiceSpec, queue: float, previous: list[tuple[float, float]]
 ) -> list[str]:
+    """What confirms that a backlog censors decode TPS: a TTFT-bound breach, or a growing queue."""
     signs: list[str] = []
-    util = observation.prefill.gpu_util
-    if util is not None and util >= params.saturated_util:
-        signs.append(f"prefill utilisation {util:.2f} ≥ {params.saturated_util:g}")
     ttft, tbt = observation.ttft_p90_s, observation.tbt_p90_s
     if ttft is not None and ttft >= spec.slo.ttft_s and (tbt is None or tbt < spec.slo.tbt_s):
         signs.append(f"TTFT p90 {ttft:.3g} s ≥ SLO {spec.slo.ttft_s:g} s with TBT within its SLO")

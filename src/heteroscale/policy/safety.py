@@ -5,7 +5,9 @@ SLO grows both pools by +10 % of their ready count (ceil, at least +1), at or ab
 Starting instances count: a pool whose capacity already covers the bump is not grown again — unless
 that capacity cannot drain the pool's backlog in time. With targets and ``drain_s``, each pool's floor is
 also the count whose target request rate serves the arrivals and clears its queue within ``drain_s``
-(:func:`drain_floor`); a pool short of it is grown to it (``latency-backlog-not-drained``). While a tier
+(:func:`drain_floor`); a pool short of it is grown to it (``latency-backlog-not-drained``). A breach of
+TTFT alone is a queue's doing: where both pools' backlogs can be estimated, that floor replaces the
+tier's fixed step, so a TTFT p90 that lags a queue already draining adds nothing. While a tier
 is reached, neither pool scales in, and the wrapper lets no cooldown hold a scale-out. The wrapper runs
 it as its ``latency`` stage (:class:`heteroscale.policy.stages.LatencyFloor`).
 """
@@ -37,6 +39,10 @@ class LatencyTier:
 
 
 DEFAULT_TIERS = (LatencyTier(1.1, 0.10), LatencyTier(1.5, 0.20))
+
+
+def _ratio(value_s: float | None, slo_s: float) -> float:
+    return 0.0 if value_s is None or slo_s <= 0 else value_s / slo_s
 
 
 def latency_breach(observation: Observation, spec: ServiceSpec) -> tuple[float, str]:
@@ -96,15 +102,23 @@ def latency_safety_net(
     current = current_counts(counts)
     out = {role: desired.role(role) for role in ROLES}
     notes = [seen, f"tier ≥{tier.slo_factor:g}× → +{tier.step_fraction:.0%} of ready"]
+    drains: dict[Role, int | None] = dict.fromkeys(ROLES)
+    if targets is not None and drain_s is not None:
+        for role in ROLES:
+            drains[role], note = drain_floor(observation, targets, role, current.role(role), drain_s)
+            notes.append(note)
+    ttft_only = _ratio(observation.tbt_p90_s, spec.slo.tbt_s) < min(t.slo_factor for t in tiers) - 1e-9
+    by_drain = ttft_only and all(drains[role] is not None for role in ROLES)
+    if by_drain:
+        notes.append("TTFT alone breaches: each pool's floor is what drains its backlog in time")
     covered = 0
     backlog = False
     for role in ROLES:
-        need = grow(counts.role(role).ready, tier.step_fraction)
-        if targets is not None and drain_s is not None:
-            drained, note = drain_floor(observation, targets, role, current.role(role), drain_s)
-            notes.append(note)
-            if drained is not None and drained > max(need, current.role(role)):
-                need, backlog = drained, True  # the tier's step or starting capacity would not clear it
+        step_need = grow(counts.role(role).ready, tier.step_fraction)
+        drained = drains[role]
+        need = step_need if drained is None else (drained if by_drain else max(step_need, drained))
+        if drained is not None and need == drained and drained > max(step_need, current.role(role)):
+            backlog = True  # the tier's step or starting capacity would not clear it
         if current.role(role) >= need:
             covered += 1
             notes.append(f"{role.value} capacity {current.role(role)} already ≥ {need} (starting instances count)")

@@ -146,13 +146,23 @@ def test_starting_capacity_that_drains_the_backlog_in_time_covers_the_breach() -
     assert desired(result) == (12, 24)
 
 
-def test_a_ttft_breach_whose_backlog_drains_in_time_adds_nothing() -> None:
-    # TTFT p90 lags a queue that 10 ready prefill (50 req/s) clear in 300/(50 − 20) = 10 s: no +20 % step
+@pytest.mark.parametrize(
+    ("queue_before", "expected", "reason"),
+    [
+        (500.0, (10, 20), Reason.LATENCY_COVERED),  # shrinking: the p90 lags a queue already draining
+        (100.0, (12, 24), Reason.LATENCY_SEVERE),  # growing: recurring bursts keep the tier's +20 % step
+    ],
+)
+def test_a_ttft_breach_is_judged_by_whether_its_queue_drains(
+    queue_before: float, expected: tuple[int, int], reason: Reason
+) -> None:
+    # TTFT at 1.6× its SLO; 10 ready prefill (50 req/s) clear a queue of 300 in 300/(50 − 20) = 10 s
     base = observation(ttft_p90_s=3.2, prefill_queue=300.0, requests_per_s=20.0, prefill_util=0.5)
     obs = dataclasses.replace(base, decode=dataclasses.replace(base.decode, queue_len=0.0))
-    result = decide(obs, spec=spec(), counts=counts())
-    assert desired(result) == (10, 20)
-    assert step(result, "latency").reason is Reason.LATENCY_COVERED
+    before = memory(samples=(("demand.prefill_queue", obs.window_end_s - 30.0, queue_before),))
+    result = decide(obs, spec=spec(), counts=counts(), memory=before)
+    assert desired(result) == expected
+    assert step(result, "latency").reason is reason
 
 
 # --- no scale-in before a full window of data ---------------------------------------------------------

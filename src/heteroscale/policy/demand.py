@@ -40,7 +40,15 @@ from heteroscale.policy.context import PolicyMemory, ServiceCounts, Targets
 from heteroscale.policy.outcome import remember_sample
 from heteroscale.policy.sizing import size_role_by_tps
 
-QUEUE_SAMPLE = "demand.prefill_queue"  # the last observation's prefill queue, to see it grow
+QUEUE_SAMPLE = "demand.prefill_queue"  # the last two observations' prefill queues, to see it grow or drain
+
+
+def queue_draining(memory: PolicyMemory, observation: Observation) -> bool:
+    """Whether the prefill queue shrank from the previous observation to ``observation`` (both in memory,
+    kept by :func:`see_demand` at each observation's window end)."""
+    series = memory.series(QUEUE_SAMPLE)
+    current = len(series) >= 2 and abs(series[-1][0] - observation.window_end_s) < 1e-9
+    return current and series[-1][1] < series[-2][1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +119,7 @@ def see_demand(
     """Whether decode TPS is censored by prefill, and the demands when it is (module doc)."""
     queue = queue_of(observation, Role.PREFILL)
     previous = memory.series(QUEUE_SAMPLE)
-    mem = memory if queue is None else remember_sample(memory, QUEUE_SAMPLE, observation.window_end_s, queue, keep_n=1)
+    mem = memory if queue is None else remember_sample(memory, QUEUE_SAMPLE, observation.window_end_s, queue, keep_n=2)
     mu = rate_per_instance(observation, targets, Role.PREFILL)
     if queue is None or mu <= 0:
         why = "prefill queue not measured" if queue is None else "no prefill request-rate target"
@@ -162,9 +170,9 @@ def _confirmations(
     ttft, tbt = observation.ttft_p90_s, observation.tbt_p90_s
     if ttft is not None and ttft >= spec.slo.ttft_s and (tbt is None or tbt < spec.slo.tbt_s):
         signs.append(f"TTFT p90 {ttft:.3g} s ≥ SLO {spec.slo.ttft_s:g} s with TBT within its SLO")
-    if previous and queue > previous[-1][1]:
+    if previous and queue > previous[-1][1]:  # ``previous`` is the memory before this observation
         signs.append(f"queue grew from {previous[-1][1]:.3g}")
     return signs
 
 
-__all__ = ["QUEUE_SAMPLE", "Demand", "DemandParams", "queue_of", "rate_per_instance", "see_demand"]
+__all__ = ["QUEUE_SAMPLE", "Demand", "DemandParams", "queue_draining", "queue_of", "rate_per_instance", "see_demand"]

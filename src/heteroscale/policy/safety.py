@@ -6,8 +6,9 @@ Starting instances count: a pool whose capacity already covers the bump is not g
 that capacity cannot drain the pool's backlog in time. With targets and ``drain_s``, each pool's floor is
 also the count whose target request rate serves the arrivals and clears its queue within ``drain_s``
 (:func:`drain_floor`); a pool short of it is grown to it (``latency-backlog-not-drained``). A breach of
-TTFT alone is a queue's doing: where both pools' backlogs can be estimated, that floor replaces the
-tier's fixed step, so a TTFT p90 that lags a queue already draining adds nothing. While a tier
+TTFT alone whose prefill queue is already shrinking (``draining``) is a lagging p90: where both pools'
+backlogs can be estimated, that floor replaces the tier's fixed step, so the lag adds nothing. A queue
+that grows keeps the step: bursts that recur need the headroom. While a tier
 is reached, neither pool scales in, and the wrapper lets no cooldown hold a scale-out. The wrapper runs
 it as its ``latency`` stage (:class:`heteroscale.policy.stages.LatencyFloor`).
 """
@@ -86,6 +87,7 @@ def latency_safety_net(
     *,
     targets: Targets | None = None,
     drain_s: float | None = None,
+    draining: bool = False,
 ) -> Step:
     """Scale-out-only floor from the worst latency tier reached (module doc).
 
@@ -108,9 +110,9 @@ def latency_safety_net(
             drains[role], note = drain_floor(observation, targets, role, current.role(role), drain_s)
             notes.append(note)
     ttft_only = _ratio(observation.tbt_p90_s, spec.slo.tbt_s) < min(t.slo_factor for t in tiers) - 1e-9
-    by_drain = ttft_only and all(drains[role] is not None for role in ROLES)
+    by_drain = draining and ttft_only and all(drains[role] is not None for role in ROLES)
     if by_drain:
-        notes.append("TTFT alone breaches: each pool's floor is what drains its backlog in time")
+        notes.append("TTFT alone breaches, its queue shrinking: each pool's floor is what drains it in time")
     covered = 0
     backlog = False
     for role in ROLES:

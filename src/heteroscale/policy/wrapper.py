@@ -31,6 +31,7 @@ from heteroscale.domain.decision import Reason, Recommendation, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
+from heteroscale.policy.demand import queue_draining
 from heteroscale.policy.normalize import (
     PD,
     ROLES,
@@ -174,9 +175,11 @@ class _Run:
             if self.seen is None:
                 raise ValueError("the latency stage needs an observation")
             obs = self.seen.observation
+            draining = queue_draining(self.memory, obs)
             step = latency_safety_net(
-                obs, ctx.spec, ctx.counts, desired, stage.tiers, targets=ctx.targets, drain_s=stage.drain_s
-            )
+                obs, ctx.spec, ctx.counts, desired, stage.tiers, targets=ctx.targets, drain_s=stage.drain_s,
+                draining=draining,
+            )  # fmt: skip
             self.latency_tier = step.reason is not Reason.LATENCY_OK
             return step
         if isinstance(stage, WarmUp):

@@ -9,8 +9,8 @@ raw recommendation; the wrapper (:mod:`.wrapper`) runs the others with the setti
 2. recommendation  M = observed decode tokens/s; D_new from the capacity of the decode fleet counted
                  per GPU type (``sizing.size_by_capacity``; ``ceil(M / m_target)`` for one type);
                  P_new = max(1, round(D_new · r)). A ``demand`` step first asks whether M is censored
-                 by prefill (a prefill backlog, confirmed by saturation, a TTFT-bound breach or a
-                 growing queue; :mod:`.demand`): then M = max(M, arrivals × mean output length) and, if
+                 by prefill (prefill saturated, or a prefill backlog confirmed by a TTFT-bound breach
+                 or a growing queue; :mod:`.demand`): then M = max(M, arrivals × mean output length) and, if
                  the arrivals plus the backlog need more prefill than round(D_new · r), prefill drives
                  this decision (P_new from that need, decode follows at the ratio);
 3. stabilisation a scale-in goes no lower than the highest D_new of the last 5 minutes;
@@ -18,7 +18,8 @@ raw recommendation; the wrapper (:mod:`.wrapper`) runs the others with the setti
 5. pd-ratio      P = max(min_prefill, round(D · r)), never moving against D;
 6. latency       if TBT p90 or TTFT p90 is at or above 1.1× its SLO, both pools get at least +10 %
                  of their ready count (ceil, at least +1); at or above 1.5×, +20 %; and at least the
-                 count that serves the arrivals and clears the pool's queue within ``drain_s``.
+                 count that serves the arrivals and clears the pool's queue within ``drain_s`` (for a
+                 TTFT-only breach whose prefill queue shrinks, that count alone: the p90 lags).
                  Starting instances count: a pool whose capacity already covers that is not grown
                  again; while a tier is reached, neither pool scales in;
 7. warm-up       no scale-in until one observation window has passed since start-up or a restart;

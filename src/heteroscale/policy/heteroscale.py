@@ -23,8 +23,8 @@ raw recommendation; the wrapper (:mod:`.wrapper`) runs the others with the setti
                  Starting instances count: a pool whose capacity already covers that is not grown
                  again; while a tier is reached, neither pool scales in;
 7. warm-up       no scale-in until one observation window has passed since start-up or a restart;
-8. cooldown      3 min between scale-outs, 10 min after any action before a scale-in; a scale-out
-                 while a latency tier is reached is never held;
+8. cooldown      3 min between scale-outs, 10 min after any action before a scale-in; the latency
+                 tier's own scale-out (its floors) is never held;
 9. damping       at most +100 % / −25 % per step;
 10. bounds       the service's [min, max] per role.
 

@@ -14,7 +14,7 @@ shape that recommendation, in which order, with which settings (:mod:`.stages`):
 
 A policy may name the role that drives this one recommendation (``Raw.driver``, e.g. prefill when its
 backlog decides): hysteresis and P/D coordination stages with a driver then judge and follow that role.
-A latency floor that finds a tier reached lets a later cooldown hold no scale-out.
+The scale-out a latency floor adds (the roles it raises) passes a later cooldown.
 
 The first stage starts from the raw recommendation; each later one from the step before it. Every stage
 returns a Step with a Reason, so the DecisionRecord lists every clamp in order. After the last step,
@@ -144,7 +144,7 @@ class _Run:
         self.memory = ctx.memory if raw.memory is None else raw.memory
         self.notes = dict(raw.notes)
         self.panicking: frozenset[Role] = frozenset()  # roles a Panic stage put in panic mode this call
-        self.latency_tier = False  # a LatencyFloor stage found a latency tier reached this call
+        self.latency_floor: PD | None = None  # what a LatencyFloor stage raised roles to this call
 
     def driver(self, stage_driver: Role | None) -> Role | None:
         """The role a driven stage follows: the policy's for this call, else the stage's own."""
@@ -176,11 +176,17 @@ class _Run:
                 raise ValueError("the latency stage needs an observation")
             obs = self.seen.observation
             draining = queue_draining(self.memory, obs)
-            step = latency_safety_net(
-                obs, ctx.spec, ctx.counts, desired, stage.tiers, targets=ctx.targets, drain_s=stage.drain_s,
-                draining=draining,
-            )  # fmt: skip
-            self.latency_tier = step.reason is not Reason.LATENCY_OK
+
+            def floor_from(base: PD) -> Step:
+                return latency_safety_net(
+                    obs, ctx.spec, ctx.counts, base, stage.tiers, targets=ctx.targets, drain_s=stage.drain_s,
+                    draining=draining,
+                )  # fmt: skip
+
+            step = floor_from(desired)
+            own = PD.of(floor_from(current))  # the tier's own floor, whatever the earlier stages wanted
+            if own.prefill > current.prefill or own.decode > current.decode:
+                self.latency_floor = own
             return step
         if isinstance(stage, WarmUp):
             stored = dict(self.memory.values).get(stage.key)
@@ -189,8 +195,8 @@ class _Run:
                 self.memory = with_values(self.memory, {stage.key: stored})
             return warm_up_step(ctx.now_s, stored, ctx.window_s, current, desired)
         if isinstance(stage, Cooldown):
-            if self.latency_tier:
-                return self._cooldown_passed(stage, desired)
+            if self.latency_floor is not None:
+                return self._cooldown_passed(stage, desired, self.latency_floor)
             return cooldown(
                 ctx.now_s,
                 self.memory,
@@ -223,9 +229,9 @@ class _Run:
             return step
         return clamp_bounds(ctx.spec, current, desired)
 
-    def _cooldown_passed(self, stage: Cooldown, desired: PD) -> Step:
-        """A latency tier is reached (the latency stage kept every role at or above its current count):
-        a scale-out passes any cooldown, and the step says what the cooldown would have held."""
+    def _cooldown_passed(self, stage: Cooldown, desired: PD, floor: PD) -> Step:
+        """The latency tier's own floors (``floor``, from current counts): that scale-out passes any
+        cooldown; the rest of ``desired`` is held as usual, and the step says what was passed."""
         ctx = self.ctx
         would = cooldown(
             ctx.now_s,
@@ -236,11 +242,15 @@ class _Run:
             scale_in_s=stage.scale_in_s,
             per_role=stage.per_role,
         )
-        held = would.reason is not Reason.COOLDOWN_CLEAR
-        if not held:
+        held = PD.of(would)
+        out = PD(max(held.prefill, floor.prefill), max(held.decode, floor.decode))
+        if out == held:
             return would
-        detail = f"latency tier reached: passed; {would.detail}"
-        return Step("cooldown", desired.prefill, desired.decode, Reason.COOLDOWN_LATENCY, detail)
+        passed = ", ".join(
+            f"{r.value} {self.current.role(r)}→{out.role(r)}" for r in ROLES if out.role(r) > held.role(r)
+        )
+        detail = f"latency-tier scale-out passes: {passed}; {would.detail}"
+        return Step("cooldown", out.prefill, out.decode, Reason.COOLDOWN_LATENCY, detail)
 
     def _panic(self, stage: Panic, desired: PD) -> Step:
         stored = dict(self.memory.values)

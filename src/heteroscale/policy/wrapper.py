@@ -14,7 +14,7 @@ shape that recommendation, in which order, with which settings (:mod:`.stages`):
 
 A policy may name the role that drives this one recommendation (``Raw.driver``, e.g. prefill when its
 backlog decides): hysteresis and P/D coordination stages with a driver then judge and follow that role.
-The scale-out a latency floor adds (the roles it raises) passes a later cooldown.
+The scale-out to a latency floor's own floors (from current counts) passes a later cooldown.
 
 The first stage starts from the raw recommendation; each later one from the step before it. Every stage
 returns a Step with a Reason, so the DecisionRecord lists every clamp in order. After the last step,

@@ -127,14 +127,13 @@ def test_a_latency_tier_scale_out_is_never_held_by_a_cooldown() -> None:
     assert step(result, "cooldown").reason == "cooldown-passed-latency"
 
 
-def test_only_the_latency_tiers_own_scale_out_passes_a_cooldown() -> None:
-    # decode TPS asks for 15P/30D, the severe tier for 12P/24D: within the cooldown only the tier's passes
+def test_a_scale_out_the_latency_tier_does_not_add_still_waits_for_its_cooldown() -> None:
+    # decode TPS asks for 15P/30D, above the severe tier's 12P/24D: the tier adds nothing, the cooldown holds
     recent = memory(last_scale_out_s=NOW - 60.0, last_direction=1)
-    obs = observation(decode_tps=30_000.0, tbt_p90_s=0.16)
-    result = decide(obs, spec=spec(), counts=counts(), memory=recent)
+    result = decide(observation(decode_tps=30_000.0, tbt_p90_s=0.16), spec=spec(), counts=counts(), memory=recent)
     assert (step(result, "latency").prefill, step(result, "latency").decode) == (15, 30)
-    assert desired(result) == (12, 24)
-    assert step(result, "cooldown").reason == "cooldown-passed-latency"
+    assert step(result, "cooldown").reason is Reason.COOLDOWN_OUT
+    assert desired(result) == (10, 20)
 
 
 def test_starting_capacity_that_cannot_drain_the_backlog_is_no_cover() -> None:

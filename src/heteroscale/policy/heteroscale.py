@@ -24,7 +24,7 @@ raw recommendation; the wrapper (:mod:`.wrapper`) runs the others with the setti
                  again; while a tier is reached, neither pool scales in;
 7. warm-up       no scale-in until one observation window has passed since start-up or a restart;
 8. cooldown      3 min between scale-outs, 10 min after any action before a scale-in; the latency
-                 tier's own scale-out (its floors) is never held;
+                 tier's own scale-out (where it raises a pool) is never held;
 9. damping       at most +100 % / −25 % per step;
 10. bounds       the service's [min, max] per role.
 

@@ -9,7 +9,7 @@ also the count whose target request rate serves the arrivals and clears its queu
 TTFT alone whose prefill queue is already shrinking (``draining``) is a lagging p90: where both pools'
 backlogs can be estimated, that floor replaces the tier's fixed step, so the lag adds nothing. A queue
 that grows keeps the step: bursts that recur need the headroom. While a tier
-is reached, neither pool scales in, and the wrapper lets no cooldown hold the floors' scale-out. The wrapper runs
+is reached, neither pool scales in, and the wrapper lets no cooldown hold what the floors add. The wrapper runs
 it as its ``latency`` stage (:class:`heteroscale.policy.stages.LatencyFloor`).
 """
 

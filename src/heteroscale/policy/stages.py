@@ -58,7 +58,7 @@ class Coordinate:
 class LatencyFloor:
     """HeteroScale's latency safety net (:mod:`.safety`): scale-out-only floors from latency tiers, at
     least the count that drains a pool's backlog within ``drain_s`` (None: the tiers' steps only). A later
-    :class:`Cooldown` never holds the scale-out to those floors."""
+    :class:`Cooldown` never holds the scale-out those floors add."""
 
     tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS
     drain_s: float | None = 60.0
@@ -67,8 +67,8 @@ class LatencyFloor:
 @dataclass(frozen=True, slots=True)
 class Cooldown:
     """No scale-out within ``scale_out_s`` of the last scale-out, no scale-in within ``scale_in_s`` of any
-    action; service-wide clocks, or one per role with ``per_role``. The scale-out to an earlier
-    :class:`LatencyFloor`'s floors always passes (``cooldown-passed-latency``)."""
+    action; service-wide clocks, or one per role with ``per_role``. The scale-out an earlier
+    :class:`LatencyFloor` adds (roles it raises) always passes (``cooldown-passed-latency``)."""
 
     scale_out_s: float = 180.0
     scale_in_s: float = 600.0

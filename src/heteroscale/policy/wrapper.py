@@ -14,7 +14,7 @@ shape that recommendation, in which order, with which settings (:mod:`.stages`):
 
 A policy may name the role that drives this one recommendation (``Raw.driver``, e.g. prefill when its
 backlog decides): hysteresis and P/D coordination stages with a driver then judge and follow that role.
-The scale-out to a latency floor's own floors (from current counts) passes a later cooldown.
+The scale-out a latency floor adds (the roles it raises above the earlier stages) passes a later cooldown.
 
 The first stage starts from the raw recommendation; each later one from the step before it. Every stage
 returns a Step with a Reason, so the DecisionRecord lists every clamp in order. After the last step,
@@ -176,17 +176,16 @@ class _Run:
                 raise ValueError("the latency stage needs an observation")
             obs = self.seen.observation
             draining = queue_draining(self.memory, obs)
-
-            def floor_from(base: PD) -> Step:
-                return latency_safety_net(
-                    obs, ctx.spec, ctx.counts, base, stage.tiers, targets=ctx.targets, drain_s=stage.drain_s,
-                    draining=draining,
-                )  # fmt: skip
-
-            step = floor_from(desired)
-            own = PD.of(floor_from(current))  # the tier's own floor, whatever the earlier stages wanted
-            if own.prefill > current.prefill or own.decode > current.decode:
-                self.latency_floor = own
+            step = latency_safety_net(
+                obs, ctx.spec, ctx.counts, desired, stage.tiers, targets=ctx.targets, drain_s=stage.drain_s,
+                draining=draining,
+            )  # fmt: skip
+            raised = PD.of(step)
+            if raised.prefill > desired.prefill or raised.decode > desired.decode:  # the tier's own scale-out
+                self.latency_floor = PD(
+                    raised.prefill if raised.prefill > desired.prefill else 0,
+                    raised.decode if raised.decode > desired.decode else 0,
+                )
             return step
         if isinstance(stage, WarmUp):
             stored = dict(self.memory.values).get(stage.key)
@@ -230,7 +229,7 @@ class _Run:
         return clamp_bounds(ctx.spec, current, desired)
 
     def _cooldown_passed(self, stage: Cooldown, desired: PD, floor: PD) -> Step:
-        """The latency tier's own floors (``floor``, from current counts): that scale-out passes any
+        """The roles the latency stage raised, to ``floor`` (0: not raised): that scale-out passes any
         cooldown; the rest of ``desired`` is held as usual, and the step says what was passed."""
         ctx = self.ctx
         would = cooldown(

@@ -121,6 +121,15 @@ def memory(**overrides: Any) -> PolicyMemory:
     return dataclasses.replace(PolicyMemory(), **overrides)
 
 
+WARM_KEY = "warmup.first_observation_s"  # heteroscale.policy.stages.WarmUp's default key
+
+
+def warmed(base: PolicyMemory | None = None, since_s: float = 0.0) -> PolicyMemory:
+    """``base`` (default: empty) of a policy that has observed since ``since_s``: its warm-up is over."""
+    base = PolicyMemory() if base is None else base
+    return dataclasses.replace(base, values=tuple(sorted({**dict(base.values), WARM_KEY: since_s}.items())))
+
+
 _UNSET: Any = object()
 
 

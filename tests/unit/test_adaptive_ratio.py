@@ -319,7 +319,7 @@ def test_the_ratio_step_comes_right_after_the_observation_and_sizes_prefill() ->
         memory=remembered(2.0),
     )
     result = policy().decide(context)
-    assert step_names(result)[:3] == ("observation", "ratio", "stabilisation")
+    assert step_names(result)[:4] == ("observation", "ratio", "demand", "stabilisation")
     assert result.decision.steps[1].reason is Reason.RATIO_WITHIN_BAND
     assert result.pd_ratio == 2.0
     assert (result.recommendation.prefill, result.recommendation.decode) == (40, 20)
@@ -327,7 +327,18 @@ def test_the_ratio_step_comes_right_after_the_observation_and_sizes_prefill() ->
     assert result.memory.value("ratio.current") == 2.0
 
 
-FIXED_STEPS = ("observation", "stabilisation", "hysteresis", "pd-ratio", "latency", "cooldown", "damping", "bounds")
+FIXED_STEPS = (
+    "observation",
+    "demand",
+    "stabilisation",
+    "hysteresis",
+    "pd-ratio",
+    "latency",
+    "warm-up",
+    "cooldown",
+    "damping",
+    "bounds",
+)
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ from tests.unit.policy_builders import (
     memory,
     observation,
     spec,
+    warmed,
 )
 
 NOW = 10_000.0
@@ -265,6 +266,8 @@ def test_size_by_capacity_missing_target_counts_at_preferred() -> None:
 
 
 def hetero(**overrides: Any) -> PolicyResult:
+    """HeteroScale on ``ctx(**overrides)``, its warm-up over (a full window observed) unless told."""
+    overrides["memory"] = warmed(overrides.get("memory"))
     return HeteroScalePolicy().decide(ctx(**overrides))
 
 
@@ -384,7 +387,7 @@ def test_heteroscale_holds_on_bad_observations(obs_kwargs: dict[str, Any]) -> No
     result = hetero(**obs_kwargs)
     assert desired(result) == (10, 20)
     assert result.decision.steps[0].reason in (Reason.HOLD_MISSING, Reason.HOLD_STALE, Reason.HOLD_PARTIAL)
-    assert result.memory == ctx().memory
+    assert result.memory == warmed()  # unchanged by the hold
 
 
 def test_heteroscale_hold_even_with_high_latency() -> None:
@@ -393,7 +396,8 @@ def test_heteroscale_hold_even_with_high_latency() -> None:
 
 
 def test_heteroscale_scales_in_by_draining() -> None:
-    result = HeteroScalePolicy(HeteroScaleParams(drain_grace_s=300.0)).decide(ctx(obs=observation(decode_tps=5_000.0)))
+    context = ctx(obs=observation(decode_tps=5_000.0), memory=warmed())
+    result = HeteroScalePolicy(HeteroScaleParams(drain_grace_s=300.0)).decide(context)
     assert (result.scale_in_mode, result.drain_grace_s) == (ScaleInMode.DRAIN, 300.0)
     assert desired(result) == (8, 15)
 

@@ -21,6 +21,7 @@ STEP_NAMES = {
     "Tolerance": "tolerance",
     "Coordinate": "pd-ratio",
     "LatencyFloor": "latency",
+    "WarmUp": "warm-up",
     "Cooldown": "cooldown",
     "Damping": "damping",
     "RateLimit": "rate-limit",

@@ -271,6 +271,7 @@ class Controller:
             targets=binding.targets,
             memory=binding.memory,
             tick_s=self.tick_s,
+            window_s=self.window_s,
         )
         result = keep_no_scale_in(coverage, binding.policy.decide(ctx), binding.memory, now_s)
         binding.memory = result.memory

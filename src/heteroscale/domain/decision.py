@@ -30,8 +30,13 @@ class Reason(StrEnum):
     PROPORTIONAL = "proportional"
     LATENCY_THRESHOLD = "latency-threshold"
     FORECAST = "forecast"
+    DEMAND = "demand"  # decode sized from arrivals × output length: decode TPS was censored
+    PREFILL_BACKLOG = "prefill-backlog"  # prefill sized from arrivals and its backlog; decode follows
     SCHEDULED = "scheduled"
     SCHEDULE_DEFAULT = "schedule-default"
+    # is decode TPS censored by prefill? (policy.demand)
+    SIGNAL_CENSORED = "signal-censored-by-prefill"
+    SIGNAL_UNCENSORED = "signal-not-censored"
     # hysteresis / tolerance
     HYSTERESIS_OUT = "hysteresis-scale-out"
     HYSTERESIS_IN = "hysteresis-scale-in"
@@ -57,6 +62,7 @@ class Reason(StrEnum):
     LATENCY_MODERATE = "latency-moderate-breach"
     LATENCY_SEVERE = "latency-severe-breach"
     LATENCY_COVERED = "latency-covered-by-starting"
+    LATENCY_BACKLOG = "latency-backlog-not-drained"  # starting capacity cannot drain the backlog in time
     LATENCY_ABOVE = "latency-above-threshold"
     LATENCY_BELOW = "latency-below-threshold"
     LATENCY_IN_BAND = "latency-in-band"
@@ -64,6 +70,10 @@ class Reason(StrEnum):
     COOLDOWN_CLEAR = "cooldown-clear"
     COOLDOWN_OUT = "cooldown-scale-out"
     COOLDOWN_IN = "cooldown-scale-in"
+    COOLDOWN_LATENCY = "cooldown-passed-latency"  # a latency tier is reached: no cooldown holds a scale-out
+    # no scale-in until a full window of data since start-up or a restart (policy.stages.WarmUp)
+    WARMING_UP = "warm-up-no-scale-in"
+    WINDOW_FULL = "window-full"
     WITHIN_STEP_LIMIT = "within-step-limit"
     DAMPED = "damped"
     RATE_LIMITED = "rate-limited"

@@ -119,6 +119,7 @@ class PolicyContext:
     targets: Targets
     memory: PolicyMemory
     tick_s: float = 30.0
+    window_s: float = 60.0  # the observation window the controller reads (a warm-up waits one)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from heteroscale.policy.baselines import (
 )
 from heteroscale.policy.context import Policy
 from heteroscale.policy.defaults import DRAIN_GRACE_S, KILL_GRACE_S
+from heteroscale.policy.demand import DemandParams
 from heteroscale.policy.dynamo import DynamoParams, DynamoSlaPolicy, dynamo_shaping
 from heteroscale.policy.forecast import ForecastParams
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy, LatencyTier, heteroscale_shaping
@@ -73,8 +74,8 @@ POLICY_NAMES: tuple[str, ...] = (
     "static",
     "fixed",
 )
-# options that are groups of their own (``None`` by default: the feature is off), by option name
-_NESTED: dict[str, type] = {"adaptive_ratio": AdaptiveRatio, "predictive": ForecastParams}
+# options that are groups of their own (``None``: the feature is off), by option name
+_NESTED: dict[str, type] = {"adaptive_ratio": AdaptiveRatio, "predictive": ForecastParams, "demand": DemandParams}
 # policies that read no targets; every other policy gets its targets from a pressure test (or pinned ones)
 TARGET_FREE_POLICIES = frozenset({"fixed", "static", "periodic"})
 # policies that hold the counts the user gave: their P:D split is the user's choice, never gated

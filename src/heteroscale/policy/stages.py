@@ -57,19 +57,32 @@ class Coordinate:
 
 @dataclass(frozen=True, slots=True)
 class LatencyFloor:
-    """HeteroScale's latency safety net (:mod:`.safety`): scale-out-only floors from latency tiers."""
+    """HeteroScale's latency safety net (:mod:`.safety`): scale-out-only floors from latency tiers, at
+    least the count that drains a pool's backlog within ``drain_s`` (None: the tiers' steps only). A later
+    :class:`Cooldown` never holds the scale-out those floors add."""
 
     tiers: tuple[LatencyTier, ...] = DEFAULT_TIERS
+    drain_s: float | None = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class Cooldown:
     """No scale-out within ``scale_out_s`` of the last scale-out, no scale-in within ``scale_in_s`` of any
-    action; service-wide clocks, or one per role with ``per_role``."""
+    action; service-wide clocks, or one per role with ``per_role``. The scale-out an earlier
+    :class:`LatencyFloor` adds (roles it raises) always passes (``cooldown-passed-latency``)."""
 
     scale_out_s: float = SCALE_OUT_COOLDOWN_S
     scale_in_s: float = SCALE_IN_COOLDOWN_S
     per_role: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WarmUp:
+    """No scale-in until the policy has observed for a full observation window (``PolicyContext.window_s``)
+    since start-up or a restart: the time of its first usable observation is kept in memory under
+    ``key``, which a journal restore does not carry, so a restarted controller waits a window again."""
+
+    key: str = "warmup.first_observation_s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +145,7 @@ Stage = (
     | Tolerance
     | Coordinate
     | LatencyFloor
+    | WarmUp
     | Cooldown
     | Damping
     | RateLimit
@@ -150,6 +164,19 @@ def stability_stages(stability: Stability, driver: Role | None) -> tuple[Stage, 
         Hysteresis(stability.theta_out, stability.theta_in, driver),
     )
     return direction if driver is None else (*direction, Coordinate(driver))
+
+
+def warm_up_step(now_s: float, first_s: float, window_s: float, current: PD, desired: PD) -> Step:
+    """:class:`WarmUp`: ``desired`` with no role below ``current`` until ``window_s`` has passed since
+    ``first_s``, the first usable observation since start-up or a restart."""
+    seen_s = now_s - first_s
+    if seen_s >= window_s - 1e-9:
+        return Step("warm-up", desired.prefill, desired.decode, Reason.WINDOW_FULL, f"observed for {seen_s:g} s")
+    kept = PD(max(desired.prefill, current.prefill), max(desired.decode, current.decode))
+    why = f"observed for {seen_s:g} s of the {window_s:g} s window since start-up or a restart"
+    if kept != desired:
+        why += f": scale-in to {desired.prefill}P/{desired.decode}D waits; kept at {kept.prefill}P/{kept.decode}D"
+    return Step("warm-up", kept.prefill, kept.decode, Reason.WARMING_UP, why)
 
 
 def limit_stages(stability: Stability, *, per_role: bool = False, damping: bool = True) -> tuple[Stage, ...]:

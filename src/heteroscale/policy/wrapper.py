@@ -9,8 +9,12 @@ shape that recommendation, in which order, with which settings (:mod:`.stages`):
                 observation or a missing driving signal; then only bounds that may raise to the min;
 2. the policy's own steps (``Raw.steps``), e.g. its estimate of the P/D ratio;
 3. the stages of ``Shaping.stages``: stabilisation, hysteresis or tolerance, P/D coordination, the
-   latency floor, cooldowns, panic mode, damping or rate limits, the ratio band, an adjustment
-   interval, bounds.
+   latency floor, the warm-up, cooldowns, panic mode, damping or rate limits, the ratio band, an
+   adjustment interval, bounds.
+
+A policy may name the role that drives this one recommendation (``Raw.driver``, e.g. prefill when its
+backlog decides): hysteresis and P/D coordination stages with a driver then judge and follow that role.
+The scale-out a latency floor adds (the roles it raises above the earlier stages) passes a later cooldown.
 
 The first stage starts from the raw recommendation; each later one from the step before it. Every stage
 returns a Step with a Reason, so the DecisionRecord lists every clamp in order. After the last step,
@@ -27,6 +31,7 @@ from heteroscale.domain.decision import Reason, Recommendation, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
+from heteroscale.policy.demand import queue_draining
 from heteroscale.policy.normalize import (
     PD,
     ROLES,
@@ -55,11 +60,13 @@ from heteroscale.policy.stages import (
     Stabilise,
     Stage,
     Tolerance,
+    WarmUp,
     interval_step,
     panic_step,
     rate_limit,
     repair_ratio_band,
     tolerance_step,
+    warm_up_step,
 )
 
 
@@ -97,6 +104,7 @@ class Raw:
     ratio: float | None = None  # the P/D ratio Coordinate / RatioBand use; None: the service's
     pd_ratio: float | None = None  # the P/D ratio the decision reports (PolicyResult.pd_ratio)
     notes: tuple[tuple[str, str], ...] = field(default=())  # extra detail for a stage, by step name
+    driver: Role | None = None  # the role driving this recommendation, over the stages' own (None: theirs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +144,13 @@ class _Run:
         self.memory = ctx.memory if raw.memory is None else raw.memory
         self.notes = dict(raw.notes)
         self.panicking: frozenset[Role] = frozenset()  # roles a Panic stage put in panic mode this call
+        self.latency_floor: PD | None = None  # what a LatencyFloor stage raised roles to this call
+
+    def driver(self, stage_driver: Role | None) -> Role | None:
+        """The role a driven stage follows: the policy's for this call, else the stage's own."""
+        if stage_driver is None or self.raw.driver is None:
+            return stage_driver
+        return self.raw.driver
 
     def apply(self, stage: Stage, desired: PD) -> Step:
         ctx, current = self.ctx, self.current
@@ -147,18 +162,40 @@ class _Run:
                 ctx.now_s, history, current, desired, window_s=stage.window_s, lowest=stage.lowest
             )
         if isinstance(stage, Hysteresis):
-            return hysteresis(current, desired, theta_out=stage.theta_out, theta_in=stage.theta_in, driver=stage.driver)
+            driver = self.driver(stage.driver)
+            return hysteresis(current, desired, theta_out=stage.theta_out, theta_in=stage.theta_in, driver=driver)
         if isinstance(stage, Tolerance):
             if self.raw.usage is None:
                 raise ValueError(f"policy {ctx.spec.name}: a tolerance stage needs the metric's usage ratios")
             return tolerance_step(current, desired, self.raw.usage, stage)
         if isinstance(stage, Coordinate):
-            return coordinate_pd(ctx.spec, current, desired, driver=stage.driver, ratio=ratio)
+            lead = self.driver(stage.driver) or stage.driver
+            return coordinate_pd(ctx.spec, current, desired, driver=lead, ratio=ratio)
         if isinstance(stage, LatencyFloor):
             if self.seen is None:
                 raise ValueError("the latency stage needs an observation")
-            return latency_safety_net(self.seen.observation, ctx.spec, ctx.counts, desired, stage.tiers)
+            obs = self.seen.observation
+            draining = queue_draining(self.memory, obs)
+            step = latency_safety_net(
+                obs, ctx.spec, ctx.counts, desired, stage.tiers, targets=ctx.targets, drain_s=stage.drain_s,
+                draining=draining,
+            )  # fmt: skip
+            raised = PD.of(step)
+            if raised.prefill > desired.prefill or raised.decode > desired.decode:  # the tier's own scale-out
+                self.latency_floor = PD(
+                    raised.prefill if raised.prefill > desired.prefill else 0,
+                    raised.decode if raised.decode > desired.decode else 0,
+                )
+            return step
+        if isinstance(stage, WarmUp):
+            stored = dict(self.memory.values).get(stage.key)
+            if stored is None:  # the first usable observation since start-up (a journal restore has none)
+                stored = ctx.now_s
+                self.memory = with_values(self.memory, {stage.key: stored})
+            return warm_up_step(ctx.now_s, stored, ctx.window_s, current, desired)
         if isinstance(stage, Cooldown):
+            if self.latency_floor is not None:
+                return self._cooldown_passed(stage, desired, self.latency_floor)
             return cooldown(
                 ctx.now_s,
                 self.memory,
@@ -190,6 +227,29 @@ class _Run:
                 self.memory = with_values(self.memory, {stage.key: ctx.now_s})
             return step
         return clamp_bounds(ctx.spec, current, desired)
+
+    def _cooldown_passed(self, stage: Cooldown, desired: PD, floor: PD) -> Step:
+        """The roles the latency stage raised, to ``floor`` (0: not raised): that scale-out passes any
+        cooldown; the rest of ``desired`` is held as usual, and the step says what was passed."""
+        ctx = self.ctx
+        would = cooldown(
+            ctx.now_s,
+            self.memory,
+            self.current,
+            desired,
+            scale_out_s=stage.scale_out_s,
+            scale_in_s=stage.scale_in_s,
+            per_role=stage.per_role,
+        )
+        held = PD.of(would)
+        out = PD(max(held.prefill, floor.prefill), max(held.decode, floor.decode))
+        if out == held:
+            return would
+        passed = ", ".join(
+            f"{r.value} {self.current.role(r)}→{out.role(r)}" for r in ROLES if out.role(r) > held.role(r)
+        )
+        detail = f"latency-tier scale-out passes: {passed}; {would.detail}"
+        return Step("cooldown", out.prefill, out.decode, Reason.COOLDOWN_LATENCY, detail)
 
     def _panic(self, stage: Panic, desired: PD) -> Step:
         stored = dict(self.memory.values)

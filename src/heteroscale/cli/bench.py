@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from heteroscale.cli.progress import StepPrinter
 from heteroscale.errors import ConfigError, HeteroScaleError
 
 
@@ -101,9 +102,7 @@ def cmd_bench(args: argparse.Namespace, jobs: int) -> int:
     bench.check_contenders(contenders)
     bench.select_entries(suite, scenarios)  # an unknown name stops here, before any run
 
-    def progress(step: str) -> None:
-        if args.verbose:
-            print(f"  … {step}", flush=True)
+    progress = StepPrinter("bench", True)  # count, total and ETA on a terminal's stderr
 
     retune_s = None
     if args.retune or args.retune_only:

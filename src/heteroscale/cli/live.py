@@ -55,7 +55,9 @@ def add_controller_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--cycles", type=int, help="stop after this many cycles (default: until SIGTERM)")
     parser.add_argument("--duration-s", type=float, help="stop after this many seconds (default: until SIGTERM)")
     parser.add_argument("--check", action="store_true", help="validate the config file and exit")
-    parser.add_argument("--json", action="store_true", help="with --check (and --probe): print exactly one JSON object on stdout")
+    parser.add_argument(
+        "--json", action="store_true", help="with --check (and --probe): print exactly one JSON object on stdout"
+    )
     parser.add_argument(
         "--probe",
         action="store_true",

@@ -42,7 +42,7 @@ from heteroscale.experiments.bench_space import (
     tunable,
 )
 from heteroscale.experiments.compare import DEFAULT_POLICIES, Comparison
-from heteroscale.experiments.parallel import run_all
+from heteroscale.experiments.parallel import ProgressFn, run_all
 from heteroscale.experiments.pressure import DEFAULT_MARGIN
 from heteroscale.perf import Calibration
 from heteroscale.policy.registry import make_policy
@@ -67,7 +67,7 @@ FIGURES = (
     "scale_actions_per_hour",
 )
 Calibrate = Callable[[Scenario], Calibration]
-Progress = Callable[[str], None]
+Progress = ProgressFn  # hears of each run as a Step (done of total, label)
 # one run: (scenario@part, margin, contender, options, row name)
 Task = tuple[str, float, str, tuple[tuple[str, Any], ...], str]
 

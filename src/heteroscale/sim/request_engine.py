@@ -183,6 +183,8 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             best_load = _INF
             for p in insts:
                 ld = p.queued_tokens * p.sec_per_token
+                if ld >= best_load:  # what is added below is ≥ 0: it cannot win (a float sum is monotone)
+                    continue
                 if p.busy and p.batch_end > now_s:
                     ld += p.batch_end - now_s
                 if ld < best_load:
@@ -301,10 +303,12 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         best: DecodeInst | None = None
         best_load = _INF
         for d in sv.d_routable:
-            if need_tokens > d.cap_tokens:
+            ld = d.load_frac
+            if ld >= best_load or need_tokens > d.cap_tokens:  # what is added below is ≥ 0: it cannot win
                 continue
             waiting = d.waiting
-            ld = d.load_frac + len(waiting) if waiting else d.load_frac
+            if waiting:
+                ld += len(waiting)
             if d.dg != dg:
                 ld += 1e6
             if ld < best_load:

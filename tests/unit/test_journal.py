@@ -349,3 +349,32 @@ def test_a_durable_journal_that_is_closed_refuses_to_write(tmp_path: Path) -> No
     journal.close()
     with pytest.raises(JournalUnwritable, match="is not open"):
         journal.checkpoint(1.0)
+
+
+# --- records nothing reads ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keep", "to_file", "detailed"),
+    [(False, False, False), (True, False, True), (False, True, True)],
+)
+def test_a_controller_skips_record_details_only_where_no_journal_reads_them(
+    tmp_path: Path, keep: bool, to_file: bool, detailed: bool
+) -> None:
+    """A simulation's controller (plain_records off) converts observation and plan only for a journal
+    that keeps or writes them; the journal file's lines carry them either way."""
+    from heteroscale.controller.reconcile import Controller
+    from tests.support.controller_fakes import FakeMetrics
+
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path if to_file else None, keep=keep)
+    cluster = FakeCluster()
+    binding = cooldown_binding(lambda now_s: (2, 2), cooldown_s=0.0)
+    ctl = Controller([binding], FakeMetrics(), cluster, cluster, journal, tick_s=30.0, plain_records=False)  # type: ignore[arg-type]
+    (record,) = ctl.reconcile_once(30.0)
+    journal.close()
+    assert cluster.writes, "the decision still acts"
+    assert bool(record.observation) is detailed and bool(record.plan) is detailed
+    if to_file:
+        (outcome,) = [r for r in lines(path) if r.get("phase") == "outcome"]
+        assert outcome["observation"] and outcome["plan"]["launches"]

@@ -132,10 +132,14 @@ def _resolve(rows: list[ProfileRow], catalog: Catalog) -> list[ProfileRow]:
                 seen[key] = name  # scored as "no catalog entry"
         return seen[key]
 
-    return [
-        replace(row, model_id=known(catalog.resolve_model, row.model_id), sku_id=known(catalog.resolve_sku, row.sku_id))
-        for row in rows
-    ]
+    out = []
+    for row in rows:
+        model_id = known(catalog.resolve_model, row.model_id)
+        sku_id = known(catalog.resolve_sku, row.sku_id)
+        # most rows already carry catalog ids; a copy of a frozen row would only cost start-up time
+        same = model_id == row.model_id and sku_id == row.sku_id
+        out.append(row if same else replace(row, model_id=model_id, sku_id=sku_id))
+    return out
 
 
 def _source(
@@ -152,21 +156,9 @@ def _source(
     return Source(name, description, kind, engine, kept, dropped, in_target)
 
 
-@functools.lru_cache(maxsize=1)
 def packaged_sources() -> tuple[Source, ...]:
-    """Every packaged profile source, resolved against the packaged catalog (cached)."""
-    catalog = load_catalog()
-    out = []
-    for spec in PACKAGED:
-        display = f"<packaged>/profiles/{spec.file}"
-        try:
-            text = resources.files("heteroscale").joinpath("data", "profiles", spec.file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{display}: cannot be read ({exc.strerror or exc})") from exc
-        rows = _parse(spec.fmt, text, display)
-        extra = splitwise_anomaly if spec.name == "splitwise" else None
-        out.append(_source(spec.name, spec.description, spec.kind, spec.engine, rows, catalog, spec.in_target, extra))
-    return tuple(out)
+    """Every packaged profile source, resolved against the packaged catalog (each cached)."""
+    return tuple(packaged_source(spec.name) for spec in PACKAGED)
 
 
 def detect_format(text: str, display: str) -> str:
@@ -209,11 +201,20 @@ def file_engine(source: Source) -> EngineProfile:
     return EngineProfile(source.engine, f"the engine that produced {source.name}", source.name, kernel_only)
 
 
+@functools.cache
 def packaged_source(name: str) -> Source:
-    for source in packaged_sources():
-        if source.name == name:
-            return source
-    raise ConfigError(f"no packaged profile source {name!r}")
+    """One packaged profile source (cached): a run reads only its engine's file, not all of them."""
+    spec = next((s for s in PACKAGED if s.name == name), None)
+    if spec is None:
+        raise ConfigError(f"no packaged profile source {name!r}")
+    display = f"<packaged>/profiles/{spec.file}"
+    try:
+        text = resources.files("heteroscale").joinpath("data", "profiles", spec.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot be read ({exc.strerror or exc})") from exc
+    rows = _parse(spec.fmt, text, display)
+    extra = splitwise_anomaly if spec.name == "splitwise" else None
+    return _source(spec.name, spec.description, spec.kind, spec.engine, rows, load_catalog(), spec.in_target, extra)
 
 
 @functools.cache

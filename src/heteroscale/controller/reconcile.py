@@ -26,6 +26,7 @@ import dataclasses
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from heteroscale.actuators.base import Actuator, ClusterStateSource
 from heteroscale.controller.journal import Journal, to_plain
@@ -144,7 +145,10 @@ class Controller:
         tick_s: float = 30.0,
         readiness: ReadinessSettings | None = None,
         budget: GpuBudget | None = None,
+        plain_records: bool = True,
     ) -> None:
+        """``plain_records=False`` (a simulation that keeps no journal): the returned DecisionRecords
+        carry no observation or plan, whose conversion to plain data was a sixth of a short run."""
         # services by priority (highest first), then name, so capacity goes to the important ones first
         self.services = sorted(services, key=lambda b: (-b.spec.priority, b.spec.name))
         self.metrics = metrics
@@ -160,6 +164,7 @@ class Controller:
         # a Ready instance out of discovery is treated as gated and restored when the ratio allows)
         self.books: dict[str, ServiceBook] = {}
         self._fenced: str | None = None  # set when the actuator refused to write this cycle
+        self.plain_records = plain_records
 
     def reconcile_once(self, now_s: float) -> list[DecisionRecord]:
         """One cycle: every service's decision, one placement for all of them, then act and record."""
@@ -330,8 +335,9 @@ class Controller:
             removals=(*plan.removals, *p.expired, *replaced),
             discovery=_merge_discovery((*p.restores, *plan.discovery, *gating)),
         )
-        planned = to_plain(plan)
-        if p.stuck:
+        detail = self.plain_records or self.journal.reads_records
+        planned = to_plain(plan) if detail else {}
+        if p.stuck and detail:
             planned["stuck"] = [
                 {"instance_id": i.id, "role": i.role.value, "reason": i.lifecycle_reason, "detail": i.lifecycle_detail}
                 for i in p.stuck
@@ -339,7 +345,7 @@ class Controller:
         record = DecisionRecord(
             at_s=now_s,
             service=spec.name,
-            observation={"error": p.error} if p.observation is None else to_plain(p.observation),
+            observation=_observed(p) if detail else {},
             recommendation=p.result.recommendation,
             decision=p.result.decision,
             plan=planned,
@@ -405,6 +411,10 @@ class Controller:
             else:
                 keep.append(removal)
         return dataclasses.replace(plan, removals=tuple(keep), discovery=(*plan.discovery, *soft))
+
+
+def _observed(p: _Pending) -> dict[str, Any]:
+    return {"error": p.error} if p.observation is None else to_plain(p.observation)
 
 
 def _held(record: DecisionRecord, why: str) -> DecisionRecord:

@@ -18,6 +18,10 @@ from heteroscale.sim.records import FailureCause
 from heteroscale.sim.request_model import DecodeInst, Req, ServiceState
 from heteroscale.sim.scenario import EngineSettings, Preemption
 
+_DRAINING = Lifecycle.DRAINING
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+
 # event kinds
 EV_PREFILL_DONE = 0
 EV_XFER_DONE = 1
@@ -63,9 +67,9 @@ class DecodeSide:
 
     def _maybe_done(self, d: DecodeInst, now_s: float) -> None:
         if d.owner is not None:
-            if d.owner.lifecycle is Lifecycle.DRAINING:
+            if d.owner.lifecycle is _DRAINING:
                 self._maybe_gone(d.owner, now_s)
-        elif d.lifecycle is Lifecycle.DRAINING:
+        elif d.lifecycle is _DRAINING:
             self._maybe_gone(d, now_s)
 
     # ------------------------------------------------------------------ decode
@@ -120,7 +124,7 @@ class DecodeSide:
             return
         req.fin_step = d.steps + n
         req.adm_order = next(self.adm_seq)
-        heapq.heappush(d.members, (req.fin_step, req.rid, req))
+        _heappush(d.members, (req.fin_step, req.rid, req))
         d.b += 1
         d.ctx += req.inp + (req.out - 1 - n)
         d.resv += req.inp + req.out
@@ -166,7 +170,7 @@ class DecodeSide:
             per = d.lin_per[b]
             dt = (d.lin_base[b] + per * d.ctx) * k + per * b * k * k * 0.5
             base = d.t_last if d.t_last > now_s else now_s
-            heapq.heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, d.version))
+            _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, d.version))
 
     def _decode_next(self, d: DecodeInst, now_s: float) -> None:
         self._advance(d, now_s)
@@ -176,7 +180,7 @@ class DecodeSide:
             d.steps = max(d.steps, target)  # float round-off of the closed-form inversion
         limit = d.steps + 1e-6
         while members and members[0][0] <= limit:
-            _, _, req = heapq.heappop(members)
+            _, _, req = _heappop(members)
             d.b -= 1
             d.ctx -= req.inp + req.out - 1
             d.resv -= req.inp + req.out
@@ -189,6 +193,6 @@ class DecodeSide:
         waiting = d.waiting
         while waiting and self._fits(d, waiting[0]):
             self._admit(d, waiting.popleft(), now_s)
-        if d.owner is not None or d.lifecycle is Lifecycle.DRAINING:
+        if d.owner is not None or d.lifecycle is _DRAINING:
             self._maybe_done(d, now_s)
         self._reschedule(d, now_s)

@@ -78,6 +78,10 @@ if TYPE_CHECKING:
 __all__ = ["QUEUE_SAMPLE_S", "DecodeInst", "PrefillInst", "Req", "RequestEngine", "ServiceState"]
 
 _INF = math.inf
+# module-level names for the hot path (a global lookup instead of an attribute lookup per event)
+_DRAINING = Lifecycle.DRAINING
+_GONE = Lifecycle.GONE
+_heappush = heapq.heappush
 
 
 def _t(x: float) -> str:
@@ -124,7 +128,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                     inp=ld.trace.input_tokens.tolist(),
                     out=ld.trace.output_tokens.tolist(),
                     cached=ld.cached_tokens.tolist(),
-                    done=np.zeros(len(ld.trace), dtype=bool),
+                    done=bytearray(len(ld.trace)),
                 )
             )
         self.stats = [sv.stats for sv in self.services]
@@ -179,6 +183,8 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             best_load = _INF
             for p in insts:
                 ld = p.queued_tokens * p.sec_per_token
+                if ld >= best_load:  # what is added below is ≥ 0: it cannot win (a float sum is monotone)
+                    continue
                 if p.busy and p.batch_end > now_s:
                     ld += p.batch_end - now_s
                 if ld < best_load:
@@ -274,7 +280,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         if sh is not None and sh.b:  # the decodes lent here wait for this prefill batch
             self._stall(sh, now_s, dur)
             self._reschedule(sh, now_s)
-        heapq.heappush(self.heap, (end, next(self.seq), EV_PREFILL_DONE, p, 0))
+        _heappush(self.heap, (end, next(self.seq), EV_PREFILL_DONE, p, 0))
 
     def _prefill_done(self, p: PrefillInst, now_s: float) -> None:
         batch = p.batch
@@ -287,7 +293,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             self._start_transfer(req, now_s)
         if p.queue:
             self._start_prefill(p, now_s)
-        elif p.lifecycle is Lifecycle.DRAINING:
+        elif p.lifecycle is _DRAINING:
             self._maybe_gone(p, now_s)
 
     # ------------------------------------------------------------------ KV transfer
@@ -297,11 +303,12 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         best: DecodeInst | None = None
         best_load = _INF
         for d in sv.d_routable:
-            if need_tokens > d.cap_tokens:
-                continue
             ld = d.load_frac
-            if d.waiting:
-                ld += len(d.waiting)
+            if ld >= best_load or need_tokens > d.cap_tokens:  # what is added below is ≥ 0: it cannot win
+                continue
+            waiting = d.waiting
+            if waiting:
+                ld += len(waiting)
             if d.dg != dg:
                 ld += 1e6
             if ld < best_load:
@@ -319,7 +326,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         d = self._pick_decode(sv, p.dg, req.inp + req.out)
         if d is None:  # it would never be admitted: reject it rather than block an admission queue
             self._fail(req, now_s, FailureCause.KV_CAPACITY)
-            if p.lifecycle is Lifecycle.DRAINING:
+            if p.lifecycle is _DRAINING:
                 self._maybe_gone(p, now_s)
             return
         if self.mixed and not self._fits(d, req):  # the decode pool is full: lend the decode
@@ -343,16 +350,16 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             p.nic_free_at = start + xfer_s
             req.sent_s = p.nic_free_at
         req.t_xs = start
-        heapq.heappush(self.heap, (start + xfer_s + self.setup_s, next(self.seq), EV_XFER_DONE, req, 0))
+        _heappush(self.heap, (start + xfer_s + self.setup_s, next(self.seq), EV_XFER_DONE, req, 0))
 
     def _xfer_done(self, req: Req, now_s: float) -> None:
         d = req.dinst
         p = req.pinst
         assert d is not None and p is not None
         req.t_xe = now_s
-        if p.lifecycle is Lifecycle.DRAINING:
+        if p.lifecycle is _DRAINING:
             self._maybe_gone(p, now_s)
-        if d.lifecycle is Lifecycle.GONE:  # killed with the transfer inbound
+        if d.lifecycle is _GONE:  # killed with the transfer inbound
             self._fail(req, now_s, FailureCause.SCALE_IN)
             return
         d.inbound -= 1
@@ -372,14 +379,14 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             self._reschedule(d, now_s)
         else:
             d.waiting.append(req)
-        if d.owner is not None or d.lifecycle is Lifecycle.DRAINING:  # e.g. the last inbound had one output token
+        if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
             self._maybe_done(d, now_s)
 
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
         self.in_flight -= 1
         sv = self.services[req.svc]
         if req.local >= 0:
-            sv.done[req.local] = True
+            sv.done[req.local] = 1
         ttft = req.t_first - req.arrival
         tbt_sw = (now_s - req.t_pe) / req.out
         st = sv.stats
@@ -426,7 +433,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         decode_next = self._decode_next
         xfer_done = self._xfer_done
         prefill_done = self._prefill_done
-        gone = Lifecycle.GONE
+        gone = _GONE
         while True:
             t_arr = arr_t[i] if i < n_arr else _INF
             t_ev = heap[0][0] if heap else _INF
@@ -464,7 +471,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                 self._ready(obj, t)
             elif kind == EV_DRAIN_DEADLINE:
                 assert isinstance(obj, SimInstance)
-                if obj.lifecycle is Lifecycle.DRAINING:
+                if obj.lifecycle is _DRAINING:
                     self._kill(obj, t)
         self._next_arrival = i
         self.events += events
@@ -512,7 +519,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
 
     def completed_mask(self, svc: int) -> np.ndarray:
         """Which requests of service ``svc``'s trace completed (True), in trace order."""
-        return self.services[svc].done
+        return np.frombuffer(self.services[svc].done, dtype=bool)
 
     @property
     def arrivals_done(self) -> bool:

@@ -12,8 +12,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from heteroscale.perf import InstancePerf
 from heteroscale.sim.cluster import SimInstance
 from heteroscale.sim.records import ServiceStats
@@ -188,7 +186,7 @@ class ServiceState:
     inp: list[int]
     out: list[int]
     cached: list[int]
-    done: np.ndarray  # completed, per request of the trace
+    done: bytearray  # 1: completed, per request of the trace (a bytearray: one store per completion)
     p_routable: list[PrefillInst] = field(default_factory=list)
     d_routable: list[DecodeInst] = field(default_factory=list)
     p_all: list[PrefillInst] = field(default_factory=list)

@@ -133,6 +133,7 @@ def build_controller(
         tick_s=st.tick_s,
         readiness=ReadinessSettings(st.ratio_tolerance, st.soft_scale_in_s, st.drain_grace_s),
         budget=scenario.budget,
+        plain_records=False,  # the run reads only the journal, which asks for them when it keeps any
     )
 
 

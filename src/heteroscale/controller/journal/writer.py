@@ -72,6 +72,11 @@ class Journal:
             self._folded(line)  # the action happened whether or not its outcome reached the disk
         self._after_outcome(record.at_s)
 
+    @property
+    def reads_records(self) -> bool:
+        """Whether anything reads the records' contents (a file, the kept list, a durable journal)."""
+        return self.keep or self._lines_wanted()
+
     def _lines_wanted(self) -> bool:
         return self._stream is not None
 

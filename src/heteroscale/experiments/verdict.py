@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SLO_SLACK_PP = 0.05  # percentage points of SLO attainment that count as a tie
-COST_RATIO = 0.99  # X must bill under 99 % of Y's GPU-hours (or cost) to dominate it
+from heteroscale.domain import domination
+
+SLO_SLACK_PP = domination.SLO_SLACK_PP  # percentage points of SLO attainment that count as a tie
+COST_RATIO = domination.BILL_RATIO  # X must bill under 99 % of Y's GPU-hours (or cost) to dominate it
 FOCUS = "heteroscale"
 
 
@@ -46,7 +48,9 @@ def dominates(
     x: Contender, y: Contender, *, slo_slack_pp: float = SLO_SLACK_PP, cost_ratio: float = COST_RATIO
 ) -> bool:
     """Whether ``x`` dominates ``y`` (see the module docstring)."""
-    return x.slo_attainment >= y.slo_attainment - slo_slack_pp / 100.0 and x.billed < cost_ratio * y.billed
+    return domination.dominates(
+        x.slo_attainment, x.billed, y.slo_attainment, y.billed, slo_slack_pp=slo_slack_pp, bill_ratio=cost_ratio
+    )
 
 
 def verdict(

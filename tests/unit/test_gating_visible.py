@@ -71,3 +71,19 @@ def test_the_tally_charges_gated_instances_from_one_sample_to_the_next() -> None
     tally.close(600.0)
     assert tally.figures() == {"instances_gated": 1, "instances_gated_s": 90.0, "gpu_hours_gated": 0.1}
     assert tally.figures("svc") == tally.figures()
+
+
+def test_a_coordinated_policy_is_not_gated_against_the_split_it_decided() -> None:
+    # at r = 1.5 one decode instance wants round(1.5) = 2 prefill instances: 2P/1D is the decided split,
+    # 33 % off r, and gating it against r held one of the two prefill instances out for the whole run
+    sc = b.scenario(b.service(pd_ratio=1.5), prefill=2, decode=1, duration_s=600.0)
+    loads = b.loads_for(sc, b.trace(n=1200, rate_rps=2.0))
+    run = SimulationRun(sc, calibration_for(sc), loads=loads, policies={"svc": ("heteroscale", {})})
+    run.journal.keep = True
+    summary = run.run()
+    decided = {(r.decision.desired_prefill, r.decision.desired_decode) for r in run.journal.records}
+    assert decided == {(2, 1)}
+    prefill = [i for i in run.cluster.instances.values() if i.role is Role.PREFILL]
+    assert len(prefill) == 2
+    assert all(i.in_discovery for i in prefill)
+    assert summary["instances_gated"] == 0

@@ -92,7 +92,7 @@ def gate_discovery(
 ) -> list[DiscoveryChange]:
     """Hold the surplus role's newest Ready instances out of discovery while the Ready ratio is off.
 
-    ``ratio``: the ratio the policy decided with (an adaptive ratio), else the service's.
+    ``ratio``: the split the decision asked for (the controller passes it), else the service's ratio.
 
     Counts Ready instances that are not soft-removed; gated instances count as Ready (they are the
     ones that may come back). Returns the discovery changes to make.

@@ -326,7 +326,7 @@ class Controller:
         if p.binding.policy.name in FIXED_COUNT_POLICIES:
             gating = ungate_all(book, projected)
         elif self.readiness.gating:  # off where the stack's router ignores our discovery label (scale mode)
-            gating = gate_discovery(spec, book, projected, self.readiness, p.result.pd_ratio)
+            gating = gate_discovery(spec, book, projected, self.readiness, _held_split(p.result))
         for change in gating:
             if not change.in_discovery:
                 log.info("%s: %s out of service discovery: %s", spec.name, change.instance_id, change.reason)
@@ -433,3 +433,14 @@ def _merge_discovery(changes: Sequence[DiscoveryChange]) -> tuple[DiscoveryChang
     for change in changes:
         last[change.instance_id] = change
     return tuple(last.values())
+
+
+def _held_split(result: PolicyResult) -> float | None:
+    """The P:D ratio discovery gating holds: the split the decision asked for where the policy sized the
+    roles together, else the ratio it reports. A ratio applied to the decode demand (adaptive) or a GPU
+    mix of unequal shapes decides counts off r by design; gating them against r held out Ready instances
+    the decision wanted serving."""
+    d = result.decision
+    if result.coordinated and d.desired_prefill > 0 and d.desired_decode > 0:
+        return d.desired_prefill / d.desired_decode
+    return result.pd_ratio

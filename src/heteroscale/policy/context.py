@@ -130,6 +130,8 @@ class PolicyResult:
     scale_in_mode: ScaleInMode = ScaleInMode.DRAIN
     drain_grace_s: float = DRAIN_GRACE_S
     pd_ratio: float | None = None  # the P/D ratio this decision used (None: the service's)
+    # the roles were sized together (a Coordinate stage): the decided P:D split is the one to hold
+    coordinated: bool = False
 
 
 class Policy(Protocol):

@@ -274,7 +274,7 @@ def shape(ctx: PolicyContext, policy: ShapedPolicy) -> PolicyResult:
         if observation is None:
             held = policy.held(ctx)
             result = conclude_hold(ctx, checked, memory=held.memory, scale_in=shaping.scale_in)
-            return dataclasses.replace(result, pd_ratio=held.pd_ratio)
+            return dataclasses.replace(result, pd_ratio=held.pd_ratio, coordinated=_coordinated(shaping))
         seen = Seen(observation, signals)
         steps.append(checked)
     raw = policy.recommend(ctx, seen)
@@ -287,7 +287,11 @@ def shape(ctx: PolicyContext, policy: ShapedPolicy) -> PolicyResult:
         desired = PD.of(step)
     rec = Recommendation(ctx.spec.name, raw.desired.prefill, raw.desired.decode, raw.reason, raw.detail)
     result = conclude(ctx, rec, steps, memory=run.memory, scale_in=shaping.scale_in)
-    return dataclasses.replace(result, pd_ratio=raw.pd_ratio)
+    return dataclasses.replace(result, pd_ratio=raw.pd_ratio, coordinated=_coordinated(shaping))
+
+
+def _coordinated(shaping: Shaping) -> bool:
+    return any(isinstance(stage, Coordinate) for stage in shaping.stages)
 
 
 __all__ = ["Held", "Raw", "Seen", "ShapedPolicy", "Shaping", "shape"]

@@ -55,10 +55,10 @@ def load_crd(kind: str) -> dict[str, Any]:
     return doc
 
 
-def _strict(schema: Any) -> Any:
+def strict_schema(schema: Any) -> Any:
     """The schema with undeclared fields refused where the API server would prune them (module doc)."""
     if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
+        out = {k: strict_schema(v) for k, v in schema.items()}
         if (
             "properties" in schema
             and "additionalProperties" not in schema
@@ -70,7 +70,7 @@ def _strict(schema: Any) -> Any:
             out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         return out
     if isinstance(schema, list):
-        return [_strict(v) for v in schema]
+        return [strict_schema(v) for v in schema]
     return schema
 
 
@@ -78,7 +78,7 @@ def _strict(schema: Any) -> Any:
 def _crd_validator(kind: str, api_version: str) -> jsonschema.protocols.Validator | None:
     for ck in crd_kinds(load_crd(kind)):
         if ck.api_version == api_version:
-            schema = _strict(copy.deepcopy(ck.schema))
+            schema = strict_schema(copy.deepcopy(ck.schema))
             schema["properties"]["metadata"] = {"type": "object"}  # the server's ObjectMeta, checked apart
             cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
             return cls(schema)  # type: ignore[no-any-return]

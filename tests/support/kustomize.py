@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
+
+from tests.support.crds import crd_dir, strict_schema
 
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "deploy" / "kustomize"
@@ -39,15 +40,6 @@ def promtool_binary() -> str | None:
     return shutil.which("promtool")
 
 
-def crd_dir() -> Path | None:
-    """``$HETEROSCALE_CRDS``, else ``shared/crds`` next to the repository (or inside it)."""
-    env = os.environ.get("HETEROSCALE_CRDS")
-    for candidate in ((Path(env),) if env else ()) + (REPO.parent / "shared" / "crds", REPO / "shared" / "crds"):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
 def render(path: Path) -> list[dict[str, Any]]:
     """The objects ``kubectl kustomize path`` renders."""
     kubectl = kubectl_binary()
@@ -66,24 +58,6 @@ def render(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def _strict(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if (
-            "properties" in schema
-            and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        if schema.get("x-kubernetes-int-or-string"):
-            out.pop("type", None)
-            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
 @functools.cache
 def crd_validator(api_version: str, kind: str) -> Any:
     where = crd_dir()
@@ -93,7 +67,7 @@ def crd_validator(api_version: str, kind: str) -> Any:
     group = crd["spec"]["group"]
     for version in crd["spec"]["versions"]:
         if f"{group}/{version['name']}" == api_version:
-            schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+            schema = strict_schema(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
             schema["properties"]["metadata"] = {"type": "object"}  # checked by the API server, not the CRD
             return jsonschema.Draft7Validator(schema)
     raise KeyError(f"{kind} {api_version} not served by its CRD")

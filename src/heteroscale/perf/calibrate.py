@@ -35,9 +35,9 @@ Why a dispatch term: in the vLLM DistServe profiled (late 2023) every worker of 
 a Ray actor and each step's inputs were serialised to them over Ray; at TP 1 the worker ran in the
 engine's process (vLLM PR #2221, January 2024, replaced the per-step Ray messages with an NCCL
 broadcast from an in-process driver worker, citing their serialisation cost). Its decode step at
-batch 1 is ≈9 ms above weight streaming at TP 1 and ≈17–22 ms at every TP from 2 to 8, for OPT-13B
-(40 layers) and OPT-66B (64 layers) alike: a fixed cost per step at TP > 1, not per layer or per
-ring hop. Fitted, it is ≈7.6 ms per step; on DistServe's own engine it fits to 0.
+batch 1 is ≈8–10 ms above weight streaming (at 80–90 % of the HBM bandwidth) at TP 1 and ≈17–22 ms
+at every TP from 2 to 8, for OPT-13B (40 layers) and OPT-66B (64 layers) alike: a fixed cost per
+step at TP > 1, not per layer or per ring hop. Fitted, it is ≈7.6 ms per step; on DistServe's own engine it fits to 0.
 
 Why the per-layer decode term scales with memory bandwidth: the measured decode step at batch 1 is
 nearly flat from TP4 to TP8 (so it is not weight streaming) yet A100 is ≈1.5x slower than H100 at

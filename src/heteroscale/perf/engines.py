@@ -17,7 +17,7 @@ engine, so each fitted profile is fitted on its own source; the scorecard
   host terms that already carry it) and ``comm_bw_eff``: fitted there it is no one number (0.59 on
   prefills ≤ 1k tokens, 0.28 on all rows) — it absorbs the engine's step in prefill cost beyond ≈4k
   batched tokens at TP4/8 and then makes the ≤ 2k-token prefills the SplitwiseSim mirror runs
-  13–15 % too slow at TP8 (its case B would fail where SplitwiseSim passes).
+  13–18 % too slow at TP8 (its case B would fail where SplitwiseSim passes).
 * ``gpu-kernels`` — ``h200_kernel_times.csv``: generic PyTorch kernels (cuBLAS GEMMs, SDPA) on one
   H200 in CUDA graphs, kernel time only (host terms fixed at 0). An engine's fused kernels are at
   least this fast.

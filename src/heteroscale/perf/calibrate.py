@@ -8,7 +8,8 @@ a handful of parameters:
   ``attention_eff``, ``decode_bw_eff`` for SKUs without an entry): the fraction of peak FLOP/s that
   GEMMs reach, the fraction attention math reaches, and the fraction of peak memory bandwidth reached
   when streaming weights and KV cache; ``comm_bw_eff`` (fraction of the per-direction link bandwidth
-  reached by ring all-reduces);
+  reached by ring all-reduces — what the engine's all-reduces reach, so the fitted engine profiles
+  fit it; the prior 0.7 is NCCL on NVLink with large messages);
 * engine — ``allreduce_hop_latency_s`` (one ring hop) and ``allreduce_call_latency_s`` (one
   all-reduce call: launch and synchronisation, whatever the ring length),
   ``prefill_step_overhead_s`` / ``decode_step_overhead_s`` (host time per step: scheduling, input
@@ -16,8 +17,10 @@ a handful of parameters:
   step) and ``decode_layer_latency_bytes`` / ``prefill_layer_latency_bytes`` (a fixed per-layer cost
   of a step — the chain of small, latency-bound kernels of one layer — expressed as the bytes one GPU
   could have streamed in that time, so it scales with the SKU's memory system: ``layers · bytes /
-  mem_bw`` per step, independent of TP). The per-layer terms are GPU time; the step and sequence
-  overheads are host time (the GPU idles).
+  mem_bw`` per step, independent of TP), and ``worker_dispatch_overhead_s`` (host time per step of
+  an engine with TP > 1 for handing the step's inputs to its worker processes and collecting their
+  results; 0 at TP 1, where the worker runs in the engine's process). The per-layer terms are GPU
+  time; the step, sequence and dispatch overheads are host time (the GPU idles).
 
 Efficiency factors follow the specs and transfer across models; the engine terms belong to a
 software generation. The Splitwise rows are a 2023 vLLM-era engine (eager PyTorch, Ray workers, no
@@ -27,6 +30,14 @@ kernels, custom all-reduce, overlapped scheduling) has far smaller ones;
 :meth:`Calibration.with_engine_of` keeps fitted physics with another engine's terms, e.g.
 ``fit_calibration(...).with_engine_of(Calibration.default())`` to simulate a current engine. The
 named combinations are the engine profiles of :mod:`heteroscale.perf.engines`.
+
+Why a dispatch term: in the vLLM DistServe profiled (late 2023) every worker of a TP > 1 engine was
+a Ray actor and each step's inputs were serialised to them over Ray; at TP 1 the worker ran in the
+engine's process (vLLM PR #2221, January 2024, replaced the per-step Ray messages with an NCCL
+broadcast from an in-process driver worker, citing their serialisation cost). Its decode step at
+batch 1 is ≈8–10 ms above weight streaming (at 80–90 % of the HBM bandwidth) at TP 1 and ≈17–22 ms
+at every TP from 2 to 8, for OPT-13B (40 layers) and OPT-66B (64 layers) alike: a fixed cost per
+step at TP > 1, not per layer or per ring hop. Fitted, it is ≈7.6 ms per step; on DistServe's own engine it fits to 0.
 
 Why the per-layer decode term scales with memory bandwidth: the measured decode step at batch 1 is
 nearly flat from TP4 to TP8 (so it is not weight streaming) yet A100 is ≈1.5x slower than H100 at
@@ -82,6 +93,7 @@ class Calibration:
     attention_eff: float | None = None  # prefill attention math; None: same as prefill_compute_eff
     prefill_layer_latency_bytes: float = 0.0  # per-layer cost of a prefill step, as for decode
     sku_efficiencies: tuple[SkuEfficiency, ...] = ()  # per-SKU overrides of the three efficiencies
+    worker_dispatch_overhead_s: float = 0.0  # host time per step handed to TP worker processes (TP > 1)
 
     def __post_init__(self) -> None:
         for name in ("prefill_compute_eff", "decode_bw_eff", "comm_bw_eff"):
@@ -108,7 +120,8 @@ class Calibration:
         Engine: CUDA-graph decode with overlapped scheduling leaves ~1.5 ms of exposed time per
         decode step (the per-layer latency term is folded into it: ``decode_layer_latency_bytes``
         = 0) and ~10 µs per running sequence; a prefill step ~3 ms (launch of a few hundred
-        un-graphed kernels, input preparation); a ring hop ~2 µs (NVLink/PCIe latency plus launch).
+        un-graphed kernels, input preparation); a ring hop ~2 µs (NVLink/PCIe latency plus launch);
+        no per-step worker dispatch (the driver is worker 0 and broadcasts a step's inputs).
         These are order-of-magnitude assumptions, fixed before the model was compared with any
         profile table, to be replaced by a fit to the engine at hand.
         """
@@ -145,5 +158,6 @@ ENGINE_TERMS: tuple[str, ...] = (
     "decode_layer_latency_bytes",
     "prefill_layer_latency_bytes",
     "allreduce_call_latency_s",
+    "worker_dispatch_overhead_s",
 )
 """Calibration fields that belong to an engine (software generation), not to the GPU's physics."""

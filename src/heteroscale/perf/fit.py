@@ -13,13 +13,14 @@ box bounds (small active-set method), re-evaluate the regimes and repeat, then r
 reweighted rounds that move the fit towards least absolute relative error (the targets are medians;
 a few outlying points — e.g. the 2023 engine's jump in prefill cost beyond ~2k batched tokens at
 TP4/8 — should not drag every other row). ``kernel_only`` rows (GPU kernel time) get no host
-overhead columns. ``comm_bw_eff`` stays at the prior: on NVLink the all-reduce bandwidth is a few %
-of the time, and fitting it trades off against the other terms (it lands at an implausible ≈0.27
-link efficiency with ≈0.98 bandwidth efficiency). A spec with ``prior_weight > 0`` adds a weak
-Gaussian prior centred on its base values (:func:`_prior_rows`), which settles the directions the rows
-cannot (e.g. per-layer against per-step latency when every row has one layer count); ``max_hbm_eff``
-caps the bandwidth efficiency at what a memory system can stream. Closed-form numpy: deterministic,
-milliseconds.
+overhead columns. ``comm_bw_eff`` is fitted only where the spec asks (``fit_comm_bw``, the engine
+profiles but for ``measured-2023``, see :mod:`heteroscale.perf.engines`); the pooled fit keeps the
+prior: there it trades off against the other terms (it lands at ≈0.27 link efficiency with ≈0.98
+bandwidth efficiency, absorbing the 2023 engine's prefill step beyond ≈4k tokens). A spec with
+``prior_weight > 0`` adds a weak Gaussian prior centred on its base values (:func:`_prior_rows`),
+which settles the directions the rows cannot (e.g. per-layer against per-step latency when every row
+has one layer count); ``max_hbm_eff`` caps the bandwidth efficiency at what a memory system can
+stream. Closed-form numpy: deterministic, milliseconds.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ FIT_TPS = frozenset({2, 4, 8})
 ANOMALOUS_TP = 2
 ANOMALOUS_BATCH = 64
 
-HOST_TERMS = ("prefill_step_overhead_s", "decode_step_overhead_s", "decode_seq_overhead_s")
+HOST_TERMS = (
+    "prefill_step_overhead_s",
+    "decode_step_overhead_s",
+    "decode_seq_overhead_s",
+    "worker_dispatch_overhead_s",
+)
 """Engine terms that are host time (not part of a ``kernel_only`` row)."""
 
 _INV_BOUNDS = (1.0, 20.0)  # efficiencies between 5 % and 100 % of peak
@@ -53,6 +59,7 @@ _TERM_BOUNDS: Mapping[str, tuple[float, float]] = {
     "decode_layer_latency_bytes": (0.0, 10.0),  # GB in the solver
     "prefill_layer_latency_bytes": (0.0, 10.0),
     "allreduce_call_latency_s": (0.0, 1e-3),
+    "worker_dispatch_overhead_s": (0.0, 0.1),
 }
 _PRIOR_SCALES: Mapping[str, float] = {
     "allreduce_hop_latency_s": 5e-6,
@@ -62,6 +69,7 @@ _PRIOR_SCALES: Mapping[str, float] = {
     "decode_layer_latency_bytes": 0.5,  # GB
     "prefill_layer_latency_bytes": 0.5,
     "allreduce_call_latency_s": 5e-5,
+    "worker_dispatch_overhead_s": 0.01,
 }
 """One prior standard deviation of each engine term: the order of magnitude a 2023 engine shows."""
 _PRIOR_SCALE_INV_EFF = 1.0  # inverse efficiency ± 1 around the base's (e.g. 1/0.6 ± 1: 37–100 % of peak)
@@ -84,6 +92,7 @@ class FitSpec:
     base: Calibration = field(default_factory=Calibration.default)
     prior_weight: float = 0.0  # weak priors at ``base`` (see _prior_rows); 0 = none
     max_hbm_eff: float = 1.0  # ceiling of the memory-bandwidth efficiency
+    fit_comm_bw: bool = False  # fit ``comm_bw_eff`` (the engine's all-reduce bandwidth); else keep ``base``'s
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.fitted_terms if name not in ENGINE_TERMS]
@@ -151,6 +160,7 @@ def _design(rows: Sequence[ProfileRow], terms: Sequence[RooflineTerms], groups: 
         memory[i] = t.weight_read_s
         time_s[i] = row.time_s
         host = 0.0 if row.kernel_only else 1.0
+        columns["worker_dispatch_overhead_s"][i] = host * t.worker_dispatches_per_step
         if row.phase is Role.PREFILL:
             columns["prefill_step_overhead_s"][i] = host
             columns["prefill_layer_latency_bytes"][i] = t.layer_latency_s_per_byte * 1e9
@@ -170,17 +180,19 @@ def _design(rows: Sequence[ProfileRow], terms: Sequence[RooflineTerms], groups: 
 @dataclass(frozen=True, slots=True)
 class _Layout:
     """Parameter vector layout: per group ``1/compute, 1/hbm``, then the fitted engine terms, then
-    per group ``1/attention`` when attention is separate (this order keeps the pooled fit's solve
-    identical to the historical 7-parameter one)."""
+    per group ``1/attention`` when attention is separate, then ``1/comm_bw_eff`` when it is fitted
+    (this order keeps the pooled fit's solve identical to the historical 7-parameter one)."""
 
     n_groups: int
     fitted_terms: tuple[str, ...]
     separate_attention: bool
     max_hbm_eff: float = 1.0
+    fit_comm: bool = False
 
     @property
     def size(self) -> int:
-        return 2 * self.n_groups + len(self.fitted_terms) + (self.n_groups if self.separate_attention else 0)
+        attention = self.n_groups if self.separate_attention else 0
+        return 2 * self.n_groups + len(self.fitted_terms) + attention + (1 if self.fit_comm else 0)
 
     def compute(self, g: int) -> int:
         return 2 * g
@@ -195,6 +207,11 @@ class _Layout:
         if not self.separate_attention:
             return self.compute(g)
         return 2 * self.n_groups + len(self.fitted_terms) + g
+
+    @property
+    def comm(self) -> int:
+        """Index of ``1/comm_bw_eff`` (the last parameter; only when ``fit_comm``)."""
+        return self.size - 1
 
     def bounds(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         lower = np.full(self.size, _INV_BOUNDS[0])
@@ -229,6 +246,8 @@ def _matrix(
         matrix[:, layout.hbm(k)] = np.where(mine, bw, 0.0)
         if layout.separate_attention:
             matrix[:, layout.attention(k)] = np.where(mine & compute_bound, design.attn, 0.0)
+    if layout.fit_comm:
+        matrix[:, layout.comm] = design.comm
     offset = np.zeros(design.time_s.size)
     for name in ENGINE_TERMS:
         if name in layout.fitted_terms:
@@ -279,6 +298,8 @@ def _start(layout: _Layout, base: Calibration) -> npt.NDArray[np.float64]:
         params[layout.attention(k)] = 1.0 / attention
     for name in layout.fitted_terms:
         params[layout.term(name)] = getattr(base, name) / (1e9 if name in _GB_TERMS else 1.0)
+    if layout.fit_comm:
+        params[layout.comm] = 1.0 / base.comm_bw_eff
     return params
 
 
@@ -303,7 +324,8 @@ def _solve(design: _Design, layout: _Layout, spec: FitSpec) -> npt.NDArray[np.fl
     params = _start(layout, base)
     bounds = layout.bounds()
     scale = 1.0 / design.time_s
-    comm = design.comm / base.comm_bw_eff
+    # a fitted all-reduce bandwidth is a column of the matrix; a fixed one is part of the offset
+    comm = np.zeros_like(design.comm) if layout.fit_comm else design.comm / base.comm_bw_eff
     weights = np.ones_like(design.time_s)
     prior_matrix, prior_target = _prior_rows(layout, params)
     for round_index in range(_LSQ_ROUNDS + _IRLS_ROUNDS):
@@ -355,7 +377,9 @@ def fit_engine(
     if not rows:
         raise ValueError(f"fit {spec.label!r}: no rows to fit")
     groups = sorted({row.sku_id for row in rows}) if spec.per_sku else []
-    layout = _Layout(max(1, len(groups)), spec.fitted_terms, spec.separate_attention, spec.max_hbm_eff)
+    layout = _Layout(
+        max(1, len(groups)), spec.fitted_terms, spec.separate_attention, spec.max_hbm_eff, spec.fit_comm_bw
+    )
     design = _design(rows, _terms(rows, models, skus), groups)
     params = _solve(design, layout, spec)
     counts = np.bincount(design.group, minlength=layout.n_groups).astype(float)
@@ -383,7 +407,7 @@ def fit_engine(
     return Calibration(
         prefill_compute_eff=shared([layout.compute(k) for k in every]),
         decode_bw_eff=shared([layout.hbm(k) for k in every]),
-        comm_bw_eff=base.comm_bw_eff,
+        comm_bw_eff=float(1.0 / params[layout.comm]) if layout.fit_comm else base.comm_bw_eff,
         allreduce_hop_latency_s=engine.get("allreduce_hop_latency_s", base.allreduce_hop_latency_s),
         prefill_step_overhead_s=engine.get("prefill_step_overhead_s", base.prefill_step_overhead_s),
         decode_step_overhead_s=engine.get("decode_step_overhead_s", base.decode_step_overhead_s),
@@ -395,6 +419,7 @@ def fit_engine(
         attention_eff=attention,
         prefill_layer_latency_bytes=engine.get("prefill_layer_latency_bytes", base.prefill_layer_latency_bytes),
         allreduce_call_latency_s=engine.get("allreduce_call_latency_s", base.allreduce_call_latency_s),
+        worker_dispatch_overhead_s=engine.get("worker_dispatch_overhead_s", base.worker_dispatch_overhead_s),
         sku_efficiencies=per_sku,
     )
 

@@ -13,11 +13,12 @@ see :mod:`heteroscale.perf.roofline` for the pair count)::
 — GEMMs at the SKU's compute efficiency and attention at its attention efficiency
 (:meth:`Calibration.efficiency`), but never faster than streaming the weights once (a tiny chunk is
 memory-bound); all-reduces are not overlapped with compute (as in vLLM / SGLang tensor
-parallelism). Wall time adds the per-step host overhead.
+parallelism). Wall time adds the per-step host overhead, plus the calibration's worker dispatch
+overhead when ``tp > 1`` (handing the step to the worker processes; host time in both phases).
 
 Decode step time (``b`` sequences, ``ctx`` total context tokens)::
 
-    host_step + b·(host_seq + comm_seq) + hops·hop_latency + layers·layer_latency
+    host_step [+ dispatch if tp > 1] + b·(host_seq + comm_seq) + hops·hop_latency + layers·layer_latency
         + max(b·c_gemm, weight_read) + ctx·kv_read
 
 Only the KV read depends on the context, so for a fixed batch the step time is *exactly* affine in
@@ -155,12 +156,13 @@ def build_instance_perf(
         )
     cal = calibration
     eff = cal.efficiency(sku.id)
+    dispatch_s = terms.worker_dispatches_per_step * cal.worker_dispatch_overhead_s  # host time, TP > 1 only
     return InstancePerf(
         model_id=model.id,
         sku_id=sku.id,
         tp=tp,
-        prefill_host_overhead_s=cal.prefill_step_overhead_s,
-        decode_host_overhead_s=cal.decode_step_overhead_s,
+        prefill_host_overhead_s=cal.prefill_step_overhead_s + dispatch_s,
+        decode_host_overhead_s=cal.decode_step_overhead_s + dispatch_s,
         kv_bytes_per_token=terms.kv_bytes_per_token,
         kv_capacity_tokens=terms.kv_capacity_tokens,
         peak_flops=terms.peak_flops,

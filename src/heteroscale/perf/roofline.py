@@ -31,6 +31,8 @@ Counting rules (dense decoder-only transformer, grouped-query or multi-head atte
   fixed per-layer cost of a step (the chain of small, latency-bound kernels of one layer) in bytes,
   so that it scales with the SKU's memory system and does not shrink with TP (every GPU runs every
   layer).
+* ``worker_dispatches_per_step`` is 1 when a step goes out to worker processes (``tp > 1``) and 0
+  when one process drives one GPU; the calibration's ``worker_dispatch_overhead_s`` prices it.
 * Precision: ``ModelSpec.bytes_per_param == 1`` (FP8) uses the SKU's FP8 peak (2x BF16) for the
   GEMMs and halves the weight bytes; attention math stays at the BF16 peak.
 """
@@ -111,6 +113,7 @@ class RooflineTerms:
     allreduce_calls_per_step: float  # 2·L all-reduce calls (0 for tp = 1)
     allreduce_s_per_token: float  # link time of one token's activations in all all-reduces
     layer_latency_s_per_byte: float  # layers / one GPU's peak bandwidth (scales a per-layer floor)
+    worker_dispatches_per_step: float  # 1 when a step goes out to other worker processes (tp > 1), else 0
     weight_bytes: float
     kv_bytes_per_token: float  # whole model, all layers, one token
     kv_capacity_tokens: int
@@ -170,6 +173,7 @@ def roofline_terms(model: ModelSpec, sku: GpuSku, tp: int, activation_reserve: f
         allreduce_calls_per_step=allreduces,
         allreduce_s_per_token=allreduce_s_per_token,
         layer_latency_s_per_byte=model.layers / (sku.mem_bw_tbps * 1e12),
+        worker_dispatches_per_step=1.0 if tp > 1 else 0.0,
         weight_bytes=model.weight_bytes,
         kv_bytes_per_token=model.kv_bytes_per_token,
         kv_capacity_tokens=kv_capacity_tokens(model, sku, tp, activation_reserve),

@@ -162,6 +162,23 @@ def test_cooldown_compares_timestamps(
 
 
 @pytest.mark.parametrize(
+    ("mem", "expected", "reason"),
+    [
+        ({"last_scale_in_s": NOW - 300}, (8, 16), Reason.COOLDOWN_CLEAR),  # one step after a scale-in
+        ({"last_scale_in_s": NOW - 299}, (10, 20), Reason.COOLDOWN_IN),
+        # a scale-out still earns the full 600 s, whenever the last scale-in was
+        ({"last_scale_out_s": NOW - 300, "last_scale_in_s": NOW - 900}, (10, 20), Reason.COOLDOWN_IN),
+        ({"last_scale_out_s": NOW - 600, "last_scale_in_s": NOW - 300}, (8, 16), Reason.COOLDOWN_CLEAR),
+    ],
+)
+def test_a_scale_in_step_waits_less_after_a_scale_in_than_after_a_scale_out(
+    mem: dict[str, Any], expected: tuple[int, int], reason: Reason
+) -> None:
+    got = cooldown(NOW, memory(**mem), PD(10, 20), PD(8, 16), scale_in_s=600.0, scale_in_step_s=300.0)
+    assert ((got.prefill, got.decode), got.reason) == (expected, reason)
+
+
+@pytest.mark.parametrize(
     ("cur", "want", "driver", "overrides", "expected", "reason"),
     [
         ((10, 20), (0, 24), Role.DECODE, {}, (12, 24), Reason.PD_COORDINATED),
@@ -357,6 +374,8 @@ def test_starting_instances_count_as_capacity(p_starting: int, d_starting: int, 
         ({"last_scale_out_s": NOW - 200}, 30_000.0, (15, 30), Reason.COOLDOWN_CLEAR),
         ({"last_scale_out_s": NOW - 400}, 12_000.0, (10, 20), Reason.COOLDOWN_IN),
         ({"last_scale_in_s": NOW - 700}, 12_000.0, (8, 15), Reason.COOLDOWN_CLEAR),
+        ({"last_scale_in_s": NOW - 400}, 12_000.0, (8, 15), Reason.COOLDOWN_CLEAR),  # scale-in steps: 300 s
+        ({"last_scale_in_s": NOW - 200}, 12_000.0, (10, 20), Reason.COOLDOWN_IN),
     ],
 )
 def test_heteroscale_cooldowns(

@@ -136,6 +136,28 @@ def test_a_scale_out_the_latency_tier_does_not_add_still_waits_for_its_cooldown(
     assert desired(result) == (10, 20)
 
 
+def test_a_demand_sized_scale_out_the_ordered_capacity_cannot_serve_passes_the_cooldown() -> None:
+    # 20 prefill × 5 req/s = 100 < 150 req/s arriving: the queue never drains, and the 180 s scale-out
+    # cooldown (120 s left) would hold the demand-sized 32P/32D for two more minutes of a growing backlog
+    recent = memory(last_scale_out_s=NOW - 60.0, last_direction=1)
+    result = decide(censored_obs(), memory=recent)
+    assert desired(result) == (32, 32)
+    assert step(result, "cooldown").reason is Reason.COOLDOWN_DEMAND
+    assert "never drains" in step(result, "demand").detail
+
+
+def test_a_demand_sized_scale_out_with_enough_capacity_ordered_waits_for_its_cooldown() -> None:
+    # 20 ready + 10 starting prefill serve 150 req/s = the arrivals: the need (150 + 1200/60)/5 = 34 > 30
+    # is for the backlog only, which the ordered capacity will work off; the scale-out keeps its cooldown
+    recent = memory(last_scale_out_s=NOW - 60.0, last_direction=1)
+    ordered = counts(prefill=20, decode=20, prefill_starting=10, decode_starting=10)
+    result = decide(censored_obs(prefill_queue=1200.0), memory=recent, counts=ordered)
+    assert (step(result, "hysteresis").prefill, step(result, "hysteresis").decode) == (34, 34)
+    assert step(result, "demand").reason is Reason.SIGNAL_CENSORED
+    assert step(result, "cooldown").reason is Reason.COOLDOWN_OUT
+    assert desired(result) == (30, 30)
+
+
 def test_starting_capacity_that_cannot_drain_the_backlog_is_no_cover() -> None:
     # TBT at 1.6× its SLO; 2P/4D already starting cover the +20 % step, but 12 × 5 req/s against
     # 50 req/s clears a queue of 1 200 in 120 s, not within 60 s: the floor is ceil((50 + 1200/60)/5) = 14
@@ -229,6 +251,7 @@ def test_docs_policy_lists_real_reasons_and_every_new_one() -> None:
         Reason.PREFILL_BACKLOG,
         Reason.LATENCY_BACKLOG,
         Reason.COOLDOWN_LATENCY,
+        Reason.COOLDOWN_DEMAND,
         Reason.WARMING_UP,
         Reason.WINDOW_FULL,
     }

@@ -39,6 +39,7 @@ _STABILITY: tuple[Knob, ...] = (
     ("theta_in", (0.05, 0.1, 0.2)),
     ("scale_out_cooldown_s", (60.0, 120.0, 180.0, 300.0)),
     ("scale_in_cooldown_s", (120.0, 300.0, 600.0, 900.0)),
+    ("scale_in_step_s", (120.0, 300.0, 600.0)),
     ("scale_in_window_s", (0.0, 120.0, 300.0, 600.0)),
     ("max_down_fraction", (0.1, 0.25, 0.5)),
 )
@@ -79,6 +80,7 @@ KNOBS: dict[str, tuple[Knob, ...]] = {
         ("in_factor", (0.3, 0.5, 0.7)),
         ("scale_out_cooldown_s", (60.0, 120.0, 180.0, 300.0)),
         ("scale_in_cooldown_s", (120.0, 300.0, 600.0, 900.0)),
+        ("scale_in_step_s", (120.0, 300.0, 600.0)),
     ),
     "static-peak": (),  # sized at the ratio-oracle's peak: the margin is its only knob
 }

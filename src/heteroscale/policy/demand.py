@@ -58,6 +58,8 @@ class DemandParams:
     backlog_wait_factor: float = 1.0  # a backlog: the queue's wait at target rate ≥ this × the TTFT SLO
     saturated_util: float = 0.9  # prefill GPU utilisation at or above this is saturated
     drain_s: float = 60.0  # the prefill need drains the backlog within this, serving arrivals meanwhile
+    # a scale-out sized from demand passes the scale-out cooldown: it counts starting capacity already
+    passes_cooldown: bool = True
 
     def __post_init__(self) -> None:
         if not self.backlog_wait_factor > 0:
@@ -77,6 +79,7 @@ class Demand:
     detail: str
     decode_tps: float = 0.0  # decode demand, tokens/s (0 when not censored)
     prefill_count: int = 0  # prefill instances the arrivals and the backlog need (0 when not censored)
+    short: bool = False  # prefill ordered (ready + starting) serves less than the arrivals: the queue never drains
     memory: PolicyMemory | None = None  # memory with this observation's queue sample
 
 
@@ -159,7 +162,11 @@ def see_demand(
         f"{demand_tps:.4g} tok/s; prefill need (λ + {queue:.3g}/{params.drain_s:g} s)/{mu:.3g} = {need_equiv:.3g} "
         f"→ {prefill}"
     )
-    return Demand(True, Reason.SIGNAL_CENSORED, detail, demand_tps, prefill, mem)
+    ordered = counts.prefill.ready + counts.prefill.starting
+    short = ordered * mu < arrivals
+    if short:
+        detail += f"; the {ordered} ordered serve {ordered * mu:.3g} < λ {arrivals:.3g} req/s: the queue never drains"
+    return Demand(True, Reason.SIGNAL_CENSORED, detail, demand_tps, prefill, memory=mem, short=short)
 
 
 def _confirmations(

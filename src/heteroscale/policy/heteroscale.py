@@ -95,7 +95,7 @@ def heteroscale_shaping(params: HeteroScaleParams) -> Shaping:
         *stability_stages(params.stability, Role.DECODE),
         LatencyFloor(params.latency_tiers, params.backlog_drain_s),
         WarmUp(),
-        *limit_stages(params.stability),
+        *limit_stages(params.stability, passes_demand=params.demand is not None and params.demand.passes_cooldown),
     )
     return Shaping(stages, ("decode.tps",), ScaleIn(ScaleInMode.DRAIN, params.drain_grace_s))
 
@@ -168,7 +168,11 @@ class HeteroScalePolicy(ShapedPolicy):
         opening = tuple(
             Step(s.name, raw.prefill, raw.decode, s.reason, s.detail) if s.name == "demand" else s for s in opening
         )
-        return Raw(raw, reason, detail, steps=opening, memory=ctx.memory, ratio=follow, pd_ratio=ratio, driver=driver)
+        urgent = demand is not None and demand.censored and demand.short
+        return Raw(
+            raw, reason, detail, steps=opening, memory=ctx.memory, ratio=follow, pd_ratio=ratio, driver=driver,
+            urgent=urgent,
+        )  # fmt: skip
 
     def _demand(self, ctx: PolicyContext, seen: Seen) -> Demand | None:
         """Whether decode TPS is censored by prefill, and the demands (None: demand sizing is off)."""

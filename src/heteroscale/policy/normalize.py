@@ -19,7 +19,13 @@ from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation
 from heteroscale.domain.service import ServiceSpec
 from heteroscale.policy.context import PolicyMemory, ServiceCounts
-from heteroscale.policy.defaults import SCALE_IN_COOLDOWN_S, SCALE_OUT_COOLDOWN_S, THETA_IN, THETA_OUT
+from heteroscale.policy.defaults import (
+    SCALE_IN_COOLDOWN_S,
+    SCALE_IN_STEP_S,
+    SCALE_OUT_COOLDOWN_S,
+    THETA_IN,
+    THETA_OUT,
+)
 
 ROLES = (Role.PREFILL, Role.DECODE)
 
@@ -49,7 +55,10 @@ class Stability:
     theta_out: float = THETA_OUT  # scale out if R = desired/current > 1 + theta_out
     theta_in: float = THETA_IN  # scale in if R < 1 − theta_in
     scale_out_cooldown_s: float = SCALE_OUT_COOLDOWN_S  # after a scale-out, before another scale-out
-    scale_in_cooldown_s: float = SCALE_IN_COOLDOWN_S  # after any scale-out or scale-in, before a scale-in
+    scale_in_cooldown_s: float = SCALE_IN_COOLDOWN_S  # after a scale-out (and a scale-in), before a scale-in
+    # [ours] after a scale-in, before the next one (None: scale_in_cooldown_s): a falling load steps down
+    # without waiting out the cooldown a scale-out earns, the stabilisation window still guards each step
+    scale_in_step_s: float | None = SCALE_IN_STEP_S
     max_up_fraction: float = 1.0  # one step adds at most +100 % of current …
     max_down_fraction: float = 0.25  # … and removes at most 25 %
     min_step: int = 1  # but always at least this many when moving
@@ -66,6 +75,8 @@ class Stability:
             "max_up_fraction",
             "scale_in_window_s",
         )
+        if self.scale_in_step_s is not None and self.scale_in_step_s < 0:
+            raise ValueError(f"Stability.scale_in_step_s must be ≥ 0, got {self.scale_in_step_s}")
         for name in names:
             if getattr(self, name) < 0:
                 raise ValueError(f"Stability.{name} must be ≥ 0, got {getattr(self, name)}")
@@ -232,9 +243,12 @@ def cooldown(
     scale_out_s: float = SCALE_OUT_COOLDOWN_S,
     scale_in_s: float = SCALE_IN_COOLDOWN_S,
     per_role: bool = False,
+    scale_in_step_s: float | None = None,
 ) -> Step:
     """Block a scale-out within ``scale_out_s`` of the last scale-out, and a scale-in within ``scale_in_s``
-    of the last scale-out or scale-in. Timestamps are service-wide, or per role with ``per_role``."""
+    of the last scale-out or within ``scale_in_step_s`` (default ``scale_in_s``) of the last scale-in.
+    Timestamps are service-wide, or per role with ``per_role``."""
+    step_in_s = scale_in_s if scale_in_step_s is None else scale_in_step_s
     out: dict[Role, int] = {}
     notes: list[str] = []
     blocked_out = blocked_in = False
@@ -252,11 +266,12 @@ def cooldown(
                 f"{role.value} scale-out {cur}→{want} blocked: last scale-out at {last_out:g} s, {wait:g} s left"
             )
         elif want < cur:
-            last_any = max((t for t in (last_out, last_in) if t is not None), default=None)
-            if last_any is not None and now_s - last_any < scale_in_s:
+            waits = [(t, span) for t, span in ((last_out, scale_in_s), (last_in, step_in_s)) if t is not None]
+            blocking = [(t, span - (now_s - t)) for t, span in waits if now_s - t < span]
+            if blocking:
+                last_any, wait = max(blocking, key=lambda b: b[1])
                 got = cur
                 blocked_in = True
-                wait = scale_in_s - (now_s - last_any)
                 notes.append(
                     f"{role.value} scale-in {cur}→{want} blocked: last action at {last_any:g} s, {wait:g} s left"
                 )

@@ -69,11 +69,15 @@ class LatencyFloor:
 class Cooldown:
     """No scale-out within ``scale_out_s`` of the last scale-out, no scale-in within ``scale_in_s`` of any
     action; service-wide clocks, or one per role with ``per_role``. The scale-out an earlier
-    :class:`LatencyFloor` adds (roles it raises) always passes (``cooldown-passed-latency``)."""
+    :class:`LatencyFloor` adds (roles it raises) always passes (``cooldown-passed-latency``); with
+    ``passes_demand``, so does a scale-out the policy sized from demand while its signal is censored
+    (``cooldown-passed-demand``)."""
 
     scale_out_s: float = SCALE_OUT_COOLDOWN_S
     scale_in_s: float = SCALE_IN_COOLDOWN_S
     per_role: bool = False
+    passes_demand: bool = False
+    scale_in_step_s: float | None = None  # after a scale-in, before the next (None: scale_in_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +183,17 @@ def warm_up_step(now_s: float, first_s: float, window_s: float, current: PD, des
     return Step("warm-up", kept.prefill, kept.decode, Reason.WARMING_UP, why)
 
 
-def limit_stages(stability: Stability, *, per_role: bool = False, damping: bool = True) -> tuple[Stage, ...]:
+def limit_stages(
+    stability: Stability, *, per_role: bool = False, damping: bool = True, passes_demand: bool = False
+) -> tuple[Stage, ...]:
     """Cooldown, damping (optional) and bounds: the stages that restrain a move."""
-    cool = Cooldown(stability.scale_out_cooldown_s, stability.scale_in_cooldown_s, per_role)
+    cool = Cooldown(
+        stability.scale_out_cooldown_s,
+        stability.scale_in_cooldown_s,
+        per_role,
+        passes_demand,
+        stability.scale_in_step_s,
+    )
     if not damping:
         return (cool, Bounds())
     return (cool, Damping(stability.max_up_fraction, stability.max_down_fraction, stability.min_step), Bounds())

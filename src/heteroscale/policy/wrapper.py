@@ -105,6 +105,7 @@ class Raw:
     pd_ratio: float | None = None  # the P/D ratio the decision reports (PolicyResult.pd_ratio)
     notes: tuple[tuple[str, str], ...] = field(default=())  # extra detail for a stage, by step name
     driver: Role | None = None  # the role driving this recommendation, over the stages' own (None: theirs)
+    urgent: bool = False  # sized from demand that the capacity ordered cannot serve: passes a Cooldown
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +195,16 @@ class _Run:
                 self.memory = with_values(self.memory, {stage.key: stored})
             return warm_up_step(ctx.now_s, stored, ctx.window_s, current, desired)
         if isinstance(stage, Cooldown):
+            if stage.passes_demand and self.raw.urgent:
+                # demand counts starting capacity already: a scale-out now asks only for what nobody ordered
+                floor = self.latency_floor or PD(0, 0)
+                raised = PD(
+                    max(floor.prefill, desired.prefill if desired.prefill > self.current.prefill else 0),
+                    max(floor.decode, desired.decode if desired.decode > self.current.decode else 0),
+                )
+                return self._cooldown_passed(stage, desired, raised, Reason.COOLDOWN_DEMAND)
             if self.latency_floor is not None:
-                return self._cooldown_passed(stage, desired, self.latency_floor)
+                return self._cooldown_passed(stage, desired, self.latency_floor, Reason.COOLDOWN_LATENCY)
             return cooldown(
                 ctx.now_s,
                 self.memory,
@@ -204,6 +213,7 @@ class _Run:
                 scale_out_s=stage.scale_out_s,
                 scale_in_s=stage.scale_in_s,
                 per_role=stage.per_role,
+                scale_in_step_s=stage.scale_in_step_s,
             )
         if isinstance(stage, Damping):
             return limit_step(
@@ -228,9 +238,9 @@ class _Run:
             return step
         return clamp_bounds(ctx.spec, current, desired)
 
-    def _cooldown_passed(self, stage: Cooldown, desired: PD, floor: PD) -> Step:
-        """The roles the latency stage raised, to ``floor`` (0: not raised): that scale-out passes any
-        cooldown; the rest of ``desired`` is held as usual, and the step says what was passed."""
+    def _cooldown_passed(self, stage: Cooldown, desired: PD, floor: PD, reason: Reason) -> Step:
+        """The roles raised to ``floor`` (0: not raised) by the latency stage or by demand: that scale-out
+        passes any cooldown; the rest of ``desired`` is held as usual, and the step says what was passed."""
         ctx = self.ctx
         would = cooldown(
             ctx.now_s,
@@ -240,6 +250,7 @@ class _Run:
             scale_out_s=stage.scale_out_s,
             scale_in_s=stage.scale_in_s,
             per_role=stage.per_role,
+            scale_in_step_s=stage.scale_in_step_s,
         )
         held = PD.of(would)
         out = PD(max(held.prefill, floor.prefill), max(held.decode, floor.decode))
@@ -248,8 +259,9 @@ class _Run:
         passed = ", ".join(
             f"{r.value} {self.current.role(r)}→{out.role(r)}" for r in ROLES if out.role(r) > held.role(r)
         )
-        detail = f"latency-tier scale-out passes: {passed}; {would.detail}"
-        return Step("cooldown", out.prefill, out.decode, Reason.COOLDOWN_LATENCY, detail)
+        what = "latency-tier" if reason is Reason.COOLDOWN_LATENCY else "demand-sized"
+        detail = f"{what} scale-out passes: {passed}; {would.detail}"
+        return Step("cooldown", out.prefill, out.decode, reason, detail)
 
     def _panic(self, stage: Panic, desired: PD) -> Step:
         stored = dict(self.memory.values)

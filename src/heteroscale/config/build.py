@@ -7,10 +7,8 @@ the catalog or the topology run. Every failure is one ``ConfigError`` line namin
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
-from heteroscale.config.bundled import RATE_CURVES, TRACES, data_path, embedded_topologies, looks_like_path
+from heteroscale.config.build_loads import load_spec, relative_path
+from heteroscale.config.bundled import embedded_topologies, looks_like_path
 from heteroscale.config.catalog import (
     PRECISION_BYTES,
     Catalog,
@@ -21,11 +19,8 @@ from heteroscale.config.catalog import (
 from heteroscale.config.schema import (
     BudgetConfig,
     EngineConfig,
-    LoadConfig,
-    LoadWindowConfig,
     RoleConfig,
     ScenarioConfig,
-    ServiceConfig,
     ServiceFieldsConfig,
     ShapeConfig,
     SimulationConfig,
@@ -38,18 +33,15 @@ from heteroscale.domain.hardware import InstanceShape, ModelSpec, Role
 from heteroscale.domain.service import AffinityLevel, GpuMix, ServiceSpec, Slo
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.domain.topology import Topology
-from heteroscale.errors import ConfigError, TraceError
+from heteroscale.errors import ConfigError
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import POLICY_NAMES
 from heteroscale.scheduling.budget import GpuBudget
-from heteroscale.sim.parts import check_day, check_window
 from heteroscale.sim.scenario import (
     EngineSettings,
     Fidelity,
     KvReservation,
     KvTransfer,
-    LoadKind,
-    LoadSpec,
     PolicySpec,
     Preemption,
     Scenario,
@@ -57,8 +49,6 @@ from heteroscale.sim.scenario import (
     SimSettings,
     Variant,
 )
-from heteroscale.sim.transforms import LengthScale, RateStep
-from heteroscale.sim.windows import LoadWindow, WindowKind
 
 # the activation reserve where no simulation settings say otherwise (demands files, live configs)
 DEFAULT_KV_RESERVE = SimSettings().kv_activation_reserve
@@ -97,7 +87,7 @@ def build_scenario(config: ScenarioConfig, doc: Document, source: str) -> Scenar
         services.append(
             ServiceRun(
                 spec=spec,
-                load=_load_spec(service, doc, loc),
+                load=load_spec(service, doc, loc),
                 policy=policy,
                 targets=None
                 if service.targets is None
@@ -318,7 +308,7 @@ def _scenario_catalog(config: ScenarioConfig, doc: Document) -> Catalog:
         return load_catalog()
     if isinstance(config.catalog, CatalogConfig):
         return load_catalog().with_overrides(config.catalog, doc, ("catalog",))
-    path = _relative_path(config.catalog, doc)
+    path = relative_path(config.catalog, doc)
     catalog_doc = read_document(path)
     require_kind(catalog_doc, "catalog")
     return load_catalog_file(catalog_doc)
@@ -332,7 +322,7 @@ def _scenario_topology(config: ScenarioConfig, doc: Document, catalog: Catalog) 
     if ref in embedded and not looks_like_path(ref):
         path = embedded[ref]
     else:
-        path = _relative_path(ref, doc)
+        path = relative_path(ref, doc)
         if not looks_like_path(ref) and not path.exists():
             known = ", ".join(sorted(embedded)) or "none"
             raise doc.error(
@@ -347,11 +337,6 @@ def topology_from_document(doc: Document, catalog: Catalog | None = None) -> Top
     require_kind(doc, "topology")
     config = doc.validate(TopologyConfig)
     return build_topology(config, doc, catalog or load_catalog())
-
-
-def _relative_path(ref: str, doc: Document) -> Path:
-    path = Path(ref).expanduser()
-    return path if path.is_absolute() else doc.base_dir / path
 
 
 # --- services -------------------------------------------------------------------------------
@@ -440,98 +425,3 @@ def role_shapes(
             )
         shapes.append(InstanceShape(role=role, sku=sku_id, tp=tp))
     return tuple(shapes)
-
-
-def _load_spec(service: ServiceConfig, doc: Document, loc: Loc) -> LoadSpec:
-    load_loc: Loc = (*loc, "load")
-    main = _one_load(service.load, doc, load_loc)
-    parts = tuple(_one_load(part, doc, (*load_loc, "mix", j)) for j, part in enumerate(service.load.mix))
-    return dataclasses.replace(main, mixed_with=parts) if parts else main
-
-
-def _one_load(load: LoadConfig, doc: Document, load_loc: Loc) -> LoadSpec:
-    trace = _data_file(load.trace, TRACES, RATE_CURVES, "request trace", "rate curve", doc, (*load_loc, "trace"))
-    curve = (
-        None
-        if load.rate_curve is None
-        else _data_file(
-            load.rate_curve,
-            RATE_CURVES,
-            TRACES,
-            "rate curve",
-            "request trace",
-            doc,
-            (*load_loc, "rate_curve"),
-        )
-    )
-    spec = LoadSpec(
-        kind=LoadKind(load.kind),
-        trace_path=trace,
-        trace_format=load.format,
-        rate_curve_path=curve,
-        rate_curve_day=load.rate_curve_day,
-        rate_curve_smoothing_s=load.rate_curve_smoothing_s,
-        rate_scale=load.rate_scale,
-        time_compression=load.time_compression,
-        copies=load.copies,
-        copy_shift_s=load.copy_shift_s,
-        start_s=load.start_s,
-        skip_bad_rows=load.skip_bad_rows,
-        lengths=LengthScale(
-            input_scale=load.input_scale,
-            input_cap_tokens=load.input_cap_tokens,
-            output_scale=load.output_scale,
-            output_cap_tokens=load.output_cap_tokens,
-        ),
-        rate_steps=tuple(RateStep(at_s=s.at_s, factor=s.factor, ramp_s=s.ramp_s) for s in load.rate_steps),
-        window=None if load.window is None else load_window_spec(load.window),
-    )
-    check_part(spec, doc, load_loc)
-    return spec
-
-
-def load_window_spec(window: LoadWindowConfig) -> LoadWindow:
-    if window.half is not None:
-        return LoadWindow(WindowKind.FIRST_HALF if window.half == "first" else WindowKind.SECOND_HALF)
-    if window.steepest_s is not None:
-        return LoadWindow(WindowKind.STEEPEST, length_s=window.steepest_s)
-    if window.start_s is None or window.end_s is None:  # the schema requires both; narrowed for mypy
-        raise ConfigError("a window by time needs both start_s and end_s")
-    return LoadWindow(WindowKind.RANGE, start_s=window.start_s, end_s=window.end_s)
-
-
-def check_part(load: LoadSpec, doc: Document, load_loc: Loc) -> None:
-    """A day or a window outside the load is the file's error, found now rather than mid-run."""
-    for field, check in (("rate_curve_day", check_day), ("window", check_window)):
-        try:
-            check(load)
-        except ConfigError as exc:
-            raise doc.error((*load_loc, field), str(exc).removeprefix("window: ")) from exc
-        except TraceError:
-            return  # a malformed data file is the run's to report (by line, or skipped with --skip-bad-rows)
-
-
-def _data_file(
-    ref: str,
-    bundled: dict[str, str],
-    other: dict[str, str],
-    what: str,
-    other_what: str,
-    doc: Document,
-    loc: Loc,
-) -> str:
-    """Absolute path of a bundled name or of a path relative to the YAML file."""
-    if ref in bundled:
-        path = data_path("traces", bundled[ref])
-        if not path.is_file():
-            raise doc.error(loc, f"bundled {what} {ref!r} is missing from the package (expected {path})")
-        return str(path)
-    if ref in other:
-        raise doc.error(loc, f"{ref!r} is a bundled {other_what}, not a {what}")
-    path = _relative_path(ref, doc)
-    if not path.is_file():
-        raise doc.error(
-            loc,
-            f"{what} {ref!r} is neither a bundled name ({', '.join(bundled)}) nor an existing file ({path})",
-        )
-    return str(path.resolve())

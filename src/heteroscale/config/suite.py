@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from heteroscale.config.build import load_window_spec
+from heteroscale.config.build_loads import load_window_spec
 from heteroscale.config.schema import LoadWindowConfig, ServiceName
 from heteroscale.config.source import Document, Loc, StrictModel
 from heteroscale.errors import ConfigError, TraceError

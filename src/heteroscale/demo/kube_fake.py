@@ -78,19 +78,18 @@ from heteroscale.demo.kube_custom import (
     set_path,
 )
 from heteroscale.demo.kube_objects import (
-    affinity_allows,
     as_scale,
     deletion_rank,
     field_selector_matches,
+    first_fitting_node,
     gpu_request,
     is_ready,
     label_selector_matches,
     list_key,
+    new_pod,
     now_iso,
     parse_iso,
     pods_by_owner,
-    tolerated,
-    unschedulable_condition,
 )
 
 PODS = kmock.resource(group="", version="v1", plural="pods")
@@ -401,76 +400,44 @@ class KubeFake(kmock.KubernetesEmulator):
     def _create_custom_pod(
         self, ns: str | None, name: str, labels: dict[str, str], spec: dict[str, Any], used: dict[str, int]
     ) -> None:
-        now = now_iso(self.clock)
-        pod: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "labels": dict(labels), "creationTimestamp": now,
-                         "resourceVersion": str(next(self.rv)), "uid": f"uid-pod-{name}"},
-            "spec": copy.deepcopy(spec),
-            "status": {"phase": "Pending", "conditions": [unschedulable_condition(now)]},
-        }  # fmt: skip
-        node = self._schedule(pod, used)
-        if node is not None:
-            pod["spec"]["nodeName"] = node
-            pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
-        self.objects[PODS, ns, name] = pod
+        pod = new_pod(name, ns, dict(labels), copy.deepcopy(spec), now_iso(self.clock), str(next(self.rv)))
+        self._place(pod, used)
 
     def _create_pod(self, deployment: dict[str, Any], used: dict[str, int]) -> None:
         meta = deployment["metadata"]
         template = deployment.get("spec", {}).get("template", {})
-        name = f"{meta['name']}-{next(self.pod_seq):05d}"
         labels = dict(template.get("metadata", {}).get("labels") or {})
         labels[OWNER_LABEL] = meta["name"]
-        pod: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": meta.get("namespace"),
-                "labels": labels,
-                "annotations": dict(template.get("metadata", {}).get("annotations") or {}),
-                "creationTimestamp": now_iso(self.clock),
-                "resourceVersion": str(next(self.rv)),
-                "uid": f"uid-pod-{name}",
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": meta["name"],
-                        "uid": f"uid-rs-{meta['name']}",
-                    }
-                ],
+        pod = new_pod(
+            f"{meta['name']}-{next(self.pod_seq):05d}",
+            meta.get("namespace"),
+            labels,
+            dict(template.get("spec") or {}),
+            now_iso(self.clock),
+            str(next(self.rv)),
+            annotations=dict(template.get("metadata", {}).get("annotations") or {}),
+            owner={
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": meta["name"],
+                "uid": f"uid-rs-{meta['name']}",
             },
-            "spec": dict(template.get("spec") or {}),
-            "status": {"phase": "Pending", "conditions": [unschedulable_condition(now_iso(self.clock))]},
-        }
-        node = self._schedule(pod, used)
+        )
+        self._place(pod, used)
+
+    def _place(self, pod: dict[str, Any], used: dict[str, int]) -> None:
+        """Store a new pod, bound to the first node that can take it (else Pending, Unschedulable)."""
+        node = first_fitting_node(self.live_objects(NODES), pod, used)
         if node is not None:
             pod["spec"]["nodeName"] = node
             pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
-        self.objects[PODS, meta.get("namespace"), name] = pod
-
-    def _schedule(self, pod: dict[str, Any], used: dict[str, int]) -> str | None:
-        """The first node that can take the pod (module doc); its GPUs are counted as used at once."""
-        need = gpu_request(pod)
-        for node in sorted(self.live_objects(NODES), key=lambda n: n["metadata"]["name"]):
-            node_name = node["metadata"]["name"]
-            if node.get("spec", {}).get("unschedulable") or not tolerated(pod, node):
-                continue
-            if not affinity_allows(pod, node.get("metadata", {}).get("labels") or {}):
-                continue
-            have = int(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
-            if have - used.get(node_name, 0) >= need:
-                used[node_name] = used.get(node_name, 0) + need
-                return str(node_name)
-        return None
+        self.objects[PODS, pod["metadata"].get("namespace"), pod["metadata"]["name"]] = pod
 
     def _kubelet(self, pod: dict[str, Any], now_s: float, used: dict[str, int]) -> None:
         meta = pod["metadata"]
         key = (PODS, meta.get("namespace"), meta["name"])
         if not pod.get("spec", {}).get("nodeName"):
-            node = self._schedule(pod, used)
+            node = first_fitting_node(self.live_objects(NODES), pod, used)
             if node is not None:
                 conditions = [{"type": "PodScheduled", "status": "True"}]
                 self.objects[key].patch({"spec": {"nodeName": node}, "status": {"conditions": conditions}})

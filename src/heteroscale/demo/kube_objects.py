@@ -184,3 +184,47 @@ def pods_by_owner(pods: list[dict[str, Any]], owner_label: str) -> dict[tuple[st
         if owner is not None:
             out.setdefault((pod["metadata"].get("namespace"), owner), []).append(pod)
     return out
+
+
+def first_fitting_node(nodes: list[dict[str, Any]], pod: dict[str, Any], used: dict[str, int]) -> str | None:
+    """The first node by name that is not cordoned, whose taints the pod tolerates, that satisfies its
+    required node affinity and has the pod's ``nvidia.com/gpu`` free; those GPUs count as used at once."""
+    need = gpu_request(pod)
+    for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+        node_name = node["metadata"]["name"]
+        if node.get("spec", {}).get("unschedulable") or not tolerated(pod, node):
+            continue
+        if not affinity_allows(pod, node.get("metadata", {}).get("labels") or {}):
+            continue
+        have = int(node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
+        if have - used.get(node_name, 0) >= need:
+            used[node_name] = used.get(node_name, 0) + need
+            return str(node_name)
+    return None
+
+
+def new_pod(
+    name: str,
+    namespace: str | None,
+    labels: dict[str, str],
+    spec: dict[str, Any],
+    now: str,
+    resource_version: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    owner: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Pending, unscheduled pod as a controller creates it (``owner``: its one owner reference)."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels, "creationTimestamp": now,
+                            "resourceVersion": resource_version, "uid": f"uid-pod-{name}"}  # fmt: skip
+    if annotations is not None:
+        meta["annotations"] = annotations
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": spec,
+        "status": {"phase": "Pending", "conditions": [unschedulable_condition(now)]},
+    }

@@ -128,6 +128,59 @@ class DecodeSide:
         d.resv += req.inp + req.out
         d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
 
+    def _join(self, d: DecodeInst, req: Req, now_s: float) -> None:
+        """``req`` joins ``d``'s batch now: ``_advance``, ``_admit`` and ``_reschedule`` in one pass on
+        locals (the hot path of a landed transfer; their arithmetic in their order, so the same results)."""
+        n = req.remaining
+        if req.preemptions or n <= 0 or req.t_admit == req.t_admit:  # a readmission or no decode step: the parts
+            self._advance(d, now_s)
+            self._admit(d, req, now_s)
+            self._reschedule(d, now_s)
+            return
+        b = d.b
+        ctx = d.ctx
+        steps = d.steps
+        dt = now_s - d.t_last
+        if dt > 0.0:
+            if b:  # _advance
+                per = d.lin_per[b]
+                lin = d.lin_base[b] + per * ctx
+                a = per * b * 0.5
+                if a * dt < 1e-9 * lin * lin:
+                    k = dt / lin
+                else:
+                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                d.steps = steps = steps + k
+                ctx += b * k
+                d.acc_tokens += b * k
+                d.acc_wall_s += dt
+                d.acc_kernel_s += dt - k * d.host[b]
+                d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
+            d.t_last = now_s
+        req.t_admit = req.t_first = now_s  # _admit: its first token
+        req.fin_step = fin = steps + n
+        req.adm_order = next(self.adm_seq)
+        members = d.members
+        _heappush(members, (fin, req.rid, req))
+        d.b = b = b + 1
+        inp_out = req.inp + req.out
+        ctx += req.inp + (req.out - 1 - n)
+        d.ctx = ctx
+        d.resv = resv = d.resv + inp_out
+        d.load_frac = (resv + 1) / (d.cap_tokens + 1)
+        d.version = version = d.version + 1  # _reschedule
+        k = members[0][0] - steps
+        k = 0.0 if k < 0.0 else k
+        if self.grow and b > 1:
+            k_full = (d.cap_tokens - ctx) / b
+            if k_full < k:
+                k = max(k_full, 0.0)
+        per = d.lin_per[b]
+        dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+        base = d.t_last
+        base = base if base > now_s else now_s
+        _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
+
     def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
         ctx = req.inp + (req.out - 1 - req.remaining)
         if self.settings.preemption is Preemption.SWAP:

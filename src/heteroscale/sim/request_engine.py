@@ -383,9 +383,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                 else d.resv + req.inp + req.out <= d.cap_tokens
             )
         ):  # _fits, inlined on the hot path
-            self._advance(d, now_s)
-            self._admit(d, req, now_s)
-            self._reschedule(d, now_s)
+            self._join(d, req, now_s)
         else:
             d.waiting.append(req)
         if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
@@ -400,11 +398,11 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         tbt_sw = (now_s - req.t_pe) / req.out
         st = sv.stats
         st.complete(ttft, tbt_s, req.inp, req.out)
-        st.e2e_values.append(now_s - req.arrival)  # request fidelity only
-        st.queue_values.append(req.t_ps - req.arrival)
-        st.xfer_values.append(req.t_xe - req.t_pe)
-        st.ttft_splitwise_values.append(req.t_pe - req.arrival)
-        st.tbt_splitwise_values.append(tbt_sw)
+        st.w_e2e.append(now_s - req.arrival)  # request fidelity only
+        st.w_queue.append(req.t_ps - req.arrival)
+        st.w_xfer.append(req.t_xe - req.t_pe)
+        st.w_ttft_splitwise.append(req.t_pe - req.arrival)
+        st.w_tbt_splitwise.append(tbt_sw)
         if self.records_on:
             self._record(req, now_s, f"{ttft:.6f}", "" if tbt_s is None else f"{tbt_s:.6f}", f"{tbt_sw:.6f}", "ok")
 

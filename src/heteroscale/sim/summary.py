@@ -73,7 +73,7 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 _QS = (0.5, 0.9, 0.99)
-_PHASES = (("e2e_s", "e2e_values"), ("queueing_s", "queue_values"), ("transfer_s", "xfer_values"))
+_PHASES = (("e2e_s", "e2e"), ("queueing_s", "queue"), ("transfer_s", "xfer"))
 
 
 def _pcts(values: list[float | None]) -> dict[str, float | None]:
@@ -83,19 +83,15 @@ def _pcts(values: list[float | None]) -> dict[str, float | None]:
 def _latency(stats: list[ServiceStats], ttft: list[float | None], tbt: list[float | None]) -> dict[str, Any]:
     """p50/p90/p99 of every latency the summary reports (None where the engine does not measure it)."""
     out: dict[str, Any] = {"ttft_s": _pcts(ttft), "tbt_s": _pcts(tbt)}
-    for key, attr in (
-        *_PHASES,
-        ("ttft_splitwise_s", "ttft_splitwise_values"),
-        ("tbt_splitwise_s", "tbt_splitwise_values"),
-    ):
-        out[key] = _pcts(_quantiles(stats, attr))
+    for key, name in (*_PHASES, ("ttft_splitwise_s", "ttft_splitwise"), ("tbt_splitwise_s", "tbt_splitwise")):
+        out[key] = _pcts(_quantiles(stats, name))
     return out
 
 
-def _quantiles(stats: list[ServiceStats], attr: str) -> list[float | None]:
-    """p50/p90/p99 of ``attr`` (a float array) over ``stats``, as :func:`percentile` of the sorted
-    values; sorted in numpy (a run has 10⁵–10⁶) and read without a list of them all."""
-    parts = [np.frombuffer(getattr(s, attr), dtype=np.float64) for s in stats]
+def _quantiles(stats: list[ServiceStats], name: str) -> list[float | None]:
+    """p50/p90/p99 of the per-request values ``name`` over ``stats``, as :func:`percentile` of the
+    sorted values; sorted in numpy (a run has 10⁵–10⁶) and read without a list of them all."""
+    parts = [np.frombuffer(s.values(name), dtype=np.float64) for s in stats]
     values = np.sort(np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0))
     # numpy items: float() keeps the summary's values plain floats (the same numbers)
     return [None if (v := percentile(values, q)) is None else float(v) for q in _QS]
@@ -118,7 +114,7 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
     if engine.latency_estimated:
         ttft_q, tbt_q = engine.latency_quantiles(None, qs)  # type: ignore[attr-defined]
     else:
-        ttft_q, tbt_q = _quantiles(stats, "ttft_values"), _quantiles(stats, "tbt_values")
+        ttft_q, tbt_q = _quantiles(stats, "ttft"), _quantiles(stats, "tbt")
 
     # busy GPU-seconds per role, from every instance that ever lived
     busy = {r.value: 0.0 for r in Role}
@@ -145,7 +141,7 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
             s_ttft, s_tbt = ttft_q, tbt_q
             s_latency = {k: dict(v) for k, v in latency.items()}
         else:
-            s_ttft, s_tbt = _quantiles([s], "ttft_values"), _quantiles([s], "tbt_values")
+            s_ttft, s_tbt = _quantiles([s], "ttft"), _quantiles([s], "tbt")
             s_latency = _latency([s], s_ttft, s_tbt)
         per_service[load.spec.name] = (
             {

@@ -98,10 +98,8 @@ class DecodeSide:
                 d.acc_tokens += b * k
                 d.acc_wall_s += dt
                 d.acc_kernel_s += dt - k * d.host[b]
-                perf = d.perf  # perf.decode_flops(b, ctx), inlined
-                d.acc_flops += k * (
-                    b * perf.decode_flops_per_seq + int(d.ctx - b * k * 0.5) * perf.decode_attn_flops_per_context_token
-                )
+                # perf.decode_flops(b, ctx), inlined
+                d.acc_flops += k * (b * d.flops_per_seq + int(d.ctx - b * k * 0.5) * d.flops_per_context_token)
             d.t_last = now_s
 
     def _stall(self, d: DecodeInst, now_s: float, dur_s: float) -> float:
@@ -129,6 +127,59 @@ class DecodeSide:
         d.ctx += req.inp + (req.out - 1 - n)
         d.resv += req.inp + req.out
         d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
+
+    def _join(self, d: DecodeInst, req: Req, now_s: float) -> None:
+        """``req`` joins ``d``'s batch now: ``_advance``, ``_admit`` and ``_reschedule`` in one pass on
+        locals (the hot path of a landed transfer; their arithmetic in their order, so the same results)."""
+        n = req.remaining
+        if req.preemptions or n <= 0 or req.t_admit == req.t_admit:  # a readmission or no decode step: the parts
+            self._advance(d, now_s)
+            self._admit(d, req, now_s)
+            self._reschedule(d, now_s)
+            return
+        b = d.b
+        ctx = d.ctx
+        steps = d.steps
+        dt = now_s - d.t_last
+        if dt > 0.0:
+            if b:  # _advance
+                per = d.lin_per[b]
+                lin = d.lin_base[b] + per * ctx
+                a = per * b * 0.5
+                if a * dt < 1e-9 * lin * lin:
+                    k = dt / lin
+                else:
+                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                d.steps = steps = steps + k
+                ctx += b * k
+                d.acc_tokens += b * k
+                d.acc_wall_s += dt
+                d.acc_kernel_s += dt - k * d.host[b]
+                d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
+            d.t_last = now_s
+        req.t_admit = req.t_first = now_s  # _admit: its first token
+        req.fin_step = fin = steps + n
+        req.adm_order = next(self.adm_seq)
+        members = d.members
+        _heappush(members, (fin, req.rid, req))
+        d.b = b = b + 1
+        inp_out = req.inp + req.out
+        ctx += req.inp + (req.out - 1 - n)
+        d.ctx = ctx
+        d.resv = resv = d.resv + inp_out
+        d.load_frac = (resv + 1) / (d.cap_tokens + 1)
+        d.version = version = d.version + 1  # _reschedule
+        k = members[0][0] - steps
+        k = 0.0 if k < 0.0 else k
+        if self.grow and b > 1:
+            k_full = (d.cap_tokens - ctx) / b
+            if k_full < k:
+                k = max(k_full, 0.0)
+        per = d.lin_per[b]
+        dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+        base = d.t_last
+        base = base if base > now_s else now_s
+        _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
 
     def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
         ctx = req.inp + (req.out - 1 - req.remaining)
@@ -158,41 +209,73 @@ class DecodeSide:
                 self._stall(d, now_s, held * d.perf.kv_bytes_per_token / (self.settings.swap_gbyte_per_s * 1e9))
 
     def _reschedule(self, d: DecodeInst, now_s: float) -> None:
-        d.version += 1
+        d.version = version = d.version + 1
         b = d.b
         if b:
             k = d.members[0][0] - d.steps
-            k = max(k, 0.0)
+            k = 0.0 if k < 0.0 else k  # max(k, 0.0) without a call (the same value, -0.0 and NaN included)
+            ctx = d.ctx
             if self.grow and b > 1:  # the KV fills after (cap − ctx) / b steps: preempt then
-                k_full = (d.cap_tokens - d.ctx) / b
+                k_full = (d.cap_tokens - ctx) / b
                 if k_full < k:
                     k = max(k_full, 0.0)
             per = d.lin_per[b]
-            dt = (d.lin_base[b] + per * d.ctx) * k + per * b * k * k * 0.5
-            base = d.t_last if d.t_last > now_s else now_s
-            _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, d.version))
+            dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            base = d.t_last
+            base = base if base > now_s else now_s
+            _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
 
     def _decode_next(self, d: DecodeInst, now_s: float) -> None:
-        self._advance(d, now_s)
+        # the hot path (one per completion): _advance, _fits, _admit and _reschedule inlined where the
+        # common case needs no more; the arithmetic and its order are theirs, so results are the same
+        dt = now_s - d.t_last
+        b = d.b
+        ctx = d.ctx
+        steps = d.steps
+        if dt > 0.0:
+            if b:
+                per = d.lin_per[b]
+                lin = d.lin_base[b] + per * ctx
+                a = per * b * 0.5
+                if a * dt < 1e-9 * lin * lin:
+                    k = dt / lin
+                else:
+                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                steps += k
+                ctx += b * k
+                d.acc_tokens += b * k
+                d.acc_wall_s += dt
+                d.acc_kernel_s += dt - k * d.host[b]
+                d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
+            d.t_last = now_s
         members = d.members
         target = members[0][0]
-        if not self.grow or d.steps >= target - 1e-6:
-            d.steps = max(d.steps, target)  # float round-off of the closed-form inversion
-        limit = d.steps + 1e-6
+        grow = self.grow
+        if (not grow or steps >= target - 1e-6) and target > steps:
+            steps = target  # float round-off of the closed-form inversion
+        d.steps = steps
+        limit = steps + 1e-6
+        resv = d.resv
+        complete = self._complete
         while members and members[0][0] <= limit:
-            _, _, req = _heappop(members)
-            d.b -= 1
-            d.ctx -= req.inp + req.out - 1
-            d.resv -= req.inp + req.out
-            self._complete(req, now_s, (now_s - req.t_first) / (req.out - 1))
-        d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
-        if d.ctx < 0.0 or not members:
-            d.ctx = max(0.0, d.ctx) if members else 0.0
-        if self.grow:
+            req = _heappop(members)[2]
+            b -= 1
+            inp_out = req.inp + req.out
+            ctx -= inp_out - 1
+            resv -= inp_out
+            complete(req, now_s, (now_s - req.t_first) / (req.out - 1))
+        d.b = b
+        d.resv = resv
+        d.load_frac = (resv + 1) / (d.cap_tokens + 1)
+        if ctx < 0.0 or not members:
+            ctx = max(0.0, ctx) if members else 0.0
+        d.ctx = ctx
+        if grow:
             self._preempt(d, now_s)
         waiting = d.waiting
-        while waiting and self._fits(d, waiting[0]):
-            self._admit(d, waiting.popleft(), now_s)
+        if waiting:
+            while waiting and self._fits(d, waiting[0]):
+                self._admit(d, waiting.popleft(), now_s)
         if d.owner is not None or d.lifecycle is _DRAINING:
             self._maybe_done(d, now_s)
         self._reschedule(d, now_s)

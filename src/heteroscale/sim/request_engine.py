@@ -146,12 +146,21 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         svc_idx = [np.full(len(t), i, dtype=np.int64) for i, t in enumerate(times)]
         all_t = np.concatenate(times) if times else np.zeros(0)
         order = np.argsort(all_t, kind="stable")
-        self._arr_t: list[float] = all_t[order].tolist()
+        self._arr_t: list[float] = [*all_t[order].tolist(), _INF]  # an end sentinel: no bounds check per event
         self._arr_svc: list[int] = np.concatenate(svc_idx)[order].tolist() if times else []
         local_idx = np.concatenate([np.arange(len(t)) for t in times]) if times else np.zeros(0, dtype=np.int64)
         self._arr_local: list[int] = local_idx[order].tolist()
         self._next_arrival = 0
-        self._n_arrivals = len(self._arr_t)
+        self._n_arrivals = len(self._arr_t) - 1
+
+    @property
+    def records(self) -> RecordWriter:
+        return self._records
+
+    @records.setter
+    def records(self, records: RecordWriter) -> None:
+        self._records = records
+        self.records_on = records.enabled  # a plain bool on the hot path
 
     def _record(self, req: Req, now_s: float, ttft: str, tbt: str, tbt_sw: str, status: str) -> None:
         d = req.dinst
@@ -346,9 +355,9 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             p.nic_free_at = max(p.nic_free_at, start + xfer_s)
             req.sent_s = start + xfer_s
         else:
-            start = p.nic_free_at if p.nic_free_at > now_s else now_s
-            p.nic_free_at = start + xfer_s
-            req.sent_s = p.nic_free_at
+            nic_free = p.nic_free_at
+            start = nic_free if nic_free > now_s else now_s
+            p.nic_free_at = req.sent_s = start + xfer_s
         req.t_xs = start
         _heappush(self.heap, (start + xfer_s + self.setup_s, next(self.seq), EV_XFER_DONE, req, 0))
 
@@ -374,9 +383,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                 else d.resv + req.inp + req.out <= d.cap_tokens
             )
         ):  # _fits, inlined on the hot path
-            self._advance(d, now_s)
-            self._admit(d, req, now_s)
-            self._reschedule(d, now_s)
+            self._join(d, req, now_s)
         else:
             d.waiting.append(req)
         if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
@@ -391,12 +398,12 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         tbt_sw = (now_s - req.t_pe) / req.out
         st = sv.stats
         st.complete(ttft, tbt_s, req.inp, req.out)
-        st.e2e_values.append(now_s - req.arrival)  # request fidelity only
-        st.queue_values.append(req.t_ps - req.arrival)
-        st.xfer_values.append(req.t_xe - req.t_pe)
-        st.ttft_splitwise_values.append(req.t_pe - req.arrival)
-        st.tbt_splitwise_values.append(tbt_sw)
-        if self.records.enabled:
+        st.w_e2e.append(now_s - req.arrival)  # request fidelity only
+        st.w_queue.append(req.t_ps - req.arrival)
+        st.w_xfer.append(req.t_xe - req.t_pe)
+        st.w_ttft_splitwise.append(req.t_pe - req.arrival)
+        st.w_tbt_splitwise.append(tbt_sw)
+        if self.records_on:
             self._record(req, now_s, f"{ttft:.6f}", "" if tbt_s is None else f"{tbt_s:.6f}", f"{tbt_sw:.6f}", "ok")
 
     # ------------------------------------------------------------------ loop
@@ -426,7 +433,6 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         arr_svc = self._arr_svc
         arr_local = self._arr_local
         services = self.services
-        n_arr = self._n_arrivals
         i = self._next_arrival
         events = 0
         route = self._route_prefill
@@ -434,8 +440,8 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         xfer_done = self._xfer_done
         prefill_done = self._prefill_done
         gone = _GONE
+        t_arr = arr_t[i]
         while True:
-            t_arr = arr_t[i] if i < n_arr else _INF
             t_ev = heap[0][0] if heap else _INF
             if t_arr <= t_ev:
                 if t_arr > t_stop:
@@ -450,6 +456,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                 st.w_arrivals += 1
                 self.in_flight += 1
                 route(req, t_arr)
+                t_arr = arr_t[i]
                 events += 1
                 continue
             if t_ev > t_stop:

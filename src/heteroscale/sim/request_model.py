@@ -121,6 +121,8 @@ class DecodeInst(SimInstance):
         "b",
         "cap_tokens",
         "ctx",
+        "flops_per_context_token",
+        "flops_per_seq",
         "host",
         "inbound",
         "killed",
@@ -153,6 +155,8 @@ class DecodeInst(SimInstance):
         self.lin_base = [x[0] for x in lin]
         self.lin_per = [x[1] for x in lin]
         self.host = [perf.decode_host_s(b) for b in range(max_batch + 1)]
+        self.flops_per_seq = perf.decode_flops_per_seq  # the perf constants the batch advance reads
+        self.flops_per_context_token = perf.decode_attn_flops_per_context_token
         self.members: list[tuple[float, int, Req]] = []
         self.b = 0
         self.ctx = 0.0  # KV tokens the batch holds (prompts plus the tokens generated so far)

@@ -73,7 +73,7 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 _QS = (0.5, 0.9, 0.99)
-_PHASES = (("e2e_s", "e2e_values"), ("queueing_s", "queue_values"), ("transfer_s", "xfer_values"))
+_PHASES = (("e2e_s", "e2e"), ("queueing_s", "queue"), ("transfer_s", "xfer"))
 
 
 def _pcts(values: list[float | None]) -> dict[str, float | None]:
@@ -83,20 +83,22 @@ def _pcts(values: list[float | None]) -> dict[str, float | None]:
 def _latency(stats: list[ServiceStats], ttft: list[float | None], tbt: list[float | None]) -> dict[str, Any]:
     """p50/p90/p99 of every latency the summary reports (None where the engine does not measure it)."""
     out: dict[str, Any] = {"ttft_s": _pcts(ttft), "tbt_s": _pcts(tbt)}
-    for key, attr in (
-        *_PHASES,
-        ("ttft_splitwise_s", "ttft_splitwise_values"),
-        ("tbt_splitwise_s", "tbt_splitwise_values"),
-    ):
-        values = _sorted(stats, attr)
-        out[key] = _pcts([percentile(values, q) for q in _QS])
+    for key, name in (*_PHASES, ("ttft_splitwise_s", "ttft_splitwise"), ("tbt_splitwise_s", "tbt_splitwise")):
+        out[key] = _pcts(_quantiles(stats, name))
     return out
 
 
-def _sorted(stats: list[ServiceStats], attr: str) -> list[float]:
-    """The values of ``attr`` (a float array) over ``stats``, sorted (numpy: a run has 10⁵–10⁶)."""
-    parts = [np.frombuffer(getattr(s, attr), dtype=np.float64) for s in stats]
-    return np.sort(np.concatenate(parts) if parts else np.zeros(0)).tolist()  # type: ignore[no-any-return]
+def _quantiles(stats: list[ServiceStats], name: str) -> list[float | None]:
+    """p50/p90/p99 of the per-request values ``name`` over ``stats``, exactly :func:`percentile` of the
+    sorted values: a run has 10⁵–10⁶, so numpy places only the ranks it reads (a partition, not a sort)."""
+    parts = [np.frombuffer(s.values(name), dtype=np.float64) for s in stats]
+    values = np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else np.zeros(0)
+    n = len(values)
+    if n > 1:  # the ranks percentile reads: ⌊(n−1)q⌋ and the next one
+        ranks = {r for q in _QS for lo in (math.floor((n - 1) * q),) for r in (lo, min(lo + 1, n - 1))}
+        values = np.partition(values, sorted(ranks))
+    # numpy items: float() keeps the summary's values plain floats (the same numbers)
+    return [None if (v := percentile(values, q)) is None else float(v) for q in _QS]
 
 
 def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
@@ -116,9 +118,7 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
     if engine.latency_estimated:
         ttft_q, tbt_q = engine.latency_quantiles(None, qs)  # type: ignore[attr-defined]
     else:
-        ttft_all, tbt_all = _sorted(stats, "ttft_values"), _sorted(stats, "tbt_values")
-        ttft_q = [percentile(ttft_all, q) for q in qs]
-        tbt_q = [percentile(tbt_all, q) for q in qs]
+        ttft_q, tbt_q = _quantiles(stats, "ttft"), _quantiles(stats, "tbt")
 
     # busy GPU-seconds per role, from every instance that ever lived
     busy = {r.value: 0.0 for r in Role}
@@ -136,14 +136,17 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
     total_gpu_s = sum(gpu_s.values())
 
     per_service: dict[str, Any] = {}
+    latency = _latency(stats, ttft_q, tbt_q)
     for idx, (load, s) in enumerate(zip(run.loads, stats, strict=True)):
         if engine.latency_estimated:
             s_ttft, s_tbt = engine.latency_quantiles(idx, qs)  # type: ignore[attr-defined]
+            s_latency = _latency([s], s_ttft, s_tbt)
+        elif len(stats) == 1:  # the service's figures are the run's: sort its values once
+            s_ttft, s_tbt = ttft_q, tbt_q
+            s_latency = {k: dict(v) for k, v in latency.items()}
         else:
-            st_ttft = _sorted([s], "ttft_values")
-            st_tbt = _sorted([s], "tbt_values")
-            s_ttft = [percentile(st_ttft, q) for q in qs]
-            s_tbt = [percentile(st_tbt, q) for q in qs]
+            s_ttft, s_tbt = _quantiles([s], "ttft"), _quantiles([s], "tbt")
+            s_latency = _latency([s], s_ttft, s_tbt)
         per_service[load.spec.name] = (
             {
                 "requests_total": s.arrivals,
@@ -158,7 +161,7 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
                 "tbt_p50_s": _r(s_tbt[0]),
                 "tbt_p90_s": _r(s_tbt[1]),
                 "tbt_p99_s": _r(s_tbt[2]),
-                "latency": _latency([s], s_ttft, s_tbt),
+                "latency": s_latency,
                 "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
             }
             | run.gating.figures(load.spec.name)
@@ -189,7 +192,7 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
         "tbt_p50_s": _r(tbt_q[0]),
         "tbt_p90_s": _r(tbt_q[1]),
         "tbt_p99_s": _r(tbt_q[2]),
-        "latency": _latency(stats, ttft_q, tbt_q),
+        "latency": latency,
         "slo_attainment": _r(_ratio(met, total)),
         "gpu_hours": _r(total_gpu_s / 3600.0),
         "gpu_hours_by_role": {k: _r(v / 3600.0) for k, v in gpu_s.items()},

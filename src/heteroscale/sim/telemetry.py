@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.observation import Observation, RoleSignals
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
+class SortedValues(Protocol):
+    """What :func:`percentile` reads: a sorted list, or a sorted numpy array."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> float: ...
+
+
+def percentile(sorted_values: SortedValues, q: float) -> float | None:
     """Nearest-rank-interpolated percentile of an already sorted list; None when empty."""
     n = len(sorted_values)
     if n == 0:

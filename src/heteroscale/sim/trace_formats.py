@@ -15,17 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from heteroscale.errors import ConfigError, TraceError
+from heteroscale.errors import ConfigError
 from heteroscale.sim.request_trace import IntArray, RequestTrace
 from heteroscale.sim.trace_rows import (
     MAX_SECONDS,
     MAX_TOKENS,
-    NOT_HEADER,
     BadRowTally,
     RowProblem,
+    after_header,
     finish_trace,
-    first_content_line,
-    header_matches,
     note_disorder,
     parse_count,
     parse_number,
@@ -93,9 +91,7 @@ def _wallclock_ns(text: str, day_cache: dict[str, int]) -> int:
 
 
 def parse_azure(file: str, lines: list[str | None], tally: BadRowTally, name: str | None) -> RequestTrace:
-    start = first_content_line(lines)
-    if start == len(lines) or not header_matches(lines[start], AZURE_COLUMNS):
-        raise TraceError(f"{file}:{start + 1}: missing header {','.join(AZURE_COLUMNS)!r}; {NOT_HEADER}")
+    first = after_header(file, lines, AZURE_COLUMNS)
     stamps_ns: list[int] = []
     inp: list[int] = []
     out: list[int] = []
@@ -106,7 +102,7 @@ def parse_azure(file: str, lines: list[str | None], tally: BadRowTally, name: st
         stamp = _wallclock_ns(cells[0], day_cache)
         return stamp, parse_count(cells[1], "ContextTokens"), parse_count(cells[2], "GeneratedTokens")
 
-    for stamp, n_in, n_out in parse_rows(lines, start + 1, tally, parse_row):
+    for stamp, n_in, n_out in parse_rows(lines, first, tally, parse_row):
         stamps_ns.append(stamp)
         inp.append(n_in)
         out.append(n_out)
@@ -254,9 +250,7 @@ def read_mooncake(
 def parse_burstgpt(
     file: str, lines: list[str | None], tally: BadRowTally, name: str | None, include_failed: bool
 ) -> RequestTrace:
-    start = first_content_line(lines)
-    if start == len(lines) or not header_matches(lines[start], BURSTGPT_COLUMNS):
-        raise TraceError(f"{file}:{start + 1}: missing header {','.join(BURSTGPT_COLUMNS)!r}; {NOT_HEADER}")
+    first = after_header(file, lines, BURSTGPT_COLUMNS)
     stamps: list[float] = []
     inp: list[int] = []
     out: list[int] = []
@@ -270,7 +264,7 @@ def parse_burstgpt(
         n_in = parse_count(cells[2], "Request tokens", minimum=0 if n_out == 0 and not include_failed else 1)
         return stamp, n_in, n_out
 
-    for stamp, n_in, n_out in parse_rows(lines, start + 1, tally, parse_row):
+    for stamp, n_in, n_out in parse_rows(lines, first, tally, parse_row):
         if n_out == 0:
             if not include_failed:
                 failed += 1

@@ -141,6 +141,14 @@ def split_cells(line: str, columns: int) -> list[str]:
     return cells
 
 
+def after_header(file: str, lines: list[str | None], columns: tuple[str, ...]) -> int:
+    """The index of the line after the CSV header ``columns`` (the first non-blank line), or a TraceError."""
+    start = first_content_line(lines)
+    if start == len(lines) or not header_matches(lines[start], columns):
+        raise TraceError(f"{file}:{start + 1}: missing header {','.join(columns)!r}; {NOT_HEADER}")
+    return start + 1
+
+
 def shown(value: object) -> str:
     """``repr(value)``, cut to a few dozen characters: a message names a bad cell without echoing a
     whole line of whatever file it came from."""

@@ -27,19 +27,19 @@ the generated-tokens counter jumps once per that many seconds) while ``sglang:ge
 ``ServiceLoad.legacy_prefix_metric`` serves vLLM ≤ v0.9.0's ``vllm:gpu_prefix_cache_hits_total`` instead
 of ``vllm:prefix_cache_hits_total``.
 
-Started and stopped by its handle: ``start()`` binds a free port on 127.0.0.1, ``stop()`` shuts the
-server down and joins its thread with a bounded wait.
+Served by the product's exporter (:class:`heteroscale.demo.exporter.MetricsServer`, rendering at each
+scrape), started and stopped by its handle: ``start()`` binds a free port on 127.0.0.1, ``stop()``
+shuts the server down and joins its thread with a bounded wait.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from heteroscale.clock import WallClock
+from heteroscale.demo.exporter import Histogram, MetricsServer, histogram_lines
 
 TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 TBT_BUCKETS_S = (0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5)
@@ -108,10 +108,8 @@ class _Counters:
     cached: float = 0.0
     generated: float = 0.0
     requests: float = 0.0
-    ttft: list[float] = field(default_factory=lambda: [0.0] * (len(TTFT_BUCKETS_S) + 1))
-    ttft_sum: float = 0.0
-    tbt: list[float] = field(default_factory=lambda: [0.0] * (len(TBT_BUCKETS_S) + 1))
-    tbt_sum: float = 0.0
+    ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
+    tbt: Histogram = field(default_factory=lambda: Histogram(TBT_BUCKETS_S))
 
 
 class EngineExporter:
@@ -146,9 +144,7 @@ class EngineExporter:
         self._started_s = self._clock.now_s()
         self._frozen_text: str | None = None
         self._served: dict[tuple[str, str], int] = {}  # (service, role) → instances whose series are served
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.scrapes = 0
+        self._http = MetricsServer(self.render, thread_name="test-engine-metrics")
 
     # --- control -----------------------------------------------------------------------------
 
@@ -202,12 +198,10 @@ class EngineExporter:
                     if role_name == "prefill":
                         c.prompt += per_tps * elapsed_s
                         c.cached += per_tps * elapsed_s * svc.cache_hit_fraction
-                        _observe(c.ttft, TTFT_BUCKETS_S, svc.base_ttft_s * (1 + pressure**2), requests)
-                        c.ttft_sum += svc.base_ttft_s * (1 + pressure**2) * requests
+                        c.ttft.observe(svc.base_ttft_s * (1 + pressure**2), requests)
                     else:
                         c.generated += per_tps * elapsed_s
-                        _observe(c.tbt, TBT_BUCKETS_S, svc.base_tbt_s * (1 + pressure**2), requests * 100)
-                        c.tbt_sum += svc.base_tbt_s * (1 + pressure**2) * requests * 100
+                        c.tbt.observe(svc.base_tbt_s * (1 + pressure**2), requests * 100)
 
     def render(self) -> str:
         """The exposition text for the current moment (advances the counters)."""
@@ -287,20 +281,8 @@ class EngineExporter:
                     emit(names["kv"], ranks * min(1.0, 0.8 * pressure))  # a fraction: each rank has the same
                     if svc.engine == "sglang" and role_name == "decode":
                         emit("gen_throughput", per_tps)  # tokens/s of the last decode steps
-                    buckets, bounds, total = (c.ttft, TTFT_BUCKETS_S, c.ttft_sum)
-                    hist = names["ttft"]
-                    if role_name == "decode":
-                        buckets, bounds, total = (c.tbt, TBT_BUCKETS_S, c.tbt_sum)
-                        hist = names["tbt"]
-                    cumulative = 0.0
-                    for bound, count in zip((*bounds, math.inf), buckets, strict=True):
-                        cumulative += count
-                        le = "+Inf" if math.isinf(bound) else repr(bound)
-                        lines.append(
-                            f'{self._name(svc.engine, hist)}_bucket{{{labels},le="{le}"}} {cumulative / ranks!r}'
-                        )
-                    lines.append(f"{self._name(svc.engine, hist)}_sum{{{labels}}} {total / ranks!r}")
-                    lines.append(f"{self._name(svc.engine, hist)}_count{{{labels}}} {cumulative / ranks!r}")
+                    hist, histogram = (names["ttft"], c.ttft) if role_name == "prefill" else (names["tbt"], c.tbt)
+                    lines.extend(histogram_lines(self._name(svc.engine, hist), labels, histogram, 1.0 / ranks))
                 if self.rank not in (None, 0):
                     continue  # the pod's GPUs and labels are served once, with rank 0
                 util = min(100.0, 100.0 * pressure)
@@ -321,50 +303,16 @@ class EngineExporter:
     # --- the server ----------------------------------------------------------------------------
 
     @property
+    def scrapes(self) -> int:
+        return self._http.scrapes
+
+    @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("exporter not started")
-        return int(self._server.server_address[1])
+        return self._http.port
 
     def start(self) -> EngineExporter:
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404)
-                    return
-                body = exporter.render().encode()
-                exporter.scrapes += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
-
-
-def _observe(buckets: list[float], bounds: tuple[float, ...], value_s: float, count: float) -> None:
-    """Add ``count`` observations of ``value_s`` to non-cumulative bucket counts."""
-    for i, bound in enumerate(bounds):
-        if value_s <= bound:
-            buckets[i] += count
-            return
-    buckets[-1] += count
+        self._http.stop()

@@ -21,13 +21,15 @@ values as they are.
 
 The text is rendered by the bridge after each of its ticks; the HTTP server only hands out the latest
 (``start()`` binds a free port on 127.0.0.1; ``stop()`` shuts down and joins with a bounded wait).
+The integration tests' engine exporter (``tests/support/engine_exporter.py``) serves through the same
+:class:`MetricsServer`, rendering at each scrape, and writes its histograms with :func:`histogram_lines`.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -98,11 +100,30 @@ def _num(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else "NaN"
 
 
-def _labels(pod: PodMetrics, extra: str = "") -> str:
+def _label_pairs(pod: PodMetrics) -> str:
     values = [("model_name", pod.model), ("namespace", pod.namespace), ("pod", pod.pod)]
     values += [("service", pod.service), ("role", pod.role)]
-    base = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in values)  # the exposition format escapes as PromQL
-    return "{" + base + (f",{extra}" if extra else "") + "}"
+    return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in values)  # the exposition format escapes as PromQL
+
+
+def _labels(pod: PodMetrics, extra: str = "") -> str:
+    return "{" + _label_pairs(pod) + (f",{extra}" if extra else "") + "}"
+
+
+def histogram_lines(name: str, labels: str, hist: Histogram, scale: float = 1.0) -> list[str]:
+    """One series of histogram ``name``: its cumulative ``_bucket`` lines, ``_sum`` and ``_count``.
+
+    ``labels``: the series' label pairs without braces; counts and the sum are multiplied by ``scale``.
+    """
+    lines: list[str] = []
+    cumulative = 0.0
+    for bound, count in zip((*hist.bounds, math.inf), hist.counts, strict=True):
+        cumulative += count
+        le = "+Inf" if math.isinf(bound) else repr(bound)
+        lines.append(f'{name}_bucket{{{labels},le="{le}"}} {_num(cumulative * scale)}')
+    lines.append(f"{name}_sum{{{labels}}} {_num(hist.total * scale)}")
+    lines.append(f"{name}_count{{{labels}}} {_num(cumulative * scale)}")
+    return lines
 
 
 def render(pods: Sequence[PodMetrics], speedup: float) -> str:
@@ -185,20 +206,19 @@ def _histogram(out: list[str], name: str, help_text: str, rows: list[tuple[PodMe
         return
     out.extend([f"# HELP {name} {help_text}", f"# TYPE {name} histogram"])
     for pod, hist in rows:
-        cumulative = 0.0
-        for bound, count in zip((*hist.bounds, math.inf), hist.counts, strict=True):
-            cumulative += count
-            le = "+Inf" if math.isinf(bound) else repr(bound)
-            bucket = _labels(pod, f'le="{le}"')
-            out.append(f"{name}_bucket{bucket} {_num(cumulative * per)}")
-        out.append(f"{name}_sum{_labels(pod)} {_num(hist.total * per)}")
-        out.append(f"{name}_count{_labels(pod)} {_num(cumulative * per)}")
+        out.extend(histogram_lines(name, _label_pairs(pod), hist, per))
 
 
 class MetricsServer:
-    """Serves the latest exposition text at ``/metrics`` on 127.0.0.1 from a daemon thread."""
+    """Serves the latest exposition text at ``/metrics`` on 127.0.0.1 from a daemon thread.
 
-    def __init__(self) -> None:
+    The text is what was last published, or, given ``render``, what ``render()`` returns at each scrape
+    (the integration tests' engine exporter renders its load model so).
+    """
+
+    def __init__(self, render: Callable[[], str] | None = None, *, thread_name: str = "demo-engine-metrics") -> None:
+        self._render = render
+        self._thread_name = thread_name
         self._text = b""
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -211,9 +231,10 @@ class MetricsServer:
             self._text = body
 
     def body(self) -> bytes:
+        rendered = None if self._render is None else self._render().encode("utf-8")
         with self._lock:
             self.scrapes += 1
-            return self._text
+            return self._text if rendered is None else rendered
 
     @property
     def port(self) -> int:
@@ -242,7 +263,7 @@ class MetricsServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="demo-engine-metrics", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name=self._thread_name, daemon=True
         )
         self._thread.start()
         return self

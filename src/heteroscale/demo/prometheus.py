@@ -1,8 +1,12 @@
-"""A real Prometheus for the demo: the ``prometheus`` binary on PATH, on 127.0.0.1, scraping one target.
+"""A real Prometheus: the ``prometheus`` binary on PATH, on 127.0.0.1, scraping the given targets.
 
 ``start()`` writes a config (one job, the given scrape interval), starts the binary on a free port with
 its TSDB under the run's directory and waits, bounded, until ``/-/ready`` answers; ``stop()``
-terminates it by its handle, waits (bounded) and kills it if it does not exit.
+terminates it by its handle, waits (bounded) and kills it if it does not exit. ``start()`` again
+restarts it on the same port and data directory. The demo scrapes its one engine target; the
+integration tests (``tests/support/prometheus_server.py``) scrape several and may pass a
+``--web.config.file`` (``web_config``: TLS, basic auth) with ``tls`` (serve https) and ``client``
+(the httpx options, such as verify and auth, that its own probes need).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, Self
 
 import httpx
 
@@ -18,6 +24,7 @@ from heteroscale.clock import Clock
 from heteroscale.errors import HeteroScaleError
 
 READY_TIMEOUT_S = 30.0
+READY_POLL_S = 0.2
 STOP_TIMEOUT_S = 10.0
 INSTALL_HINT = (
     "prometheus is not on PATH: install it (Debian/Ubuntu: sudo apt-get install prometheus; "
@@ -36,22 +43,37 @@ def free_port() -> int:
 
 
 class PrometheusProcess:
-    def __init__(self, workdir: Path, target: str, scrape_interval_s: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: Sequence[str],
+        scrape_interval_s: float,
+        clock: Clock,
+        *,
+        job_name: str = "demo-engines",
+        web_config: Path | None = None,
+        tls: bool = False,
+        client: Mapping[str, Any] | None = None,
+    ) -> None:
         binary = prometheus_binary()
         if binary is None:
             raise HeteroScaleError(INSTALL_HINT)
         self.binary = binary
         self.workdir = workdir
-        self.target = target
+        self.targets = list(targets)
         self.scrape_interval_s = scrape_interval_s
         self.clock = clock
+        self.job_name = job_name
+        self.web_config = web_config
+        self.scheme = "https" if tls else "http"
+        self.client: dict[str, Any] = dict(client or {})
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "prometheus.log"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -59,6 +81,7 @@ class PrometheusProcess:
 
     def _write_config(self) -> Path:
         interval = f"{round(self.scrape_interval_s * 1000)}ms"
+        targets = ", ".join(f'"{t}"' for t in self.targets)
         path = self.workdir / "prometheus.yml"
         path.write_text(
             "global:\n"
@@ -66,15 +89,18 @@ class PrometheusProcess:
             f"  scrape_timeout: {interval}\n"
             f"  evaluation_interval: {interval}\n"
             "scrape_configs:\n"
-            "  - job_name: demo-engines   # the simulated engines of heteroscale demo\n"
-            f'    static_configs: [{{targets: ["{self.target}"]}}]\n',
+            f"  - job_name: {self.job_name}\n"
+            f"    static_configs: [{{targets: [{targets}]}}]\n",
             encoding="utf-8",
         )
         return path
 
-    def start(self) -> PrometheusProcess:
+    def start(self) -> Self:
+        if self.process is not None:
+            raise HeteroScaleError(f"prometheus is already running on {self.url}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
+        web = [] if self.web_config is None else [f"--web.config.file={self.web_config}"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -84,35 +110,39 @@ class PrometheusProcess:
                     f"--storage.tsdb.path={self.workdir / 'tsdb'}",
                     "--storage.tsdb.retention.time=1h",
                     "--log.level=warn",
+                    *web,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         deadline = self.clock.monotonic_s() + READY_TIMEOUT_S
-        for _ in range(int(READY_TIMEOUT_S / 0.2) + 2):
+        for _ in range(int(READY_TIMEOUT_S / READY_POLL_S) + 2):
             if self._ready():
                 return self
             if self.clock.monotonic_s() >= deadline:
                 break
-            self.clock.sleep_s(0.2)
+            self.clock.sleep_s(READY_POLL_S)
         self.stop()
-        tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-        raise HeteroScaleError(f"prometheus did not become ready within {READY_TIMEOUT_S:g} s: {' '.join(tail)}")
+        raise HeteroScaleError(f"prometheus did not become ready within {READY_TIMEOUT_S:g} s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        """The log's last line and where the whole log is (one line for a user)."""
+        lines = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+        return f"{' '.join(lines) or 'no output'} (log: {self.log_path})"
 
     def _ready(self) -> bool:
         if self.process is None or self.process.poll() is not None:
-            tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-            raise HeteroScaleError(f"prometheus exited at start: {' '.join(tail) or 'no output'}")
+            raise HeteroScaleError(f"prometheus exited at start: {self._log_tail()}")
         try:
-            return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
+            return httpx.get(f"{self.url}/-/ready", timeout=1.0, **self.client).status_code == 200
         except httpx.HTTPError:
             return False
 
     def version(self) -> str:
         """The server's version (its build-info API), or ``unknown``."""
         try:
-            data = httpx.get(f"{self.url}/api/v1/status/buildinfo", timeout=2.0).json()
+            data = httpx.get(f"{self.url}/api/v1/status/buildinfo", timeout=2.0, **self.client).json()
             return str(data["data"]["version"])
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return "unknown"

@@ -209,7 +209,7 @@ class Demo:
             metrics = MetricsServer().start()
             self._cleanup.append(("the engine metrics server", metrics.stop))
             prometheus = PrometheusProcess(
-                self.run_dir / "prometheus", f"127.0.0.1:{metrics.port}", s.scrape_interval_s, self.clock
+                self.run_dir / "prometheus", [f"127.0.0.1:{metrics.port}"], s.scrape_interval_s, self.clock
             ).start()
             self._cleanup.append(("prometheus", prometheus.stop))
             self.outcome.prometheus_pid = prometheus.pid

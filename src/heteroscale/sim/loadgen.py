@@ -146,26 +146,18 @@ def read_rate_curve(
         )
     starts: list[float] = []
     rates: list[float] = []
-    for index in range(start + 1, len(lines)):
-        line = lines[index]
-        if line is None:
-            tally.reject(index + 1, "not valid UTF-8")
-            continue
-        if not line or line.isspace():
-            continue
-        cells = line.split(",")
-        try:
-            if len(cells) != len(columns):
-                raise tr.RowProblem(f"expected {len(columns)} columns, got {len(cells)}")
-            window_start = tr.parse_number(cells[0], "window_start_s")
-            rate = tr.parse_number(cells[1], "total_rate_rps", maximum=MAX_RATE_RPS)
-            if len(cells) == 3:
-                tr.parse_count(cells[2], "active_clients", minimum=0)
-            if starts and window_start <= starts[-1]:
-                raise tr.RowProblem(f"window_start_s {window_start:g} is not after the previous {starts[-1]:g}")
-        except tr.RowProblem as problem:
-            tally.reject(index + 1, str(problem))
-            continue
+
+    def parse_row(line: str) -> tuple[float, float]:
+        cells = tr.split_cells(line, len(columns))
+        window_start = tr.parse_number(cells[0], "window_start_s")
+        rate = tr.parse_number(cells[1], "total_rate_rps", maximum=MAX_RATE_RPS)
+        if len(cells) == 3:
+            tr.parse_count(cells[2], "active_clients", minimum=0)
+        if starts and window_start <= starts[-1]:  # the rows kept so far: parse_rows is lazy
+            raise tr.RowProblem(f"window_start_s {window_start:g} is not after the previous {starts[-1]:g}")
+        return window_start, rate
+
+    for window_start, rate in tr.parse_rows(lines, start + 1, tally, parse_row):
         starts.append(window_start)
         rates.append(rate)
     if not starts:

@@ -15,22 +15,22 @@ from typing import Any
 
 import numpy as np
 
-from heteroscale.errors import ConfigError, TraceError
+from heteroscale.errors import ConfigError
 from heteroscale.sim.request_trace import IntArray, RequestTrace
 from heteroscale.sim.trace_rows import (
     MAX_SECONDS,
     MAX_TOKENS,
-    NOT_HEADER,
     BadRowTally,
     RowProblem,
+    after_header,
     finish_trace,
-    first_content_line,
-    header_matches,
     note_disorder,
     parse_count,
     parse_number,
+    parse_rows,
     read_lines,
     shown,
+    split_cells,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,30 +91,18 @@ def _wallclock_ns(text: str, day_cache: dict[str, int]) -> int:
 
 
 def parse_azure(file: str, lines: list[str | None], tally: BadRowTally, name: str | None) -> RequestTrace:
-    start = first_content_line(lines)
-    if start == len(lines) or not header_matches(lines[start], AZURE_COLUMNS):
-        raise TraceError(f"{file}:{start + 1}: missing header {','.join(AZURE_COLUMNS)!r}; {NOT_HEADER}")
+    first = after_header(file, lines, AZURE_COLUMNS)
     stamps_ns: list[int] = []
     inp: list[int] = []
     out: list[int] = []
     day_cache: dict[str, int] = {}
-    for index in range(start + 1, len(lines)):
-        line = lines[index]
-        if line is None:
-            tally.reject(index + 1, "not valid UTF-8")
-            continue
-        if not line or line.isspace():
-            continue
-        cells = line.split(",")
-        try:
-            if len(cells) != 3:
-                raise RowProblem(f"expected 3 columns, got {len(cells)}")
-            stamp = _wallclock_ns(cells[0], day_cache)
-            n_in = parse_count(cells[1], "ContextTokens")
-            n_out = parse_count(cells[2], "GeneratedTokens")
-        except RowProblem as problem:
-            tally.reject(index + 1, str(problem))
-            continue
+
+    def parse_row(line: str) -> tuple[int, int, int]:
+        cells = split_cells(line, 3)
+        stamp = _wallclock_ns(cells[0], day_cache)
+        return stamp, parse_count(cells[1], "ContextTokens"), parse_count(cells[2], "GeneratedTokens")
+
+    for stamp, n_in, n_out in parse_rows(lines, first, tally, parse_row):
         stamps_ns.append(stamp)
         inp.append(n_in)
         out.append(n_out)
@@ -177,6 +165,32 @@ def _json_depth(line: str) -> int:
     return deepest
 
 
+def _mooncake_row(line: str) -> tuple[float, int, int, list[int] | None]:
+    """One Mooncake row: (timestamp ms, input length, output length, hash_ids or None)."""
+    record = _json_row(line)
+    if not isinstance(record, dict):
+        raise RowProblem("expected a JSON object")
+    if "timestamp" not in record:
+        raise RowProblem("missing 'timestamp'")
+    stamp = record["timestamp"]
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        raise RowProblem(f"timestamp: not a number: {shown(stamp)}")
+    try:
+        stamp_ms = float(stamp)
+    except OverflowError:
+        raise RowProblem(f"timestamp: too large: {shown(stamp)}") from None
+    if not math.isfinite(stamp_ms) or stamp_ms < 0:
+        raise RowProblem(f"timestamp must be a finite number ≥ 0, got {shown(stamp)}")
+    if stamp_ms > MAX_SECONDS * 1000.0:
+        raise RowProblem(f"timestamp: implausibly large: {stamp_ms:g} ms (limit {MAX_SECONDS * 1000.0:g})")
+    n_in = _json_int(record, "input_length", 1)
+    n_out = _json_int(record, "output_length", 1)
+    ids = record.get("hash_ids")
+    if ids is not None and (not isinstance(ids, list) or not all(type(i) is int for i in ids)):  # bools are not ids
+        raise RowProblem("hash_ids: expected a list of integers")
+    return stamp_ms, n_in, n_out, ids
+
+
 def parse_mooncake(
     file: str, lines: list[str | None], tally: BadRowTally, name: str | None, block_tokens: int
 ) -> RequestTrace:
@@ -184,39 +198,7 @@ def parse_mooncake(
     inp: list[int] = []
     out: list[int] = []
     blocks: list[list[int] | None] = []
-    for index, line in enumerate(lines):
-        if line is None:
-            tally.reject(index + 1, "not valid UTF-8")
-            continue
-        if not line or line.isspace():
-            continue
-        try:
-            record = _json_row(line)
-            if not isinstance(record, dict):
-                raise RowProblem("expected a JSON object")
-            if "timestamp" not in record:
-                raise RowProblem("missing 'timestamp'")
-            stamp = record["timestamp"]
-            if isinstance(stamp, bool) or not isinstance(stamp, int | float):
-                raise RowProblem(f"timestamp: not a number: {shown(stamp)}")
-            try:
-                stamp_ms = float(stamp)
-            except OverflowError:
-                raise RowProblem(f"timestamp: too large: {shown(stamp)}") from None
-            if not math.isfinite(stamp_ms) or stamp_ms < 0:
-                raise RowProblem(f"timestamp must be a finite number ≥ 0, got {shown(stamp)}")
-            if stamp_ms > MAX_SECONDS * 1000.0:
-                raise RowProblem(f"timestamp: implausibly large: {stamp_ms:g} ms (limit {MAX_SECONDS * 1000.0:g})")
-            n_in = _json_int(record, "input_length", 1)
-            n_out = _json_int(record, "output_length", 1)
-            ids = record.get("hash_ids")
-            if ids is not None and (
-                not isinstance(ids, list) or not all(type(i) is int for i in ids)  # bools are not ids
-            ):
-                raise RowProblem("hash_ids: expected a list of integers")
-        except RowProblem as problem:
-            tally.reject(index + 1, str(problem))
-            continue
+    for stamp_ms, n_in, n_out, ids in parse_rows(lines, 0, tally, _mooncake_row):
         stamps_ms.append(stamp_ms)
         inp.append(n_in)
         out.append(n_out)
@@ -268,32 +250,22 @@ def read_mooncake(
 def parse_burstgpt(
     file: str, lines: list[str | None], tally: BadRowTally, name: str | None, include_failed: bool
 ) -> RequestTrace:
-    start = first_content_line(lines)
-    if start == len(lines) or not header_matches(lines[start], BURSTGPT_COLUMNS):
-        raise TraceError(f"{file}:{start + 1}: missing header {','.join(BURSTGPT_COLUMNS)!r}; {NOT_HEADER}")
+    first = after_header(file, lines, BURSTGPT_COLUMNS)
     stamps: list[float] = []
     inp: list[int] = []
     out: list[int] = []
     failed = 0
-    for index in range(start + 1, len(lines)):
-        line = lines[index]
-        if line is None:
-            tally.reject(index + 1, "not valid UTF-8")
-            continue
-        if not line or line.isspace():
-            continue
-        cells = line.split(",")
-        try:
-            if len(cells) != 6:
-                raise RowProblem(f"expected 6 columns, got {len(cells)}")
-            stamp = parse_number(cells[0], "Timestamp")
-            n_out = parse_count(cells[3], "Response tokens", minimum=0)
-            is_failed = n_out == 0
-            n_in = parse_count(cells[2], "Request tokens", minimum=0 if is_failed and not include_failed else 1)
-        except RowProblem as problem:
-            tally.reject(index + 1, str(problem))
-            continue
-        if is_failed:
+
+    def parse_row(line: str) -> tuple[float, int, int]:
+        cells = split_cells(line, 6)
+        stamp = parse_number(cells[0], "Timestamp")
+        n_out = parse_count(cells[3], "Response tokens", minimum=0)
+        # a failed request (0 response tokens) may also have 0 request tokens when it is left out
+        n_in = parse_count(cells[2], "Request tokens", minimum=0 if n_out == 0 and not include_failed else 1)
+        return stamp, n_in, n_out
+
+    for stamp, n_in, n_out in parse_rows(lines, first, tally, parse_row):
+        if n_out == 0:
             if not include_failed:
                 failed += 1
                 continue

@@ -12,6 +12,8 @@ import gzip
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from heteroscale.errors import TraceError
 from heteroscale.sim.request_trace import FloatArray, IntArray, RequestTrace
 
 logger = logging.getLogger(__name__)
+Row = TypeVar("Row")
 
 # Sanity bounds on one row: anything beyond them is a corrupt row, not a request (the longest context
 # windows hold a few million tokens; 10^11 s is over 3,000 years, so epoch seconds still fit).
@@ -105,6 +108,45 @@ def header_matches(line: str | None, columns: tuple[str, ...]) -> bool:
         return False
     cells = [cell.strip().lower() for cell in line.split(",")]
     return cells == [column.lower() for column in columns]
+
+
+def parse_rows(
+    lines: list[str | None], first: int, tally: BadRowTally, parse_row: Callable[[str], Row]
+) -> Iterator[Row]:
+    """``parse_row`` of each line from index ``first`` on, skipping blank lines; a line that is not
+    UTF-8 or whose ``parse_row`` raises :class:`RowProblem` goes to ``tally`` with its line number.
+
+    Lazy: a row is parsed when the caller asks for it, so ``parse_row`` may look at the rows kept so far.
+    """
+    for index in range(first, len(lines)):
+        line = lines[index]
+        if line is None:
+            tally.reject(index + 1, "not valid UTF-8")
+            continue
+        if not line or line.isspace():
+            continue
+        try:
+            row = parse_row(line)
+        except RowProblem as problem:
+            tally.reject(index + 1, str(problem))
+            continue
+        yield row
+
+
+def split_cells(line: str, columns: int) -> list[str]:
+    """The comma-separated cells of a CSV row that must have ``columns`` of them."""
+    cells = line.split(",")
+    if len(cells) != columns:
+        raise RowProblem(f"expected {columns} columns, got {len(cells)}")
+    return cells
+
+
+def after_header(file: str, lines: list[str | None], columns: tuple[str, ...]) -> int:
+    """The index of the line after the CSV header ``columns`` (the first non-blank line), or a TraceError."""
+    start = first_content_line(lines)
+    if start == len(lines) or not header_matches(lines[start], columns):
+        raise TraceError(f"{file}:{start + 1}: missing header {','.join(columns)!r}; {NOT_HEADER}")
+    return start + 1
 
 
 def shown(value: object) -> str:

@@ -81,12 +81,14 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/forecast_accuracy.py
 	$(BIN)/python benchmarks/journal_startup.py
 	$(BIN)/python benchmarks/http_server.py
+	$(BIN)/python benchmarks/policy_targets.py
 
 # the policy benchmark from the committed tuned parameters (results/tuned.yaml), then the README's block;
 # `heteroscale bench --retune --jobs 2` regenerates the tuned parameters first (both print their wall time)
 bench-policies: $(RUN_STAMP)
 	$(BIN)/heteroscale bench --jobs 2
 	$(BIN)/heteroscale bench --readme
+	$(BIN)/python benchmarks/policy_targets.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -3,8 +3,9 @@
 - ``mix-shift``: the adaptive P/D ratio holds ≥ 99.9 % SLO and every fixed ratio compared (3, 3.5, 4)
   misses it (since the pressure test's decode knees are true decode limits, no fixed ratio is
   over-provisioned into the SLO any more: adaptive and r = 3.5–4 bill within a few per cent);
-- ``ramps``: predictive scaling removes at least half of the reactive policy's SLO misses during
-  ramp-ups, on the same ramp windows;
+- ``ramps``: the reactive policy misses at most 0.1 % of the requests in the ramp-up windows (demand
+  sizing, whose scale-out passes the cooldown when the prefill ordered cannot serve the arrivals:
+  before it, 3.1 %), and predictive scaling does no worse on the same windows;
 - ``gpu-mix``: the cost-aware mix reaches at least the SLO attainment of every single GPU type (for
   both roles) at ≥ 5 % less cost than each (measured ≈ 9 %), and every decision that moved a role says
   which shapes and why;
@@ -66,13 +67,15 @@ def test_adaptive_ratio_holds_the_slo_that_every_fixed_ratio_misses(mix_shift: d
     assert mix_shift["fixed-r3"]["slo_attainment"] < 0.98
 
 
-def test_predictive_scaling_removes_half_of_the_ramp_misses(ramps: dict[str, dict[str, Any]]) -> None:
+def test_reactive_demand_sizing_keeps_up_with_the_ramps_and_predictive_does_no_worse(
+    ramps: dict[str, dict[str, Any]],
+) -> None:
     reactive = ramps["reactive"]["ramps"]["chat"]
     predictive = ramps["predictive"]["ramps"]["chat"]
     assert reactive["ramp_windows"] == predictive["ramp_windows"] > 0  # the same offered load, the same ramps
-    assert reactive["ramp_missed"] > 0
-    assert predictive["ramp_missed"] <= 0.5 * reactive["ramp_missed"]
-    assert ramps["predictive"]["slo_attainment"] >= ramps["reactive"]["slo_attainment"]
+    assert reactive["ramp_missed"] <= 0.001 * reactive["ramp_requests"]  # was 3.1 % before demand sizing passed
+    assert predictive["ramp_missed"] <= max(reactive["ramp_missed"], 0.001 * predictive["ramp_requests"])
+    assert ramps["predictive"]["slo_attainment"] >= 0.999
 
 
 def test_cost_aware_mix_costs_less_than_every_single_type_at_equal_or_better_slo(

@@ -1,0 +1,106 @@
+"""The policy's targets, read from the policy benchmark's committed results (`results/bench.json`).
+
+For heteroscale as shipped and tuned, against the peers (hpa, aibrix-apa, kthena, dynamo-sla,
+independent-tps; static-peak counts for the SLO target only) on the means over each scenario's score
+parts, with the billed figure of the scenario (GPU-hours, cost where GPU types differ):
+
+1. not dominated on any scenario (`heteroscale.domain.domination`: SLO ≥ ours − 0.05 pt and billed
+   < 0.99 × ours);
+2. SLO attainment ≥ 99 % wherever any contender reaches 99 %;
+3. median over scenarios of billed ÷ the best peer that reaches equal-or-better SLO ≤ 0.97 (scenarios
+   where no peer does are listed, not counted); median billed ÷ the lower bound ≤ 1.5;
+4. scale actions per hour ≤ the median of the dynamic peers (hpa, aibrix-apa, kthena, dynamo-sla).
+
+Regenerate the results with `heteroscale bench --retune` first; this script only reads them.
+
+    python benchmarks/policy_targets.py [results/bench.json]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from heteroscale.domain.domination import dominates
+
+PEERS = ("hpa", "aibrix-apa", "kthena", "dynamo-sla", "independent-tps")
+DYNAMIC = ("hpa", "aibrix-apa", "kthena", "dynamo-sla")
+TARGET_RATIO = 0.97
+TARGET_LB = 1.5
+SLO = 0.99
+
+
+def figures(bench: dict[str, Any], tuned: bool) -> dict[str, Any]:
+    """The four targets' figures for heteroscale (``tuned``: the tuned rows)."""
+    suffix = "[tuned]" if tuned else ""
+    dominated: list[str] = []
+    slo_missed: list[str] = []
+    ratios: list[float] = []
+    no_peer: list[str] = []
+    lbs: list[float] = []
+    ours_actions: list[float] = []
+    peers_actions: list[float] = []
+    for name, scenario in bench["scenarios"].items():
+        key = "cost" if scenario["gpu_mix"] else "gpu_hours"
+        rows = scenario["rows"]
+        ours = rows["heteroscale" + suffix]["mean"]
+        same_kind = {n: r["mean"] for n, r in rows.items() if n.endswith("[tuned]") == tuned}
+        for other, m in same_kind.items():
+            if not other.startswith("heteroscale") and dominates(
+                m["slo_attainment"], m[key], ours["slo_attainment"], ours[key]
+            ):
+                dominated.append(f"{name}: {other} {m[key]:.1f} @ {m['slo_attainment']:.2%}")
+        reached = [n for n, r in rows.items() if r["mean"]["slo_attainment"] >= SLO]
+        if reached and ours["slo_attainment"] < SLO:
+            slo_missed.append(f"{name} ({ours['slo_attainment']:.2%}; {', '.join(reached)} reach 99 %)")
+        better = [rows[p + suffix]["mean"][key] for p in PEERS
+                  if rows[p + suffix]["mean"]["slo_attainment"] >= ours["slo_attainment"]]  # fmt: skip
+        if better:
+            ratios.append(ours[key] / min(better))
+        else:
+            no_peer.append(name)
+        lbs.append(ours[key + "_vs_lower_bound"])
+        ours_actions.append(ours["scale_actions_per_hour"])
+        peers_actions.append(statistics.median(rows[p + suffix]["mean"]["scale_actions_per_hour"] for p in DYNAMIC))
+    return {
+        "dominated": dominated,
+        "slo_missed": slo_missed,
+        "median_vs_best_peer": statistics.median(ratios) if ratios else None,
+        "scenarios_counted": len(ratios),
+        "no_peer_as_good": no_peer,
+        "median_vs_lower_bound": statistics.median(lbs),
+        "actions_per_hour": statistics.median(ours_actions),
+        "peers_actions_per_hour": statistics.median(peers_actions),
+    }
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> None:
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "results/bench.json")
+    bench = json.loads(path.read_text(encoding="utf-8"))
+    for tuned in (False, True):
+        f = figures(bench, tuned)
+        label = "heteroscale[tuned]" if tuned else "heteroscale as shipped"
+        print(f"== {label} ({path})")
+        print(f"  not dominated: {verdict(not f['dominated'])}" + "".join(f"\n    {d}" for d in f["dominated"]))
+        print(f"  SLO >= 99 % where any contender reaches it: {verdict(not f['slo_missed'])}"
+              + "".join(f"\n    {m}" for m in f["slo_missed"]))  # fmt: skip
+        ratio = f["median_vs_best_peer"]
+        shown = "n/a" if ratio is None else f"{ratio:.3f}"
+        print(f"  median billed / best peer with >= SLO: {shown} over {f['scenarios_counted']} scenario(s) "
+              f"(target <= {TARGET_RATIO}): {verdict(ratio is not None and ratio <= TARGET_RATIO)}; "
+              f"no peer as good on: {', '.join(f['no_peer_as_good']) or 'none'}")  # fmt: skip
+        lb = f["median_vs_lower_bound"]
+        print(f"  median billed / lower bound: {lb:.2f} (target <= {TARGET_LB}): {verdict(lb <= TARGET_LB)}")
+        acts, peers = f["actions_per_hour"], f["peers_actions_per_hour"]
+        print(f"  scale actions per hour: {acts:.1f} vs dynamic peers' median {peers:.1f}: {verdict(acts <= peers)}")
+
+
+if __name__ == "__main__":
+    main()

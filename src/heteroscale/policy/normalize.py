@@ -55,9 +55,9 @@ class Stability:
     theta_out: float = THETA_OUT  # scale out if R = desired/current > 1 + theta_out
     theta_in: float = THETA_IN  # scale in if R < 1 − theta_in
     scale_out_cooldown_s: float = SCALE_OUT_COOLDOWN_S  # after a scale-out, before another scale-out
-    scale_in_cooldown_s: float = SCALE_IN_COOLDOWN_S  # after a scale-out (and a scale-in), before a scale-in
-    # [ours] after a scale-in, before the next one (None: scale_in_cooldown_s): a falling load steps down
-    # without waiting out the cooldown a scale-out earns, the stabilisation window still guards each step
+    scale_in_cooldown_s: float = SCALE_IN_COOLDOWN_S  # after a scale-out, before a scale-in
+    # [ours] after a scale-in, before the next one (None: scale_in_cooldown_s); a knob of its own, as
+    # shipped as long as the cooldown (why: policy/defaults.py)
     scale_in_step_s: float | None = SCALE_IN_STEP_S
     max_up_fraction: float = 1.0  # one step adds at most +100 % of current …
     max_down_fraction: float = 0.25  # … and removes at most 25 %

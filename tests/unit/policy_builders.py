@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from heteroscale.domain.decision import Step
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.observation import Observation, RoleSignals
 from heteroscale.domain.service import ServiceSpec, Slo
-from heteroscale.policy.context import PolicyContext, PolicyMemory, RoleCounts, ServiceCounts, Targets
+from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult, RoleCounts, ServiceCounts, Targets
 
 D_SHAPE = InstanceShape(Role.DECODE, "h100-sxm", 4)
 D_SHAPE_2 = InstanceShape(Role.DECODE, "h20", 8)
@@ -151,3 +152,15 @@ def ctx(
     }
     base.update(overrides)
     return PolicyContext(**base)
+
+
+def desired(result: PolicyResult) -> tuple[int, int]:
+    """A decision's desired (prefill, decode)."""
+    return result.decision.desired_prefill, result.decision.desired_decode
+
+
+def step(result: PolicyResult, name: str) -> Step:
+    """The decision's step called ``name`` (an assertion error naming the steps when there is none)."""
+    matches = [s for s in result.decision.steps if s.name == name]
+    assert matches, f"no step {name!r} in {[s.name for s in result.decision.steps]}"
+    return matches[0]

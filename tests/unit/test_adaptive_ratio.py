@@ -22,7 +22,7 @@ from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy
 from heteroscale.policy.ratio import AdaptiveRatio, adapt_ratio, current_ratio
 from heteroscale.policy.registry import make_policy
-from tests.unit.policy_builders import counts, ctx, observation, spec, targets
+from tests.unit.policy_builders import counts, ctx, desired, observation, spec, targets
 
 NOW = 10_000.0
 DECODE_TPS = 20_000.0  # D_need = 20
@@ -57,10 +57,6 @@ def policy(**overrides: Any) -> HeteroScalePolicy:
 
 def step_names(result: PolicyResult) -> tuple[str, ...]:
     return tuple(s.name for s in result.decision.steps)
-
-
-def desired(result: PolicyResult) -> tuple[int, int]:
-    return result.decision.desired_prefill, result.decision.desired_decode
 
 
 # --- adapt_ratio: one decision ------------------------------------------------------------------

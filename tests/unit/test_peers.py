@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.decision import Reason
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.errors import ConfigError
 from heteroscale.policy.arima import arima_forecast, differencing_order, kpss_statistic, predict_next
@@ -18,19 +18,9 @@ from heteroscale.policy.baselines import ApaPolicy, HpaPolicy, KthenaPolicy, kth
 from heteroscale.policy.context import PolicyResult
 from heteroscale.policy.dynamo import DynamoSlaPolicy
 from heteroscale.policy.registry import make_policy
-from tests.unit.policy_builders import counts, ctx, memory, observation, spec, targets
+from tests.unit.policy_builders import counts, ctx, desired, memory, observation, spec, step, targets
 
 NOW = 10_000.0
-
-
-def desired(result: PolicyResult) -> tuple[int, int]:
-    return result.decision.desired_prefill, result.decision.desired_decode
-
-
-def step(result: PolicyResult, name: str) -> Step:
-    matches = [s for s in result.decision.steps if s.name == name]
-    assert matches, f"no step {name!r} in {[s.name for s in result.decision.steps]}"
-    return matches[0]
 
 
 # --- Kubernetes HPA -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.decision import Reason
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.state import ScaleInMode
 from heteroscale.policy.ablations import IndependentTpsPolicy, PureLatencyPolicy
@@ -38,23 +38,15 @@ from tests.unit.policy_builders import (
     M_DECODE,
     counts,
     ctx,
+    desired,
     memory,
     observation,
     spec,
+    step,
     warmed,
 )
 
 NOW = 10_000.0
-
-
-def desired(result: PolicyResult) -> tuple[int, int]:
-    return result.decision.desired_prefill, result.decision.desired_decode
-
-
-def step(result: PolicyResult, name: str) -> Step:
-    matches = [s for s in result.decision.steps if s.name == name]
-    assert matches, f"no step {name!r} in {[s.name for s in result.decision.steps]}"
-    return matches[0]
 
 
 # --- hold on bad observations ----------------------------------------------------------------------

@@ -12,22 +12,12 @@ from typing import Any
 import pytest
 
 from heteroscale.controller.journal import restore_memory
-from heteroscale.domain.decision import Reason, Step
+from heteroscale.domain.decision import Reason
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy
-from tests.unit.policy_builders import counts, ctx, memory, observation, spec, warmed
+from tests.unit.policy_builders import counts, ctx, desired, memory, observation, spec, step, warmed
 
 NOW = 10_000.0
-
-
-def desired(result: PolicyResult) -> tuple[int, int]:
-    return result.decision.desired_prefill, result.decision.desired_decode
-
-
-def step(result: PolicyResult, name: str) -> Step:
-    matches = [s for s in result.decision.steps if s.name == name]
-    assert matches, f"no step {name!r} in {[s.name for s in result.decision.steps]}"
-    return matches[0]
 
 
 def censored_obs(**overrides: Any) -> Any:

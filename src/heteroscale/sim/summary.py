@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -60,6 +61,15 @@ class RunFacts:
     gating: GatingTally
     # per service, the peak load fraction of a fluid run (None: unknown); None at request fidelity
     load_fractions: dict[str, float | None] | None = None
+
+
+def _quantile_keys(ttft: Sequence[float | None], tbt: Sequence[float | None]) -> dict[str, float | None]:
+    """The summary's TTFT and TBT p50/p90/p99 keys from their (p50, p90, p99)."""
+    out: dict[str, float | None] = {}
+    for name, values in (("ttft", ttft), ("tbt", tbt)):
+        for q, value in zip((50, 90, 99), values, strict=True):
+            out[f"{name}_p{q}_s"] = _r(value)
+    return out
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -155,12 +165,7 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
                 "requests_failed_by_scale_in": s.failed_scale_in,
                 "requests_failed_by_cause": s.failed_by_cause(),
                 "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
-                "ttft_p50_s": _r(s_ttft[0]),
-                "ttft_p90_s": _r(s_ttft[1]),
-                "ttft_p99_s": _r(s_ttft[2]),
-                "tbt_p50_s": _r(s_tbt[0]),
-                "tbt_p90_s": _r(s_tbt[1]),
-                "tbt_p99_s": _r(s_tbt[2]),
+                **_quantile_keys(s_ttft, s_tbt),
                 "latency": s_latency,
                 "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},
             }
@@ -186,12 +191,7 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
         "requests_failed_by_scale_in": sum(s.failed_scale_in for s in stats),
         "requests_failed_by_cause": failed_by_cause,
         "requests_unfinished": total - completed - failed,
-        "ttft_p50_s": _r(ttft_q[0]),
-        "ttft_p90_s": _r(ttft_q[1]),
-        "ttft_p99_s": _r(ttft_q[2]),
-        "tbt_p50_s": _r(tbt_q[0]),
-        "tbt_p90_s": _r(tbt_q[1]),
-        "tbt_p99_s": _r(tbt_q[2]),
+        **_quantile_keys(ttft_q, tbt_q),
         "latency": latency,
         "slo_attainment": _r(_ratio(met, total)),
         "gpu_hours": _r(total_gpu_s / 3600.0),

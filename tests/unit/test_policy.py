@@ -377,6 +377,16 @@ def test_heteroscale_cooldowns(
     assert desired(result) == expected
 
 
+def test_a_shorter_scale_in_cooldown_also_shortens_the_wait_between_scale_ins() -> None:
+    # the step follows scale_in_cooldown_s unless it is set: a config that only shortens the cooldown
+    # (as the demo does) keeps meaning what it meant before the step had a knob of its own
+    policy = make_policy("heteroscale", {"scale_in_cooldown_s": 300})
+    context = ctx(memory=warmed(memory(last_scale_in_s=NOW - 400)), obs=observation(decode_tps=12_000.0))
+    result = policy.decide(context)
+    assert step(result, "cooldown").reason is Reason.COOLDOWN_CLEAR
+    assert desired(result) == (8, 15)
+
+
 def test_heteroscale_memory_stamps_actions() -> None:
     out = hetero(obs=observation(decode_tps=30_000.0))
     assert (out.memory.last_scale_out_s, out.memory.last_direction) == (NOW, 1)

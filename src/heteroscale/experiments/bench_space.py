@@ -43,7 +43,8 @@ _STABILITY: tuple[Knob, ...] = (
     ("scale_in_window_s", (0.0, 120.0, 300.0, 600.0)),
     ("max_down_fraction", (0.1, 0.25, 0.5)),
 )
-# per contender, its knobs and the values tried (each grid holds the shipped default)
+# per contender, its knobs and the values tried (each grid holds the shipped default; scale_in_step_s's
+# default follows scale_in_cooldown_s, whose shipped 600 s its grid holds)
 KNOBS: dict[str, tuple[Knob, ...]] = {
     "heteroscale": _STABILITY,
     "independent-tps": _STABILITY,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from heteroscale.domain.decision import Reason, Step
 from heteroscale.domain.hardware import Role
 from heteroscale.policy.context import PolicyContext
-from heteroscale.policy.defaults import SCALE_IN_COOLDOWN_S, SCALE_IN_STEP_S, SCALE_OUT_COOLDOWN_S
+from heteroscale.policy.defaults import SCALE_IN_COOLDOWN_S, SCALE_OUT_COOLDOWN_S
 from heteroscale.policy.normalize import PD, Stability, current_counts
 from heteroscale.policy.outcome import KILL, ScaleIn
 from heteroscale.policy.sizing import size_role_by_tps
@@ -72,7 +72,7 @@ class PureLatencyParams:
     in_factor: float = 0.5  # scale in while p90 < in_factor × threshold
     scale_out_cooldown_s: float = SCALE_OUT_COOLDOWN_S
     scale_in_cooldown_s: float = SCALE_IN_COOLDOWN_S
-    scale_in_step_s: float = SCALE_IN_STEP_S
+    scale_in_step_s: float | None = None  # None: scale_in_cooldown_s
     scale_in: ScaleIn = field(default_factory=lambda: KILL)
 
     def __post_init__(self) -> None:

@@ -10,8 +10,5 @@ THETA_OUT = 0.1  # scale out when desired ÷ current > 1 + THETA_OUT (hysteresis
 THETA_IN = 0.1  # scale in when desired ÷ current < 1 − THETA_IN
 SCALE_OUT_COOLDOWN_S = 180.0  # after a scale-out, before another scale-out
 SCALE_IN_COOLDOWN_S = 600.0  # after a scale-out, before a scale-in
-# after a scale-in, before the next: a full cooldown too (300 s saved 2-4 % of GPU-hours on the suite's
-# tune parts but cost 1.5 pt of SLO on `mix-shift`, whose code bursts come back within minutes)
-SCALE_IN_STEP_S = 600.0
 DRAIN_GRACE_S = 600.0  # a draining instance finishes its work within this, else it is killed
 KILL_GRACE_S = 30.0  # Kubernetes' default termination grace: peers kill, in-flight requests fail after it

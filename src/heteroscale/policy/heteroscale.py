@@ -168,7 +168,7 @@ class HeteroScalePolicy(ShapedPolicy):
         opening = tuple(
             Step(s.name, raw.prefill, raw.decode, s.reason, s.detail) if s.name == "demand" else s for s in opening
         )
-        urgent = demand is not None and demand.censored and demand.short
+        urgent = demand is not None and demand.short  # short is only ever set on a censored signal
         return Raw(
             raw, reason, detail, steps=opening, memory=ctx.memory, ratio=follow, pd_ratio=ratio, driver=driver,
             urgent=urgent,

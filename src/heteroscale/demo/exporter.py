@@ -138,48 +138,24 @@ def render(pods: Sequence[PodMetrics], speedup: float) -> str:
     prefill = [p for p in pods if p.role == "prefill"]
     decode = [p for p in pods if p.role == "decode"]
     v = "vllm:"
-    family(
-        v + NAMES.prompt_tokens,
-        "counter",
-        "Prompt tokens processed.",
-        [f"{v}{NAMES.prompt_tokens}{_labels(p)} {_num(p.prompt_tokens * per)}" for p in prefill],
+    # (metric name, kind, help, the pods that export it, the value of one pod); counters scaled by ``per``
+    engine: tuple[tuple[str, str, str, Sequence[PodMetrics], Callable[[PodMetrics], float]], ...] = (
+        (NAMES.prompt_tokens, "counter", "Prompt tokens processed.", prefill, lambda p: p.prompt_tokens * per),
+        (
+            NAMES.cached_prompt_tokens,
+            "counter",
+            "Prompt tokens served from the prefix cache.",
+            prefill,
+            lambda p: p.cached_tokens * per,
+        ),
+        (NAMES.generation_tokens, "counter", "Generated tokens.", decode, lambda p: p.generated_tokens * per),
+        (NAMES.requests, "counter", "Finished requests.", decode, lambda p: p.requests.finished * per),
+        (NAMES.running, "gauge", "Requests in the running batch.", pods, lambda p: p.running),
+        (NAMES.waiting, "gauge", "Requests waiting.", pods, lambda p: p.waiting),
+        (NAMES.kv_usage[0], "gauge", "KV-cache usage (1 = full).", pods, lambda p: p.kv_usage),
     )
-    family(
-        v + NAMES.cached_prompt_tokens,
-        "counter",
-        "Prompt tokens served from the prefix cache.",
-        [f"{v}{NAMES.cached_prompt_tokens}{_labels(p)} {_num(p.cached_tokens * per)}" for p in prefill],
-    )
-    family(
-        v + NAMES.generation_tokens,
-        "counter",
-        "Generated tokens.",
-        [f"{v}{NAMES.generation_tokens}{_labels(p)} {_num(p.generated_tokens * per)}" for p in decode],
-    )
-    family(
-        v + NAMES.requests,
-        "counter",
-        "Finished requests.",
-        [f"{v}{NAMES.requests}{_labels(p)} {_num(p.requests.finished * per)}" for p in decode],
-    )
-    family(
-        v + NAMES.running,
-        "gauge",
-        "Requests in the running batch.",
-        [f"{v}{NAMES.running}{_labels(p)} {_num(p.running)}" for p in pods],
-    )
-    family(
-        v + NAMES.waiting,
-        "gauge",
-        "Requests waiting.",
-        [f"{v}{NAMES.waiting}{_labels(p)} {_num(p.waiting)}" for p in pods],
-    )
-    family(
-        v + NAMES.kv_usage[0],
-        "gauge",
-        "KV-cache usage (1 = full).",
-        [f"{v}{NAMES.kv_usage[0]}{_labels(p)} {_num(p.kv_usage)}" for p in pods],
-    )
+    for name, kind, help_text, exporting, value in engine:
+        family(v + name, kind, help_text, [f"{v}{name}{_labels(p)} {_num(value(p))}" for p in exporting])
     _histogram(out, v + NAMES.ttft_histogram[0], "Time to first token.", [(p, p.requests.ttft) for p in prefill], per)
     _histogram(
         out, v + NAMES.tbt_histogram[0], "Time between output tokens.", [(p, p.requests.tbt) for p in decode], per

@@ -10,6 +10,7 @@ it on the same port and data directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,14 @@ from heteroscale.demo.prometheus import PrometheusProcess, free_port, prometheus
 __all__ = ["PrometheusServer", "free_port", "prometheus_binary", "wait_until"]
 
 
-def wait_until(predicate: object, timeout_s: float, interval_s: float = 0.1) -> bool:
+def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.1) -> bool:
     """Poll ``predicate()`` until true or ``timeout_s`` passes; bounded in count and time."""
+    if not callable(predicate):  # a value passed by mistake would otherwise just time out
+        raise TypeError(f"wait_until needs a callable, got {predicate!r}")
     clock = WallClock()
     deadline = clock.monotonic_s() + timeout_s
     for _ in range(int(timeout_s / interval_s) + 2):
-        if callable(predicate) and predicate():
+        if predicate():
             return True
         if clock.monotonic_s() >= deadline:
             return False

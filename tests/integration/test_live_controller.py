@@ -93,8 +93,8 @@ def test_prometheus_stopped_mid_run_holds_with_a_reason_and_recovers(
     process = start_controller(config, "--duration-s", "90", log_path=log)
     try:
         assert wait_until(lambda: counts(kube) == (3, 3), 40.0, 0.5), counts(kube)
+        prometheus.stop()  # before the load drops: no cycle can see the low load before the outage
         exporter.set_load("chat", decode_tps=800.0, prefill_tps=2000.0)  # would scale in, were it observed
-        prometheus.stop()
         CLOCK.sleep_s(4.0)
         assert counts(kube) == (3, 3)  # never scales in on missing metrics
         prometheus.start()

@@ -11,6 +11,7 @@ import pytest
 
 from heteroscale.clock import WallClock
 from heteroscale.domain.hardware import Role
+from heteroscale.domain.observation import Observation
 from heteroscale.errors import MetricsUnavailable
 from heteroscale.metrics.prometheus import PrometheusSource
 from heteroscale.metrics.promql import Engine, MetricMapping, Queries, Spelling
@@ -187,8 +188,15 @@ def test_nan_values_become_none_with_a_note(tmp_path: Path) -> None:
     stack = Stack(tmp_path, "colon")
     try:
         stack.exporter.nan = True
-        CLOCK.sleep_s(2.5)
-        obs = _source(stack.prometheus.url).observe("chat", CLOCK.now_s(), 2.0)
+        source = _source(stack.prometheus.url)
+        seen: list[Observation] = []
+
+        def nan_scraped() -> bool:  # Prometheus scrapes on its own schedule: wait for it, bounded
+            seen.append(source.observe("chat", CLOCK.now_s(), 2.0))
+            return any("not a finite number" in m for m in seen[-1].missing)
+
+        assert wait_until(nan_scraped, 20.0, 0.5), seen[-1].missing
+        obs = seen[-1]
         assert obs.decode.kv_usage is None and obs.decode.gpu_util is None
         assert obs.decode.tps is None  # a NaN counter makes the rate NaN: a partial observation
         assert any("not a finite number" in m for m in obs.missing), obs.missing

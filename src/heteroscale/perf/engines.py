@@ -23,8 +23,9 @@ engine, so each fitted profile is fitted on its own source; the scorecard
   (3.5 % / 12.6 %). It is not on yet: the mirror's ≥ 4k-token prompts then cost what SplitwiseSim's
   own table says (7,437 tokens on H100 678 ms, there 748, without it 410), and in case B's burst our
   mixed pool lends two such prompts to the single A100, each stalling its decode batch ≈ 1.3 s, so B
-  fails (TBT p99 167 ms) where SplitwiseSim passes: its mixed pool sends overflow prompts to the H100
-  it moved there when it lent decodes at arrival, which ours does not model.
+  fails (TBT p99 167 ms) where SplitwiseSim, lending one prompt, passes. Likely why: it lends decodes
+  at arrival (on reserved memory), which moves an H100 into its mixed pool, where later overflow
+  prompts go; ours lends decodes after prefill and does not model that. Not verified against its code.
 * ``gpu-kernels`` — ``h200_kernel_times.csv``: generic PyTorch kernels (cuBLAS GEMMs, SDPA) on one
   H200 in CUDA graphs, kernel time only (host terms fixed at 0). An engine's fused kernels are at
   least this fast.

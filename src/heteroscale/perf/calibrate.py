@@ -9,7 +9,9 @@ a handful of parameters:
   GEMMs reach, the fraction attention math reaches, and the fraction of peak memory bandwidth reached
   when streaming weights and KV cache; ``comm_bw_eff`` (fraction of the per-direction link bandwidth
   reached by ring all-reduces — what the engine's all-reduces reach, so the fitted engine profiles
-  fit it; the prior 0.7 is NCCL on NVLink with large messages);
+  fit it; the prior 0.7 is NCCL on NVLink with large messages) and ``large_message_comm_bw_eff``,
+  the fraction an all-reduce message of at least ``large_message_bytes`` reaches (``None``: the
+  same, no knee — every shipped profile; see "Why a large-message efficiency" below);
 * engine — ``allreduce_hop_latency_s`` (one ring hop) and ``allreduce_call_latency_s`` (one
   all-reduce call: launch and synchronisation, whatever the ring length),
   ``prefill_step_overhead_s`` / ``decode_step_overhead_s`` (host time per step: scheduling, input
@@ -39,6 +41,18 @@ batch 1 is ≈8–10 ms above weight streaming (at 80–90 % of the HBM bandwidt
 at every TP from 2 to 8, for OPT-13B (40 layers) and OPT-66B (64 layers) alike: a fixed cost per
 step at TP > 1, not per layer or per ring hop. Fitted, it is ≈7.6 ms per step; on DistServe's own engine it fits to 0.
 
+Why a large-message efficiency: the 2023 engine Splitwise measured costs 20–45 % more per prefill
+token once a step carries ≥ 4,096 tokens, at TP4/TP8 (llama2-70b) and TP8 (bloom-176b), about
+constant per token above that point; whether 4,096 tokens come as one prompt or as 8 × 512 does not
+matter (so it is not attention), and the excess grows with TP (so it is not the GEMMs). All-reduce
+messages of a step are ``tokens · hidden · 2`` bytes: 58.7 MB (bloom, 2,048 tokens) runs at the
+small-message speed and 67.1 MB (llama2-70b, 4,096 tokens) does not, which is where NCCL changes its
+algorithm/protocol regime. Fitted with the rest of the profile's terms on those rows, the large
+messages reach 18 % of the link against the 70 % prior of the small ones, and every configuration's
+rows imply 15–19 % (A100: 10–19 %). The rows cannot tell a byte threshold from a token one (both
+models switch between 2,048 and 4,096 tokens); the byte one is the mechanism. ``measured-2023`` does
+not fit it yet (:mod:`heteroscale.perf.engines` says why), so no shipped profile has a knee.
+
 Why the per-layer decode term scales with memory bandwidth: the measured decode step at batch 1 is
 nearly flat from TP4 to TP8 (so it is not weight streaming) yet A100 is ≈1.5x slower than H100 at
 every TP (so it is not a fixed host time either). A per-layer latency proportional to
@@ -49,6 +63,12 @@ and, as a side effect, leaves a plausible ≈0.9 weight-streaming efficiency.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+LARGE_MESSAGE_BYTES = 64e6
+"""Where an all-reduce message (a step's tokens × hidden size × 2 bytes) turns large: the Splitwise
+rows show 58.7 MB messages at the small-message speed (bloom-176b, 2,048 tokens) and 67.1 MB ones
+slow (llama2-70b, 4,096 tokens), and no row lies between, so any threshold in (58.7, 67.1] MB fits
+them alike; not fitted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +114,19 @@ class Calibration:
     prefill_layer_latency_bytes: float = 0.0  # per-layer cost of a prefill step, as for decode
     sku_efficiencies: tuple[SkuEfficiency, ...] = ()  # per-SKU overrides of the three efficiencies
     worker_dispatch_overhead_s: float = 0.0  # host time per step handed to TP worker processes (TP > 1)
+    large_message_comm_bw_eff: float | None = None  # all-reduces of >= large_message_bytes; None: comm_bw_eff
+    large_message_bytes: float = LARGE_MESSAGE_BYTES
 
     def __post_init__(self) -> None:
         for name in ("prefill_compute_eff", "decode_bw_eff", "comm_bw_eff"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"Calibration.{name} must be in (0, 1], got {value}")
+        large = self.large_message_comm_bw_eff
+        if large is not None and not 0.0 < large <= 1.0:
+            raise ValueError(f"Calibration.large_message_comm_bw_eff must be in (0, 1], got {large}")
+        if not self.large_message_bytes > 0.0:
+            raise ValueError(f"Calibration.large_message_bytes must be > 0, got {self.large_message_bytes}")
         if self.attention_eff is not None and not 0.0 < self.attention_eff <= 1.0:
             raise ValueError(f"Calibration.attention_eff must be in (0, 1], got {self.attention_eff}")
         for name in ENGINE_TERMS:
@@ -135,6 +162,12 @@ class Calibration:
             decode_seq_overhead_s=1e-5,
             label="default-2025-engine-priors",
         )
+
+    @property
+    def large_comm_bw_eff(self) -> float:
+        """Link efficiency of an all-reduce message of at least ``large_message_bytes``."""
+        large = self.large_message_comm_bw_eff
+        return self.comm_bw_eff if large is None else large
 
     def with_engine_of(self, other: Calibration) -> Calibration:
         """These physics (efficiencies, occupancies) with ``other``'s engine overheads and latency."""

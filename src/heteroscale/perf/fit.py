@@ -16,7 +16,11 @@ TP4/8 — should not drag every other row). ``kernel_only`` rows (GPU kernel tim
 overhead columns. ``comm_bw_eff`` is fitted only where the spec asks (``fit_comm_bw``, the engine
 profiles but for ``measured-2023``, see :mod:`heteroscale.perf.engines`); the pooled fit keeps the
 prior: there it trades off against the other terms (it lands at ≈0.27 link efficiency with ≈0.98
-bandwidth efficiency, absorbing the 2023 engine's prefill step beyond ≈4k tokens). A spec with
+bandwidth efficiency, absorbing the 2023 engine's prefill step beyond ≈4k tokens).
+``large_message_comm_bw_eff`` (all-reduce messages of at least ``base.large_message_bytes``; the
+rows' link time is split at that size) is fitted only where the spec asks
+(``fit_large_message_comm``), with a prior at the small-message efficiency (no knee); elsewhere large
+messages keep the base's value, the small-message one unless the base sets its own. A spec with
 ``prior_weight > 0`` adds a weak Gaussian prior centred on its base values (:func:`_prior_rows`),
 which settles the directions the rows cannot (e.g. per-layer against per-step latency when every row
 has one layer count); ``max_hbm_eff`` caps the bandwidth efficiency at what a memory system can
@@ -93,6 +97,7 @@ class FitSpec:
     prior_weight: float = 0.0  # weak priors at ``base`` (see _prior_rows); 0 = none
     max_hbm_eff: float = 1.0  # ceiling of the memory-bandwidth efficiency
     fit_comm_bw: bool = False  # fit ``comm_bw_eff`` (the engine's all-reduce bandwidth); else keep ``base``'s
+    fit_large_message_comm: bool = False  # fit ``large_message_comm_bw_eff``; else keep ``base``'s
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.fitted_terms if name not in ENGINE_TERMS]
@@ -141,15 +146,19 @@ class _Design:
     memory: npt.NDArray[np.float64]  # weight streaming, when memory-bound
     bw_always: npt.NDArray[np.float64]  # KV streaming in both regimes (decode)
     terms: dict[str, npt.NDArray[np.float64]]  # coefficient of each engine term
-    comm: npt.NDArray[np.float64]  # link time at full bandwidth (divided by comm_bw_eff)
+    comm: npt.NDArray[np.float64]  # link time at full bandwidth of small all-reduce messages (÷ comm_bw_eff)
+    comm_large: npt.NDArray[np.float64]  # the same of large messages (÷ the large-message efficiency)
     group: npt.NDArray[np.int64]  # index of the row's efficiency group
     time_s: npt.NDArray[np.float64]
 
 
-def _design(rows: Sequence[ProfileRow], terms: Sequence[RooflineTerms], groups: Sequence[str]) -> _Design:
-    """``groups``: the SKU ids of a per-SKU fit (in parameter order), or ``[]`` for a pooled one."""
+def _design(
+    rows: Sequence[ProfileRow], terms: Sequence[RooflineTerms], groups: Sequence[str], large_message_bytes: float
+) -> _Design:
+    """``groups``: the SKU ids of a per-SKU fit (in parameter order), or ``[]`` for a pooled one; a
+    row's all-reduces are large when its step's message reaches ``large_message_bytes``."""
     n = len(rows)
-    gemm, attn, memory, bw_always, comm, time_s = (np.zeros(n) for _ in range(6))
+    gemm, attn, memory, bw_always, comm, comm_large, time_s = (np.zeros(n) for _ in range(7))
     columns = {name: np.zeros(n) for name in ENGINE_TERMS}
     group = np.zeros(n, dtype=np.int64)
     index = {g: i for i, g in enumerate(groups)}
@@ -166,33 +175,36 @@ def _design(rows: Sequence[ProfileRow], terms: Sequence[RooflineTerms], groups: 
             columns["prefill_layer_latency_bytes"][i] = t.layer_latency_s_per_byte * 1e9
             gemm[i] = row.new_tokens * t.prefill_compute_s_per_token
             attn[i] = (row.attn_units + row.prefix_units) * t.attn_compute_s_per_unit
-            comm[i] = row.new_tokens * t.allreduce_s_per_token
+            step_tokens = row.new_tokens
         else:
             columns["decode_step_overhead_s"][i] = host
             columns["decode_seq_overhead_s"][i] = host * row.batch
             columns["decode_layer_latency_bytes"][i] = t.layer_latency_s_per_byte * 1e9
             gemm[i] = row.batch * t.decode_compute_s_per_seq
             bw_always[i] = row.context_tokens * t.kv_read_s_per_token
-            comm[i] = row.batch * t.allreduce_s_per_token
-    return _Design(gemm, attn, memory, bw_always, columns, comm, group, time_s)
+            step_tokens = row.batch
+        large = step_tokens * t.allreduce_message_bytes_per_token >= large_message_bytes
+        (comm_large if large else comm)[i] = step_tokens * t.allreduce_s_per_token
+    return _Design(gemm, attn, memory, bw_always, columns, comm, comm_large, group, time_s)
 
 
 @dataclass(frozen=True, slots=True)
 class _Layout:
     """Parameter vector layout: per group ``1/compute, 1/hbm``, then the fitted engine terms, then
-    per group ``1/attention`` when attention is separate, then ``1/comm_bw_eff`` when it is fitted
-    (this order keeps the pooled fit's solve identical to the historical 7-parameter one)."""
+    per group ``1/attention`` when attention is separate, then ``1/comm_bw_eff`` and
+    ``1/large_message_comm_bw_eff`` when they are fitted (this order keeps the pooled fit's solve
+    identical to the historical 7-parameter one)."""
 
     n_groups: int
     fitted_terms: tuple[str, ...]
     separate_attention: bool
     max_hbm_eff: float = 1.0
     fit_comm: bool = False
+    fit_comm_large: bool = False
 
     @property
     def size(self) -> int:
-        attention = self.n_groups if self.separate_attention else 0
-        return 2 * self.n_groups + len(self.fitted_terms) + attention + (1 if self.fit_comm else 0)
+        return self.comm + (1 if self.fit_comm else 0) + (1 if self.fit_comm_large else 0)
 
     def compute(self, g: int) -> int:
         return 2 * g
@@ -210,8 +222,14 @@ class _Layout:
 
     @property
     def comm(self) -> int:
-        """Index of ``1/comm_bw_eff`` (the last parameter; only when ``fit_comm``)."""
-        return self.size - 1
+        """Index of ``1/comm_bw_eff`` (only when ``fit_comm``)."""
+        attention = self.n_groups if self.separate_attention else 0
+        return 2 * self.n_groups + len(self.fitted_terms) + attention
+
+    @property
+    def comm_large(self) -> int:
+        """Index of ``1/large_message_comm_bw_eff`` (the last parameter; only when ``fit_comm_large``)."""
+        return self.comm + (1 if self.fit_comm else 0)
 
     def bounds(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         lower = np.full(self.size, _INV_BOUNDS[0])
@@ -247,7 +265,10 @@ def _matrix(
         if layout.separate_attention:
             matrix[:, layout.attention(k)] = np.where(mine & compute_bound, design.attn, 0.0)
     if layout.fit_comm:
-        matrix[:, layout.comm] = design.comm
+        tied = not layout.fit_comm_large and base.large_message_comm_bw_eff is None
+        matrix[:, layout.comm] = design.comm + design.comm_large if tied else design.comm
+    if layout.fit_comm_large:
+        matrix[:, layout.comm_large] = design.comm_large
     offset = np.zeros(design.time_s.size)
     for name in ENGINE_TERMS:
         if name in layout.fitted_terms:
@@ -300,6 +321,8 @@ def _start(layout: _Layout, base: Calibration) -> npt.NDArray[np.float64]:
         params[layout.term(name)] = getattr(base, name) / (1e9 if name in _GB_TERMS else 1.0)
     if layout.fit_comm:
         params[layout.comm] = 1.0 / base.comm_bw_eff
+    if layout.fit_comm_large:
+        params[layout.comm_large] = 1.0 / base.large_comm_bw_eff  # the prior: no knee
     return params
 
 
@@ -324,8 +347,7 @@ def _solve(design: _Design, layout: _Layout, spec: FitSpec) -> npt.NDArray[np.fl
     params = _start(layout, base)
     bounds = layout.bounds()
     scale = 1.0 / design.time_s
-    # a fitted all-reduce bandwidth is a column of the matrix; a fixed one is part of the offset
-    comm = np.zeros_like(design.comm) if layout.fit_comm else design.comm / base.comm_bw_eff
+    comm = _fixed_comm_s(design, layout, base)
     weights = np.ones_like(design.time_s)
     prior_matrix, prior_target = _prior_rows(layout, params)
     for round_index in range(_LSQ_ROUNDS + _IRLS_ROUNDS):
@@ -348,6 +370,17 @@ def _solve(design: _Design, layout: _Layout, spec: FitSpec) -> npt.NDArray[np.fl
         else:
             params = _bounded_weighted_lstsq(matrix, target, weights, params, bounds)
     return params
+
+
+def _fixed_comm_s(design: _Design, layout: _Layout, base: Calibration) -> npt.NDArray[np.float64]:
+    """Link time of the all-reduces whose efficiency is not fitted (a fitted one is a column of the
+    matrix); large messages go with the small ones unless the efficiency of either is set apart."""
+    tied = not layout.fit_comm_large and base.large_message_comm_bw_eff is None
+    if tied:
+        return np.zeros_like(design.comm) if layout.fit_comm else (design.comm + design.comm_large) / base.comm_bw_eff
+    small = np.zeros_like(design.comm) if layout.fit_comm else design.comm / base.comm_bw_eff
+    large = np.zeros_like(design.comm) if layout.fit_comm_large else design.comm_large / base.large_comm_bw_eff
+    return small + large
 
 
 def _terms(
@@ -378,9 +411,14 @@ def fit_engine(
         raise ValueError(f"fit {spec.label!r}: no rows to fit")
     groups = sorted({row.sku_id for row in rows}) if spec.per_sku else []
     layout = _Layout(
-        max(1, len(groups)), spec.fitted_terms, spec.separate_attention, spec.max_hbm_eff, spec.fit_comm_bw
+        max(1, len(groups)),
+        spec.fitted_terms,
+        spec.separate_attention,
+        spec.max_hbm_eff,
+        spec.fit_comm_bw,
+        spec.fit_large_message_comm,
     )
-    design = _design(rows, _terms(rows, models, skus), groups)
+    design = _design(rows, _terms(rows, models, skus), groups, spec.base.large_message_bytes)
     params = _solve(design, layout, spec)
     counts = np.bincount(design.group, minlength=layout.n_groups).astype(float)
 
@@ -421,6 +459,10 @@ def fit_engine(
         allreduce_call_latency_s=engine.get("allreduce_call_latency_s", base.allreduce_call_latency_s),
         worker_dispatch_overhead_s=engine.get("worker_dispatch_overhead_s", base.worker_dispatch_overhead_s),
         sku_efficiencies=per_sku,
+        large_message_comm_bw_eff=(
+            float(1.0 / params[layout.comm_large]) if layout.fit_comm_large else base.large_message_comm_bw_eff
+        ),
+        large_message_bytes=base.large_message_bytes,
     )
 
 

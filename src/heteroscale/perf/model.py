@@ -8,13 +8,18 @@ Prefill kernel time of one batch (``n`` new tokens, ``a`` attention units, ``p``
 see :mod:`heteroscale.perf.roofline` for the pair count)::
 
     hops·hop_latency + layers·prefill_layer_latency + max(n·c_tok + (a + p)·c_attn, weight_read)
-        + n·comm_tok
+        + n·comm_tok(n)
 
 — GEMMs at the SKU's compute efficiency and attention at its attention efficiency
 (:meth:`Calibration.efficiency`), but never faster than streaming the weights once (a tiny chunk is
 memory-bound); all-reduces are not overlapped with compute (as in vLLM / SGLang tensor
-parallelism). Wall time adds the per-step host overhead, plus the calibration's worker dispatch
-overhead when ``tp > 1`` (handing the step to the worker processes; host time in both phases).
+parallelism). ``comm_tok(n)`` is the link time per token at the calibration's link efficiency, or at
+its large-message efficiency once the step's all-reduce message (``n·h·2`` bytes) reaches
+``large_message_bytes``: the whole message runs slower, not only its bytes past the threshold (the
+same for a decode step of ``b`` sequences). Without a large-message efficiency both are the same
+number, so the branch changes nothing. Wall time adds the per-step host overhead, plus the
+calibration's worker dispatch overhead when ``tp > 1`` (handing the step to the worker processes;
+host time in both phases).
 
 Decode step time (``b`` sequences, ``ctx`` total context tokens)::
 
@@ -72,9 +77,12 @@ class InstancePerf:
     prefill_s_per_token: float  # GEMM compute per new token
     prefill_s_per_attn_unit: float  # attention compute per attention unit
     prefill_comm_s_per_token: float  # all-reduce bandwidth per new token
+    prefill_comm_large_s_per_token: float  # the same in a step of at least large_message_tokens
+    large_message_tokens: float  # step tokens from which an all-reduce message is large
     weight_read_s: float  # streaming the weights once at the calibrated bandwidth
     decode_gemm_s_per_seq: float
     decode_comm_s_per_seq: float
+    decode_comm_large_s_per_seq: float
     decode_s_per_context_token: float
     prefill_flops_per_token: float
     attn_flops_per_unit: float
@@ -88,7 +96,9 @@ class InstancePerf:
         floor = self.weight_read_s
         compute = floor if compute < floor else compute  # roofline max, without a call
         latency = self.allreduce_latency_s + self.prefill_layer_latency_s
-        return latency + compute + new_tokens * self.prefill_comm_s_per_token
+        large = new_tokens >= self.large_message_tokens
+        comm = self.prefill_comm_large_s_per_token if large else self.prefill_comm_s_per_token
+        return latency + compute + new_tokens * comm
 
     def prefill_time_s(self, new_tokens: int, attn_units: float, prefix_units: float = 0.0) -> float:
         """Wall time of one prefill batch: ``new_tokens`` = Σ uncached prompt tokens,
@@ -103,9 +113,10 @@ class InstancePerf:
         floor = self.weight_read_s
         gemm = batch * self.decode_gemm_s_per_seq
         gemm = floor if gemm < floor else gemm
+        comm = self.decode_comm_large_s_per_seq if batch >= self.large_message_tokens else self.decode_comm_s_per_seq
         return (
             self.decode_host_overhead_s
-            + batch * (self.decode_host_overhead_per_seq_s + self.decode_comm_s_per_seq)
+            + batch * (self.decode_host_overhead_per_seq_s + comm)
             + self.allreduce_latency_s
             + self.decode_layer_latency_s
             + gemm
@@ -177,9 +188,12 @@ def build_instance_perf(
         prefill_s_per_token=terms.prefill_compute_s_per_token / eff.compute,
         prefill_s_per_attn_unit=terms.attn_compute_s_per_unit / eff.attention,
         prefill_comm_s_per_token=terms.allreduce_s_per_token / cal.comm_bw_eff,
+        prefill_comm_large_s_per_token=terms.allreduce_s_per_token / cal.large_comm_bw_eff,
+        large_message_tokens=cal.large_message_bytes / terms.allreduce_message_bytes_per_token,
         weight_read_s=terms.weight_read_s / eff.hbm,
         decode_gemm_s_per_seq=terms.decode_compute_s_per_seq / eff.compute,
         decode_comm_s_per_seq=terms.allreduce_s_per_token / cal.comm_bw_eff,
+        decode_comm_large_s_per_seq=terms.allreduce_s_per_token / cal.large_comm_bw_eff,
         decode_s_per_context_token=terms.kv_read_s_per_token / eff.hbm,
         prefill_flops_per_token=terms.prefill_flops_per_token,
         attn_flops_per_unit=terms.attn_flops_per_unit,

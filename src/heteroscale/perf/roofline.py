@@ -26,7 +26,9 @@ Counting rules (dense decoder-only transformer, grouped-query or multi-head atte
   when ``tp > kv_heads``). Each layer does two all-reduces of the activations (``tokens·h`` BF16
   values); a ring all-reduce moves ``2·(tp-1)/tp`` of the message per GPU over the per-direction
   link bandwidth and takes ``2·(tp-1)`` latency-bound hops, plus a fixed cost per call (launch and
-  synchronisation) that the calibration may charge. PCIe parts (32 GB/s) pay ~10x NVLink.
+  synchronisation) that the calibration may charge. PCIe parts (32 GB/s) pay ~10x NVLink. One
+  all-reduce's message is ``step tokens·h·2`` bytes (``allreduce_message_bytes_per_token`` a token);
+  the calibration may give messages above a size their own link efficiency.
 * ``layer_latency_s_per_byte = layers / one GPU's peak bandwidth`` lets the calibration express a
   fixed per-layer cost of a step (the chain of small, latency-bound kernels of one layer) in bytes,
   so that it scales with the SKU's memory system and does not shrink with TP (every GPU runs every
@@ -112,6 +114,7 @@ class RooflineTerms:
     allreduce_hops_per_step: float  # 2·L all-reduces × 2·(tp−1) ring hops (0 for tp = 1)
     allreduce_calls_per_step: float  # 2·L all-reduce calls (0 for tp = 1)
     allreduce_s_per_token: float  # link time of one token's activations in all all-reduces
+    allreduce_message_bytes_per_token: float  # one all-reduce's message grows by h · 2 bytes a token
     layer_latency_s_per_byte: float  # layers / one GPU's peak bandwidth (scales a per-layer floor)
     worker_dispatches_per_step: float  # 1 when a step goes out to other worker processes (tp > 1), else 0
     weight_bytes: float
@@ -172,6 +175,7 @@ def roofline_terms(model: ModelSpec, sku: GpuSku, tp: int, activation_reserve: f
         allreduce_hops_per_step=allreduce_hops,
         allreduce_calls_per_step=allreduces,
         allreduce_s_per_token=allreduce_s_per_token,
+        allreduce_message_bytes_per_token=model.hidden_size * ACTIVATION_BYTES,
         layer_latency_s_per_byte=model.layers / (sku.mem_bw_tbps * 1e12),
         worker_dispatches_per_step=1.0 if tp > 1 else 0.0,
         weight_bytes=model.weight_bytes,

@@ -56,6 +56,7 @@ class RequestCosts:
 def _prefill_s(perf: InstancePerf, new: np.ndarray, attn: np.ndarray, max_tokens: int) -> np.ndarray:
     tokens_per_batch = float(max(max_tokens, int(new.max()) if len(new) else 1, 1))
     fixed_per_token = (perf.prefill_host_overhead_s + perf.allreduce_latency_s) / tokens_per_batch
+    # the small-message link rate even for batches past a large-message knee: the least, so still a bound
     per_token = fixed_per_token + perf.prefill_s_per_token + perf.prefill_comm_s_per_token
     return new * per_token + attn * perf.prefill_s_per_attn_unit
 

@@ -17,15 +17,10 @@ from heteroscale.clock import WallClock
 from heteroscale.config.actuation import build_targets
 from heteroscale.config.build import budget_from_config
 from heteroscale.config.catalog import calibration_for, load_catalog
-from heteroscale.config.controller import (
-    ControllerConfig,
-    WorkloadConfig,
-    build_service,
-    prometheus_credentials,
-    relative_path,
-)
+from heteroscale.config.controller import ControllerConfig, build_service, prometheus_credentials, relative_path
 from heteroscale.config.loader import load_scenario, write_resolved_config
 from heteroscale.config.source import Document, Loc
+from heteroscale.config.workload import WorkloadConfig
 from heteroscale.controller.http import ControllerMetrics
 from heteroscale.controller.journal import JournalSettings, open_journal
 from heteroscale.controller.leader import KubeLeaseStore, LeaseElector, LeaseSettings, default_identity

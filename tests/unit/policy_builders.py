@@ -25,6 +25,7 @@ P_SHAPE = InstanceShape(Role.PREFILL, "h100-sxm", 4)
 M_DECODE = 1000.0  # decode tok/s target per H100 instance
 M_DECODE_2 = 500.0  # … per H20 instance
 M_PREFILL = 10_000.0
+NOW = 10_000.0  # the time of every context these builders make, unless given
 
 
 def spec(**overrides: Any) -> ServiceSpec:
@@ -136,7 +137,7 @@ _UNSET: Any = object()
 
 def ctx(
     *,
-    now_s: float = 10_000.0,
+    now_s: float = NOW,
     obs: Observation | None = _UNSET,
     error: str | None = None,
     **overrides: Any,

@@ -22,9 +22,8 @@ from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy
 from heteroscale.policy.ratio import AdaptiveRatio, adapt_ratio, current_ratio
 from heteroscale.policy.registry import make_policy
-from tests.unit.policy_builders import counts, ctx, desired, observation, spec, targets
+from tests.unit.policy_builders import NOW, counts, ctx, desired, observation, spec, targets
 
-NOW = 10_000.0
 DECODE_TPS = 20_000.0  # D_need = 20
 
 

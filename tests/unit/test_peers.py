@@ -18,10 +18,7 @@ from heteroscale.policy.baselines import ApaPolicy, HpaPolicy, KthenaPolicy, kth
 from heteroscale.policy.context import PolicyResult
 from heteroscale.policy.dynamo import DynamoSlaPolicy
 from heteroscale.policy.registry import make_policy
-from tests.unit.policy_builders import counts, ctx, desired, memory, observation, spec, step, targets
-
-NOW = 10_000.0
-
+from tests.unit.policy_builders import NOW, counts, ctx, desired, memory, observation, spec, step, targets
 
 # --- Kubernetes HPA -----------------------------------------------------------------------------
 

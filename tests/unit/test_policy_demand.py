@@ -15,9 +15,7 @@ from heteroscale.controller.journal import restore_memory
 from heteroscale.domain.decision import Reason
 from heteroscale.policy.context import PolicyContext, PolicyMemory, PolicyResult
 from heteroscale.policy.heteroscale import HeteroScaleParams, HeteroScalePolicy
-from tests.unit.policy_builders import counts, ctx, desired, memory, observation, spec, step, warmed
-
-NOW = 10_000.0
+from tests.unit.policy_builders import NOW, counts, ctx, desired, memory, observation, spec, step, warmed
 
 
 def censored_obs(**overrides: Any) -> Any:

@@ -12,9 +12,8 @@ from heteroscale.policy.outcome import KILL
 from heteroscale.policy.registry import POLICY_NAMES, make_policy
 from heteroscale.policy.stages import Bounds, Cooldown, Damping, Hysteresis, Interval, Stabilise
 from heteroscale.policy.wrapper import Raw, Seen, ShapedPolicy, Shaping
-from tests.unit.policy_builders import counts, ctx, memory, observation, spec
+from tests.unit.policy_builders import NOW, counts, ctx, memory, observation, spec
 
-NOW = 10_000.0
 STEP_NAMES = {
     "Stabilise": "stabilisation",
     "Hysteresis": "hysteresis",

@@ -38,8 +38,8 @@ from heteroscale.policy.normalize import hold_on_bad_observation, read_signal
 from heteroscale.policy.registry import make_policy
 from heteroscale.sim.traces import read_azure, read_burstgpt, read_mooncake, read_rate_curve, read_trace
 from tests.support.live_env import controller_config
+from tests.unit.config_builders import scenario_dict, topology_dict
 from tests.unit.policy_builders import counts
-from tests.unit.test_config import scenario_dict, topology_dict
 
 BOUND_S = 10  # each call below takes milliseconds; the bound only turns a hang into a failure
 

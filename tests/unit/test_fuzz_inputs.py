@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import heteroscale
 from heteroscale.clock import WallClock
 from heteroscale.config.bundled import data_path
-from tests.unit.test_config import scenario_dict, topology_dict
+from tests.unit.config_builders import scenario_dict, topology_dict
 
 pytestmark = pytest.mark.slow
 

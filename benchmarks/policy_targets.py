@@ -11,6 +11,9 @@ parts, with the billed figure of the scenario (GPU-hours, cost where GPU types d
    where no peer does are listed, not counted); median billed ÷ the lower bound ≤ 1.5;
 4. scale actions per hour ≤ the median of the dynamic peers (hpa, aibrix-apa, kthena, dynamo-sla).
 
+Each miss says where it comes from: beside a row that dominates heteroscale, the services and roles
+whose GPU-hours differ most; beside an SLO miss, each service's attainment.
+
 Regenerate the results with `heteroscale bench --retune` first; this script only reads them.
 
     python benchmarks/policy_targets.py [results/bench.json]
@@ -33,6 +36,18 @@ TARGET_LB = 1.5
 SLO = 0.99
 
 
+def where_hours_differ(ours: dict[str, Any], theirs: dict[str, Any], most: int = 2) -> str:
+    """The ``most`` services/roles whose mean GPU-hours differ most between two rows, ours first."""
+    a, b = ours.get("gpu_hours_by_service_role") or {}, theirs.get("gpu_hours_by_service_role") or {}
+    diffs = sorted(((a.get(k, 0.0) - b.get(k, 0.0), k) for k in {*a, *b}), key=lambda d: -abs(d[0]))
+    return ", ".join(f"{k} {d:+.1f} GPU-h ({a.get(k, 0.0):.1f} vs {b.get(k, 0.0):.1f})" for d, k in diffs[:most])
+
+
+def slo_by_service(row: dict[str, Any]) -> str:
+    per = row.get("slo_attainment_by_service") or {}
+    return ", ".join(f"{name} {slo:.2%}" for name, slo in per.items()) if len(per) > 1 else ""
+
+
 def figures(bench: dict[str, Any], tuned: bool) -> dict[str, Any]:
     """The four targets' figures for heteroscale (``tuned``: the tuned rows)."""
     suffix = "[tuned]" if tuned else ""
@@ -52,10 +67,15 @@ def figures(bench: dict[str, Any], tuned: bool) -> dict[str, Any]:
             if not other.startswith("heteroscale") and dominates(
                 m["slo_attainment"], m[key], ours["slo_attainment"], ours[key]
             ):
-                dominated.append(f"{name}: {other} {m[key]:.1f} @ {m['slo_attainment']:.2%}")
+                dominated.append(
+                    f"{name}: {other} {m[key]:.1f} @ {m['slo_attainment']:.2%}; {where_hours_differ(ours, m)}"
+                )
         reached = [n for n, r in rows.items() if r["mean"]["slo_attainment"] >= SLO]
         if reached and ours["slo_attainment"] < SLO:
-            slo_missed.append(f"{name} ({ours['slo_attainment']:.2%}; {', '.join(reached)} reach 99 %)")
+            per = slo_by_service(ours)
+            slo_missed.append(
+                f"{name} ({ours['slo_attainment']:.2%}{'; ' + per if per else ''}; {', '.join(reached)} reach 99 %)"
+            )
         better = [rows[p + suffix]["mean"][key] for p in PEERS
                   if rows[p + suffix]["mean"]["slo_attainment"] >= ours["slo_attainment"]]  # fmt: skip
         if better:

@@ -66,6 +66,8 @@ FIGURES = (
     "requests_failed_by_scale_in",
     "scale_actions_per_hour",
 )
+BY_SERVICE_ROLE = "gpu_hours_by_service_role"  # {"<service>/<role>": GPU-hours} of a run
+SLO_BY_SERVICE = "slo_attainment_by_service"  # {"<service>": SLO attainment} of a run
 Calibrate = Callable[[Scenario], Calibration]
 Progress = ProgressFn  # hears of each run as a Step (done of total, label)
 # one run: (scenario@part, margin, contender, options, row name)
@@ -94,6 +96,15 @@ def _figures(summary: Mapping[str, Any]) -> dict[str, Any]:
     out["requests_total"] = summary.get("requests_total")
     out["fidelity"] = str(summary.get("fidelity"))
     out["fidelity_label"] = fidelity_label(out["fidelity"])
+    # where the GPU-hours go, so a loss can be traced to a service and a role
+    out[BY_SERVICE_ROLE] = {
+        f"{name}/{role}": round(float(hours), 6)
+        for name, figures in sorted((summary.get("services") or {}).items())
+        for role, hours in sorted((figures.get("gpu_hours_by_role") or {}).items())
+    }
+    out[SLO_BY_SERVICE] = {
+        name: figures.get("slo_attainment") for name, figures in sorted((summary.get("services") or {}).items())
+    }
     return out
 
 
@@ -280,6 +291,14 @@ def mean_figures(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         values = [p.get(key) for p in parts]
         known = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
         out[key] = round(sum(known) / len(known), 6) if known and len(known) == len(values) else None
+    keys = sorted({k for p in parts for k in p.get(BY_SERVICE_ROLE, {})})
+    out[BY_SERVICE_ROLE] = {
+        k: round(sum(p.get(BY_SERVICE_ROLE, {}).get(k, 0.0) for p in parts) / len(parts), 6) for k in keys
+    }
+    services = sorted({k for p in parts for k in p.get(SLO_BY_SERVICE, {})})
+    out[SLO_BY_SERVICE] = {
+        k: round(sum(float(p.get(SLO_BY_SERVICE, {}).get(k) or 0.0) for p in parts) / len(parts), 6) for k in services
+    }
     labels = {p["fidelity_label"] for p in parts}
     out["fidelity"] = ",".join(sorted({str(p["fidelity"]) for p in parts}))
     out["fidelity_label"] = "estimate" if "estimate" in labels else "request"

@@ -5,7 +5,7 @@ Both fidelities keep their instances here, so placement, lifecycle and billing a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from heteroscale.domain.hardware import GpuSku, InstanceShape, Role
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle
@@ -92,6 +92,7 @@ class Billing:
     cost_gpu_s: float  # GPU-seconds weighted by relative cost
     launches: int = 0
     removals: int = 0
+    gpu_s_by_service_role: dict[tuple[int, str], float] = field(default_factory=dict)  # (service index, role)
 
 
 class SimCluster:
@@ -150,6 +151,8 @@ class SimCluster:
         b = self.billing
         b.gpu_s_by_role[inst.role.value] += gpu_s
         b.gpu_s_by_sku[inst.shape.sku] = b.gpu_s_by_sku.get(inst.shape.sku, 0.0) + gpu_s
+        key = (inst.svc, inst.role.value)
+        b.gpu_s_by_service_role[key] = b.gpu_s_by_service_role.get(key, 0.0) + gpu_s
         b.cost_gpu_s += gpu_s * self.skus[inst.shape.sku].cost_per_gpu_hour
 
     def close_billing(self, now_s: float) -> Billing:
@@ -160,11 +163,14 @@ class SimCluster:
             self.billing.cost_gpu_s,
             self.billing.launches,
             self.billing.removals,
+            dict(self.billing.gpu_s_by_service_role),
         )
         for inst in self.live:
             gpu_s = inst.gpus * max(0.0, now_s - inst.launched_at_s)
             out.gpu_s_by_role[inst.role.value] += gpu_s
             out.gpu_s_by_sku[inst.shape.sku] = out.gpu_s_by_sku.get(inst.shape.sku, 0.0) + gpu_s
+            key = (inst.svc, inst.role.value)
+            out.gpu_s_by_service_role[key] = out.gpu_s_by_service_role.get(key, 0.0) + gpu_s
             out.cost_gpu_s += gpu_s * self.skus[inst.shape.sku].cost_per_gpu_hour
         return out
 

@@ -165,6 +165,10 @@ def summarise(run: RunFacts, end_s: float) -> dict[str, Any]:
                 "requests_failed_by_scale_in": s.failed_scale_in,
                 "requests_failed_by_cause": s.failed_by_cause(),
                 "slo_attainment": _r(_ratio(s.met_slo, s.arrivals)),
+                "gpu_hours": _r(sum(v for (i, _), v in billing.gpu_s_by_service_role.items() if i == idx) / 3600.0),
+                "gpu_hours_by_role": {
+                    role: _r(billing.gpu_s_by_service_role.get((idx, role), 0.0) / 3600.0) for role in gpu_s
+                },
                 **_quantile_keys(s_ttft, s_tbt),
                 "latency": s_latency,
                 "slo": {"ttft_s": load.spec.slo.ttft_s, "tbt_s": load.spec.slo.tbt_s},

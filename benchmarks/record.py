@@ -96,6 +96,9 @@ def record(name: str, out_dir: Path, timeout_s: float, root: Path | None = None)
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         status = "timeout"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)  # Ctrl-C reaches only us (its own session): stop it too
+        raise
     wall_s = time.perf_counter() - t0
     lines = [header(script, started, load_avg, wall_s, status), *stdout.splitlines()]
     tail = stderr.splitlines()[-STDERR_TAIL_LINES:]

@@ -8,13 +8,14 @@ RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 DEMO_STAMP := $(VENV)/.stamp-demo
 
-.PHONY: run test demo lint typecheck imports unit bench bench-policies clean help
+.PHONY: run test demo lint typecheck imports unit bench bench-readme bench-policies clean help
 
 help:
 	@echo "make run   - the embedded default scenario under the HeteroScale policy beside static-peak"
 	@echo "make test  - install test dependencies, then lint, type-check, check layering and run every test"
 	@echo "make demo  - the live controller against a simulated cluster, a real Prometheus and a Kubernetes API fake"
-	@echo "make bench - run the benchmarks in benchmarks/ and print their figures"
+	@echo "make bench - run the benchmarks in benchmarks/, record their output in results/benchmarks/, render README"
+	@echo "make bench-readme - render README.md's benchmark blocks from results/benchmarks/ (no runs)"
 	@echo "make bench-policies - the policy benchmark (suite x contenders, tuned parameters committed): results/ and README"
 
 $(BIN)/python:
@@ -66,29 +67,23 @@ unit: $(TEST_STAMP) system-deps
 
 test: lint typecheck imports unit
 
-# the scorecard exits 1 while a measured source misses its target ("-": the other benchmarks still run)
+# every benchmark script (benchmarks/record.py lists them; `make bench BENCH="sim_speed splitwise_mirror"`
+# some), each output recorded under results/benchmarks/ with a header (date, machine, load, wall time,
+# exit status), then README.md's blocks rendered from the records. A script that misses a target exits
+# non-zero: the others still run, the README is still rendered, and make bench then fails
 bench: $(TEST_STAMP)
-	$(BIN)/python benchmarks/perf_model_fidelity.py
-	-$(BIN)/python benchmarks/calibration_scorecard.py
-	-$(BIN)/python benchmarks/splitwise_mirror.py
-	$(BIN)/python benchmarks/fluid_fidelity.py
-	$(BIN)/python benchmarks/sim_speed.py
-	$(BIN)/python benchmarks/schedule_scale.py
-	$(BIN)/python benchmarks/controller_scale.py
-	$(BIN)/python benchmarks/scale_mode_requests.py
-	$(BIN)/python benchmarks/topology_value.py
-	$(BIN)/python benchmarks/mix_solver.py
-	$(BIN)/python benchmarks/forecast_accuracy.py
-	$(BIN)/python benchmarks/journal_startup.py
-	$(BIN)/python benchmarks/http_server.py
-	$(BIN)/python benchmarks/policy_targets.py
+	$(BIN)/python benchmarks/record.py --readme $(BENCH)
+
+# README.md's benchmark blocks from the committed records only (no benchmark runs)
+bench-readme: $(TEST_STAMP)
+	$(BIN)/python benchmarks/readme.py
 
 # the policy benchmark from the committed tuned parameters (results/tuned.yaml), then the README's block;
 # `heteroscale bench --retune --jobs 2` regenerates the tuned parameters first (both print their wall time)
 bench-policies: $(RUN_STAMP)
 	$(BIN)/heteroscale bench --jobs 2
 	$(BIN)/heteroscale bench --readme
-	$(BIN)/python benchmarks/policy_targets.py
+	$(BIN)/python benchmarks/record.py --readme policy_targets
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist src/*.egg-info

@@ -45,6 +45,10 @@ class SimulationInvariantError(HeteroScaleError):
     """A simulation broke one of its own invariants (e.g. served work faster than its performance model)."""
 
 
+class BenchmarkRecordError(HeteroScaleError):
+    """A recorded benchmark output or a README block generated from it is missing or malformed."""
+
+
 class SloUnreachable(HeteroScaleError):
     """No load meets a service's SLO on the clusters a pressure test may use (its knee is 0 req/s)."""
 

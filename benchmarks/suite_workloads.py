@@ -4,7 +4,9 @@ For each scenario of the embedded suite `policies` (src/heteroscale/data/suites/
 each of its parts (the tune part, then the score parts), what `heteroscale simulate` does: the
 pressure test that gives the policy its targets, then the run at the scenario's fidelity. Prints
 one row per part (requests, simulated hours, SLO attainment, GPU-hours, peak GPUs, pressure-test
-and run wall seconds) and the suite's total.
+and run wall seconds) and the suite's total. Its runs start at the counts the scenario file gives,
+not at the evaluation's warm start, so their SLO and GPU-hours are not `results/bench.json`'s (e.g. a
+score part that opens at a higher rate than its file's counts serve starts with a backlog).
 
 Budget: each run ≤ 40 s on one core of a 2-core machine (the suite, ≈ 8 scenarios × ~8 contenders
 × tune + score parts, should stay near 30 min on 2 cores). The pressure test is reported apart: its

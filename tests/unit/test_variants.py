@@ -1,17 +1,14 @@
-"""Scenario variants (a named policy + options + shapes that `compare` runs), the `compare` list, and
-mixed loads (several sources superposed for one service): loading, errors, traces, the resolved
-config and the `compare` command."""
+"""Scenario variants (a named policy + options + shapes that `compare` runs) and the `compare` list:
+loading, errors, the resolved config and the `compare` command (mixed loads: test_mixed_loads.py)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
@@ -19,100 +16,10 @@ from heteroscale.cli.main import main
 from heteroscale.config import load_scenario, resolved_config_dict, write_resolved_config
 from heteroscale.controller.journal import decision_records, read_all
 from heteroscale.domain.hardware import InstanceShape, Role
-from heteroscale.errors import ConfigError
 from heteroscale.experiments.compare import DEFAULT_POLICIES, default_policies
-from heteroscale.sim.runner import build_trace
-from heteroscale.sim.traces import RequestTrace, merge
+from tests.unit.variant_builders import DELETE, line_of, one_line_error, scenario_dict, write
 
 # --- builders -------------------------------------------------------------------------------------
-
-DELETE = object()
-
-
-def scenario_dict(**changes: Any) -> dict[str, Any]:
-    """One small service (Qwen3-32B on H100 TP2, both roles, on `small-mixed`), a minute of the Azure
-    code trace, HeteroScale with theta_out 0.2, and two variants that `compare` runs by default.
-    ``changes`` maps dotted paths (``variants.adaptive.options``) to values (or DELETE)."""
-    base: dict[str, Any] = {
-        "kind": "scenario",
-        "name": "tiny-variants",
-        "topology": "small-mixed",
-        "simulation": {"fidelity": "request", "duration_s": 60, "seed": 0},
-        "services": [
-            {
-                "name": "code-32b",
-                "model": "qwen3-32b",
-                "roles": {
-                    "prefill": {"shapes": [{"sku": "h100-sxm", "tp": 2}], "min": 1, "max": 4},
-                    "decode": {"shapes": [{"sku": "h100-sxm", "tp": 2}], "min": 1, "max": 4},
-                },
-                "pd_ratio": 1.0,
-                "slo": {"ttft_s": 2.0, "tbt_s": 0.1},
-                "affinity": "s2",
-                "load": {"kind": "trace", "trace": "azure-code", "time_compression": 2.0},
-                "policy": {"name": "heteroscale", "prefill": 1, "decode": 1, "options": {"theta_out": 0.2}},
-            }
-        ],
-        "variants": {
-            "adaptive": {
-                "policy": "heteroscale",
-                "description": "adaptive P/D ratio",
-                "options": {"adaptive_ratio": {"min_ratio": 0.5, "max_ratio": 4.0}},
-            },
-            "fixed-r2": {"policy": "heteroscale", "options": {"pd_ratio": 2.0}},
-        },
-        "compare": ["adaptive", "fixed-r2"],
-    }
-    out = copy.deepcopy(base)
-    for dotted, value in changes.items():
-        keys: list[Any] = [int(k) if k.isdigit() else k for k in dotted.split(".")]
-        target: Any = out
-        for key in keys[:-1]:
-            target = target[key]
-        if value is DELETE:
-            del target[keys[-1]]
-        else:
-            target[keys[-1]] = value
-    return out
-
-
-def write(folder: Path, content: dict[str, Any], name: str = "scenario.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def one_line_error(path: Path) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_scenario(str(path))
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: "), message
-    return message
-
-
-def lines_of(path: Path, needle: str) -> list[int]:
-    """1-based lines of ``path`` containing ``needle``, in order."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [i for i, line in enumerate(lines, 1) if needle in line]
-
-
-def line_of(path: Path, needle: str) -> int:
-    """1-based line of the first line of ``path`` containing ``needle``."""
-    return lines_of(path, needle)[0]
-
-
-def trace(arrivals: list[float], tag: int, cached: list[int] | None = None, **kw: Any) -> RequestTrace:
-    """A request list whose input tokens are ``tag`` (to tell the sources apart after a merge)."""
-    n = len(arrivals)
-    return RequestTrace(
-        name=kw.pop("name", f"t{tag}"),
-        arrival_s=np.array(arrivals, dtype=np.float64),
-        input_tokens=np.full(n, tag, dtype=np.int64),
-        output_tokens=np.arange(1, n + 1, dtype=np.int64),
-        cached_tokens=None if cached is None else np.array(cached, dtype=np.int64),
-        **kw,
-    )
 
 
 # --- variants and the compare list --------------------------------------------------------------
@@ -311,139 +218,6 @@ def test_an_unknown_variant_policy_names_the_policy_field(tmp_path: Path) -> Non
     message = one_line_error(path)
     assert ": variants.fixed-r2.policy: unknown policy 'nope'" in message, message
     assert message.endswith(f"(line {line_of(path, 'policy: nope')})"), message
-
-
-# --- mixed loads ----------------------------------------------------------------------------------
-
-
-def test_a_load_mix_loads_as_parts(tmp_path: Path) -> None:
-    part = {"kind": "trace", "trace": "azure-conv", "start_s": 30, "time_compression": 4.0}
-    scenario = load_scenario(str(write(tmp_path, scenario_dict(**{"services.0.load.mix": [part, part]}))))
-    load = scenario.services[0].load
-    assert len(load.mixed_with) == 2
-    assert load.trace_path.endswith("AzureLLMInferenceTrace_code.csv")
-    first = load.mixed_with[0]
-    assert first.trace_path.endswith("AzureLLMInferenceTrace_conv.csv")
-    assert (first.start_s, first.time_compression, first.mixed_with) == (30.0, 4.0, ())
-
-
-@pytest.mark.parametrize(
-    ("mix", "where", "problem"),
-    [
-        (
-            [{"kind": "trace", "trace": "azure-conv", "mix": [{"kind": "trace", "trace": "azure-code"}]}],
-            "services[0].load",
-            "a part of a load mix cannot have a mix of its own",
-        ),
-        ([{"kind": "trace", "trace": "nosuch"}], "services[0].load.mix[0].trace", "request trace 'nosuch'"),
-        ([{"kind": "trace", "trace": "azure-conv", "copies": 0}], "services[0].load.mix[0].copies", "greater"),
-        (
-            [{"kind": "trace", "trace": "azure-conv", "rate_curve": "servegen-m-large"}],
-            "services[0].load.mix[0]",
-            "rate_curve is only used by kind 'poisson'",
-        ),
-    ],
-)
-def test_a_bad_load_mix_is_one_line_naming_it(
-    tmp_path: Path, mix: list[dict[str, Any]], where: str, problem: str
-) -> None:
-    message = one_line_error(write(tmp_path, scenario_dict(**{"services.0.load.mix": mix})))
-    assert f": {where}" in message, message
-    assert problem in message, message
-
-
-def mix_shift_load() -> Any:
-    (run,) = load_scenario("mix-shift").services
-    assert len(run.load.mixed_with) == 1 and run.load.mixed_with[0].mixed_with == ()
-    return run.load
-
-
-def columns(t: RequestTrace) -> tuple[np.ndarray, ...]:
-    cached = np.zeros(0) if t.cached_tokens is None else t.cached_tokens
-    return t.arrival_s, t.input_tokens, t.output_tokens, cached
-
-
-def test_a_mixed_poisson_trace_is_its_parts_merged_deterministically() -> None:
-    load = mix_shift_load()
-    mixed = build_trace(load, np.random.default_rng([7, 0]), "assist", 300.0)
-    # the parts are drawn one after the other from the same generator
-    rng = np.random.default_rng([7, 0])
-    alone = build_trace(dataclasses.replace(load, mixed_with=()), rng, "assist", 300.0)
-    part = build_trace(load.mixed_with[0], rng, "assist", 300.0)
-    assert len(alone) > 0 and len(part) > 0
-    assert len(mixed) == len(alone) + len(part)
-    assert mixed.name == "assist"
-    assert bool((np.diff(mixed.arrival_s) >= 0).all())
-    assert float(mixed.arrival_s[0]) >= 0.0 and float(mixed.arrival_s[-1]) <= 300.0
-    assert np.array_equal(np.sort(mixed.arrival_s), np.sort(np.concatenate([alone.arrival_s, part.arrival_s])))
-    assert np.array_equal(np.sort(mixed.input_tokens), np.sort(np.concatenate([alone.input_tokens, part.input_tokens])))
-    again = build_trace(load, np.random.default_rng([7, 0]), "assist", 300.0)
-    assert all(np.array_equal(a, b) for a, b in zip(columns(mixed), columns(again), strict=True))
-    other = build_trace(load, np.random.default_rng([8, 0]), "assist", 300.0)
-    assert not np.array_equal(mixed.arrival_s[:50], other.arrival_s[:50])
-
-
-def test_a_mixed_trace_replay_is_both_traces_in_arrival_order(tmp_path: Path) -> None:
-    part = {"kind": "trace", "trace": "azure-conv", "start_s": 600, "time_compression": 4.0}
-    (run,) = load_scenario(str(write(tmp_path, scenario_dict(**{"services.0.load.mix": [part]})))).services
-    rng = np.random.default_rng(0)
-    mixed = build_trace(run.load, rng, "code-32b")
-    code = build_trace(dataclasses.replace(run.load, mixed_with=()), rng, "code-32b")
-    conv = build_trace(run.load.mixed_with[0], rng, "code-32b")
-    assert len(mixed) == len(code) + len(conv)
-    assert bool((np.diff(mixed.arrival_s) >= 0).all())
-    assert float(conv.arrival_s[0]) >= 0.0  # the part's start_s is rebased to 0 like any load
-    assert np.array_equal(
-        np.sort(mixed.output_tokens), np.sort(np.concatenate([code.output_tokens, conv.output_tokens]))
-    )
-
-
-def test_merge_interleaves_by_arrival_and_keeps_source_order_on_ties() -> None:
-    merged = merge([trace([0.0, 1.0, 2.0], tag=1), trace([1.0, 2.0, 5.0], tag=2)], "svc")
-    assert merged.name == "svc"
-    assert merged.arrival_s.tolist() == [0.0, 1.0, 1.0, 2.0, 2.0, 5.0]
-    assert merged.input_tokens.tolist() == [1, 1, 2, 1, 2, 2]  # on a tie the earlier source first
-    assert merged.output_tokens.tolist() == [1, 2, 1, 3, 2, 3]  # each source's own order kept
-    assert merged.cached_tokens is None
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_merge_is_stable_on_many_ties(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    sources = [sorted(rng.integers(0, 5, size=40).astype(float).tolist()) for _ in range(3)]
-    merged = merge([trace(arrivals, tag=k + 1) for k, arrivals in enumerate(sources)], "svc")
-    # oracle: by arrival, then source, then position within the source
-    expected = sorted((t, k + 1, i + 1) for k, arrivals in enumerate(sources) for i, t in enumerate(arrivals))
-    got = list(zip(merged.arrival_s.tolist(), merged.input_tokens.tolist(), merged.output_tokens.tolist(), strict=True))
-    assert got == expected
-
-
-@pytest.mark.parametrize(
-    ("cached_a", "cached_b", "expected"),
-    [
-        ([0, 0], None, [0, 0, 0, 0]),
-        (None, [1, 2], [0, 1, 2, 0]),  # a source without cache hits counts 0 cached tokens
-        ([5, 6], [1, 2], [5, 1, 2, 6]),
-        (None, None, None),
-    ],
-)
-def test_merge_keeps_cached_tokens_per_request(
-    cached_a: list[int] | None, cached_b: list[int] | None, expected: list[int] | None
-) -> None:
-    a = trace([0.0, 3.0], tag=10, cached=cached_a)
-    b = trace([1.0, 2.0], tag=10, cached=cached_b)
-    merged = merge([a, b], "svc")
-    got = None if merged.cached_tokens is None else merged.cached_tokens.tolist()
-    assert got == expected
-
-
-def test_merge_sums_the_row_counts_and_needs_a_source() -> None:
-    merged = merge([trace([0.0], 1, skipped_rows=2), trace([], 2), trace([1.0], 3, failed_rows_excluded=4)], "svc")
-    assert (len(merged), merged.skipped_rows, merged.failed_rows_excluded) == (2, 2, 4)
-    single = trace([0.0, 1.0], 1)
-    assert merge([single], "svc") is single
-    with pytest.raises(ConfigError, match="svc: nothing to merge"):
-        merge([], "svc")
 
 
 # --- resolved config ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from heteroscale.actuators.kube.owned import KubernetesCluster
 from heteroscale.controller.live import LiveController, LiveSettings
-from tests.integration.test_kube_controller import CLOCK, binding, controller_for, make_cluster, ready_nodes
+from tests.support.kube_controller_env import CLOCK, binding, controller_for, make_cluster, ready_nodes
 from tests.support.kube_fake import PODS, Fault, KubeFakeServer
 from tests.support.prometheus_server import wait_until
 

@@ -31,11 +31,11 @@ from heteroscale.domain.state import Lifecycle
 from heteroscale.errors import MetricsUnavailable
 from heteroscale.policy.context import Targets
 from heteroscale.policy.registry import make_policy
-from tests.integration.test_scale_modes import create, objects, spec_replicas
 from tests.support import builders
 from tests.support.crds import crd_dir, crds, deployment, leader_worker_set, model_serving, problems, storm_service
 from tests.support.kube_fake import PODS, Fault, KubeFakeServer
 from tests.support.kube_objects import is_ready
+from tests.support.kube_user_objects import create, objects, spec_replicas
 from tests.support.live_env import NAMESPACE, gpu_nodes
 from tests.support.prometheus_server import wait_until
 

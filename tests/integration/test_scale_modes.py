@@ -30,6 +30,7 @@ from tests.support.crds import crd_dir, crds, deployment, leader_worker_set, pro
 from tests.support.engine_exporter import EngineExporter
 from tests.support.kube_fake import KubeFakeServer
 from tests.support.kube_objects import is_ready
+from tests.support.kube_user_objects import api, create, objects, spec_replicas
 from tests.support.live_env import (
     NAMESPACE,
     controller_config,
@@ -46,46 +47,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 GEN = 'rate({__name__="vllm:generation_tokens_total"}[5s])'
 KINDS = ("LeaderWorkerSet", "DynamoGraphDeploymentScalingAdapter", "StormService")
 RoleOf = Callable[[dict[str, Any]], str | None]
-
-
-def api(kube: KubeFakeServer) -> Any:
-    configuration = kubernetes.client.Configuration()
-    configuration.host = kube.url
-    configuration.retries = False
-    return kubernetes.client.ApiClient(configuration)
-
-
-def create(kube: KubeFakeServer, obj: dict[str, Any]) -> None:
-    """Create ``obj`` through the API, as the user's own tooling would."""
-    client = api(kube)
-    try:
-        if obj["apiVersion"] == "apps/v1":
-            kubernetes.client.AppsV1Api(client).create_namespaced_deployment(NAMESPACE, obj)
-        else:
-            group, version = obj["apiVersion"].split("/")
-            found = kind_of(obj["apiVersion"], obj["kind"])
-            assert found is not None, obj["kind"]
-            plural = found.plural
-            kubernetes.client.CustomObjectsApi(client).create_namespaced_custom_object(
-                group, version, NAMESPACE, plural, obj
-            )
-    finally:
-        client.close()
-
-
-def objects(kube: KubeFakeServer, kind: str) -> dict[str, dict[str, Any]]:
-    def read(f: Any) -> dict[str, dict[str, Any]]:
-        return {
-            name: obj.raw
-            for (_, ns, name), obj in list(f.objects.items())
-            if ns == NAMESPACE and not obj.deleted and obj.raw.get("kind") == kind
-        }
-
-    return kube.call(read)  # type: ignore[no-any-return]
-
-
-def spec_replicas(kube: KubeFakeServer, kind: str) -> dict[str, int]:
-    return {name: int(obj["spec"]["replicas"]) for name, obj in objects(kube, kind).items()}
 
 
 def ready_replicas(kube: KubeFakeServer, role_of: RoleOf) -> dict[str, tuple[int, int]]:

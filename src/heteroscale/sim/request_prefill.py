@@ -62,10 +62,19 @@ class PrefillSide(MixedPool):
             return
         req.pinst = best
         req.t_pq = now_s
-        best.queue.append(req)
-        best.queued_tokens += req.new
-        if not best.busy:
-            self._start_prefill(best, now_s)
+        if best.busy or best.queue or sv.chunk_tokens:
+            best.queue.append(req)
+            best.queued_tokens += req.new
+            if not best.busy:
+                self._start_prefill(best, now_s)
+            return
+        # an idle instance with nothing queued: the request is the whole batch (_start_prefill's loop
+        # on one request, which adds its tokens to the queued ones and takes them back)
+        new = req.new
+        cached = req.cached
+        req.t_ps = now_s
+        req.done_tokens = new
+        self._run_batch(best, [req], new, float(new * (cached + new)), float(new * cached), now_s)
 
     def _take_batch(self, sv: ServiceState, q: deque[Req], now_s: float) -> tuple[list[Req], int, float, float]:
         """Pop the next batch's requests from ``queue`` (a deque): whole prompts up to the budget (the
@@ -126,8 +135,19 @@ class PrefillSide(MixedPool):
                 attn += new * (req.cached + new)
                 prefix += new * req.cached
         p.queued_tokens -= tokens
+        self._run_batch(p, batch, tokens, attn, prefix, now_s)
+
+    def _run_batch(
+        self, p: PrefillInst, batch: list[Req], tokens: int, attn: float, prefix: float, now_s: float
+    ) -> None:
+        """Run ``batch`` (taken off the queue) on the idle ``p``: its time, tallies and done event."""
         perf = p.perf
-        kernel = perf.prefill_kernel_s(tokens, attn, prefix)
+        # perf.prefill_kernel_s, inlined: the same arithmetic in the same order
+        compute = tokens * perf.prefill_s_per_token + (attn + prefix) * perf.prefill_s_per_attn_unit
+        floor = perf.weight_read_s
+        compute = floor if compute < floor else compute
+        latency = perf.allreduce_latency_s + perf.prefill_layer_latency_s
+        kernel = latency + compute + tokens * perf.prefill_comm_s_per_token
         dur = perf.prefill_host_overhead_s + kernel  # = perf.prefill_time_s(tokens, attn, prefix)
         p.busy = True
         p.batch = batch

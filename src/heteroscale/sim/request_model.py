@@ -89,6 +89,7 @@ class PrefillInst(SimInstance):
         "busy",
         "killed",
         "killed_at_s",
+        "kv_bw",
         "kv_held",
         "nic_free_at",
         "queue",
@@ -107,6 +108,7 @@ class PrefillInst(SimInstance):
         self.batch_tokens = 0
         self.batch_kfrac = 0.0
         self.nic_free_at = 0.0
+        self.kv_bw: dict[DecodeInst, float] = {}  # the cluster's KV bandwidth to each decode instance sent to
         self.killed = False
         self.killed_at_s = _INF
         self.kv_held = 0  # prefilled requests whose KV waits here for a routable decode instance
@@ -127,6 +129,7 @@ class DecodeInst(SimInstance):
         "inbound",
         "killed",
         "killed_at_s",
+        "kv_bw",
         "kv_held",
         "lent_batch",
         "lent_busy",
@@ -168,6 +171,7 @@ class DecodeInst(SimInstance):
         self.waiting: deque[Req] = deque()
         self.inbound = 0
         self.nic_free_at = 0.0  # its own outbound KV (mixed pool: a lent prompt's KV leaving)
+        self.kv_bw: dict[DecodeInst, float] = {}  # as a prefill instance's (a lent prompt's KV leaving)
         self.lent_queue: deque[Req] = deque()  # mixed pool: prompts lent to this instance
         self.lent_tokens = 0
         self.lent_busy = False

@@ -178,24 +178,6 @@ class PrefillSide(MixedPool):
             self._maybe_gone(p, now_s)
 
     # ------------------------------------------------------------------ KV transfer
-    def _pick_decode(self, sv: ServiceState, dg: str, need_tokens: int) -> DecodeInst | None:
-        """The least-loaded routable decode instance whose KV cache can ever hold ``need_tokens``,
-        in the prefill instance's DG when it has one."""
-        best: DecodeInst | None = None
-        best_load = _INF
-        for d in sv.d_routable:
-            ld = d.load_frac
-            if ld >= best_load or need_tokens > d.cap_tokens:  # what is added below is ≥ 0: it cannot win
-                continue
-            waiting = d.waiting
-            if waiting:
-                ld += len(waiting)
-            if d.dg != dg:
-                ld += 1e6
-            if ld < best_load:
-                best, best_load = d, ld
-        return best
-
     def _start_transfer(self, req: Req, now_s: float) -> None:
         p = req.pinst
         assert p is not None
@@ -204,7 +186,23 @@ class PrefillSide(MixedPool):
             sv.pending_decode.append(req)
             p.kv_held += 1
             return
-        d = self._pick_decode(sv, p.dg, req.inp + req.out)
+        # the least-loaded routable decode instance whose KV cache can ever hold the request, in the
+        # prefill instance's DG when it has one
+        need_tokens = req.inp + req.out
+        dg = p.dg
+        d: DecodeInst | None = None
+        best_load = _INF
+        for cand in sv.d_routable:
+            ld = cand.load_frac
+            if ld >= best_load or need_tokens > cand.cap_tokens:  # what is added below is ≥ 0: it cannot win
+                continue
+            waiting = cand.waiting
+            if waiting:
+                ld += len(waiting)
+            if cand.dg != dg:
+                ld += 1e6
+            if ld < best_load:
+                d, best_load = cand, ld
         if d is None:  # it would never be admitted: reject it rather than block an admission queue
             self._fail(req, now_s, FailureCause.KV_CAPACITY)
             if p.lifecycle is _DRAINING:
@@ -220,7 +218,9 @@ class PrefillSide(MixedPool):
             req.sent_s = now_s
             self._xfer_done(req, now_s)
             return
-        bw = self.link_bytes_per_s or self.cluster.kv_bandwidth(p, d)
+        bw = self.link_bytes_per_s or p.kv_bw.get(d)
+        if not bw:
+            bw = p.kv_bw[d] = self.cluster.kv_bandwidth(p, d)
         xfer_s = req.new * p.perf.kv_bytes_per_token / bw
         if self.parallel_xfer:
             start = now_s

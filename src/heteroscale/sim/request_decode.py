@@ -42,9 +42,14 @@ class DecodeSide:
     adm_seq: itertools.count[int]
     grow: bool
     now_s: float
+    in_flight: int
+    records_on: bool
 
     # -- hooks the engine defines
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
+        raise NotImplementedError
+
+    def _record(self, req: Req, now_s: float, ttft: str, tbt: str, tbt_sw: str, status: str) -> None:
         raise NotImplementedError
 
     def _fail(self, req: Req, now_s: float, cause: FailureCause) -> None:
@@ -256,26 +261,81 @@ class DecodeSide:
         d.steps = steps
         limit = steps + 1e-6
         resv = d.resv
-        complete = self._complete
-        while members and members[0][0] <= limit:
-            req = _heappop(members)[2]
-            b -= 1
-            inp_out = req.inp + req.out
-            ctx -= inp_out - 1
-            resv -= inp_out
-            complete(req, now_s, (now_s - req.t_first) / (req.out - 1))
+        if members and members[0][0] <= limit:
+            b, ctx, resv = self._finish_members(d, now_s, limit, b, ctx, resv)
         d.b = b
         d.resv = resv
         d.load_frac = (resv + 1) / (d.cap_tokens + 1)
         if ctx < 0.0 or not members:
             ctx = max(0.0, ctx) if members else 0.0
         d.ctx = ctx
-        if grow:
-            self._preempt(d, now_s)
         waiting = d.waiting
-        if waiting:
-            while waiting and self._fits(d, waiting[0]):
-                self._admit(d, waiting.popleft(), now_s)
-        if d.owner is not None or d.lifecycle is _DRAINING:
-            self._maybe_done(d, now_s)
-        self._reschedule(d, now_s)
+        if grow or waiting or d.owner is not None or d.lifecycle is _DRAINING:
+            if grow:
+                self._preempt(d, now_s)
+            if waiting:
+                while waiting and self._fits(d, waiting[0]):
+                    self._admit(d, waiting.popleft(), now_s)
+            if d.owner is not None or d.lifecycle is _DRAINING:
+                self._maybe_done(d, now_s)
+            self._reschedule(d, now_s)
+            return
+        # _reschedule, inlined: no preemption or admission moved the batch off these locals
+        d.version = version = d.version + 1
+        if b:
+            k = members[0][0] - steps
+            k = 0.0 if k < 0.0 else k
+            per = d.lin_per[b]
+            dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            base = d.t_last
+            base = base if base > now_s else now_s
+            _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
+
+    def _finish_members(
+        self, d: DecodeInst, now_s: float, limit: float, b: int, ctx: float, resv: int
+    ) -> tuple[int, float, int]:
+        """Complete every member of ``d`` that has reached step ``limit``; returns the batch size,
+        context and reservation after them. ``_complete`` and ``ServiceStats.complete`` inlined."""
+        members = d.members
+        sv = self.services[d.svc]
+        done = sv.done
+        st = sv.stats
+        ttft_slo = st.ttft_slo_s
+        tbt_slo = st.tbt_slo_s
+        n = met = 0
+        records_on = self.records_on
+        while members and members[0][0] <= limit:
+            req = _heappop(members)[2]
+            b -= 1
+            inp = req.inp
+            out = req.out
+            inp_out = inp + out
+            ctx -= inp_out - 1
+            resv -= inp_out
+            n += 1
+            if req.local >= 0:
+                done[req.local] = 1
+            arrival = req.arrival
+            t_first = req.t_first
+            t_pe = req.t_pe
+            ttft = t_first - arrival
+            tbt = (now_s - t_first) / (out - 1)
+            tbt_sw = (now_s - t_pe) / out
+            st.w_ttft.append(ttft)
+            st.w_tbt.append(tbt)
+            if ttft <= ttft_slo and tbt <= tbt_slo:
+                met += 1
+            st.w_inputs += inp
+            st.w_outputs += out
+            st.w_e2e.append(now_s - arrival)
+            st.w_queue.append(req.t_ps - arrival)
+            st.w_xfer.append(req.t_xe - t_pe)
+            st.w_ttft_splitwise.append(t_pe - arrival)
+            st.w_tbt_splitwise.append(tbt_sw)
+            if records_on:
+                self._record(req, now_s, f"{ttft:.6f}", f"{tbt:.6f}", f"{tbt_sw:.6f}", "ok")
+        self.in_flight -= n
+        st.completed += n
+        st.met_slo += met
+        st.w_met += met
+        return b, ctx, resv

@@ -166,26 +166,26 @@ def test_chunked_prefill_bounds_the_tokens_of_every_batch_and_still_completes() 
     tr = b.trace(n=3, rate_rps=1e6, input_tokens=[10_000, 300, 300], output_tokens=5)
     _, eng, buf = engine_for(tr, prefill_chunk_tokens=2048)
     sizes: list[int] = []
-    original = eng._start_prefill
+    original = eng._run_batch  # every prefill batch starts here
 
-    def observe(inst, now_s):
-        original(inst, now_s)
+    def observe(inst, batch, tokens, attn, prefix, now_s):
+        original(inst, batch, tokens, attn, prefix, now_s)
         sizes.append(inst.batch_tokens)
 
-    eng._start_prefill = observe  # type: ignore[method-assign]
+    eng._run_batch = observe  # type: ignore[method-assign]
     step_until_done(eng, 3)
     assert sum(sizes) == 10_600
     assert max(sizes) == 2048 and len(sizes) == math.ceil(10_600 / 2048)
     # unchunked, the long prompt runs whole in one batch
     _, eng2, _ = engine_for(tr)
     sizes2: list[int] = []
-    original2 = eng2._start_prefill
+    original2 = eng2._run_batch  # every prefill batch starts here
 
-    def observe2(inst, now_s):
-        original2(inst, now_s)
+    def observe2(inst, batch, tokens, attn, prefix, now_s):
+        original2(inst, batch, tokens, attn, prefix, now_s)
         sizes2.append(inst.batch_tokens)
 
-    eng2._start_prefill = observe2  # type: ignore[method-assign]
+    eng2._run_batch = observe2  # type: ignore[method-assign]
     step_until_done(eng2, 3)
     assert max(sizes2) >= 10_000
     assert len(rows(buf)) == 3

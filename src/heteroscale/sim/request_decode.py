@@ -1,5 +1,5 @@
-"""The decode side of the request engine: admission, the analytic batch advance, stalls,
-preemption and rescheduling (see :mod:`heteroscale.sim.request_engine` for the model).
+"""The decode side of the request engine: a landed KV transfer, admission, the analytic batch
+advance, stalls, preemption and rescheduling (see :mod:`heteroscale.sim.request_engine` for the model).
 
 :class:`DecodeSide` is the base of the engine's parts: it declares the state they share and the
 hooks the engine itself defines.
@@ -19,6 +19,7 @@ from heteroscale.sim.request_model import DecodeInst, Req, ServiceState
 from heteroscale.sim.scenario import EngineSettings, Preemption
 
 _DRAINING = Lifecycle.DRAINING
+_GONE = Lifecycle.GONE
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 
@@ -120,71 +121,95 @@ class DecodeSide:
             self._readmit_cost(d, req, now_s)
         if math.isnan(req.t_admit):  # first admission: its first token
             req.t_admit = now_s
-            req.t_first = now_s
         n = req.remaining
         if n <= 0:
             self._complete(req, now_s, None)
             return
-        req.fin_step = d.steps + n
-        req.adm_order = next(self.adm_seq)
-        _heappush(d.members, (req.fin_step, req.rid, req))
+        if self.grow:  # only preemption reads the admission order
+            req.adm_order = next(self.adm_seq)
+        _heappush(d.members, (d.steps + n, req.rid, req))
         d.b += 1
         d.ctx += req.inp + (req.out - 1 - n)
         d.resv += req.inp + req.out
         d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
 
-    def _join(self, d: DecodeInst, req: Req, now_s: float) -> None:
-        """``req`` joins ``d``'s batch now: ``_advance``, ``_admit`` and ``_reschedule`` in one pass on
-        locals (the hot path of a landed transfer; their arithmetic in their order, so the same results)."""
+    def _xfer_done(self, req: Req, now_s: float) -> None:
+        """A KV transfer has landed: ``req`` joins its decode instance's batch or waits for room. The
+        common case (a first admission that fits) is ``_advance``, ``_admit`` and ``_reschedule`` in one
+        pass on locals, their arithmetic in their order, so the results are the same."""
+        d = req.dinst
+        p = req.pinst
+        assert d is not None and p is not None
+        req.t_xe = now_s
+        if p.lifecycle is _DRAINING:
+            self._maybe_gone(p, now_s)
+        if d.lifecycle is _GONE:  # killed with the transfer inbound
+            self._fail(req, now_s, FailureCause.SCALE_IN)
+            return
+        d.inbound -= 1
         n = req.remaining
-        if req.preemptions or n <= 0 or req.t_admit == req.t_admit:  # a readmission or no decode step: the parts
+        grow = self.grow
+        b = d.b
+        if p.killed and req.sent_s > p.killed_at_s + 1e-12:  # the sender died before its KV had left
+            self._fail(req, now_s, FailureCause.SCALE_IN)
+        elif d.waiting or not (
+            b < d.max_batch
+            and (
+                d.ctx + req.inp + (req.out - 1 - n) + b + 1 <= d.cap_tokens
+                if grow
+                else d.resv + req.inp + req.out <= d.cap_tokens
+            )
+        ):  # not _fits, inlined
+            d.waiting.append(req)
+        elif req.preemptions or n <= 0 or req.t_admit == req.t_admit:  # a readmission or no decode step
             self._advance(d, now_s)
             self._admit(d, req, now_s)
             self._reschedule(d, now_s)
-            return
-        b = d.b
-        ctx = d.ctx
-        steps = d.steps
-        dt = now_s - d.t_last
-        if dt > 0.0:
-            if b:  # _advance
-                per = d.lin_per[b]
-                lin = d.lin_base[b] + per * ctx
-                a = per * b * 0.5
-                if a * dt < 1e-9 * lin * lin:
-                    k = dt / lin
-                else:
-                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
-                d.steps = steps = steps + k
-                ctx += b * k
-                d.acc_tokens += b * k
-                d.acc_wall_s += dt
-                d.acc_kernel_s += dt - k * d.host[b]
-                d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
-            d.t_last = now_s
-        req.t_admit = req.t_first = now_s  # _admit: its first token
-        req.fin_step = fin = steps + n
-        req.adm_order = next(self.adm_seq)
-        members = d.members
-        _heappush(members, (fin, req.rid, req))
-        d.b = b = b + 1
-        inp_out = req.inp + req.out
-        ctx += req.inp + (req.out - 1 - n)
-        d.ctx = ctx
-        d.resv = resv = d.resv + inp_out
-        d.load_frac = (resv + 1) / (d.cap_tokens + 1)
-        d.version = version = d.version + 1  # _reschedule
-        k = members[0][0] - steps
-        k = 0.0 if k < 0.0 else k
-        if self.grow and b > 1:
-            k_full = (d.cap_tokens - ctx) / b
-            if k_full < k:
-                k = max(k_full, 0.0)
-        per = d.lin_per[b]
-        dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
-        base = d.t_last
-        base = base if base > now_s else now_s
-        _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
+        else:  # joins the batch now
+            ctx = d.ctx
+            steps = d.steps
+            dt = now_s - d.t_last
+            if dt > 0.0:
+                if b:  # _advance
+                    per = d.lin_per[b]
+                    lin = d.lin_base[b] + per * ctx
+                    a = per * b * 0.5
+                    if a * dt < 1e-9 * lin * lin:
+                        k = dt / lin
+                    else:
+                        k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                    d.steps = steps = steps + k
+                    ctx += b * k
+                    d.acc_tokens += b * k
+                    d.acc_wall_s += dt
+                    d.acc_kernel_s += dt - k * d.host[b]
+                    d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
+                d.t_last = now_s
+            req.t_admit = now_s  # _admit: its first token
+            if grow:  # only preemption reads the admission order
+                req.adm_order = next(self.adm_seq)
+            members = d.members
+            _heappush(members, (steps + n, req.rid, req))
+            d.b = b = b + 1
+            inp_out = req.inp + req.out
+            ctx += req.inp + (req.out - 1 - n)
+            d.ctx = ctx
+            d.resv = resv = d.resv + inp_out
+            d.load_frac = (resv + 1) / (d.cap_tokens + 1)
+            d.version = version = d.version + 1  # _reschedule
+            k = members[0][0] - steps
+            k = 0.0 if k < 0.0 else k
+            if grow and b > 1:
+                k_full = (d.cap_tokens - ctx) / b
+                if k_full < k:
+                    k = max(k_full, 0.0)
+            per = d.lin_per[b]
+            dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            base = d.t_last
+            base = base if base > now_s else now_s
+            _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
+        if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
+            self._maybe_done(d, now_s)
 
     def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
         ctx = req.inp + (req.out - 1 - req.remaining)
@@ -316,7 +341,7 @@ class DecodeSide:
             if req.local >= 0:
                 done[req.local] = 1
             arrival = req.arrival
-            t_first = req.t_first
+            t_first = req.t_admit
             t_pe = req.t_pe
             ttft = t_first - arrival
             tbt = (now_s - t_first) / (out - 1)

@@ -181,7 +181,7 @@ class RequestEngine(InstanceLifecycle, PrefillSide):
         sv = self.services[req.svc]
         if req.local >= 0:
             sv.done[req.local] = 1
-        ttft = req.t_first - req.arrival
+        ttft = req.t_admit - req.arrival
         tbt_sw = (now_s - req.t_pe) / req.out
         st = sv.stats
         st.complete(ttft, tbt_s, req.inp, req.out)

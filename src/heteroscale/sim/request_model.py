@@ -30,7 +30,6 @@ class Req:
         "cached",
         "dinst",
         "done_tokens",
-        "fin_step",
         "inp",
         "lent",
         "local",
@@ -43,7 +42,6 @@ class Req:
         "sent_s",
         "svc",
         "t_admit",
-        "t_first",
         "t_pe",
         "t_pq",
         "t_ps",
@@ -62,8 +60,6 @@ class Req:
         self.new = inp - cached
         self.pinst: PrefillInst | DecodeInst | None = None  # where its prompt runs (a decode one when lent)
         self.dinst: DecodeInst | None = None
-        self.t_first = 0.0
-        self.fin_step = 0.0
         self.sent_s = 0.0  # when its KV has left the prefill instance's NIC
         self.done_tokens = 0  # prompt tokens prefilled so far (chunked prefill)
         self.remaining: float = out - 1  # decode steps still to run (kept across a preemption)

@@ -1,5 +1,5 @@
 """The prefill side of the request engine: routing a request to a prefill instance, batching its
-prompt, and the KV transfer to a decode instance until it lands there (see
+prompt, and starting the KV transfer to a decode instance (its landing is the decode side's; see
 :mod:`heteroscale.sim.request_engine` for the model)."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from heteroscale.sim.request_model import DecodeInst, PrefillInst, Req, ServiceS
 _INF = math.inf
 # module-level names for the hot path (a global lookup instead of an attribute lookup per event)
 _DRAINING = Lifecycle.DRAINING
-_GONE = Lifecycle.GONE
 _heappush = heapq.heappush
 
 
@@ -232,31 +231,3 @@ class PrefillSide(MixedPool):
             p.nic_free_at = req.sent_s = start + xfer_s
         req.t_xs = start
         _heappush(self.heap, (start + xfer_s + self.setup_s, next(self.seq), EV_XFER_DONE, req, 0))
-
-    def _xfer_done(self, req: Req, now_s: float) -> None:
-        d = req.dinst
-        p = req.pinst
-        assert d is not None and p is not None
-        req.t_xe = now_s
-        if p.lifecycle is _DRAINING:
-            self._maybe_gone(p, now_s)
-        if d.lifecycle is _GONE:  # killed with the transfer inbound
-            self._fail(req, now_s, FailureCause.SCALE_IN)
-            return
-        d.inbound -= 1
-        if p.killed and req.sent_s > p.killed_at_s + 1e-12:  # the sender died before its KV had left
-            self._fail(req, now_s, FailureCause.SCALE_IN)
-        elif (
-            not d.waiting
-            and d.b < d.max_batch
-            and (
-                d.ctx + req.inp + (req.out - 1 - req.remaining) + d.b + 1 <= d.cap_tokens
-                if self.grow
-                else d.resv + req.inp + req.out <= d.cap_tokens
-            )
-        ):  # _fits, inlined on the hot path
-            self._join(d, req, now_s)
-        else:
-            d.waiting.append(req)
-        if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
-            self._maybe_done(d, now_s)

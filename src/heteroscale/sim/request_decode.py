@@ -256,7 +256,7 @@ class DecodeSide:
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
 
     def _decode_next(self, d: DecodeInst, now_s: float) -> None:
-        # the hot path (one per completion): _advance, _fits, _admit and _reschedule inlined where the
+        # the hot path (one per completion): _advance, the completions and _reschedule inlined where the
         # common case needs no more; the arithmetic and its order are theirs, so results are the same
         dt = now_s - d.t_last
         b = d.b
@@ -287,7 +287,48 @@ class DecodeSide:
         limit = steps + 1e-6
         resv = d.resv
         if members and members[0][0] <= limit:
-            b, ctx, resv = self._finish_members(d, now_s, limit, b, ctx, resv)
+            # the members that have reached their last step complete: _complete and
+            # ServiceStats.complete inlined, the run's tallies summed once (a step finishes about one)
+            sv = self.services[d.svc]
+            done = sv.done
+            st = sv.stats
+            ttft_slo = st.ttft_slo_s
+            tbt_slo = st.tbt_slo_s
+            n = met = 0
+            while members and members[0][0] <= limit:
+                req = _heappop(members)[2]
+                b -= 1
+                inp = req.inp
+                out = req.out
+                inp_out = inp + out
+                ctx -= inp_out - 1
+                resv -= inp_out
+                n += 1
+                if req.local >= 0:
+                    done[req.local] = 1
+                arrival = req.arrival
+                t_first = req.t_admit
+                t_pe = req.t_pe
+                ttft = t_first - arrival
+                tbt = (now_s - t_first) / (out - 1)
+                tbt_sw = (now_s - t_pe) / out
+                st.w_ttft.append(ttft)
+                st.w_tbt.append(tbt)
+                if ttft <= ttft_slo and tbt <= tbt_slo:
+                    met += 1
+                st.w_inputs += inp
+                st.w_outputs += out
+                st.w_e2e.append(now_s - arrival)
+                st.w_queue.append(req.t_ps - arrival)
+                st.w_xfer.append(req.t_xe - t_pe)
+                st.w_ttft_splitwise.append(t_pe - arrival)
+                st.w_tbt_splitwise.append(tbt_sw)
+                if self.records_on:
+                    self._record(req, now_s, f"{ttft:.6f}", f"{tbt:.6f}", f"{tbt_sw:.6f}", "ok")
+            self.in_flight -= n
+            st.completed += n
+            st.met_slo += met
+            st.w_met += met
         d.b = b
         d.resv = resv
         d.load_frac = (resv + 1) / (d.cap_tokens + 1)
@@ -315,52 +356,3 @@ class DecodeSide:
             base = d.t_last
             base = base if base > now_s else now_s
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
-
-    def _finish_members(
-        self, d: DecodeInst, now_s: float, limit: float, b: int, ctx: float, resv: int
-    ) -> tuple[int, float, int]:
-        """Complete every member of ``d`` that has reached step ``limit``; returns the batch size,
-        context and reservation after them. ``_complete`` and ``ServiceStats.complete`` inlined."""
-        members = d.members
-        sv = self.services[d.svc]
-        done = sv.done
-        st = sv.stats
-        ttft_slo = st.ttft_slo_s
-        tbt_slo = st.tbt_slo_s
-        n = met = 0
-        records_on = self.records_on
-        while members and members[0][0] <= limit:
-            req = _heappop(members)[2]
-            b -= 1
-            inp = req.inp
-            out = req.out
-            inp_out = inp + out
-            ctx -= inp_out - 1
-            resv -= inp_out
-            n += 1
-            if req.local >= 0:
-                done[req.local] = 1
-            arrival = req.arrival
-            t_first = req.t_admit
-            t_pe = req.t_pe
-            ttft = t_first - arrival
-            tbt = (now_s - t_first) / (out - 1)
-            tbt_sw = (now_s - t_pe) / out
-            st.w_ttft.append(ttft)
-            st.w_tbt.append(tbt)
-            if ttft <= ttft_slo and tbt <= tbt_slo:
-                met += 1
-            st.w_inputs += inp
-            st.w_outputs += out
-            st.w_e2e.append(now_s - arrival)
-            st.w_queue.append(req.t_ps - arrival)
-            st.w_xfer.append(req.t_xe - t_pe)
-            st.w_ttft_splitwise.append(t_pe - arrival)
-            st.w_tbt_splitwise.append(tbt_sw)
-            if records_on:
-                self._record(req, now_s, f"{ttft:.6f}", f"{tbt:.6f}", f"{tbt_sw:.6f}", "ok")
-        self.in_flight -= n
-        st.completed += n
-        st.met_slo += met
-        st.w_met += met
-        return b, ctx, resv

@@ -148,17 +148,15 @@ class DecodeSide:
             return
         d.inbound -= 1
         n = req.remaining
+        inp = req.inp
+        out = req.out
+        cap = d.cap_tokens
         grow = self.grow
         b = d.b
         if p.killed and req.sent_s > p.killed_at_s + 1e-12:  # the sender died before its KV had left
             self._fail(req, now_s, FailureCause.SCALE_IN)
         elif d.waiting or not (
-            b < d.max_batch
-            and (
-                d.ctx + req.inp + (req.out - 1 - n) + b + 1 <= d.cap_tokens
-                if grow
-                else d.resv + req.inp + req.out <= d.cap_tokens
-            )
+            b < d.max_batch and (d.ctx + inp + (out - 1 - n) + b + 1 <= cap if grow else d.resv + inp + out <= cap)
         ):  # not _fits, inlined
             d.waiting.append(req)
         elif req.preemptions or n <= 0 or req.t_admit == req.t_admit:  # a readmission or no decode step
@@ -168,11 +166,13 @@ class DecodeSide:
         else:  # joins the batch now
             ctx = d.ctx
             steps = d.steps
+            lin_per = d.lin_per
+            lin_base = d.lin_base
             dt = now_s - d.t_last
             if dt > 0.0:
                 if b:  # _advance
-                    per = d.lin_per[b]
-                    lin = d.lin_base[b] + per * ctx
+                    per = lin_per[b]
+                    lin = lin_base[b] + per * ctx
                     a = per * b * 0.5
                     if a * dt < 1e-9 * lin * lin:
                         k = dt / lin
@@ -191,20 +191,19 @@ class DecodeSide:
             members = d.members
             _heappush(members, (steps + n, req.rid, req))
             d.b = b = b + 1
-            inp_out = req.inp + req.out
-            ctx += req.inp + (req.out - 1 - n)
+            ctx += inp + (out - 1 - n)
             d.ctx = ctx
-            d.resv = resv = d.resv + inp_out
-            d.load_frac = (resv + 1) / (d.cap_tokens + 1)
+            d.resv = resv = d.resv + (inp + out)
+            d.load_frac = (resv + 1) / (cap + 1)
             d.version = version = d.version + 1  # _reschedule
             k = members[0][0] - steps
             k = 0.0 if k < 0.0 else k
             if grow and b > 1:
-                k_full = (d.cap_tokens - ctx) / b
+                k_full = (cap - ctx) / b
                 if k_full < k:
                     k = max(k_full, 0.0)
-            per = d.lin_per[b]
-            dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            per = lin_per[b]
+            dt = (lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
             base = d.t_last
             base = base if base > now_s else now_s
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))

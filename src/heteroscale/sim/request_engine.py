@@ -220,8 +220,8 @@ class RequestEngine(InstanceLifecycle, PrefillSide):
         arr_svc = self._arr_svc
         arr_local = self._arr_local
         services = self.services
-        i = self._next_arrival
-        events = 0
+        i = i0 = self._next_arrival
+        events = 0  # heap events; the arrivals are i − i0
         route = self._route_prefill
         decode_next = self._decode_next
         xfer_done = self._xfer_done
@@ -244,7 +244,6 @@ class RequestEngine(InstanceLifecycle, PrefillSide):
                 self.in_flight += 1
                 route(req, t_arr)
                 t_arr = arr_t[i]
-                events += 1
                 continue
             if t_ev > t_stop:
                 break
@@ -268,7 +267,7 @@ class RequestEngine(InstanceLifecycle, PrefillSide):
                 if obj.lifecycle is _DRAINING:
                     self._kill(obj, t)
         self._next_arrival = i
-        self.events += events
+        self.events += events + i - i0
         self.now_s = max(self.now_s, t_stop)
 
     def _all_decodes(self) -> list[DecodeInst]:

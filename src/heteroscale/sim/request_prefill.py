@@ -73,7 +73,8 @@ class PrefillSide(MixedPool):
         cached = req.cached
         req.t_ps = now_s
         req.done_tokens = new
-        self._run_batch(best, [req], new, float(new * (cached + new)), float(new * cached), now_s)
+        attn = 0.0 + new * (cached + new)  # floats, as the loop's sums from 0.0
+        self._run_batch(best, [req], new, attn, 0.0 + new * cached, now_s)
 
     def _take_batch(self, sv: ServiceState, q: deque[Req], now_s: float) -> tuple[list[Req], int, float, float]:
         """Pop the next batch's requests from ``queue`` (a deque): whole prompts up to the budget (the
@@ -212,9 +213,8 @@ class PrefillSide(MixedPool):
             req.lent = req.lent or d.owner is not None
         req.dinst = d
         d.inbound += 1
-        req.t_xs = now_s
         if d is p or d.owner is p:  # one instance holds both phases: no transfer
-            req.sent_s = now_s
+            req.t_xs = req.sent_s = now_s
             self._xfer_done(req, now_s)
             return
         bw = self.link_bytes_per_s or p.kv_bw.get(d)

@@ -102,7 +102,6 @@ class DecodeSide:
                 d.steps += k
                 d.ctx += b * k
                 d.acc_tokens += b * k
-                d.acc_wall_s += dt
                 d.acc_kernel_s += dt - k * d.host[b]
                 # perf.decode_flops(b, ctx), inlined
                 d.acc_flops += k * (b * d.flops_per_seq + int(d.ctx - b * k * 0.5) * d.flops_per_context_token)
@@ -181,7 +180,6 @@ class DecodeSide:
                     d.steps = steps = steps + k
                     ctx += b * k
                     d.acc_tokens += b * k
-                    d.acc_wall_s += dt
                     d.acc_kernel_s += dt - k * d.host[b]
                     d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
                 d.t_last = now_s
@@ -273,7 +271,6 @@ class DecodeSide:
                 steps += k
                 ctx += b * k
                 d.acc_tokens += b * k
-                d.acc_wall_s += dt
                 d.acc_kernel_s += dt - k * d.host[b]
                 d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
             d.t_last = now_s

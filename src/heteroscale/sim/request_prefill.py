@@ -154,7 +154,6 @@ class PrefillSide(MixedPool):
         p.batch_end = end = now_s + dur
         p.batch_kfrac = kernel / dur if dur > 0 else 0.0
         p.acc_kernel_s += kernel
-        p.acc_wall_s += dur
         p.acc_flops += tokens * perf.prefill_flops_per_token + (attn + prefix) * perf.attn_flops_per_unit
         p.batch_tokens = tokens
         sh = p.shadow

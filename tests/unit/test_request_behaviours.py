@@ -191,6 +191,27 @@ def test_chunked_prefill_bounds_the_tokens_of_every_batch_and_still_completes() 
     assert len(rows(buf)) == 3
 
 
+def test_every_prefill_batch_takes_the_performance_model_s_time_bit_for_bit() -> None:
+    # the engine works a batch's time out in place (its hot path): it must stay the model's to the last
+    # bit, for a request that finds its instance idle (it is the batch) and for batches off the queue
+    tr = b.trace(n=4, rate_rps=1e6, input_tokens=[3000, 500, 700, 900], output_tokens=5, cached_tokens=[0, 200, 0, 300])
+    r, eng, _ = engine_for(tr)
+    perf = prefill_perf(r)
+    sizes: list[int] = []
+    original = eng._run_batch
+
+    def observe(inst, batch, tokens, attn, prefix, now_s):
+        original(inst, batch, tokens, attn, prefix, now_s)
+        sizes.append(len(batch))
+        want = perf.prefill_time_s(tokens, attn, prefix)
+        assert inst.batch_end == now_s + want
+        assert inst.batch_kfrac == perf.prefill_kernel_s(tokens, attn, prefix) / want
+
+    eng._run_batch = observe  # type: ignore[method-assign]
+    step_until_done(eng, 4)
+    assert sizes == [1, 3]  # the first finds the instance idle; the rest queue behind it
+
+
 # -- KV reservation and preemption --------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ _DRAINING = Lifecycle.DRAINING
 _GONE = Lifecycle.GONE
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+_sqrt = math.sqrt
 
 # event kinds
 EV_PREFILL_DONE = 0
@@ -98,7 +99,7 @@ class DecodeSide:
                 if a * dt < 1e-9 * lin * lin:
                     k = dt / lin
                 else:
-                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                    k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                 d.steps += k
                 d.ctx += b * k
                 d.acc_tokens += b * k
@@ -176,7 +177,7 @@ class DecodeSide:
                     if a * dt < 1e-9 * lin * lin:
                         k = dt / lin
                     else:
-                        k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                        k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                     d.steps = steps = steps + k
                     ctx += b * k
                     d.acc_tokens += b * k
@@ -267,7 +268,7 @@ class DecodeSide:
                 if a * dt < 1e-9 * lin * lin:
                     k = dt / lin
                 else:
-                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                    k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                 steps += k
                 ctx += b * k
                 d.acc_tokens += b * k

@@ -95,17 +95,18 @@ class DecodeSide:
             if b:
                 per = d.lin_per[b]
                 lin = d.lin_base[b] + per * d.ctx
-                a = per * b * 0.5
+                a = d.per_b[b] * 0.5
                 if a * dt < 1e-9 * lin * lin:
                     k = dt / lin
                 else:
                     k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                 d.steps += k
-                d.ctx += b * k
-                d.acc_tokens += b * k
+                bk = b * k
+                d.ctx += bk
+                d.acc_tokens += bk
                 d.acc_kernel_s += dt - k * d.host[b]
                 # perf.decode_flops(b, ctx), inlined
-                d.acc_flops += k * (b * d.flops_per_seq + int(d.ctx - b * k * 0.5) * d.flops_per_context_token)
+                d.acc_flops += k * (d.flops_b[b] + int(d.ctx - bk * 0.5) * d.flops_per_context_token)
             d.t_last = now_s
 
     def _stall(self, d: DecodeInst, now_s: float, dur_s: float) -> float:
@@ -173,16 +174,17 @@ class DecodeSide:
                 if b:  # _advance
                     per = lin_per[b]
                     lin = lin_base[b] + per * ctx
-                    a = per * b * 0.5
+                    a = d.per_b[b] * 0.5
                     if a * dt < 1e-9 * lin * lin:
                         k = dt / lin
                     else:
                         k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                     d.steps = steps = steps + k
-                    ctx += b * k
-                    d.acc_tokens += b * k
+                    bk = b * k
+                    ctx += bk
+                    d.acc_tokens += bk
                     d.acc_kernel_s += dt - k * d.host[b]
-                    d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
+                    d.acc_flops += k * (d.flops_b[b] + int(ctx - bk * 0.5) * d.flops_per_context_token)
                 d.t_last = now_s
             req.t_admit = now_s  # _admit: its first token
             if grow:  # only preemption reads the admission order
@@ -202,7 +204,7 @@ class DecodeSide:
                 if k_full < k:
                     k = max(k_full, 0.0)
             per = lin_per[b]
-            dt = (lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            dt = (lin_base[b] + per * ctx) * k + d.per_b[b] * k * k * 0.5
             base = d.t_last
             base = base if base > now_s else now_s
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
@@ -248,7 +250,7 @@ class DecodeSide:
                 if k_full < k:
                     k = max(k_full, 0.0)
             per = d.lin_per[b]
-            dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            dt = (d.lin_base[b] + per * ctx) * k + d.per_b[b] * k * k * 0.5
             base = d.t_last
             base = base if base > now_s else now_s
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
@@ -264,16 +266,17 @@ class DecodeSide:
             if b:
                 per = d.lin_per[b]
                 lin = d.lin_base[b] + per * ctx
-                a = per * b * 0.5
+                a = d.per_b[b] * 0.5
                 if a * dt < 1e-9 * lin * lin:
                     k = dt / lin
                 else:
                     k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                 steps += k
-                ctx += b * k
-                d.acc_tokens += b * k
+                bk = b * k
+                ctx += bk
+                d.acc_tokens += bk
                 d.acc_kernel_s += dt - k * d.host[b]
-                d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
+                d.acc_flops += k * (d.flops_b[b] + int(ctx - bk * 0.5) * d.flops_per_context_token)
             d.t_last = now_s
         members = d.members
         target = members[0][0]
@@ -349,7 +352,7 @@ class DecodeSide:
             k = members[0][0] - steps
             k = 0.0 if k < 0.0 else k
             per = d.lin_per[b]
-            dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            dt = (d.lin_base[b] + per * ctx) * k + d.per_b[b] * k * k * 0.5
             base = d.t_last
             base = base if base > now_s else now_s
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))

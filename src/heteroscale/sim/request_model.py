@@ -119,6 +119,7 @@ class DecodeInst(SimInstance):
         "b",
         "cap_tokens",
         "ctx",
+        "flops_b",
         "flops_per_context_token",
         "flops_per_seq",
         "host",
@@ -138,6 +139,7 @@ class DecodeInst(SimInstance):
         "members",
         "nic_free_at",
         "owner",
+        "per_b",
         "resv",
         "steps",
         "t_last",
@@ -156,6 +158,10 @@ class DecodeInst(SimInstance):
         self.host = [perf.decode_host_s(b) for b in range(max_batch + 1)]
         self.flops_per_seq = perf.decode_flops_per_seq  # the perf constants the batch advance reads
         self.flops_per_context_token = perf.decode_attn_flops_per_context_token
+        # per batch size, the products the advance would form from an int and a float (the same
+        # values; a float-only step runs the interpreter's fast path)
+        self.per_b = [per * b for b, per in enumerate(self.lin_per)]
+        self.flops_b = [b * self.flops_per_seq for b in range(max_batch + 1)]
         self.members: list[tuple[float, int, Req]] = []
         self.b = 0
         self.ctx = 0.0  # KV tokens the batch holds (prompts plus the tokens generated so far)

@@ -42,7 +42,8 @@ class PrefillSide(MixedPool):
         if len(insts) > 1:
             best_load = _INF
             for p in insts:
-                ld = p.queued_tokens * p.sec_per_token
+                queued = p.queued_tokens
+                ld = queued * p.sec_per_token if queued else 0.0  # 0 × s is 0.0: no int-by-float product
                 if ld >= best_load:  # what is added below is ≥ 0: it cannot win (a float sum is monotone)
                     continue
                 if p.busy and p.batch_end > now_s:
@@ -142,19 +143,20 @@ class PrefillSide(MixedPool):
     ) -> None:
         """Run ``batch`` (taken off the queue) on the idle ``p``: its time, tallies and done event."""
         perf = p.perf
+        ftokens = float(tokens)  # what an int-by-float product converts it to, once
         # perf.prefill_kernel_s, inlined: the same arithmetic in the same order
-        compute = tokens * perf.prefill_s_per_token + (attn + prefix) * perf.prefill_s_per_attn_unit
+        compute = ftokens * perf.prefill_s_per_token + (attn + prefix) * perf.prefill_s_per_attn_unit
         floor = perf.weight_read_s
         compute = floor if compute < floor else compute
         latency = perf.allreduce_latency_s + perf.prefill_layer_latency_s
-        kernel = latency + compute + tokens * perf.prefill_comm_s_per_token
+        kernel = latency + compute + ftokens * perf.prefill_comm_s_per_token
         dur = perf.prefill_host_overhead_s + kernel  # = perf.prefill_time_s(tokens, attn, prefix)
         p.busy = True
         p.batch = batch
         p.batch_end = end = now_s + dur
         p.batch_kfrac = kernel / dur if dur > 0 else 0.0
         p.acc_kernel_s += kernel
-        p.acc_flops += tokens * perf.prefill_flops_per_token + (attn + prefix) * perf.attn_flops_per_unit
+        p.acc_flops += ftokens * perf.prefill_flops_per_token + (attn + prefix) * perf.attn_flops_per_unit
         p.batch_tokens = tokens
         sh = p.shadow
         if sh is not None and sh.b:  # the decodes lent here wait for this prefill batch

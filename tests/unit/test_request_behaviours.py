@@ -166,29 +166,50 @@ def test_chunked_prefill_bounds_the_tokens_of_every_batch_and_still_completes() 
     tr = b.trace(n=3, rate_rps=1e6, input_tokens=[10_000, 300, 300], output_tokens=5)
     _, eng, buf = engine_for(tr, prefill_chunk_tokens=2048)
     sizes: list[int] = []
-    original = eng._start_prefill
+    original = eng._run_batch  # every prefill batch starts here
 
-    def observe(inst, now_s):
-        original(inst, now_s)
+    def observe(inst, batch, tokens, attn, prefix, now_s):
+        original(inst, batch, tokens, attn, prefix, now_s)
         sizes.append(inst.batch_tokens)
 
-    eng._start_prefill = observe  # type: ignore[method-assign]
+    eng._run_batch = observe  # type: ignore[method-assign]
     step_until_done(eng, 3)
     assert sum(sizes) == 10_600
     assert max(sizes) == 2048 and len(sizes) == math.ceil(10_600 / 2048)
     # unchunked, the long prompt runs whole in one batch
     _, eng2, _ = engine_for(tr)
     sizes2: list[int] = []
-    original2 = eng2._start_prefill
+    original2 = eng2._run_batch  # every prefill batch starts here
 
-    def observe2(inst, now_s):
-        original2(inst, now_s)
+    def observe2(inst, batch, tokens, attn, prefix, now_s):
+        original2(inst, batch, tokens, attn, prefix, now_s)
         sizes2.append(inst.batch_tokens)
 
-    eng2._start_prefill = observe2  # type: ignore[method-assign]
+    eng2._run_batch = observe2  # type: ignore[method-assign]
     step_until_done(eng2, 3)
     assert max(sizes2) >= 10_000
     assert len(rows(buf)) == 3
+
+
+def test_every_prefill_batch_takes_the_performance_model_s_time_bit_for_bit() -> None:
+    # the engine works a batch's time out in place (its hot path): it must stay the model's to the last
+    # bit, for a request that finds its instance idle (it is the batch) and for batches off the queue
+    tr = b.trace(n=4, rate_rps=1e6, input_tokens=[3000, 500, 700, 900], output_tokens=5, cached_tokens=[0, 200, 0, 300])
+    r, eng, _ = engine_for(tr)
+    perf = prefill_perf(r)
+    sizes: list[int] = []
+    original = eng._run_batch
+
+    def observe(inst, batch, tokens, attn, prefix, now_s):
+        original(inst, batch, tokens, attn, prefix, now_s)
+        sizes.append(len(batch))
+        want = perf.prefill_time_s(tokens, attn, prefix)
+        assert inst.batch_end == now_s + want
+        assert inst.batch_kfrac == perf.prefill_kernel_s(tokens, attn, prefix) / want
+
+    eng._run_batch = observe  # type: ignore[method-assign]
+    step_until_done(eng, 4)
+    assert sizes == [1, 3]  # the first finds the instance idle; the rest queue behind it
 
 
 # -- KV reservation and preemption --------------------------------------------------------------------

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 import pytest
 
 from heteroscale.config.catalog import calibration_for
 from heteroscale.domain.hardware import Role
 from heteroscale.domain.state import Lifecycle, ScaleInMode
+from heteroscale.sim.records import RecordWriter
 from heteroscale.sim.request_engine import RequestEngine
 from heteroscale.sim.runner import SimulationRun
 from heteroscale.sim.scenario import Fidelity
@@ -116,14 +120,8 @@ def test_analytic_decode_matches_a_step_by_step_reference() -> None:
     ]
     from heteroscale.sim.request_engine import Req
 
-    finish_engine: dict[int, float] = {}
-    original = eng._complete
-
-    def record(req, now_s, tbt_s):
-        finish_engine[req.rid] = now_s
-        original(req, now_s, tbt_s)
-
-    eng._complete = record  # type: ignore[method-assign]
+    buf = io.StringIO()
+    eng.records = RecordWriter(buf)  # each completion's finish time, as the records write it
     for k, (t, inp, out) in enumerate(admissions):
         eng.run_until(t)
         req = Req(k, 0, t, inp, out, 0)
@@ -132,6 +130,7 @@ def test_analytic_decode_matches_a_step_by_step_reference() -> None:
         eng._admit(d, req, t)
         eng._reschedule(d, t)
     eng.run_until(10_000.0)
+    finish_engine = {int(r["request"]): float(r["finish_s"]) for r in csv.DictReader(io.StringIO(buf.getvalue()))}
     ref = _decode_reference(d.perf, admissions)
     got = [finish_engine[k] for k in range(len(admissions))]
     for g, want, (t0, _, _) in zip(got, ref, admissions, strict=True):

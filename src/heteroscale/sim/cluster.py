@@ -20,7 +20,6 @@ class SimInstance:
         "acc_flops",
         "acc_kernel_s",
         "acc_tokens",
-        "acc_wall_s",
         "dg",
         "gone_at_s",
         "gpus",
@@ -39,7 +38,6 @@ class SimInstance:
         "win_flops",
         "win_kernel_s",
         "win_tokens",
-        "win_wall_s",
     )
 
     def __init__(
@@ -69,14 +67,12 @@ class SimInstance:
         self.gone_at_s: float | None = None
         self.lifecycle = Lifecycle.STARTING
         self.in_discovery = False
-        # cumulative accounting (kernel-busy seconds, wall-busy seconds, tokens, FLOPs)
+        # cumulative accounting (kernel-busy seconds, tokens, FLOPs)
         self.acc_kernel_s = 0.0
-        self.acc_wall_s = 0.0
         self.acc_tokens = 0.0
         self.acc_flops = 0.0
         # values of the accumulators at the last telemetry sample
         self.win_kernel_s = 0.0
-        self.win_wall_s = 0.0
         self.win_tokens = 0.0
         self.win_flops = 0.0
 

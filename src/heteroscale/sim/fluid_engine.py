@@ -189,9 +189,8 @@ class FluidEngine:
             insts = lists[role]
             if insts and (acc[0] or acc[2]):
                 n = len(insts)
-                wall, kern, tok, fl = acc[0] / n, acc[1] / n, acc[2] / n, acc[3] / n
+                kern, tok, fl = acc[1] / n, acc[2] / n, acc[3] / n
                 for inst in insts:
-                    inst.acc_wall_s += wall
                     inst.acc_kernel_s += kern
                     inst.acc_tokens += tok
                     inst.acc_flops += fl

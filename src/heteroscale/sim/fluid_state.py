@@ -63,7 +63,7 @@ class FluidService:
     # ready, in-discovery instances per role, rebuilt only when membership changes (``dirty``)
     ready: dict[Role, list[FluidInst]] = field(default_factory=lambda: {r: [] for r in Role})
     dirty: bool = True
-    # work done since the last flush, per role: [wall, kernel, tokens, flops]
+    # work done since the last flush, per role: [wall, kernel, tokens, flops] (wall: whether any ran)
     pending: dict[Role, list[float]] = field(default_factory=lambda: {r: [0.0, 0.0, 0.0, 0.0] for r in Role})
     # the flows
     backlog_tokens: float = 0.0  # cache-missed prompt tokens waiting for prefill

@@ -1,5 +1,5 @@
-"""The decode side of the request engine: admission, the analytic batch advance, stalls,
-preemption and rescheduling (see :mod:`heteroscale.sim.request_engine` for the model).
+"""The decode side of the request engine: a landed KV transfer, admission, the analytic batch
+advance, stalls, preemption and rescheduling (see :mod:`heteroscale.sim.request_engine` for the model).
 
 :class:`DecodeSide` is the base of the engine's parts: it declares the state they share and the
 hooks the engine itself defines.
@@ -19,8 +19,10 @@ from heteroscale.sim.request_model import DecodeInst, Req, ServiceState
 from heteroscale.sim.scenario import EngineSettings, Preemption
 
 _DRAINING = Lifecycle.DRAINING
+_GONE = Lifecycle.GONE
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+_sqrt = math.sqrt
 
 # event kinds
 EV_PREFILL_DONE = 0
@@ -42,9 +44,14 @@ class DecodeSide:
     adm_seq: itertools.count[int]
     grow: bool
     now_s: float
+    in_flight: int
+    records_on: bool
 
     # -- hooks the engine defines
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
+        raise NotImplementedError
+
+    def _record(self, req: Req, now_s: float, ttft: str, tbt: str, tbt_sw: str, status: str) -> None:
         raise NotImplementedError
 
     def _fail(self, req: Req, now_s: float, cause: FailureCause) -> None:
@@ -88,18 +95,18 @@ class DecodeSide:
             if b:
                 per = d.lin_per[b]
                 lin = d.lin_base[b] + per * d.ctx
-                a = per * b * 0.5
+                a = d.per_b[b] * 0.5
                 if a * dt < 1e-9 * lin * lin:
                     k = dt / lin
                 else:
-                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                    k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                 d.steps += k
-                d.ctx += b * k
-                d.acc_tokens += b * k
-                d.acc_wall_s += dt
+                bk = b * k
+                d.ctx += bk
+                d.acc_tokens += bk
                 d.acc_kernel_s += dt - k * d.host[b]
                 # perf.decode_flops(b, ctx), inlined
-                d.acc_flops += k * (b * d.flops_per_seq + int(d.ctx - b * k * 0.5) * d.flops_per_context_token)
+                d.acc_flops += k * (d.flops_b[b] + int(d.ctx - bk * 0.5) * d.flops_per_context_token)
             d.t_last = now_s
 
     def _stall(self, d: DecodeInst, now_s: float, dur_s: float) -> float:
@@ -115,71 +122,94 @@ class DecodeSide:
             self._readmit_cost(d, req, now_s)
         if math.isnan(req.t_admit):  # first admission: its first token
             req.t_admit = now_s
-            req.t_first = now_s
         n = req.remaining
         if n <= 0:
             self._complete(req, now_s, None)
             return
-        req.fin_step = d.steps + n
-        req.adm_order = next(self.adm_seq)
-        _heappush(d.members, (req.fin_step, req.rid, req))
+        if self.grow:  # only preemption reads the admission order
+            req.adm_order = next(self.adm_seq)
+        _heappush(d.members, (d.steps + n, req.rid, req))
         d.b += 1
         d.ctx += req.inp + (req.out - 1 - n)
         d.resv += req.inp + req.out
         d.load_frac = (d.resv + 1) / (d.cap_tokens + 1)
 
-    def _join(self, d: DecodeInst, req: Req, now_s: float) -> None:
-        """``req`` joins ``d``'s batch now: ``_advance``, ``_admit`` and ``_reschedule`` in one pass on
-        locals (the hot path of a landed transfer; their arithmetic in their order, so the same results)."""
+    def _xfer_done(self, req: Req, now_s: float) -> None:
+        """A KV transfer has landed: ``req`` joins its decode instance's batch or waits for room. The
+        common case (a first admission that fits) is ``_advance``, ``_admit`` and ``_reschedule`` in one
+        pass on locals, their arithmetic in their order, so the results are the same."""
+        d = req.dinst
+        p = req.pinst
+        assert d is not None and p is not None
+        req.t_xe = now_s
+        if p.lifecycle is _DRAINING:
+            self._maybe_gone(p, now_s)
+        if d.lifecycle is _GONE:  # killed with the transfer inbound
+            self._fail(req, now_s, FailureCause.SCALE_IN)
+            return
+        d.inbound -= 1
         n = req.remaining
-        if req.preemptions or n <= 0 or req.t_admit == req.t_admit:  # a readmission or no decode step: the parts
+        inp = req.inp
+        out = req.out
+        cap = d.cap_tokens
+        grow = self.grow
+        b = d.b
+        if p.killed and req.sent_s > p.killed_at_s + 1e-12:  # the sender died before its KV had left
+            self._fail(req, now_s, FailureCause.SCALE_IN)
+        elif d.waiting or not (
+            b < d.max_batch and (d.ctx + inp + (out - 1 - n) + b + 1 <= cap if grow else d.resv + inp + out <= cap)
+        ):  # not _fits, inlined
+            d.waiting.append(req)
+        elif req.preemptions or n <= 0 or req.t_admit == req.t_admit:  # a readmission or no decode step
             self._advance(d, now_s)
             self._admit(d, req, now_s)
             self._reschedule(d, now_s)
-            return
-        b = d.b
-        ctx = d.ctx
-        steps = d.steps
-        dt = now_s - d.t_last
-        if dt > 0.0:
-            if b:  # _advance
-                per = d.lin_per[b]
-                lin = d.lin_base[b] + per * ctx
-                a = per * b * 0.5
-                if a * dt < 1e-9 * lin * lin:
-                    k = dt / lin
-                else:
-                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
-                d.steps = steps = steps + k
-                ctx += b * k
-                d.acc_tokens += b * k
-                d.acc_wall_s += dt
-                d.acc_kernel_s += dt - k * d.host[b]
-                d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
-            d.t_last = now_s
-        req.t_admit = req.t_first = now_s  # _admit: its first token
-        req.fin_step = fin = steps + n
-        req.adm_order = next(self.adm_seq)
-        members = d.members
-        _heappush(members, (fin, req.rid, req))
-        d.b = b = b + 1
-        inp_out = req.inp + req.out
-        ctx += req.inp + (req.out - 1 - n)
-        d.ctx = ctx
-        d.resv = resv = d.resv + inp_out
-        d.load_frac = (resv + 1) / (d.cap_tokens + 1)
-        d.version = version = d.version + 1  # _reschedule
-        k = members[0][0] - steps
-        k = 0.0 if k < 0.0 else k
-        if self.grow and b > 1:
-            k_full = (d.cap_tokens - ctx) / b
-            if k_full < k:
-                k = max(k_full, 0.0)
-        per = d.lin_per[b]
-        dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
-        base = d.t_last
-        base = base if base > now_s else now_s
-        _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
+        else:  # joins the batch now
+            ctx = d.ctx
+            steps = d.steps
+            lin_per = d.lin_per
+            lin_base = d.lin_base
+            dt = now_s - d.t_last
+            if dt > 0.0:
+                if b:  # _advance
+                    per = lin_per[b]
+                    lin = lin_base[b] + per * ctx
+                    a = d.per_b[b] * 0.5
+                    if a * dt < 1e-9 * lin * lin:
+                        k = dt / lin
+                    else:
+                        k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                    d.steps = steps = steps + k
+                    bk = b * k
+                    ctx += bk
+                    d.acc_tokens += bk
+                    d.acc_kernel_s += dt - k * d.host[b]
+                    d.acc_flops += k * (d.flops_b[b] + int(ctx - bk * 0.5) * d.flops_per_context_token)
+                d.t_last = now_s
+            req.t_admit = now_s  # _admit: its first token
+            if grow:  # only preemption reads the admission order
+                req.adm_order = next(self.adm_seq)
+            members = d.members
+            _heappush(members, (steps + n, req.rid, req))
+            d.b = b = b + 1
+            ctx += inp + (out - 1 - n)
+            d.ctx = ctx
+            d.resv = resv = d.resv + (inp + out)
+            d.load_frac = (resv + 1) / (cap + 1)
+            d.version = version = d.version + 1  # _reschedule
+            k = members[0][0] - steps
+            k = 0.0 if k < 0.0 else k
+            if grow and b > 1:
+                k_full = (cap - ctx) / b
+                if k_full < k:
+                    k = max(k_full, 0.0)
+            per = lin_per[b]
+            dt = (lin_base[b] + per * ctx) * k + d.per_b[b] * k * k * 0.5
+            base = d.t_last
+            base = base if base > now_s else now_s
+            _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
+        if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
+            self._maybe_done(d, now_s)
 
     def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
         ctx = req.inp + (req.out - 1 - req.remaining)
@@ -220,13 +250,13 @@ class DecodeSide:
                 if k_full < k:
                     k = max(k_full, 0.0)
             per = d.lin_per[b]
-            dt = (d.lin_base[b] + per * ctx) * k + per * b * k * k * 0.5
+            dt = (d.lin_base[b] + per * ctx) * k + d.per_b[b] * k * k * 0.5
             base = d.t_last
             base = base if base > now_s else now_s
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
 
     def _decode_next(self, d: DecodeInst, now_s: float) -> None:
-        # the hot path (one per completion): _advance, _fits, _admit and _reschedule inlined where the
+        # the hot path (one per completion): _advance, the completions and _reschedule inlined where the
         # common case needs no more; the arithmetic and its order are theirs, so results are the same
         dt = now_s - d.t_last
         b = d.b
@@ -236,17 +266,17 @@ class DecodeSide:
             if b:
                 per = d.lin_per[b]
                 lin = d.lin_base[b] + per * ctx
-                a = per * b * 0.5
+                a = d.per_b[b] * 0.5
                 if a * dt < 1e-9 * lin * lin:
                     k = dt / lin
                 else:
-                    k = (math.sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
+                    k = (_sqrt(lin * lin + 4.0 * a * dt) - lin) / (2.0 * a)
                 steps += k
-                ctx += b * k
-                d.acc_tokens += b * k
-                d.acc_wall_s += dt
+                bk = b * k
+                ctx += bk
+                d.acc_tokens += bk
                 d.acc_kernel_s += dt - k * d.host[b]
-                d.acc_flops += k * (b * d.flops_per_seq + int(ctx - b * k * 0.5) * d.flops_per_context_token)
+                d.acc_flops += k * (d.flops_b[b] + int(ctx - bk * 0.5) * d.flops_per_context_token)
             d.t_last = now_s
         members = d.members
         target = members[0][0]
@@ -256,26 +286,73 @@ class DecodeSide:
         d.steps = steps
         limit = steps + 1e-6
         resv = d.resv
-        complete = self._complete
-        while members and members[0][0] <= limit:
-            req = _heappop(members)[2]
-            b -= 1
-            inp_out = req.inp + req.out
-            ctx -= inp_out - 1
-            resv -= inp_out
-            complete(req, now_s, (now_s - req.t_first) / (req.out - 1))
+        if members and members[0][0] <= limit:
+            # the members that have reached their last step complete: _complete and
+            # ServiceStats.complete inlined, the run's tallies summed once (a step finishes about one)
+            sv = self.services[d.svc]
+            done = sv.done
+            st = sv.stats
+            ttft_slo = st.ttft_slo_s
+            tbt_slo = st.tbt_slo_s
+            n = met = 0
+            while members and members[0][0] <= limit:
+                req = _heappop(members)[2]
+                b -= 1
+                inp = req.inp
+                out = req.out
+                inp_out = inp + out
+                ctx -= inp_out - 1
+                resv -= inp_out
+                n += 1
+                if req.local >= 0:
+                    done[req.local] = 1
+                arrival = req.arrival
+                t_first = req.t_admit
+                t_pe = req.t_pe
+                ttft = t_first - arrival
+                tbt = (now_s - t_first) / (out - 1)
+                tbt_sw = (now_s - t_pe) / out
+                st.w_ttft.append(ttft)
+                st.w_tbt.append(tbt)
+                if ttft <= ttft_slo and tbt <= tbt_slo:
+                    met += 1
+                st.w_inputs += inp
+                st.w_outputs += out
+                st.w_e2e.append(now_s - arrival)
+                st.w_queue.append(req.t_ps - arrival)
+                st.w_xfer.append(req.t_xe - t_pe)
+                st.w_ttft_splitwise.append(t_pe - arrival)
+                st.w_tbt_splitwise.append(tbt_sw)
+                if self.records_on:
+                    self._record(req, now_s, f"{ttft:.6f}", f"{tbt:.6f}", f"{tbt_sw:.6f}", "ok")
+            self.in_flight -= n
+            st.completed += n
+            st.met_slo += met
+            st.w_met += met
         d.b = b
         d.resv = resv
         d.load_frac = (resv + 1) / (d.cap_tokens + 1)
         if ctx < 0.0 or not members:
             ctx = max(0.0, ctx) if members else 0.0
         d.ctx = ctx
-        if grow:
-            self._preempt(d, now_s)
         waiting = d.waiting
-        if waiting:
-            while waiting and self._fits(d, waiting[0]):
-                self._admit(d, waiting.popleft(), now_s)
-        if d.owner is not None or d.lifecycle is _DRAINING:
-            self._maybe_done(d, now_s)
-        self._reschedule(d, now_s)
+        if grow or waiting or d.owner is not None or d.lifecycle is _DRAINING:
+            if grow:
+                self._preempt(d, now_s)
+            if waiting:
+                while waiting and self._fits(d, waiting[0]):
+                    self._admit(d, waiting.popleft(), now_s)
+            if d.owner is not None or d.lifecycle is _DRAINING:
+                self._maybe_done(d, now_s)
+            self._reschedule(d, now_s)
+            return
+        # _reschedule, inlined: no preemption or admission moved the batch off these locals
+        d.version = version = d.version + 1
+        if b:
+            k = members[0][0] - steps
+            k = 0.0 if k < 0.0 else k
+            per = d.lin_per[b]
+            dt = (d.lin_base[b] + per * ctx) * k + d.per_b[b] * k * k * 0.5
+            base = d.t_last
+            base = base if base > now_s else now_s
+            _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))

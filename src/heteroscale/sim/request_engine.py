@@ -47,7 +47,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,8 +65,8 @@ from heteroscale.sim.request_decode import (
     EV_XFER_DONE,
 )
 from heteroscale.sim.request_lifecycle import InstanceLifecycle
-from heteroscale.sim.request_mixed import MixedPool
 from heteroscale.sim.request_model import DecodeInst, PrefillInst, Req, ServiceState
+from heteroscale.sim.request_prefill import PrefillSide
 from heteroscale.sim.request_telemetry import QUEUE_SAMPLE_S, sample_counts, window_row
 from heteroscale.sim.scenario import EngineSettings, KvReservation, KvTransfer
 from heteroscale.sim.telemetry import Telemetry
@@ -88,7 +87,7 @@ def _t(x: float) -> str:
     return "" if math.isnan(x) else f"{x:.6f}"  # NaN: the phase did not happen
 
 
-class RequestEngine(InstanceLifecycle, MixedPool):
+class RequestEngine(InstanceLifecycle, PrefillSide):
     """Discrete-event serving model of every service in a scenario."""
 
     def __init__(
@@ -177,224 +176,12 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         if self.records.enabled:
             self._record(req, now_s, "", "", "", f"failed:{cause.value}")
 
-    # ------------------------------------------------------------------ prefill
-    def _route_prefill(self, req: Req, now_s: float) -> None:
-        sv = self.services[req.svc]
-        insts = sv.p_routable
-        if not insts:
-            if self.mixed and sv.d_routable:
-                self._lend_prompt(sv, req, now_s)
-            else:
-                sv.pending_prefill.append(req)
-            return
-        best = insts[0]
-        if len(insts) > 1:
-            best_load = _INF
-            for p in insts:
-                ld = p.queued_tokens * p.sec_per_token
-                if ld >= best_load:  # what is added below is ≥ 0: it cannot win (a float sum is monotone)
-                    continue
-                if p.busy and p.batch_end > now_s:
-                    ld += p.batch_end - now_s
-                if ld < best_load:
-                    best, best_load = p, ld
-                    if ld == 0.0:  # nothing is below an idle instance: the first idle one wins
-                        break
-        if (
-            self.mixed
-            and best.queue
-            and best.queued_tokens + sum(r.new for r in best.batch) + req.new > self.settings.mixed_pool_prompt_tokens
-            and sv.d_routable
-        ):
-            self._lend_prompt(sv, req, now_s)
-            return
-        req.pinst = best
-        req.t_pq = now_s
-        best.queue.append(req)
-        best.queued_tokens += req.new
-        if not best.busy:
-            self._start_prefill(best, now_s)
-
-    def _take_batch(self, sv: ServiceState, q: deque[Req], now_s: float) -> tuple[list[Req], int, float, float]:
-        """Pop the next batch's requests from ``queue`` (a deque): whole prompts up to the budget (the
-        first always gets in), or chunks of at most ``chunk_tokens``; returns (finished requests,
-        tokens, attention units, prefix units). A partly prefilled request stays at the head."""
-        budget = sv.prefill_budget
-        chunk = sv.chunk_tokens
-        batch: list[Req] = []
-        tokens = 0
-        attn = 0.0
-        prefix = 0.0
-        if chunk:
-            budget = min(budget, chunk)
-        while q:
-            req = q[0]
-            left = req.new - req.done_tokens
-            if chunk:
-                n = min(left, budget - tokens)
-            elif batch and tokens + left > budget:
-                break
-            else:
-                n = left
-            c0 = req.cached + req.done_tokens
-            if req.done_tokens == 0:
-                req.t_ps = now_s
-            tokens += n
-            attn += n * (c0 + n)
-            prefix += n * c0
-            req.done_tokens += n
-            if req.done_tokens < req.new:
-                break  # the chunk is full; the rest of this prompt runs next
-            q.popleft()
-            batch.append(req)
-            if chunk and tokens >= budget:
-                break
-        return batch, tokens, attn, prefix
-
-    def _start_prefill(self, p: PrefillInst, now_s: float) -> None:
-        sv = self.services[p.svc]
-        q = p.queue
-        if sv.chunk_tokens:
-            batch, tokens, attn, prefix = self._take_batch(sv, q, now_s)
-        else:  # the hot path: whole prompts, the first always gets in (as _take_batch, inlined)
-            budget = sv.prefill_budget
-            batch = []
-            tokens = 0
-            attn = prefix = 0.0
-            while q:
-                req = q[0]
-                new = req.new
-                if batch and tokens + new > budget:
-                    break
-                q.popleft()
-                batch.append(req)
-                req.t_ps = now_s
-                req.done_tokens = new
-                tokens += new
-                attn += new * (req.cached + new)
-                prefix += new * req.cached
-        p.queued_tokens -= tokens
-        perf = p.perf
-        kernel = perf.prefill_kernel_s(tokens, attn, prefix)
-        dur = perf.prefill_host_overhead_s + kernel  # = perf.prefill_time_s(tokens, attn, prefix)
-        p.busy = True
-        p.batch = batch
-        p.batch_end = end = now_s + dur
-        p.batch_kfrac = kernel / dur if dur > 0 else 0.0
-        p.acc_kernel_s += kernel
-        p.acc_wall_s += dur
-        p.acc_flops += tokens * perf.prefill_flops_per_token + (attn + prefix) * perf.attn_flops_per_unit
-        p.batch_tokens = tokens
-        sh = p.shadow
-        if sh is not None and sh.b:  # the decodes lent here wait for this prefill batch
-            self._stall(sh, now_s, dur)
-            self._reschedule(sh, now_s)
-        _heappush(self.heap, (end, next(self.seq), EV_PREFILL_DONE, p, 0))
-
-    def _prefill_done(self, p: PrefillInst, now_s: float) -> None:
-        batch = p.batch
-        p.batch = []
-        p.busy = False
-        p.acc_tokens += p.batch_tokens
-        for req in batch:
-            p.acc_cached_tokens += req.cached
-            req.t_pe = now_s
-            self._start_transfer(req, now_s)
-        if p.queue:
-            self._start_prefill(p, now_s)
-        elif p.lifecycle is _DRAINING:
-            self._maybe_gone(p, now_s)
-
-    # ------------------------------------------------------------------ KV transfer
-    def _pick_decode(self, sv: ServiceState, dg: str, need_tokens: int) -> DecodeInst | None:
-        """The least-loaded routable decode instance whose KV cache can ever hold ``need_tokens``,
-        in the prefill instance's DG when it has one."""
-        best: DecodeInst | None = None
-        best_load = _INF
-        for d in sv.d_routable:
-            ld = d.load_frac
-            if ld >= best_load or need_tokens > d.cap_tokens:  # what is added below is ≥ 0: it cannot win
-                continue
-            waiting = d.waiting
-            if waiting:
-                ld += len(waiting)
-            if d.dg != dg:
-                ld += 1e6
-            if ld < best_load:
-                best, best_load = d, ld
-        return best
-
-    def _start_transfer(self, req: Req, now_s: float) -> None:
-        p = req.pinst
-        assert p is not None
-        sv = self.services[req.svc]
-        if not sv.d_routable:  # wait, KV held on the prefill instance, for a routable decode
-            sv.pending_decode.append(req)
-            p.kv_held += 1
-            return
-        d = self._pick_decode(sv, p.dg, req.inp + req.out)
-        if d is None:  # it would never be admitted: reject it rather than block an admission queue
-            self._fail(req, now_s, FailureCause.KV_CAPACITY)
-            if p.lifecycle is _DRAINING:
-                self._maybe_gone(p, now_s)
-            return
-        if self.mixed and not self._fits(d, req):  # the decode pool is full: lend the decode
-            d = self._lend_decode(sv, req, now_s) or d
-            req.lent = req.lent or d.owner is not None
-        req.dinst = d
-        d.inbound += 1
-        req.t_xs = now_s
-        if d is p or d.owner is p:  # one instance holds both phases: no transfer
-            req.sent_s = now_s
-            self._xfer_done(req, now_s)
-            return
-        bw = self.link_bytes_per_s or self.cluster.kv_bandwidth(p, d)
-        xfer_s = req.new * p.perf.kv_bytes_per_token / bw
-        if self.parallel_xfer:
-            start = now_s
-            p.nic_free_at = max(p.nic_free_at, start + xfer_s)
-            req.sent_s = start + xfer_s
-        else:
-            nic_free = p.nic_free_at
-            start = nic_free if nic_free > now_s else now_s
-            p.nic_free_at = req.sent_s = start + xfer_s
-        req.t_xs = start
-        _heappush(self.heap, (start + xfer_s + self.setup_s, next(self.seq), EV_XFER_DONE, req, 0))
-
-    def _xfer_done(self, req: Req, now_s: float) -> None:
-        d = req.dinst
-        p = req.pinst
-        assert d is not None and p is not None
-        req.t_xe = now_s
-        if p.lifecycle is _DRAINING:
-            self._maybe_gone(p, now_s)
-        if d.lifecycle is _GONE:  # killed with the transfer inbound
-            self._fail(req, now_s, FailureCause.SCALE_IN)
-            return
-        d.inbound -= 1
-        if p.killed and req.sent_s > p.killed_at_s + 1e-12:  # the sender died before its KV had left
-            self._fail(req, now_s, FailureCause.SCALE_IN)
-        elif (
-            not d.waiting
-            and d.b < d.max_batch
-            and (
-                d.ctx + req.inp + (req.out - 1 - req.remaining) + d.b + 1 <= d.cap_tokens
-                if self.grow
-                else d.resv + req.inp + req.out <= d.cap_tokens
-            )
-        ):  # _fits, inlined on the hot path
-            self._join(d, req, now_s)
-        else:
-            d.waiting.append(req)
-        if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
-            self._maybe_done(d, now_s)
-
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:
         self.in_flight -= 1
         sv = self.services[req.svc]
         if req.local >= 0:
             sv.done[req.local] = 1
-        ttft = req.t_first - req.arrival
+        ttft = req.t_admit - req.arrival
         tbt_sw = (now_s - req.t_pe) / req.out
         st = sv.stats
         st.complete(ttft, tbt_s, req.inp, req.out)
@@ -433,8 +220,8 @@ class RequestEngine(InstanceLifecycle, MixedPool):
         arr_svc = self._arr_svc
         arr_local = self._arr_local
         services = self.services
-        i = self._next_arrival
-        events = 0
+        i = i0 = self._next_arrival
+        events = 0  # heap events; the arrivals are i − i0
         route = self._route_prefill
         decode_next = self._decode_next
         xfer_done = self._xfer_done
@@ -457,7 +244,6 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                 self.in_flight += 1
                 route(req, t_arr)
                 t_arr = arr_t[i]
-                events += 1
                 continue
             if t_ev > t_stop:
                 break
@@ -481,7 +267,7 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                 if obj.lifecycle is _DRAINING:
                     self._kill(obj, t)
         self._next_arrival = i
-        self.events += events
+        self.events += events + i - i0
         self.now_s = max(self.now_s, t_stop)
 
     def _all_decodes(self) -> list[DecodeInst]:

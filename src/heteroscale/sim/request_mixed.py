@@ -25,7 +25,6 @@ class MixedPool(DecodeSide):
         perf = d.perf
         dur = perf.prefill_time_s(tokens, attn, prefix)
         d.acc_kernel_s += perf.prefill_kernel_s(tokens, attn, prefix)
-        d.acc_wall_s += dur
         d.acc_flops += perf.prefill_flops(tokens, attn, prefix)
         d.lent_tokens -= tokens
         d.lent_busy = True

@@ -30,7 +30,6 @@ class Req:
         "cached",
         "dinst",
         "done_tokens",
-        "fin_step",
         "inp",
         "lent",
         "local",
@@ -43,7 +42,6 @@ class Req:
         "sent_s",
         "svc",
         "t_admit",
-        "t_first",
         "t_pe",
         "t_pq",
         "t_ps",
@@ -62,8 +60,6 @@ class Req:
         self.new = inp - cached
         self.pinst: PrefillInst | DecodeInst | None = None  # where its prompt runs (a decode one when lent)
         self.dinst: DecodeInst | None = None
-        self.t_first = 0.0
-        self.fin_step = 0.0
         self.sent_s = 0.0  # when its KV has left the prefill instance's NIC
         self.done_tokens = 0  # prompt tokens prefilled so far (chunked prefill)
         self.remaining: float = out - 1  # decode steps still to run (kept across a preemption)
@@ -89,6 +85,7 @@ class PrefillInst(SimInstance):
         "busy",
         "killed",
         "killed_at_s",
+        "kv_bw",
         "kv_held",
         "nic_free_at",
         "queue",
@@ -107,6 +104,7 @@ class PrefillInst(SimInstance):
         self.batch_tokens = 0
         self.batch_kfrac = 0.0
         self.nic_free_at = 0.0
+        self.kv_bw: dict[DecodeInst, float] = {}  # the cluster's KV bandwidth to each decode instance sent to
         self.killed = False
         self.killed_at_s = _INF
         self.kv_held = 0  # prefilled requests whose KV waits here for a routable decode instance
@@ -121,12 +119,14 @@ class DecodeInst(SimInstance):
         "b",
         "cap_tokens",
         "ctx",
+        "flops_b",
         "flops_per_context_token",
         "flops_per_seq",
         "host",
         "inbound",
         "killed",
         "killed_at_s",
+        "kv_bw",
         "kv_held",
         "lent_batch",
         "lent_busy",
@@ -139,6 +139,7 @@ class DecodeInst(SimInstance):
         "members",
         "nic_free_at",
         "owner",
+        "per_b",
         "resv",
         "steps",
         "t_last",
@@ -157,6 +158,10 @@ class DecodeInst(SimInstance):
         self.host = [perf.decode_host_s(b) for b in range(max_batch + 1)]
         self.flops_per_seq = perf.decode_flops_per_seq  # the perf constants the batch advance reads
         self.flops_per_context_token = perf.decode_attn_flops_per_context_token
+        # per batch size, the products the advance would form from an int and a float (the same
+        # values; a float-only step runs the interpreter's fast path)
+        self.per_b = [per * b for b, per in enumerate(self.lin_per)]
+        self.flops_b = [b * self.flops_per_seq for b in range(max_batch + 1)]
         self.members: list[tuple[float, int, Req]] = []
         self.b = 0
         self.ctx = 0.0  # KV tokens the batch holds (prompts plus the tokens generated so far)
@@ -168,6 +173,7 @@ class DecodeInst(SimInstance):
         self.waiting: deque[Req] = deque()
         self.inbound = 0
         self.nic_free_at = 0.0  # its own outbound KV (mixed pool: a lent prompt's KV leaving)
+        self.kv_bw: dict[DecodeInst, float] = {}  # as a prefill instance's (a lent prompt's KV leaving)
         self.lent_queue: deque[Req] = deque()  # mixed pool: prompts lent to this instance
         self.lent_tokens = 0
         self.lent_busy = False

@@ -15,18 +15,26 @@ QUEUE_SAMPLE_S = 1.0  # queue and running counts are sampled this often for thei
 
 def sample_counts(services: list[ServiceState]) -> None:
     """Add the instantaneous queue and running counts of every service to the window's sums."""
+    starting = Lifecycle.STARTING
     for sv in services:
-        acc = sv.counts_acc
-        acc[0] += len(sv.pending_prefill)
-        acc[2] += len(sv.pending_decode)
+        # whole counts summed on locals first: the sums stay exact (far below 2^53), so the same values
+        p_queue = len(sv.pending_prefill)
+        p_running = 0
         for p in sv.p_all:
-            if p.lifecycle is not Lifecycle.STARTING:
-                acc[0] += len(p.queue)
-                acc[1] += len(p.batch)
+            if p.lifecycle is not starting:
+                p_queue += len(p.queue)
+                p_running += len(p.batch)
+        d_queue = len(sv.pending_decode)
+        d_running = 0
         for d in sv.d_all:
-            if d.lifecycle is not Lifecycle.STARTING:
-                acc[2] += len(d.waiting)
-                acc[3] += d.b
+            if d.lifecycle is not starting:
+                d_queue += len(d.waiting)
+                d_running += d.b
+        acc = sv.counts_acc
+        acc[0] += p_queue
+        acc[1] += p_running
+        acc[2] += d_queue
+        acc[3] += d_running
         acc[4] += 1
 
 

@@ -102,6 +102,7 @@ ENGINE_PROFILES: tuple[EngineProfile, ...] = (
         "splitwise",
         fit_comm_bw=False,
         prior_terms=("worker_dispatch_overhead_s",),
+        fit_large_message_comm=True,
     ),
     EngineProfile(
         "gpu-kernels", "generic PyTorch kernels in CUDA graphs on one H200, kernel time only", "h200-kernels", True

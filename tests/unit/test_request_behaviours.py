@@ -261,10 +261,12 @@ def test_mixed_pool_lends_prompts_to_the_decode_pool_under_prefill_overload() ->
     got = rows(buf)
     assert all(r["status"] == "ok" for r in got)
     lent = [r for r in got if r["lent"] == "1"]
-    assert lent and all(r["prefill_instance"].startswith("svc-d") for r in lent)
-    # a prompt lent to the instance that then decodes it needs no transfer
-    same = [r for r in lent if r["prefill_instance"] == r["decode_instance"]]
-    assert all(r["transfer_start_s"] == r["transfer_end_s"] == r["prefill_end_s"] for r in same)
+    # lent: a prompt run on a decode instance or a decode on a prefill instance, nothing else
+    assert all(r["prefill_instance"].startswith("svc-d") or r["decode_instance"].startswith("svc-p") for r in lent)
+    assert any(r["prefill_instance"].startswith("svc-d") for r in lent)
+    # both phases on one instance need no transfer
+    same = [r for r in got if r["prefill_instance"] == r["decode_instance"]]
+    assert same and all(r["transfer_start_s"] == r["transfer_end_s"] == r["prefill_end_s"] for r in same)
     _, eng_off, buf_off = engine_for(tr, prefill=1, decode=2)
     step_until_done(eng_off, 100, step_s=1.0)
     ttft = sorted(f(r, "ttft_s") for r in got)
@@ -280,6 +282,48 @@ def test_mixed_pool_lends_decodes_to_the_prefill_pool_when_decode_kv_is_full() -
     assert all(r["status"] == "ok" for r in got)
     on_prefill = [r for r in got if r["decode_instance"].startswith("svc-p")]
     assert on_prefill and all(r["lent"] == "1" for r in on_prefill)
+
+
+def test_mixed_pool_books_a_decode_at_arrival_and_lends_it_when_the_decode_pool_is_booked_full() -> None:
+    """SplitwiseSim judges a decode instance full on the KV booked when requests arrive (prompt +
+    output each, from arrival), not on what its batch holds when a prompt ends."""
+    # a burst of 4,000-token prompts: from the fifth arrival on, 5 × 4,010 booked tokens reach the
+    # decode instance's 20,000 while it holds nothing yet (the first prompt takes ≈ 0.4 s)
+    tr = b.trace(n=12, rate_rps=1e6, input_tokens=4000, output_tokens=10)
+    engine = {"mixed_pool": True, "kv_capacity_tokens": 20_000, "mixed_pool_prompt_tokens": 10**9}
+    _, eng, buf = engine_for(tr, prefill=1, decode=1, **engine)
+    eng.run_until(0.01)
+    p, d = eng.services[0].p_all[0], eng.services[0].d_all[0]
+    placed = sorted([*p.batch, *p.queue, *d.lent_batch, *d.lent_queue], key=lambda r: r.rid)
+    assert len(placed) == 12 and d.resv == 0
+    assert all(math.isnan(r.t_pe) for r in placed)  # no prompt has ended
+    assert [r.dinst for r in placed[:4]] == [d] * 4
+    assert p.shadow is not None and placed[4].dinst is p.shadow  # the fifth: lent at arrival
+    step_until_done(eng, 12, step_s=0.5)
+    got = rows(buf)
+    assert all(r["status"] == "ok" for r in got)
+    on_prefill = [r for r in got if r["decode_instance"] == "svc-p0"]
+    assert on_prefill and all(r["lent"] == "1" for r in on_prefill)
+
+
+def test_mixed_pool_keeps_an_instance_until_it_is_idle_then_returns_it_to_its_pool() -> None:
+    tr = b.trace(n=100, rate_rps=10.0, input_tokens=6000, output_tokens=20)
+    _, eng, _ = engine_for(tr, prefill=1, decode=2, mixed_pool=True)
+    sv = eng.services[0]
+    seen_mixed: set[str] = set()
+
+    def watch() -> None:
+        assert sv.pools is not None
+        for x in sv.pools.mixed:
+            assert x.in_mixed_pool
+            seen_mixed.add(x.id)
+
+    step_until_done(eng, 100, watch=watch, step_s=0.25)
+    assert seen_mixed  # the overload moved instances into the mixed pool
+    ps = sv.pools
+    assert ps is not None and ps.mixed == []  # all idle now: every one is back in its own pool
+    assert set(ps.prompt) == set(sv.p_all) and set(ps.token) == set(sv.d_all)
+    assert not any(x.in_mixed_pool for x in (*sv.p_all, *sv.d_all))
 
 
 # -- the requests file ----------------------------------------------------------------------------------

@@ -276,6 +276,6 @@ class DecodeSide:
         if waiting:
             while waiting and self._fits(d, waiting[0]):
                 self._admit(d, waiting.popleft(), now_s)
-        if d.owner is not None or d.lifecycle is _DRAINING:
+        if d.owner is not None or d.lifecycle is _DRAINING or d.in_mixed_pool:
             self._maybe_done(d, now_s)
         self._reschedule(d, now_s)

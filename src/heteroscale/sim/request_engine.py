@@ -180,12 +180,12 @@ class RequestEngine(InstanceLifecycle, MixedPool):
     # ------------------------------------------------------------------ prefill
     def _route_prefill(self, req: Req, now_s: float) -> None:
         sv = self.services[req.svc]
+        if self.mixed:  # SplitwiseSim's scheduler places both phases now
+            self._mixed_route(sv, req, now_s)
+            return
         insts = sv.p_routable
         if not insts:
-            if self.mixed and sv.d_routable:
-                self._lend_prompt(sv, req, now_s)
-            else:
-                sv.pending_prefill.append(req)
+            sv.pending_prefill.append(req)
             return
         best = insts[0]
         if len(insts) > 1:
@@ -200,14 +200,6 @@ class RequestEngine(InstanceLifecycle, MixedPool):
                     best, best_load = p, ld
                     if ld == 0.0:  # nothing is below an idle instance: the first idle one wins
                         break
-        if (
-            self.mixed
-            and best.queue
-            and best.queued_tokens + sum(r.new for r in best.batch) + req.new > self.settings.mixed_pool_prompt_tokens
-            and sv.d_routable
-        ):
-            self._lend_prompt(sv, req, now_s)
-            return
         req.pinst = best
         req.t_pq = now_s
         best.queue.append(req)
@@ -304,6 +296,8 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             self._start_prefill(p, now_s)
         elif p.lifecycle is _DRAINING:
             self._maybe_gone(p, now_s)
+        elif p.in_mixed_pool:
+            self._release_if_idle(p)
 
     # ------------------------------------------------------------------ KV transfer
     def _pick_decode(self, sv: ServiceState, dg: str, need_tokens: int) -> DecodeInst | None:
@@ -332,15 +326,15 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             sv.pending_decode.append(req)
             p.kv_held += 1
             return
-        d = self._pick_decode(sv, p.dg, req.inp + req.out)
+        if self.mixed:  # placed when it arrived
+            d = self._mixed_decode(req) or self._pick_decode(sv, p.dg, req.inp + req.out)
+        else:
+            d = self._pick_decode(sv, p.dg, req.inp + req.out)
         if d is None:  # it would never be admitted: reject it rather than block an admission queue
             self._fail(req, now_s, FailureCause.KV_CAPACITY)
             if p.lifecycle is _DRAINING:
                 self._maybe_gone(p, now_s)
             return
-        if self.mixed and not self._fits(d, req):  # the decode pool is full: lend the decode
-            d = self._lend_decode(sv, req, now_s) or d
-            req.lent = req.lent or d.owner is not None
         req.dinst = d
         d.inbound += 1
         req.t_xs = now_s
@@ -386,7 +380,8 @@ class RequestEngine(InstanceLifecycle, MixedPool):
             self._join(d, req, now_s)
         else:
             d.waiting.append(req)
-        if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
+        # e.g. the last inbound had one output token
+        if d.owner is not None or d.lifecycle is _DRAINING or d.in_mixed_pool:
             self._maybe_done(d, now_s)
 
     def _complete(self, req: Req, now_s: float, tbt_s: float | None) -> None:

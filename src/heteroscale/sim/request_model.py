@@ -87,6 +87,7 @@ class PrefillInst(SimInstance):
         "batch_kfrac",
         "batch_tokens",
         "busy",
+        "in_mixed_pool",
         "killed",
         "killed_at_s",
         "kv_held",
@@ -114,6 +115,7 @@ class PrefillInst(SimInstance):
         perf: InstancePerf = self.perf
         self.sec_per_token = perf.prefill_time_s(4096, 4096.0 * 4096.0) / 4096.0
         self.shadow: DecodeInst | None = None  # mixed pool: the decodes lent to this instance
+        self.in_mixed_pool = False  # mixed pool: moved into it (request_mixed.py), until idle
 
 
 class DecodeInst(SimInstance):
@@ -124,6 +126,7 @@ class DecodeInst(SimInstance):
         "flops_per_context_token",
         "flops_per_seq",
         "host",
+        "in_mixed_pool",
         "inbound",
         "killed",
         "killed_at_s",
@@ -176,6 +179,29 @@ class DecodeInst(SimInstance):
         self.killed_at_s = _INF
         self.kv_held = 0  # lent prompts whose KV waits here for a routable decode instance
         self.owner: PrefillInst | None = None  # set on a prefill instance's shadow decode side
+        self.in_mixed_pool = False  # mixed pool: moved into it (request_mixed.py), until idle
+
+
+Inst = PrefillInst | DecodeInst
+
+
+@dataclass(slots=True, eq=False)
+class MixedPools:
+    """The mixed pool's state (:mod:`heteroscale.sim.request_mixed`) for one service: its pools and
+    books as SplitwiseSim's scheduler keeps them, and what it lent."""
+
+    prompt: list[PrefillInst] = field(default_factory=list)
+    token: list[DecodeInst] = field(default_factory=list)
+    mixed: list[Inst] = field(default_factory=list)
+    known: set[Inst] = field(default_factory=set)  # every routable instance, in one pool or another
+    # per instance: the requests whose prompt it runs, until their KV has landed
+    prompts: dict[Inst, list[Req]] = field(default_factory=dict)
+    # per decode side: the requests whose decode it runs, until their KV has landed (then the side's
+    # own batch, admission queue and reservation hold them)
+    decodes: dict[DecodeInst, list[Req]] = field(default_factory=dict)
+    prompts_lent: int = 0  # prompts run on a decode instance
+    decodes_lent: int = 0  # decodes run on a prefill instance
+    colocated: int = 0  # both phases on one instance (no KV transfer)
 
 
 @dataclass(slots=True, eq=False)
@@ -200,3 +226,4 @@ class ServiceState:
     # queue and running counts summed over the window's samples:
     # [prefill queue, prefill running, decode queue, decode running, samples]
     counts_acc: list[float] = field(default_factory=lambda: [0.0] * 5)
+    pools: MixedPools | None = None  # the mixed pool's pools and books (made on first use)

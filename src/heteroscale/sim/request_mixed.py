@@ -32,19 +32,21 @@ lent decode side of a prefill instance is not billed or counted in the TPS figur
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 from heteroscale.domain.state import Lifecycle
 from heteroscale.sim.request_decode import EV_LENT_DONE, DecodeSide
-from heteroscale.sim.request_model import DecodeInst, Inst, MixedPools, PrefillInst, Req, ServiceState
+from heteroscale.sim.request_model import Books, DecodeInst, Inst, MixedPools, PrefillInst, Req, ServiceState
 
 _Pool = list[Inst] | list[PrefillInst] | list[DecodeInst]
 
 
 def _in_flight(reqs: list[Req]) -> list[Req]:
-    """Drop the requests whose KV has landed (t_xe is set then; NaN before)."""
-    if any(not math.isnan(r.t_xe) for r in reqs):
-        reqs[:] = [r for r in reqs if math.isnan(r.t_xe)]
+    """Drop the requests whose KV has landed (t_xe is set then; NaN before, and NaN != NaN)."""
+    for r in reqs:
+        if r.t_xe == r.t_xe:
+            reqs[:] = [r for r in reqs if r.t_xe != r.t_xe]
+            break
     return reqs
 
 
@@ -67,11 +69,9 @@ class MixedPool(DecodeSide):
                     if x in pool:
                         pool.remove(x)  # type: ignore[arg-type]
                 x.in_mixed_pool = False
-                ps.prompts.pop(x, None)
+                ps.books.pop(x, None)
                 if isinstance(x, PrefillInst) and x.shadow is not None:
-                    ps.decodes.pop(x.shadow, None)
-                elif isinstance(x, DecodeInst):
-                    ps.decodes.pop(x, None)
+                    ps.books.pop(x.shadow, None)
             ps.prompt.extend(p for p in sv.p_routable if p not in ps.known)
             ps.token.extend(d for d in sv.d_routable if d not in ps.known)
             ps.known = routable
@@ -93,31 +93,52 @@ class MixedPool(DecodeSide):
             p.shadow = sh
         return sh
 
-    def _decode_books(self, ps: MixedPools, d: DecodeInst | None) -> tuple[int, int]:
-        """(decodes placed on decode side ``d`` and not finished, KV tokens reserved for them)."""
-        if d is None:
-            return 0, 0
-        n = d.b + len(d.waiting)
-        kv = d.resv + sum(r.inp + r.out for r in d.waiting)
-        pre = ps.decodes.get(d)
-        if pre:
-            for r in _in_flight(pre):
-                kv += r.inp + r.out
-            n += len(pre)
-        return n, kv
+    @staticmethod
+    def _book(ps: MixedPools, x: Inst) -> Books:
+        bk = ps.books.get(x)
+        if bk is None:
+            bk = ps.books[x] = Books()
+        return bk
 
-    def _books(self, ps: MixedPools, x: Inst) -> tuple[int, int]:
-        """SplitwiseSim's (pending tokens, reserved KV tokens) of instance ``x``."""
-        pending = 0
+    @staticmethod
+    def _pending(ps: MixedPools, x: Inst) -> int:
+        """SplitwiseSim's pending tokens of ``x``: prompt tokens placed and not prefilled, plus one per
+        decode placed and not finished."""
+        books = ps.books
+        bk = books.get(x)
+        n = 0 if bk is None else bk.prompt_tokens
+        d = x.shadow if isinstance(x, PrefillInst) else x
+        if d is not None:
+            n += d.b + len(d.waiting)
+            bk = books.get(d)
+            if bk is not None:
+                n += bk.decodes + (len(_in_flight(bk.inbound)) if bk.inbound else 0)
+        return n
+
+    @staticmethod
+    def _reserved(ps: MixedPools, x: Inst) -> int:
+        """SplitwiseSim's booked KV tokens of ``x``: (prompt + 1) a prompt placed there until its KV has
+        landed, (prompt + output) a decode placed there until it finishes."""
+        books = ps.books
+        bk = books.get(x)
         kv = 0
-        mine = ps.prompts.get(x)
-        if mine:
-            for r in _in_flight(mine):
-                kv += r.inp + 1
-                if math.isnan(r.t_pe):  # its prefill has not ended
-                    pending += r.new
-        n, dkv = self._decode_books(ps, x.shadow if isinstance(x, PrefillInst) else x)
-        return pending + n, kv + dkv
+        if bk is not None:
+            kv = bk.prompt_kv
+            if bk.outbound:
+                for r in _in_flight(bk.outbound):
+                    kv += r.inp + 1
+        d = x.shadow if isinstance(x, PrefillInst) else x
+        if d is not None:
+            kv += d.resv
+            if d.waiting:
+                kv += sum(r.inp + r.out for r in d.waiting)
+            bk = books.get(d)
+            if bk is not None:
+                kv += bk.decode_kv
+                if bk.inbound:
+                    for r in _in_flight(bk.inbound):
+                        kv += r.inp + r.out
+        return kv
 
     def _kv_cap(self, x: Inst) -> int:
         if isinstance(x, DecodeInst):
@@ -182,7 +203,7 @@ class MixedPool(DecodeSide):
         ppools: tuple[_Pool, ...] = (ps.prompt, ps.mixed)
         for pool in ppools:
             if pool:
-                c, pending = self._least(ps, pool, 0)
+                c, pending = self._least(ps, pool, self._pending)
                 if not (self._has_waiting(sv, c) and pending + req.new > limit):
                     ptgt = c
                     break
@@ -191,26 +212,30 @@ class MixedPool(DecodeSide):
         dpools: tuple[_Pool, ...] = (ps.token, ps.mixed)
         for pool in dpools:
             if pool:
-                c, reserved = self._least(ps, pool, 1)
+                c, reserved = self._least(ps, pool, self._reserved)
                 if reserved + need < self._kv_cap(c):
                     dtgt = c
                     break
         if ptgt is None and ps.token:
-            ptgt = self._least(ps, ps.token, 0)[0]
+            ptgt = self._least(ps, ps.token, self._pending)[0]
             self._to_mixed(ps, ptgt)
         if dtgt is None and ps.prompt:
-            dtgt = self._least(ps, ps.prompt, 1)[0]
+            dtgt = self._least(ps, ps.prompt, self._reserved)[0]
             self._to_mixed(ps, dtgt)
         if ptgt is None or dtgt is None:
             every: list[Inst] = [*ps.prompt, *ps.mixed, *ps.token]
             if not every:  # nothing routable yet
                 sv.pending_prefill.append(req)
                 return
-            ptgt = dtgt = self._least(ps, every, 0)[0]
+            ptgt = dtgt = self._least(ps, every, self._pending)[0]
         d = self._shadow(dtgt, now_s) if isinstance(dtgt, PrefillInst) else dtgt
         req.dinst = d
-        ps.decodes.setdefault(d, []).append(req)
-        ps.prompts.setdefault(ptgt, []).append(req)
+        bk = self._book(ps, ptgt)
+        bk.prompt_tokens += req.new
+        bk.prompt_kv += req.inp + 1
+        bk = self._book(ps, d)
+        bk.decodes += 1
+        bk.decode_kv += req.inp + req.out
         req.lent = isinstance(ptgt, DecodeInst) or d.owner is not None
         ps.prompts_lent += isinstance(ptgt, DecodeInst)
         ps.decodes_lent += d.owner is not None
@@ -225,29 +250,43 @@ class MixedPool(DecodeSide):
         if not ptgt.busy:
             self._start_prefill(ptgt, now_s)
 
-    def _least(self, ps: MixedPools, pool: _Pool, which: int) -> tuple[Inst, int]:
-        """The first instance of ``pool`` with the least pending (``which`` 0) or reserved (1), and it."""
+    @staticmethod
+    def _least(ps: MixedPools, pool: _Pool, key: Callable[[MixedPools, Inst], int]) -> tuple[Inst, int]:
+        """The first instance of ``pool`` with the least ``key`` (pending or reserved), and that value."""
         best = pool[0]
-        best_v = self._books(ps, best)[which]
+        best_v = key(ps, best)
         for x in pool[1:]:
-            v = self._books(ps, x)[which]
+            if best_v == 0:  # nothing is below an empty instance: the first empty one wins
+                break
+            v = key(ps, x)
             if v < best_v:
                 best, best_v = x, v
         return best, best_v
 
     def _mixed_decode(self, req: Req) -> DecodeInst | None:
-        """The decode side placed at arrival, when it can still take ``req`` (else the engine picks)."""
-        d = req.dinst
+        """At the end of ``req``'s prompt: its books move to the KV in flight, and the decode side
+        placed at arrival, when it can still take ``req`` (else None: the engine picks)."""
         sv = self.services[req.svc]
-        ok = d is not None and req.inp + req.out <= d.cap_tokens
-        if ok and d is not None:
-            ok = d.owner in sv.p_routable if d.owner is not None else d in sv.d_routable
-        if not ok:
-            ps = sv.pools
-            if ps is not None and d is not None and req in ps.decodes.get(d, ()):
-                ps.decodes[d].remove(req)
+        ps = sv.pools
+        d = req.dinst
+        if ps is None or d is None:
             return None
-        return d
+        host = req.pinst
+        bk = ps.books.get(host) if host is not None else None
+        if bk is not None:
+            bk.prompt_tokens -= req.new
+            bk.prompt_kv -= req.inp + 1
+            bk.outbound.append(req)
+        ok = req.inp + req.out <= d.cap_tokens
+        if ok:
+            ok = d.owner in sv.p_routable if d.owner is not None else d in sv.d_routable
+        bk = ps.books.get(d)
+        if bk is not None:
+            bk.decodes -= 1
+            bk.decode_kv -= req.inp + req.out
+            if ok:
+                bk.inbound.append(req)
+        return d if ok else None
 
     # ------------------------------------------------------------------ a prompt on a decode instance
     def _lend_prompt(self, d: DecodeInst, req: Req, now_s: float) -> None:

@@ -185,6 +185,21 @@ class DecodeInst(SimInstance):
 Inst = PrefillInst | DecodeInst
 
 
+class Books:
+    """The mixed pool's books on one instance (or a prefill instance's decode side), as SplitwiseSim's
+    scheduler keeps them: what it placed there at arrival and is not yet in the instance's own state."""
+
+    __slots__ = ("decode_kv", "decodes", "inbound", "outbound", "prompt_kv", "prompt_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0  # prompt tokens placed here whose prefill has not ended
+        self.prompt_kv = 0  # their KV (prompt + 1 each)
+        self.outbound: list[Req] = []  # prompts ended here whose KV has not landed (it is held here)
+        self.decodes = 0  # decodes placed here whose prompt has not ended
+        self.decode_kv = 0  # their booked KV (prompt + output each)
+        self.inbound: list[Req] = []  # decodes whose KV is on its way here
+
+
 @dataclass(slots=True, eq=False)
 class MixedPools:
     """The mixed pool's state (:mod:`heteroscale.sim.request_mixed`) for one service: its pools and
@@ -194,11 +209,7 @@ class MixedPools:
     token: list[DecodeInst] = field(default_factory=list)
     mixed: list[Inst] = field(default_factory=list)
     known: set[Inst] = field(default_factory=set)  # every routable instance, in one pool or another
-    # per instance: the requests whose prompt it runs, until their KV has landed
-    prompts: dict[Inst, list[Req]] = field(default_factory=dict)
-    # per decode side: the requests whose decode it runs, until their KV has landed (then the side's
-    # own batch, admission queue and reservation hold them)
-    decodes: dict[DecodeInst, list[Req]] = field(default_factory=dict)
+    books: dict[Inst, Books] = field(default_factory=dict)  # by instance, and by prefill decode side
     prompts_lent: int = 0  # prompts run on a decode instance
     decodes_lent: int = 0  # decodes run on a prefill instance
     colocated: int = 0  # both phases on one instance (no KV transfer)

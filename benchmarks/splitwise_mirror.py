@@ -14,19 +14,19 @@ Our mixed pool follows its ``MixedPoolScheduler`` (``heteroscale/sim/request_mix
 placed at arrival, a decode instance full on the KV booked at arrival, instances kept in its mixed
 pool until idle.
 
-- A (1P+2D conv): passes in both; prompts lent to the A100s as there (789 here, 800 there).
-- A′ (1P+1D conv): fails in both: prompts lent to the single A100 stall every decode on it.
-- B (11P+1D code): passes in both. In the burst the A100 is booked full at arrival, so decodes go to
+- A (1P+2D conv): passes there and here; prompts lent to the A100s as there (789 here, 800 there).
+- A′ (1P+1D conv): fails there and here: prompts lent to the single A100 stall every decode on it.
+- B (11P+1D code): passes there and here. In the burst the A100 is booked full at arrival, so decodes go to
   H100s (128 here, 70 there), which then take the overflow prompts in the mixed pool: one prompt
   reaches the A100, as there. (Lending decodes only once a prompt had ended sent two 7.4k-token
   prompts to the A100, each stalling its batch ≈ 1.3 s: TBT p99 167 ms, a fail.)
 
 Where the figures differ: our A100 decode step grows with the batch (``measured-2023`` fits ≈ 0.26 ms
-of host time a sequence: ≈ 80 ms at 128 sequences), SplitwiseSim's is nearly flat (42.6–48.1 ms from
+of host time a sequence: ≈ 80 ms at 128 sequences), SplitwiseSim's is nearly flat (42.6–45.0 ms from
 1 to 512). So TBT p50 is ≈ 53 ms on A here against 42.7 there, and on A′ decodes stay booked longer,
 the A100 is full more often and we lend ≈ 1.8–2 × its counts (TBT p99 ≈ 405 ms, there 154). The
-diagnostic row runs the same with no per-sequence decode cost (``flat_decode_step``): TBT p50 and the
-lending counts then come within a few ms and ≈ 10–25 % of its own.
+diagnostic row runs the same with no per-sequence decode cost (``flat_decode_step``): TBT p50 then
+comes within ≈ 2 ms of its own on all three, and A′'s lending within 12–22 % of its counts.
 
 Pure P/D mode (no lending): SplitwiseSim published no such run (its cases use its mixed pool; its
 "baseline" runs both phases on every H100, not P/D). A and A′ fail here on TTFT alone: every conv

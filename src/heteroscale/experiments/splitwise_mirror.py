@@ -42,7 +42,7 @@ def with_mixed_pool(sc: Scenario, mixed_pool: bool) -> Scenario:
 
 def flat_decode_step(calibration: Calibration) -> Calibration:
     """A diagnostic calibration: no per-sequence host cost in a decode step, so the step stays nearly
-    flat in the batch size, as SplitwiseSim's decode iteration does (42.6–48.1 ms on an A100 from 1
+    flat in the batch size, as SplitwiseSim's decode iteration does (42.6–45.0 ms on an A100 from 1
     to 512 sequences; ``measured-2023`` fits ≈ 0.26 ms a sequence: ≈ 80 ms at 128)."""
     return dataclasses.replace(calibration, decode_seq_overhead_s=0.0)
 

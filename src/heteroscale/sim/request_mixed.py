@@ -27,7 +27,8 @@ On our instances a lent prompt runs alone on the decode instance and stalls its 
 lent decode runs on the prefill instance's decode side, stalled by each prefill batch (the prefill is
 not slowed by it, a simplification). "Waiting" is a queued prompt or decode, or decodes stalled by a
 prompt that leaves them no room in the iteration's token budget (SplitwiseSim preempts them). The
-lent decode side of a prefill instance is not billed or counted in the TPS figures.
+lent decode side of a prefill instance is not billed or counted in the TPS figures. The books assume
+a static cluster, as SplitwiseSim's: an instance that leaves routing leaves the pools and its books.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def _in_flight(reqs: list[Req]) -> list[Req]:
 
 
 class MixedPool(DecodeSide):
+    """Placement at arrival under the rules above, and the run of a prompt lent to a decode instance."""
+
     # -- hooks the engine defines
     def _start_prefill(self, p: PrefillInst, now_s: float) -> None:
         raise NotImplementedError

@@ -1,4 +1,5 @@
-"""The request engine's state: a request, the two instance kinds and one service's state.
+"""The request engine's state: a request, the two instance kinds, one service's state and the mixed
+pool's pools and books.
 
 Kept apart from the event logic (:mod:`heteroscale.sim.request_engine`) so each stays readable. A
 request carries its phase timestamps (``records.py`` writes them): arrival → prefill queued (routed

@@ -9,23 +9,30 @@ instance, a 200 GiB/s contention-free link, and its ``mixed_pool`` scheduler. Th
 p99 TTFT < 2 s and p99 TBT < 100 ms, with its own definitions (TTFT to the prefill end; TBT =
 (completion − prefill end) / output tokens, per request).
 
-Verdicts (with the mixed pool on they match on all three; ``tests/unit/test_splitwise_mirror.py``):
+Verdicts (with the mixed pool on they match on all three; ``tests/unit/test_splitwise_mirror.py``).
+Our mixed pool follows its ``MixedPoolScheduler`` (``heteroscale/sim/request_mixed.py``): both phases
+placed at arrival, a decode instance full on the KV booked at arrival, instances kept in its mixed
+pool until idle.
 
-- A (1P+2D conv): passes in both, in both modes.
-- A′ (1P+1D conv): fails there (TBT p99 154 ms) because its scheduler lends prompts to the single
-  A100 (4,238 of them) and each lent prompt stalls every decode on it. With our mixed pool on it fails
-  too (TBT p99 ≈ 131 ms). In pure P/D mode it passes here (TBT p99 ≈ 83 ms): no prompt ever runs on
-  the decode instance, so nothing stalls its batch — the difference is the scheduler, not the model.
-- B (11P+1D code): passes in both, in both modes; with 11 prefill instances the least-loaded one has
-  an empty queue even in the burst, so nothing is lent here (there, one prompt and 70 decodes were).
+- A (1P+2D conv): passes there and here; prompts lent to the A100s as there (789 here, 800 there).
+- A′ (1P+1D conv): fails there and here: prompts lent to the single A100 stall every decode on it.
+- B (11P+1D code): passes there and here. In the burst the A100 is booked full at arrival, so decodes go to
+  H100s (128 here, 70 there), which then take the overflow prompts in the mixed pool: one prompt
+  reaches the A100, as there. (Lending decodes only once a prompt had ended sent two 7.4k-token
+  prompts to the A100, each stalling its batch ≈ 1.3 s: TBT p99 167 ms, a fail.)
 
-The mixed pool lends far less here (A′: 436 prompts on the A100 and 77 decodes on the H100, against
-4,238 and 5,457 there): SplitwiseSim keeps an instance it moved into its mixed pool there until it is
-completely idle; we lend request by request.
+Where the figures differ: our A100 decode step grows with the batch (``measured-2023`` fits ≈ 0.26 ms
+of host time a sequence: ≈ 80 ms at 128 sequences), SplitwiseSim's is nearly flat (42.6–45.0 ms from
+1 to 512). So TBT p50 is ≈ 53 ms on A here against 42.7 there, and on A′ decodes stay booked longer,
+the A100 is full more often and we lend ≈ 1.8–2 × its counts (TBT p99 ≈ 405 ms, there 154). The
+diagnostic row runs the same with no per-sequence decode cost (``flat_decode_step``): TBT p50 then
+comes within ≈ 2 ms of its own on all three, and A′'s lending within 12–22 % of its counts.
 
-Where the figures differ: TBT p50 is ≈ 52 ms on A's A100 here against 42.7 ms there — our decode
-step grows with the batch's context (KV reads), theirs depends on the batch size alone; the pure-P/D
-TTFT p99 is higher here (no prompt leaves the single H100 queue).
+Pure P/D mode (no lending): SplitwiseSim published no such run (its cases use its mixed pool; its
+"baseline" runs both phases on every H100, not P/D). A and A′ fail here on TTFT alone: every conv
+prompt queues on the one H100 (queueing p99 ≈ 3.6 s, the same with one A100 or two), while no prompt
+stalls a decode batch (TBT p99 ≈ 56 / 80 ms); the mixed pool's lending is what keeps TTFT p99 under
+2 s there. B passes: eleven H100s absorb the burst.
 
 Speed: simulated requests per wall second of the simulation itself (requests / the summary's
 ``wall_s``) against 20 × the reference's event-loop column (A 395, B 1,198: targets 7,900 and
@@ -44,7 +51,14 @@ import time
 from heteroscale.config.bundled import data_path
 from heteroscale.config.catalog import calibration_for
 from heteroscale.config.loader import load_scenario
-from heteroscale.experiments.splitwise_mirror import CASES, run_case, verdict
+from heteroscale.experiments.splitwise_mirror import (
+    CASES,
+    REFERENCE_LENDING,
+    flat_decode_step,
+    lending_counts,
+    run_case,
+    verdict,
+)
 
 SPEED_TARGETS = {"A": 7_900.0, "B": 24_000.0}
 TARGET_STARTUP_S = 1.0
@@ -77,8 +91,9 @@ def main() -> int:
         print(f"{name}")
         print(_row("SplitwiseSim", ref_ok, ref_ttft, ref_tbt, ref_e2e))
         sc = load_scenario(data_path("scenarios", "splitwise", CASES[name][0]))
+        cal = calibration_for(sc)
         for mixed in (True, False):
-            s = run_case(sc, calibration_for(sc), mixed)
+            s = run_case(sc, cal, mixed)
             lat = s["latency"]
             ttft = tuple(lat["ttft_splitwise_s"][q] for q in ("p50", "p90", "p99"))
             tbt = tuple(1000.0 * lat["tbt_splitwise_s"][q] for q in ("p50", "p90", "p99"))
@@ -96,6 +111,17 @@ def main() -> int:
                         f"requests_per_wall_s={rps:,.0f} target>={target:,.0f}: {'met' if rps >= target else 'MISSED'}"
                     )
                     ok_all &= rps >= target
+        s = run_case(sc, flat_decode_step(cal))
+        lat = s["latency"]
+        ttft = tuple(lat["ttft_splitwise_s"][q] for q in ("p50", "p90", "p99"))
+        tbt = tuple(1000.0 * lat["tbt_splitwise_s"][q] for q in ("p50", "p90", "p99"))
+        print(_row("diagnostic: flat step", verdict(s), ttft, tbt, (lat["e2e_s"]["p50"], lat["e2e_s"]["p99"])))
+        ours, flat = lending_counts(sc, cal), lending_counts(sc, flat_decode_step(cal))
+        print(
+            "  lent (prompts on a decode instance / decodes on a prefill instance / both on one): "
+            + " ".join(f"{label} {'/'.join(f'{n:,}' for n in c)}" for label, c in
+                       (("ours", ours), ("flat step", flat), ("SplitwiseSim", REFERENCE_LENDING[name])))
+        )  # fmt: skip
     for name in SPEED_TARGETS:
         startup = _startup_s(name)
         met = startup <= TARGET_STARTUP_S

@@ -11,7 +11,9 @@ import math
 import pytest
 
 from heteroscale.config.catalog import calibration_for
+from heteroscale.config.profile_sources import engine_calibration
 from heteroscale.domain.hardware import Role
+from heteroscale.perf import Calibration
 from heteroscale.sim.records import RecordWriter
 from heteroscale.sim.request_engine import RequestEngine
 from heteroscale.sim.runner import SimulationRun
@@ -19,9 +21,11 @@ from heteroscale.sim.scenario import EngineSettings, KvReservation, KvTransfer, 
 from tests.support import builders as b
 
 
-def engine_for(tr, prefill: int = 1, decode: int = 1, **engine) -> tuple[SimulationRun, RequestEngine, io.StringIO]:
+def engine_for(
+    tr, prefill: int = 1, decode: int = 1, calibration: Calibration | None = None, **engine
+) -> tuple[SimulationRun, RequestEngine, io.StringIO]:
     sc = b.scenario(prefill=prefill, decode=decode, engine=EngineSettings(**engine), max_tail_s=36_000.0)
-    r = SimulationRun(sc, calibration_for(sc), loads=b.loads_for(sc, tr))
+    r = SimulationRun(sc, calibration or calibration_for(sc), loads=b.loads_for(sc, tr))
     eng = r.engine
     assert isinstance(eng, RequestEngine)
     buf = io.StringIO()
@@ -191,12 +195,18 @@ def test_chunked_prefill_bounds_the_tokens_of_every_batch_and_still_completes() 
     assert len(rows(buf)) == 3
 
 
-def test_every_prefill_batch_takes_the_performance_model_s_time_bit_for_bit() -> None:
+@pytest.mark.parametrize("profile", [None, "measured-2023"])
+def test_every_prefill_batch_takes_the_performance_model_s_time_bit_for_bit(profile: str | None) -> None:
     # the engine works a batch's time out in place (its hot path): it must stay the model's to the last
-    # bit, for a request that finds its instance idle (it is the batch) and for batches off the queue
-    tr = b.trace(n=4, rate_rps=1e6, input_tokens=[3000, 500, 700, 900], output_tokens=5, cached_tokens=[0, 200, 0, 300])
-    r, eng, _ = engine_for(tr)
+    # bit, for a request that finds its instance idle (it is the batch) and for batches off the queue;
+    # measured-2023's all-reduce knee (perf.model) makes the first, long batch take the large-message rate
+    inputs = [9000, 500, 700, 900]
+    tr = b.trace(n=4, rate_rps=1e6, input_tokens=inputs, output_tokens=5, cached_tokens=[0, 200, 0, 300])
+    r, eng, _ = engine_for(tr, calibration=None if profile is None else engine_calibration(profile))
     perf = prefill_perf(r)
+    if profile is not None:
+        assert inputs[0] >= perf.large_message_tokens > sum(inputs[1:])
+        assert perf.prefill_comm_large_s_per_token > perf.prefill_comm_s_per_token
     sizes: list[int] = []
     original = eng._run_batch
 
@@ -282,10 +292,12 @@ def test_mixed_pool_lends_prompts_to_the_decode_pool_under_prefill_overload() ->
     got = rows(buf)
     assert all(r["status"] == "ok" for r in got)
     lent = [r for r in got if r["lent"] == "1"]
-    assert lent and all(r["prefill_instance"].startswith("svc-d") for r in lent)
-    # a prompt lent to the instance that then decodes it needs no transfer
-    same = [r for r in lent if r["prefill_instance"] == r["decode_instance"]]
-    assert all(r["transfer_start_s"] == r["transfer_end_s"] == r["prefill_end_s"] for r in same)
+    # lent: a prompt run on a decode instance or a decode on a prefill instance, nothing else
+    assert all(r["prefill_instance"].startswith("svc-d") or r["decode_instance"].startswith("svc-p") for r in lent)
+    assert any(r["prefill_instance"].startswith("svc-d") for r in lent)
+    # both phases on one instance need no transfer
+    same = [r for r in got if r["prefill_instance"] == r["decode_instance"]]
+    assert same and all(r["transfer_start_s"] == r["transfer_end_s"] == r["prefill_end_s"] for r in same)
     _, eng_off, buf_off = engine_for(tr, prefill=1, decode=2)
     step_until_done(eng_off, 100, step_s=1.0)
     ttft = sorted(f(r, "ttft_s") for r in got)
@@ -301,6 +313,48 @@ def test_mixed_pool_lends_decodes_to_the_prefill_pool_when_decode_kv_is_full() -
     assert all(r["status"] == "ok" for r in got)
     on_prefill = [r for r in got if r["decode_instance"].startswith("svc-p")]
     assert on_prefill and all(r["lent"] == "1" for r in on_prefill)
+
+
+def test_mixed_pool_books_a_decode_at_arrival_and_lends_it_when_the_decode_pool_is_booked_full() -> None:
+    """SplitwiseSim judges a decode instance full on the KV booked when requests arrive (prompt +
+    output each, from arrival), not on what its batch holds when a prompt ends."""
+    # a burst of 4,000-token prompts: from the fifth arrival on, 5 × 4,010 booked tokens reach the
+    # decode instance's 20,000 while it holds nothing yet (the first prompt takes ≈ 0.4 s)
+    tr = b.trace(n=12, rate_rps=1e6, input_tokens=4000, output_tokens=10)
+    engine = {"mixed_pool": True, "kv_capacity_tokens": 20_000, "mixed_pool_prompt_tokens": 10**9}
+    _, eng, buf = engine_for(tr, prefill=1, decode=1, **engine)
+    eng.run_until(0.01)
+    p, d = eng.services[0].p_all[0], eng.services[0].d_all[0]
+    placed = sorted([*p.batch, *p.queue, *d.lent_batch, *d.lent_queue], key=lambda r: r.rid)
+    assert len(placed) == 12 and d.resv == 0
+    assert all(math.isnan(r.t_pe) for r in placed)  # no prompt has ended
+    assert [r.dinst for r in placed[:4]] == [d] * 4
+    assert p.shadow is not None and placed[4].dinst is p.shadow  # the fifth: lent at arrival
+    step_until_done(eng, 12, step_s=0.5)
+    got = rows(buf)
+    assert all(r["status"] == "ok" for r in got)
+    on_prefill = [r for r in got if r["decode_instance"] == "svc-p0"]
+    assert on_prefill and all(r["lent"] == "1" for r in on_prefill)
+
+
+def test_mixed_pool_keeps_an_instance_until_it_is_idle_then_returns_it_to_its_pool() -> None:
+    tr = b.trace(n=100, rate_rps=10.0, input_tokens=6000, output_tokens=20)
+    _, eng, _ = engine_for(tr, prefill=1, decode=2, mixed_pool=True)
+    sv = eng.services[0]
+    seen_mixed: set[str] = set()
+
+    def watch() -> None:
+        assert sv.pools is not None
+        for x in sv.pools.mixed:
+            assert x.in_mixed_pool
+            seen_mixed.add(x.id)
+
+    step_until_done(eng, 100, watch=watch, step_s=0.25)
+    assert seen_mixed  # the overload moved instances into the mixed pool
+    ps = sv.pools
+    assert ps is not None and ps.mixed == []  # all idle now: every one is back in its own pool
+    assert set(ps.prompt) == set(sv.p_all) and set(ps.token) == set(sv.d_all)
+    assert not any(x.in_mixed_pool for x in (*sv.p_all, *sv.d_all))
 
 
 # -- the requests file ----------------------------------------------------------------------------------

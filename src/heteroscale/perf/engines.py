@@ -20,12 +20,12 @@ engine, so each fitted profile is fitted on its own source; the scorecard
   13–18 % too slow at TP8 (its case B would fail where SplitwiseSim passes). The large-message link
   efficiency (:mod:`heteroscale.perf.calibrate`) reproduces that step without touching ≤ 2k-token
   steps: fitted (``fit_large_message_comm``) it is 0.18 and the held-out scorecard meets the target
-  (3.5 % / 12.6 %). It is not on yet: the mirror's ≥ 4k-token prompts then cost what SplitwiseSim's
-  own table says (7,437 tokens on H100 678 ms, there 748, without it 410), and in case B's burst our
-  mixed pool lends two such prompts to the single A100, each stalling its decode batch ≈ 1.3 s, so B
-  fails (TBT p99 167 ms) where SplitwiseSim, lending one prompt, passes. Likely why: it lends decodes
-  at arrival (on reserved memory), which moves an H100 into its mixed pool, where later overflow
-  prompts go; ours lends decodes after prefill and does not model that. Not verified against its code.
+  (3.5 % / 12.6 %). It is on: the mirror's ≥ 4k-token prompts cost what SplitwiseSim's own table
+  says (7,437 tokens on H100 678 ms, there 748, without it 410). Its case B passes with it because
+  our mixed pool follows SplitwiseSim's scheduler (:mod:`heteroscale.sim.request_mixed`: decodes
+  booked at arrival, so in the burst H100s join its mixed pool and take the overflow prompts); a
+  mixed pool that lent decodes only after prefill sent two 7.4k-token prompts to the single A100,
+  each stalling its decode batch ≈ 1.3 s, and failed B (TBT p99 167 ms).
 * ``gpu-kernels`` — ``h200_kernel_times.csv``: generic PyTorch kernels (cuBLAS GEMMs, SDPA) on one
   H200 in CUDA graphs, kernel time only (host terms fixed at 0). An engine's fused kernels are at
   least this fast.
@@ -102,6 +102,7 @@ ENGINE_PROFILES: tuple[EngineProfile, ...] = (
         "splitwise",
         fit_comm_bw=False,
         prior_terms=("worker_dispatch_overhead_s",),
+        fit_large_message_comm=True,
     ),
     EngineProfile(
         "gpu-kernels", "generic PyTorch kernels in CUDA graphs on one H200, kernel time only", "h200-kernels", True

@@ -208,7 +208,8 @@ class DecodeSide:
             base = d.t_last
             base = base if base > now_s else now_s
             _heappush(self.heap, (base + dt, next(self.seq), EV_DECODE_NEXT, d, version))
-        if d.owner is not None or d.lifecycle is _DRAINING:  # e.g. the last inbound had one output token
+        # e.g. the last inbound had one output token
+        if d.owner is not None or d.lifecycle is _DRAINING or d.in_mixed_pool:
             self._maybe_done(d, now_s)
 
     def _readmit_cost(self, d: DecodeInst, req: Req, now_s: float) -> None:
@@ -336,13 +337,13 @@ class DecodeSide:
             ctx = max(0.0, ctx) if members else 0.0
         d.ctx = ctx
         waiting = d.waiting
-        if grow or waiting or d.owner is not None or d.lifecycle is _DRAINING:
+        if grow or waiting or d.owner is not None or d.lifecycle is _DRAINING or d.in_mixed_pool:
             if grow:
                 self._preempt(d, now_s)
             if waiting:
                 while waiting and self._fits(d, waiting[0]):
                     self._admit(d, waiting.popleft(), now_s)
-            if d.owner is not None or d.lifecycle is _DRAINING:
+            if d.owner is not None or d.lifecycle is _DRAINING or d.in_mixed_pool:
                 self._maybe_done(d, now_s)
             self._reschedule(d, now_s)
             return

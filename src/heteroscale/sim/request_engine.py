@@ -23,13 +23,13 @@ Engine behaviours (``EngineSettings``; the defaults are the engine as it always 
 - ``max_batched_tokens``: a cap on tokens per iteration on any instance (a decode counts one).
 - ``kv_transfer``: ``queued`` sends a prefill instance's transfers one after another over its NIC;
   ``parallel`` runs each at the full link bandwidth at once (SplitwiseSim's link).
-- ``mixed_pool`` (SplitwiseSim's scheduler): when the least-loaded prefill instance is busy and holds
-  more than ``mixed_pool_prompt_tokens`` with this prompt, the prompt is lent to the decode instance
-  with the fewest lent tokens, where it runs alone and stalls the decode batch; when the chosen decode
-  instance's KV cannot take a request, its decode is lent to the prefill instance with the most free
-  KV, where it decodes beside the prefill batches (each prefill batch stalls those decodes; the
-  prefill is not slowed by them, a simplification). A prompt and decode on one instance need no
-  transfer. The lent decode side of a prefill instance is not billed or counted in the TPS figures.
+- ``mixed_pool`` (SplitwiseSim's scheduler, :mod:`heteroscale.sim.request_mixed`): both phases are
+  placed at arrival on SplitwiseSim's books (pending tokens, KV booked at arrival); under overload a
+  prompt is lent to a decode instance, where it runs alone and stalls the decode batch, and a decode
+  to a prefill instance, where it decodes beside the prefill batches (each stalls those decodes); an
+  instance lent out stays in the mixed pool, taking overflow of either kind, until it is idle. A
+  prompt and decode on one instance need no transfer. The lent decode side of a prefill instance is
+  not billed or counted in the TPS figures.
 - ``kv_capacity_tokens`` / ``kv_capacity_gib``, ``kv_link_gbyte_per_s``, ``kv_link_latency_s``: direct
   KV settings in place of the memory left by the weights and the NIC × topology bandwidth.
 

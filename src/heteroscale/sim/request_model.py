@@ -1,4 +1,5 @@
-"""The request engine's state: a request, the two instance kinds and one service's state.
+"""The request engine's state: a request, the two instance kinds, one service's state and the mixed
+pool's pools and books.
 
 Kept apart from the event logic (:mod:`heteroscale.sim.request_engine`) so each stays readable. A
 request carries its phase timestamps (``records.py`` writes them): arrival → prefill queued (routed
@@ -83,6 +84,7 @@ class PrefillInst(SimInstance):
         "batch_kfrac",
         "batch_tokens",
         "busy",
+        "in_mixed_pool",
         "killed",
         "killed_at_s",
         "kv_bw",
@@ -112,6 +114,7 @@ class PrefillInst(SimInstance):
         perf: InstancePerf = self.perf
         self.sec_per_token = perf.prefill_time_s(4096, 4096.0 * 4096.0) / 4096.0
         self.shadow: DecodeInst | None = None  # mixed pool: the decodes lent to this instance
+        self.in_mixed_pool = False  # mixed pool: moved into it (request_mixed.py), until idle
 
 
 class DecodeInst(SimInstance):
@@ -123,6 +126,7 @@ class DecodeInst(SimInstance):
         "flops_per_context_token",
         "flops_per_seq",
         "host",
+        "in_mixed_pool",
         "inbound",
         "killed",
         "killed_at_s",
@@ -182,6 +186,40 @@ class DecodeInst(SimInstance):
         self.killed_at_s = _INF
         self.kv_held = 0  # lent prompts whose KV waits here for a routable decode instance
         self.owner: PrefillInst | None = None  # set on a prefill instance's shadow decode side
+        self.in_mixed_pool = False  # mixed pool: moved into it (request_mixed.py), until idle
+
+
+Inst = PrefillInst | DecodeInst
+
+
+class Books:
+    """The mixed pool's books on one instance (or a prefill instance's decode side), as SplitwiseSim's
+    scheduler keeps them: what it placed there at arrival and is not yet in the instance's own state."""
+
+    __slots__ = ("decode_kv", "decodes", "inbound", "outbound", "prompt_kv", "prompt_tokens")
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0  # prompt tokens placed here whose prefill has not ended
+        self.prompt_kv = 0  # their KV (prompt + 1 each)
+        self.outbound: list[Req] = []  # prompts ended here whose KV has not landed (it is held here)
+        self.decodes = 0  # decodes placed here whose prompt has not ended
+        self.decode_kv = 0  # their booked KV (prompt + output each)
+        self.inbound: list[Req] = []  # decodes whose KV is on its way here
+
+
+@dataclass(slots=True, eq=False)
+class MixedPools:
+    """The mixed pool's state (:mod:`heteroscale.sim.request_mixed`) for one service: its pools and
+    books as SplitwiseSim's scheduler keeps them, and what it lent."""
+
+    prompt: list[PrefillInst] = field(default_factory=list)
+    token: list[DecodeInst] = field(default_factory=list)
+    mixed: list[Inst] = field(default_factory=list)
+    known: set[Inst] = field(default_factory=set)  # every routable instance, in one pool or another
+    books: dict[Inst, Books] = field(default_factory=dict)  # by instance, and by prefill decode side
+    prompts_lent: int = 0  # prompts run on a decode instance
+    decodes_lent: int = 0  # decodes run on a prefill instance
+    colocated: int = 0  # both phases on one instance (no KV transfer)
 
 
 @dataclass(slots=True, eq=False)
@@ -206,3 +244,4 @@ class ServiceState:
     # queue and running counts summed over the window's samples:
     # [prefill queue, prefill running, decode queue, decode running, samples]
     counts_acc: list[float] = field(default_factory=lambda: [0.0] * 5)
+    pools: MixedPools | None = None  # the mixed pool's pools and books (made on first use)

@@ -31,12 +31,12 @@ class PrefillSide(MixedPool):
     # ------------------------------------------------------------------ prefill
     def _route_prefill(self, req: Req, now_s: float) -> None:
         sv = self.services[req.svc]
+        if self.mixed:  # SplitwiseSim's scheduler places both phases now
+            self._mixed_route(sv, req, now_s)
+            return
         insts = sv.p_routable
         if not insts:
-            if self.mixed and sv.d_routable:
-                self._lend_prompt(sv, req, now_s)
-            else:
-                sv.pending_prefill.append(req)
+            sv.pending_prefill.append(req)
             return
         best = insts[0]
         if len(insts) > 1:
@@ -52,14 +52,6 @@ class PrefillSide(MixedPool):
                     best, best_load = p, ld
                     if ld == 0.0:  # nothing is below an idle instance: the first idle one wins
                         break
-        if (
-            self.mixed
-            and best.queue
-            and best.queued_tokens + sum(r.new for r in best.batch) + req.new > self.settings.mixed_pool_prompt_tokens
-            and sv.d_routable
-        ):
-            self._lend_prompt(sv, req, now_s)
-            return
         req.pinst = best
         req.t_pq = now_s
         if best.busy or best.queue or sv.chunk_tokens:
@@ -149,7 +141,9 @@ class PrefillSide(MixedPool):
         floor = perf.weight_read_s
         compute = floor if compute < floor else compute
         latency = perf.allreduce_latency_s + perf.prefill_layer_latency_s
-        kernel = latency + compute + ftokens * perf.prefill_comm_s_per_token
+        large = tokens >= perf.large_message_tokens  # an all-reduce message past the knee (perf.model)
+        comm = perf.prefill_comm_large_s_per_token if large else perf.prefill_comm_s_per_token
+        kernel = latency + compute + ftokens * comm
         dur = perf.prefill_host_overhead_s + kernel  # = perf.prefill_time_s(tokens, attn, prefix)
         p.busy = True
         p.batch = batch
@@ -177,6 +171,8 @@ class PrefillSide(MixedPool):
             self._start_prefill(p, now_s)
         elif p.lifecycle is _DRAINING:
             self._maybe_gone(p, now_s)
+        elif p.in_mixed_pool:
+            self._release_if_idle(p)
 
     # ------------------------------------------------------------------ KV transfer
     def _start_transfer(self, req: Req, now_s: float) -> None:
@@ -191,9 +187,9 @@ class PrefillSide(MixedPool):
         # prefill instance's DG when it has one
         need_tokens = req.inp + req.out
         dg = p.dg
-        d: DecodeInst | None = None
+        d: DecodeInst | None = self._mixed_decode(req) if self.mixed else None  # placed when it arrived
         best_load = _INF
-        for cand in sv.d_routable:
+        for cand in sv.d_routable if d is None else ():
             ld = cand.load_frac
             if ld >= best_load or need_tokens > cand.cap_tokens:  # what is added below is ≥ 0: it cannot win
                 continue
@@ -209,9 +205,6 @@ class PrefillSide(MixedPool):
             if p.lifecycle is _DRAINING:
                 self._maybe_gone(p, now_s)
             return
-        if self.mixed and not self._fits(d, req):  # the decode pool is full: lend the decode
-            d = self._lend_decode(sv, req, now_s) or d
-            req.lent = req.lent or d.owner is not None
         req.dinst = d
         d.inbound += 1
         if d is p or d.owner is p:  # one instance holds both phases: no transfer

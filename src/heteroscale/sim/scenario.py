@@ -107,9 +107,9 @@ class EngineSettings:
     prefill_chunk_tokens: int | None = None  # chunked prefill: at most this many prompt tokens a batch
     max_batched_tokens: int | None = None  # tokens per iteration on any instance (a decode counts one)
     kv_transfer: KvTransfer = KvTransfer.QUEUED
-    # SplitwiseSim's mixed pool: under overload a prompt is lent to a decode instance and a decode to a
-    # prefill instance; a prefill pool is overloaded when its least-loaded instance has a queue and
-    # more than ``mixed_pool_prompt_tokens`` pending with this prompt
+    # SplitwiseSim's mixed pool (sim/request_mixed.py): under overload a prompt is lent to a decode
+    # instance and a decode to a prefill instance; a prefill instance is overloaded when it has work
+    # waiting and more than ``mixed_pool_prompt_tokens`` pending with this prompt
     mixed_pool: bool = False
     mixed_pool_prompt_tokens: int = 8192
     kv_capacity_tokens: int | None = None  # KV tokens per instance (None: what the memory leaves)

@@ -39,7 +39,8 @@ SLO = 0.99
 def where_hours_differ(ours: dict[str, Any], theirs: dict[str, Any], most: int = 2) -> str:
     """The ``most`` services/roles whose mean GPU-hours differ most between two rows, ours first."""
     a, b = ours.get("gpu_hours_by_service_role") or {}, theirs.get("gpu_hours_by_service_role") or {}
-    diffs = sorted(((a.get(k, 0.0) - b.get(k, 0.0), k) for k in {*a, *b}), key=lambda d: -abs(d[0]))
+    # ties broken by name: a set's order changes from run to run
+    diffs = sorted(((a.get(k, 0.0) - b.get(k, 0.0), k) for k in {*a, *b}), key=lambda d: (-abs(d[0]), d[1]))
     return ", ".join(f"{k} {d:+.1f} GPU-h ({a.get(k, 0.0):.1f} vs {b.get(k, 0.0):.1f})" for d, k in diffs[:most])
 
 

@@ -92,3 +92,11 @@ def test_the_service_figures_add_up_to_the_run_s_and_average_over_parts() -> Non
     ]
     mean = mean_figures(parts)
     assert mean[BY_SERVICE_ROLE] == {"a/prefill": 3.0} and mean[SLO_BY_SERVICE] == {"a": 0.75}
+
+
+def test_equal_differences_are_listed_by_name_whatever_the_hash_seed(targets: ModuleType) -> None:
+    # a set's iteration order changes with the string hash seed: ties must not follow it
+    ours = {BY_SERVICE_ROLE: {"chat/prefill": 11.8, "chat/decode": 11.8}}
+    theirs = {BY_SERVICE_ROLE: {"chat/prefill": 8.0, "chat/decode": 8.0}}
+    shown = targets.where_hours_differ(ours, theirs)
+    assert shown == "chat/decode +3.8 GPU-h (11.8 vs 8.0), chat/prefill +3.8 GPU-h (11.8 vs 8.0)"

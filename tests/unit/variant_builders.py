@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ import yaml
 from heteroscale.config import load_scenario
 from heteroscale.errors import ConfigError
 from heteroscale.sim.traces import RequestTrace
-
-DELETE = object()
+from tests.unit.config_builders import with_changes
 
 
 def scenario_dict(**changes: Any) -> dict[str, Any]:
@@ -51,17 +49,7 @@ def scenario_dict(**changes: Any) -> dict[str, Any]:
         },
         "compare": ["adaptive", "fixed-r2"],
     }
-    out = copy.deepcopy(base)
-    for dotted, value in changes.items():
-        keys: list[Any] = [int(k) if k.isdigit() else k for k in dotted.split(".")]
-        target: Any = out
-        for key in keys[:-1]:
-            target = target[key]
-        if value is DELETE:
-            del target[keys[-1]]
-        else:
-            target[keys[-1]] = value
-    return out
+    return with_changes(base, changes)
 
 
 def write(folder: Path, content: dict[str, Any], name: str = "scenario.yaml") -> Path:

@@ -17,7 +17,7 @@ from heteroscale.scheduling.subgroups import derive_subgroups, subgroup_of_s1
 
 LOW, MEDIUM, HIGH = SubgroupPriority.LOW, SubgroupPriority.MEDIUM, SubgroupPriority.HIGH
 P, D = Role.PREFILL, Role.DECODE
-_DEPTH = {AffinityLevel.S1: 5, AffinityLevel.S2: 4, AffinityLevel.CLUSTER: 3}
+AFFINITY_DEPTH = {AffinityLevel.S1: 5, AffinityLevel.S2: 4, AffinityLevel.CLUSTER: 3}
 
 # --- builders -------------------------------------------------------------------------------
 

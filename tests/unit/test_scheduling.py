@@ -19,7 +19,7 @@ from heteroscale.scheduling.fleet import generate_fleet
 from heteroscale.scheduling.groups import balanced, ratio_gap
 from heteroscale.scheduling.subgroups import derive_subgroups, priority_counts
 from tests.unit.scheduling_builders import (
-    _DEPTH,
+    AFFINITY_DEPTH,
     HIGH,
     LOW,
     MEDIUM,
@@ -176,7 +176,7 @@ def test_affinity_and_ratio_never_violated_on_generated_fleets(seed: int, affini
     domains: dict[str, set[tuple[str, ...]]] = defaultdict(set)
     used: Counter[str] = Counter()
     for x in plan.launches:
-        domains[x.dg].add(paths[x.node][: _DEPTH[affinity]])
+        domains[x.dg].add(paths[x.node][: AFFINITY_DEPTH[affinity]])
         used[x.node] += x.shape.gpus
     assert plan.launches
     assert all(len(d) == 1 for d in domains.values())

@@ -11,7 +11,7 @@ a handful of parameters:
   reached by ring all-reduces — what the engine's all-reduces reach, so the fitted engine profiles
   fit it; the prior 0.7 is NCCL on NVLink with large messages) and ``large_message_comm_bw_eff``,
   the fraction an all-reduce message of at least ``large_message_bytes`` reaches (``None``: the
-  same, no knee — every shipped profile; see "Why a large-message efficiency" below);
+  same, no knee; only ``measured-2023`` fits one: see "Why a large-message efficiency" below);
 * engine — ``allreduce_hop_latency_s`` (one ring hop) and ``allreduce_call_latency_s`` (one
   all-reduce call: launch and synchronisation, whatever the ring length),
   ``prefill_step_overhead_s`` / ``decode_step_overhead_s`` (host time per step: scheduling, input
@@ -50,8 +50,8 @@ small-message speed and 67.1 MB (llama2-70b, 4,096 tokens) does not, which is wh
 algorithm/protocol regime. Fitted with the rest of the profile's terms on those rows, the large
 messages reach 18 % of the link against the 70 % prior of the small ones, and every configuration's
 rows imply 15–19 % (A100: 10–19 %). The rows cannot tell a byte threshold from a token one (both
-models switch between 2,048 and 4,096 tokens); the byte one is the mechanism. ``measured-2023`` does
-not fit it yet (:mod:`heteroscale.perf.engines` says why), so no shipped profile has a knee.
+models switch between 2,048 and 4,096 tokens); the byte one is the mechanism. ``measured-2023`` fits
+it; the other profiles have no rows that show a knee, so theirs is the small-message efficiency.
 
 Why the per-layer decode term scales with memory bandwidth: the measured decode step at batch 1 is
 nearly flat from TP4 to TP8 (so it is not weight streaming) yet A100 is ≈1.5x slower than H100 at

@@ -1,74 +1,34 @@
 """Bad input never hangs or crashes: each input here once did (a fuzzer found them).
 
 Files: one ``ConfigError`` / ``TraceError`` line naming the file and the line or field, exit code 2
-from the command line. Prometheus answers: a wrong value is not measured (``None`` plus a note in
-``missing``), so a policy driven by it holds and says why; a malformed answer is ``MetricsUnavailable``.
-Calls that once hung run under a SIGALRM bound, so the old code fails here instead of hanging.
+from the command line (Prometheus answers: test_bad_prometheus_input.py). Calls that once hung run
+under a SIGALRM bound, so the old code fails here instead of hanging.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 import heteroscale
 from heteroscale.cli.main import main
-from heteroscale.clock import ManualClock
 from heteroscale.config import load_topology, validate_file
 from heteroscale.config.bundled import data_path
 from heteroscale.config.controller import load_controller_config
 from heteroscale.config.demands import load_demands
-from heteroscale.domain.decision import Reason
-from heteroscale.errors import ConfigError, HeteroScaleError, MetricsUnavailable, TraceError
-from heteroscale.metrics.prometheus import MAX_ANSWER_BYTES, PrometheusSource
-from heteroscale.metrics.promql import MetricMapping
-from heteroscale.policy.normalize import hold_on_bad_observation, read_signal
+from heteroscale.errors import ConfigError, TraceError
 from heteroscale.policy.registry import make_policy
 from heteroscale.sim.traces import read_azure, read_burstgpt, read_mooncake, read_rate_curve, read_trace
-from tests.support.live_env import controller_config
+from tests.unit.bad_input_builders import controller_file, no_hang, one_line, write
 from tests.unit.config_builders import scenario_dict, topology_dict
-from tests.unit.policy_builders import counts
-
-BOUND_S = 10  # each call below takes milliseconds; the bound only turns a hang into a failure
-
-
-@contextmanager
-def no_hang(seconds: int = BOUND_S) -> Iterator[None]:
-    def timed_out(_signum: int, _frame: FrameType | None) -> None:
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, timed_out)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def one_line(message: str, path: Path) -> str:
-    assert message.startswith(str(path)), message
-    assert "\n" not in message, message
-    return message
-
 
 # --- the YAML loaders ---------------------------------------------------------------------------
 
@@ -207,16 +167,6 @@ def _catalog(tmp: Path, **changes: Any) -> Path:
     return write(tmp, "c.yaml", yaml.safe_dump({"kind": "catalog", "gpus": [gpu]}))
 
 
-def _controller_file(tmp: Path, section: str, key: str, value: object) -> Path:
-    path = controller_config(tmp, "http://127.0.0.1:9090", "http://127.0.0.1:1")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    target = data["services"][0] if section.startswith("services") else data
-    for part in section.split(".")[1:] if section.startswith("services") else section.split("."):
-        target = target[part]
-    target[key] = value
-    return write(tmp, "controller.yaml", yaml.safe_dump(data))
-
-
 def _demands_file(tmp: Path, value: object) -> Path:
     data = yaml.safe_load(Path(data_path("topologies", "demands", "demands-example.yaml")).read_text("utf-8"))
     data["services"][0]["instances"][0]["launched_at_s"] = value
@@ -237,20 +187,20 @@ NON_FINITE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "catalog cost": (lambda t: _catalog(t, cost_per_gpu_hour=INF), "gpus[0].cost_per_gpu_hour"),
     "catalog memory": (lambda t: _catalog(t, mem_gb=NAN), "gpus[0].mem_gb"),
     "controller staleness": (
-        lambda t: _controller_file(t, "prometheus", "staleness_s", INF),
+        lambda t: controller_file(t, "prometheus", "staleness_s", INF),
         "prometheus.staleness_s",
     ),
-    "controller interval": (lambda t: _controller_file(t, "controller", "interval_s", INF), "controller.interval_s"),
+    "controller interval": (lambda t: controller_file(t, "controller", "interval_s", INF), "controller.interval_s"),
     "controller lease": (
-        lambda t: _controller_file(t, "leader_election", "lease_duration_s", INF),
+        lambda t: controller_file(t, "leader_election", "lease_duration_s", INF),
         "leader_election.lease_duration_s",
     ),
     "controller target": (
-        lambda t: _controller_file(t, "services.targets", "ttft_s", INF),
+        lambda t: controller_file(t, "services.targets", "ttft_s", INF),
         "services[0].targets.ttft_s",
     ),
     "controller per-instance target": (
-        lambda t: _controller_file(t, "services.targets.decode_tps_per_instance", "decode:h20:tp1", INF),
+        lambda t: controller_file(t, "services.targets.decode_tps_per_instance", "decode:h20:tp1", INF),
         "services[0].targets.decode_tps_per_instance.decode:h20:tp1",
     ),
     "demands launch time": (lambda t: _demands_file(t, INF), "services[0].instances[0].launched_at_s"),
@@ -367,161 +317,3 @@ def test_a_trace_that_is_not_a_trace_is_named_not_echoed(tmp_path: Path, capsys:
         with pytest.raises(TraceError, match="missing header") as caught:
             reader(trace)
         assert "TOPSECRET" not in str(caught.value)
-
-
-# --- the Prometheus URL -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("url", "problem"),
-    [
-        ("http://[::1", "not a valid URL"),
-        ("http://host:99999", "port 99999 is outside"),
-        ("http://host:0", "port 0 is outside"),
-        ("http://a b", "space"),
-        ("http://", "has no host"),
-        ("http://bad\\host:9090", "host name"),
-        ("http://host:9090/?x=1", "query"),
-    ],
-)
-def test_prometheus_url_is_checked_as_the_client_reads_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, problem: str
-) -> None:
-    path = _controller_file(tmp_path, "prometheus", "url", url)
-    with pytest.raises(ConfigError) as caught:
-        load_controller_config(path)
-    message = one_line(str(caught.value), path)
-    assert "prometheus.url: " in message and problem in message
-    assert main(["controller", "--config", str(path), "--check"]) == 2
-    assert problem in capsys.readouterr().err
-
-
-# --- Prometheus answers -------------------------------------------------------------------------
-
-
-def _vector(value: str) -> dict[str, Any]:
-    return {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1000, value]}]}}
-
-
-def _healthy(query: str) -> str:
-    if query.startswith(("max(timestamp(", "max((timestamp(")):  # engine and (joined) DCGM freshness
-        return "999.5"  # fresh
-    if "gpu_prefix_cache_hits" in query:
-        return "0"  # no prefill pod exposes only the pre-v0.9.1 prefix-cache metric
-    if query.startswith("count("):
-        return "2"  # instances
-    return "0.5"
-
-
-def _source(handler: Callable[[httpx.Request], httpx.Response]) -> PrometheusSource:
-    return PrometheusSource(
-        "http://127.0.0.1:9",
-        MetricMapping(),
-        timeout_s=0.5,
-        clock=ManualClock(1000.0),
-        transport=httpx.MockTransport(handler),
-    )
-
-
-def _answering(needles: tuple[str, ...], value: str) -> PrometheusSource:
-    """Healthy answers, except ``value`` for the (non-freshness) query that contains every needle."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        query = request.url.params["query"]
-        hit = all(n in query for n in needles) and not query.startswith(("max(timestamp(", "max((timestamp("))
-        return httpx.Response(200, json=_vector(value if hit else _healthy(query)))
-
-    return _source(handler)
-
-
-DECODE = 'role="decode"'
-
-
-@pytest.mark.parametrize(
-    ("needles", "value", "signal", "note"),
-    [
-        (("num_requests_waiting", DECODE), "-3", "decode.queue_len", "decode.queue_len: -3 is outside [0, inf]"),
-        (("num_requests_running", DECODE), "-1", "decode.running", "decode.running: -1 is outside [0, inf]"),
-        (("DCGM_FI_DEV_GPU_UTIL", DECODE), "1.5", "decode.gpu_util", "decode.gpu_util: 1.5 is outside [0, 1]"),
-        (("DCGM_FI_PROF_SM_ACTIVE", DECODE), "37", "decode.sm_activity", "decode.sm_activity: 37 is outside [0, 1]"),
-        (("kv_cache_usage_perc", DECODE), "2", "decode.kv_usage", "decode.kv_usage: 2 is outside [0, 1]"),
-        (("histogram_quantile(0.9,", "time_to_first"), "-0.2", "ttft_p90_s", "ttft_p90_s: -0.2 is outside [0, inf]"),
-        (("request_success_total",), "-4", "requests_per_s", "requests_per_s: -4 is outside [0, inf]"),
-    ],
-)
-def test_impossible_prometheus_values_are_not_measured_and_a_policy_driven_by_them_holds(
-    needles: tuple[str, ...], value: str, signal: str, note: str
-) -> None:
-    obs = _answering(needles, value).observe("chat", 1000.0, 60.0)
-    assert read_signal(obs, signal) is None
-    assert any(m.startswith(note) for m in obs.missing), obs.missing
-    hold, step = hold_on_bad_observation(obs, None, counts(2, 2), driving=(signal,))
-    assert hold and step.reason is Reason.HOLD_NO_SIGNAL
-    assert signal in step.detail
-
-
-@pytest.mark.parametrize("value", ["-2", "2.5", "1e300", "NaN", "+Inf"])
-def test_an_instance_count_that_is_not_one_is_not_measured(value: str) -> None:
-    obs = _answering(("count(", DECODE), value).observe("chat", 1000.0, 60.0)
-    assert obs.decode.instances_ready == 0  # not measured: policies fall back on the cluster's count
-    assert obs.prefill.instances_ready == 2
-    assert any(m.startswith("decode.instances_ready: ") and "not an instance count" in m for m in obs.missing)
-
-
-def test_a_non_finite_freshness_time_is_no_sample() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        query = request.url.params["query"]
-        fresh = query.startswith("max(timestamp(") and DECODE in query and "DCGM" not in query
-        return httpx.Response(200, json=_vector("+Inf" if fresh else _healthy(query)))
-
-    source = _source(handler)
-    obs = source.observe("chat", 1000.0, 60.0)
-    assert obs.decode.tps is None and obs.decode.instances_ready == 0
-    assert any(m.startswith("decode: newest sample time inf is not a finite number") for m in obs.missing)
-    hold, step = hold_on_bad_observation(obs, None, counts(2, 2))
-    assert hold and step.reason is Reason.HOLD_PARTIAL
-
-
-def _deep(depth: int) -> bytes:
-    return b'{"status":"success","data":' + b"[" * depth + b"]" * depth + b"}"
-
-
-def _result(result: bytes, kind: bytes = b"vector") -> bytes:
-    return b'{"status":"success","data":{"resultType":"' + kind + b'","result":' + result + b"}}"
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (_deep(100_000), "not a JSON object"),
-        (_result(b'[{"value":[1,"1_0"]}]'), "malformed sample value"),
-        (_result(b'[{"value":[1," 5"]}]'), "malformed sample value"),
-        (b"[" + b"0," * MAX_ANSWER_BYTES + b"0]", f"answer larger than {MAX_ANSWER_BYTES} bytes"),
-    ],
-)
-def test_malformed_prometheus_answers_are_metrics_unavailable(body: bytes, message: str) -> None:
-    _assert_unavailable(body, message)
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [  # refused before these fixes too; kept beside them as guards
-        (_result(b'[{"value":[1,' + b"9" * 5000 + b"]}]"), "not a JSON object"),
-        (_result(b'{"value":[1,"5"]}'), "expected a vector"),
-        (_result(b'"5"', b"scalar"), "malformed sample"),
-        (_result(b"[7]"), "a series without a value"),
-        (b'{"status":"success","data":[]}', "no data.result"),
-        (b"\xff\xfe{", "not a JSON object"),
-    ],
-)
-def test_answers_of_the_wrong_shape_stay_metrics_unavailable(body: bytes, message: str) -> None:
-    _assert_unavailable(body, message)
-
-
-def _assert_unavailable(body: bytes, message: str) -> None:
-    source = _source(lambda request: httpx.Response(200, content=body))
-    with pytest.raises(HeteroScaleError) as caught:
-        source.observe("chat", 1000.0, 60.0)
-    assert isinstance(caught.value, MetricsUnavailable)
-    assert message in str(caught.value)
-    assert "\n" not in str(caught.value) and len(str(caught.value)) < 500

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from heteroscale.domain.hardware import InstanceShape, Role
-from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
+from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.domain.state import InstanceInfo, Lifecycle
 from heteroscale.scheduling.groups import ServiceDemand
+from tests.unit.scheduling_builders import spec as scheduling_spec
 
 P, D = Role.PREFILL, Role.DECODE
 PENDING, STARTING, READY = Lifecycle.PENDING, Lifecycle.STARTING, Lifecycle.READY
@@ -24,22 +25,9 @@ def spec(
     decode: Sequence[tuple[str, int]] = (("h800", 4),),
     **overrides: Any,
 ) -> ServiceSpec:
-    base: dict[str, Any] = {
-        "name": name,
-        "model": "llama-3.1-70b",
-        "prefill_shapes": tuple(InstanceShape(P, sku, tp) for sku, tp in prefill),
-        "decode_shapes": tuple(InstanceShape(D, sku, tp) for sku, tp in decode),
-        "pd_ratio": 1.0,
-        "slo": Slo(ttft_s=2.0, tbt_s=0.1),
-        "priority": priority,
-        "affinity": AffinityLevel.CLUSTER,
-    }
-    base.update(overrides)
-    return ServiceSpec(**base)
-
-
-def demand(s: ServiceSpec, prefill: int, decode: int, **kw: Any) -> ServiceDemand:
-    return ServiceDemand(spec=s, desired_prefill=prefill, desired_decode=decode, **kw)
+    """The scheduling tests' service with a priority and cluster-wide affinity."""
+    overrides = {"priority": priority, "affinity": AffinityLevel.CLUSTER, **overrides}
+    return scheduling_spec(name, prefill, decode, **overrides)
 
 
 def fleet(

@@ -8,12 +8,13 @@ from typing import Any
 
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.domain.plan import PlacementPlan
-from heteroscale.domain.service import AffinityLevel, ServiceSpec, Slo
+from heteroscale.domain.service import AffinityLevel, ServiceSpec
 from heteroscale.domain.state import ClusterState, InstanceInfo, Lifecycle
 from heteroscale.domain.topology import NodeSpec, SubgroupPriority, Topology
 from heteroscale.scheduling.federated import place
 from heteroscale.scheduling.groups import ServiceDemand
 from heteroscale.scheduling.subgroups import derive_subgroups, subgroup_of_s1
+from tests.support import builders
 
 LOW, MEDIUM, HIGH = SubgroupPriority.LOW, SubgroupPriority.MEDIUM, SubgroupPriority.HIGH
 P, D = Role.PREFILL, Role.DECODE
@@ -48,17 +49,12 @@ def spec(
     decode: Sequence[tuple[str, int]] = (("h800", 4),),
     **overrides: Any,
 ) -> ServiceSpec:
-    base: dict[str, Any] = {
-        "name": name,
-        "model": "llama-3.1-70b",
+    """A llama-3.1-70b service on these (sku, tp) shapes, S2 affinity (``builders.service`` otherwise)."""
+    shapes = {
         "prefill_shapes": tuple(InstanceShape(P, s, tp) for s, tp in prefill),
         "decode_shapes": tuple(InstanceShape(D, s, tp) for s, tp in decode),
-        "pd_ratio": 1.0,
-        "slo": Slo(ttft_s=2.0, tbt_s=0.1),
-        "affinity": AffinityLevel.S2,
     }
-    base.update(overrides)
-    return ServiceSpec(**base)
+    return builders.service(**{"name": name, "affinity": AffinityLevel.S2, **shapes, **overrides})
 
 
 def demand(s: ServiceSpec, prefill: int, decode: int, **kw: Any) -> ServiceDemand:

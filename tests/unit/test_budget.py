@@ -26,10 +26,10 @@ from tests.unit.budget_builders import (
     SMALL,
     STARTING,
     counts,
-    demand,
     fleet,
     spec,
 )
+from tests.unit.scheduling_builders import demand
 
 # --- tables ---------------------------------------------------------------------------------
 

@@ -25,10 +25,10 @@ from tests.unit.budget_builders import (
     D,
     P,
     counts,
-    demand,
     fleet,
     spec,
 )
+from tests.unit.scheduling_builders import demand
 
 # --- properties -----------------------------------------------------------------------------
 

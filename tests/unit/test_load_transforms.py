@@ -20,7 +20,8 @@ from heteroscale.sim.scenario import Fidelity
 from heteroscale.sim.traces import RequestTrace, read_trace
 from heteroscale.sim.transforms import LengthScale, RateStep, apply_rate_steps, rate_multiplier, scale_lengths
 from heteroscale.sim.windows import LoadWindow, WindowKind, resolve_window, steepest_start
-from tests.unit.variant_builders import line_of, one_line_error, scenario_dict, write
+from tests.unit.config_builders import one_line_error
+from tests.unit.variant_builders import line_of, scenario_dict, write
 
 
 def flat(n: int, gap_s: float = 0.1, cached: bool = False) -> RequestTrace:

@@ -13,7 +13,8 @@ from heteroscale.config import load_scenario
 from heteroscale.errors import ConfigError
 from heteroscale.sim.runner import build_trace
 from heteroscale.sim.traces import RequestTrace, merge
-from tests.unit.variant_builders import one_line_error, scenario_dict, trace, write
+from tests.unit.config_builders import one_line_error
+from tests.unit.variant_builders import scenario_dict, trace, write
 
 # --- mixed loads ----------------------------------------------------------------------------------
 

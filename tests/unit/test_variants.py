@@ -17,8 +17,8 @@ from heteroscale.config import load_scenario, resolved_config_dict, write_resolv
 from heteroscale.controller.journal import decision_records, read_all
 from heteroscale.domain.hardware import InstanceShape, Role
 from heteroscale.experiments.compare import DEFAULT_POLICIES, default_policies
-from tests.unit.config_builders import DELETE
-from tests.unit.variant_builders import line_of, one_line_error, scenario_dict, write
+from tests.unit.config_builders import DELETE, one_line_error
+from tests.unit.variant_builders import line_of, scenario_dict, write
 
 # --- builders -------------------------------------------------------------------------------------
 

@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-import yaml
 
-from heteroscale.config import load_scenario
-from heteroscale.errors import ConfigError
 from heteroscale.sim.traces import RequestTrace
 from tests.unit.config_builders import with_changes
+from tests.unit.config_builders import write as write_file
 
 
 def scenario_dict(**changes: Any) -> dict[str, Any]:
@@ -53,18 +50,7 @@ def scenario_dict(**changes: Any) -> dict[str, Any]:
 
 
 def write(folder: Path, content: dict[str, Any], name: str = "scenario.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def one_line_error(path: Path) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_scenario(str(path))
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: "), message
-    return message
+    return write_file(folder, name, content)
 
 
 def lines_of(path: Path, needle: str) -> list[int]:

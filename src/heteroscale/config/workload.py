@@ -14,19 +14,24 @@ from heteroscale.config.source import UNION_TAG_PREFIX, StrictModel
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 
-class EnvRefConfig(StrictModel):
-    """An environment variable read from one key of a Secret (``secret``) or a ConfigMap (``config_map``)."""
+class _SourceConfig(StrictModel):
+    """Exactly one of a Secret (``secret``) or a ConfigMap (``config_map``)."""
 
     secret: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
     config_map: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
-    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
-    optional: bool = False
 
     @model_validator(mode="after")
-    def _one_source(self) -> EnvRefConfig:
+    def _one_source(self) -> _SourceConfig:
         if (self.secret is None) == (self.config_map is None):
             raise ValueError("name exactly one of secret or config_map")
         return self
+
+
+class EnvRefConfig(_SourceConfig):
+    """An environment variable read from one key of a Secret (``secret``) or a ConfigMap (``config_map``)."""
+
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+    optional: bool = False
 
 
 def _value_or_ref(value: Any) -> str:
@@ -39,19 +44,11 @@ EnvValue = Annotated[
 ]
 
 
-class EnvFromConfig(StrictModel):
+class EnvFromConfig(_SourceConfig):
     """Every key of a Secret or a ConfigMap as environment variables (``envFrom``)."""
 
-    secret: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
-    config_map: str | None = Field(default=None, pattern=OBJECT_NAME, max_length=253)
     prefix: str = Field(default="", pattern=r"^([-._a-zA-Z][-._a-zA-Z0-9]*)?$")
     optional: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EnvFromConfig:
-        if (self.secret is None) == (self.config_map is None):
-            raise ValueError("name exactly one of secret or config_map")
-        return self
 
 
 class SecurityConfig(StrictModel):

@@ -71,6 +71,8 @@ def lending_counts(sc: Scenario, calibration: Calibration) -> tuple[int, int, in
     prompts = decodes = same = 0
     for row in csv.DictReader(io.StringIO(buf.getvalue())):
         p, d = row["prefill_instance"], row["decode_instance"]
+        if not p or not d:  # failed before both phases were placed: lent nowhere
+            continue
         prompts += roles[p] is Role.DECODE
         decodes += roles[d] is Role.PREFILL
         same += p == d

@@ -196,11 +196,13 @@ def test_no_scale_in_until_the_window_is_full_after_start_up() -> None:
     policy = HeteroScalePolicy()
     mem = PolicyMemory()
     results: list[PolicyResult] = []
-    for now_s in (30.0, 60.0, 90.0):  # the first observation at 30 s; the window is 60 s
+    # the first observation at 30 s; the warm-up is the 300 s stabilisation window (longer than 60 s)
+    for now_s in (30.0, 60.0, 300.0, 330.0):
         results.append(policy.decide(low_load(now_s, mem)))
         mem = results[-1].memory
-    assert [desired(r) for r in results] == [(10, 20), (10, 20), (8, 15)]
-    assert [step(r, "warm-up").reason for r in results] == ["warm-up-no-scale-in"] * 2 + ["window-full"]
+    assert [desired(r) for r in results] == [(10, 20), (10, 20), (10, 20), (8, 15)]
+    assert [step(r, "warm-up").reason for r in results] == ["warm-up-no-scale-in"] * 3 + ["window-full"]
+    assert "observed for 270 s of the 300 s window" in step(results[2], "warm-up").detail
 
 
 def test_memory_restored_from_the_journal_does_not_count_as_data() -> None:
@@ -216,7 +218,9 @@ def test_memory_restored_from_the_journal_does_not_count_as_data() -> None:
     first = policy.decide(low_load(NOW, restored))
     assert desired(first) == (10, 20)
     assert step(first, "warm-up").reason == "warm-up-no-scale-in"
-    later = policy.decide(low_load(NOW + 60.0, first.memory))
+    sooner = policy.decide(low_load(NOW + 60.0, first.memory))  # one observation window is not enough
+    assert desired(sooner) == (10, 20) and step(sooner, "warm-up").reason == "warm-up-no-scale-in"
+    later = policy.decide(low_load(NOW + 300.0, sooner.memory))
     assert desired(later) == (8, 15)
     assert step(later, "warm-up").reason == "window-full"
 

@@ -22,7 +22,8 @@ raw recommendation; the wrapper (:mod:`.wrapper`) runs the others with the setti
                  TTFT-only breach whose prefill queue shrinks, that count alone: the p90 lags).
                  Starting instances count: a pool whose capacity already covers that is not grown
                  again; while a tier is reached, neither pool scales in;
-7. warm-up       no scale-in until one observation window has passed since start-up or a restart;
+7. warm-up       no scale-in until the scale-in stabilisation window (300 s, at least one observation
+                 window) has passed since start-up or a restart;
 8. cooldown      3 min between scale-outs, 10 min after any action before a scale-in; the latency
                  tier's own scale-out (where it raises a pool) is never held;
 9. damping       at most +100 % / −25 % per step;
@@ -94,7 +95,7 @@ def heteroscale_shaping(params: HeteroScaleParams) -> Shaping:
     stages = (
         *stability_stages(params.stability, Role.DECODE),
         LatencyFloor(params.latency_tiers, params.backlog_drain_s),
-        WarmUp(),
+        WarmUp(params.stability.scale_in_window_s),
         *limit_stages(params.stability, passes_demand=params.demand is not None and params.demand.passes_cooldown),
     )
     return Shaping(stages, ("decode.tps",), ScaleIn(ScaleInMode.DRAIN, params.drain_grace_s))

@@ -82,10 +82,13 @@ class Cooldown:
 
 @dataclass(frozen=True, slots=True)
 class WarmUp:
-    """No scale-in until the policy has observed for a full observation window (``PolicyContext.window_s``)
-    since start-up or a restart: the time of its first usable observation is kept in memory under
-    ``key``, which a journal restore does not carry, so a restarted controller waits a window again."""
+    """No scale-in until the policy has observed for max(the observation window
+    (``PolicyContext.window_s``), ``span_s``) since start-up or a restart: the time of its first usable
+    observation is kept in memory under ``key``, which a journal restore does not carry, so a restarted
+    controller waits again. HeteroScale sets ``span_s`` to its scale-in stabilisation window, whose
+    maximum over a partly filled window is not yet a stable recommendation."""
 
+    span_s: float = 0.0
     key: str = "warmup.first_observation_s"
 
 

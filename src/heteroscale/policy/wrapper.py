@@ -193,7 +193,7 @@ class _Run:
             if stored is None:  # the first usable observation since start-up (a journal restore has none)
                 stored = ctx.now_s
                 self.memory = with_values(self.memory, {stage.key: stored})
-            return warm_up_step(ctx.now_s, stored, ctx.window_s, current, desired)
+            return warm_up_step(ctx.now_s, stored, max(ctx.window_s, stage.span_s), current, desired)
         if isinstance(stage, Cooldown):
             if stage.passes_demand and self.raw.urgent:
                 # demand counts starting capacity already: a scale-out now asks only for what nobody ordered

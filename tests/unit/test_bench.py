@@ -33,7 +33,10 @@ TUNED: dict[str, Any] = {
     "scenarios": {
         name: {
             "contenders": {
-                "heteroscale": {"margin": 0.65, "options": {"theta_out": 0.05, "scale_out_cooldown_s": 60.0}},
+                "heteroscale": {
+                    "margin": 0.65,
+                    "options": {"theta_out": 0.05, "scale_out_cooldown_s": 60.0, "scale_in_window_s": 60.0},
+                },
                 "hpa": {"margin": 0.75, "options": {}},
             }
         }
@@ -83,7 +86,11 @@ def test_the_runner_writes_json_markdown_and_a_plot_per_scenario(tmp_path: Path,
 def test_tuned_rows_run_the_tuned_parameters_and_as_shipped_rows_the_defaults(scored: dict[str, Any]) -> None:
     rows = scored["scenarios"]["tiny-chat"]["rows"]
     assert rows["heteroscale"]["options"] == {} and rows["heteroscale"]["margin"] == 0.75
-    assert rows["heteroscale[tuned]"]["options"] == {"scale_out_cooldown_s": 60.0, "theta_out": 0.05}
+    assert rows["heteroscale[tuned]"]["options"] == {
+        "scale_in_window_s": 60.0,
+        "scale_out_cooldown_s": 60.0,
+        "theta_out": 0.05,
+    }
     assert rows["heteroscale[tuned]"]["margin"] == 0.65
     # another margin and other knobs change the run (else the tuned row would be a copy)
     assert rows["heteroscale[tuned]"]["mean"] != rows["heteroscale"]["mean"]

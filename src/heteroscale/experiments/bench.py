@@ -6,8 +6,9 @@ For each scenario of a suite (:mod:`heteroscale.sim.suite`) and each of its scor
   :class:`~heteroscale.experiments.compare.Comparison` per part: its loads, lower bounds and
   ratio-oracle are made once), reused by every contender; a tuned contender's other margin rescales
   those targets (:func:`~heteroscale.experiments.bench_space.targets_at_margin`), no new test;
-* every contender starts warm at the same counts, the 0.75-margin ratio-oracle's first window
-  (``static-peak`` at its own peak);
+* every contender starts warm at the same counts, the 0.75-margin ratio-oracle's warm start (its first
+  window, raised to the first minute's load: :attr:`~heteroscale.experiments.oracle.OraclePlan.warm_start`;
+  ``static-peak`` at its own peak);
 * each contender runs twice: as shipped (its defaults, margin 0.75) and tuned (the options and margin
   of ``results/tuned.yaml``). Scoring reads the tuned parameters and never tunes: a contender missing
   from them stops the run with one line.

@@ -1,6 +1,7 @@
 """`heteroscale compare`: several policies on one scenario, the same load, the same targets.
 
-Every policy starts warm at the ratio-oracle's first-window counts (``static-peak`` at its peak),
+Every policy starts warm at the ratio-oracle's warm start (its first-window counts, raised to those
+for the load of the first minute; ``static-peak`` at its peak),
 reads targets from one pressure test of each service, and is scored against the true lower bound
 (``× LB``, :mod:`heteroscale.experiments.lower_bound`) and, as a reference at the SLO knee, against the
 ratio-oracle (:mod:`heteroscale.experiments.oracle`).
@@ -154,7 +155,7 @@ class Comparison:
         self.margin = margin
         self.bound_window_s = bound_window_s
         self.requests_csv = False  # keep each run's per-request records (gzip) beside its journal
-        # per service, the (P, D) every policy but static-peak starts at; None: the ratio-oracle's first window
+        # per service, the (P, D) every policy but static-peak starts at; None: the ratio-oracle's warm start
         self.warm_start = dict(warm_start) if warm_start is not None else None
         self.pressure: dict[str, PressureResult] = {}
         self.targets: dict[str, Targets] = {}
@@ -206,7 +207,7 @@ class Comparison:
         services = tuple(dataclasses.replace(r, targets=targets[r.spec.name]) for r in self.scenario.services)
         warm = self.warm_start
         if warm is None and self.oracles:
-            warm = {name: (o.windows[0].prefill, o.windows[0].decode) for name, o in self.oracles.items()}
+            warm = {name: o.warm_start for name, o in self.oracles.items()}
         other = Comparison(
             dataclasses.replace(self.scenario, services=services),
             self.calibration,
@@ -262,7 +263,7 @@ class Comparison:
         cap_at_peak: bool = False,
         options: Mapping[str, object] | None = None,
     ) -> PolicyRun:
-        """Run one policy. It starts warm at the oracle's first window (or the comparison's
+        """Run one policy. It starts warm at the oracle's warm start (or the comparison's
         ``warm_start``, or its peak with ``start_at_peak``); ``cap_at_peak`` bounds the service at the
         oracle's peak (the provisioned size), as in the paper's testbed runs of one driving signal each.
         ``options`` go to every service's policy in a plain row (a tuned contender's), not to variants."""
@@ -277,8 +278,7 @@ class Comparison:
                 counts[run.spec.name] = peak
                 policies[run.spec.name] = ("static", {"prefill": peak[0], "decode": peak[1]})
             else:
-                first = oracle.windows[0]
-                warm = (first.prefill, first.decode)
+                warm = oracle.warm_start
                 if self.warm_start is not None:
                     warm = self.warm_start[run.spec.name]
                 counts[run.spec.name] = peak if start_at_peak else warm

@@ -3,7 +3,8 @@
 Per window (10 min by default) it takes the minimum (P, D) at the service's P/D ratio whose capacity —
 from the same per-instance targets (capacity table and margin) the policies use — covers the window's
 mean load, with no cold start, billed for the part of the window inside the run. ``static-peak`` holds
-its maximum all day and every policy starts at its first window.
+its maximum all day; every other policy starts warm at :attr:`OraclePlan.warm_start`, the larger of the
+first window's counts and those for the load of the run's first minute.
 
 It is **not** a lower bound: it sizes at the fixed ratio with the targets' margin, and a window's mean
 hides its peaks, so a policy may run under it (hotter, or off the ratio). The bound no run can beat
@@ -40,6 +41,9 @@ class OraclePlan:
     gpus_per_prefill: int
     gpus_per_decode: int
     horizon_s: float  # the run's length: the last window is billed only up to it
+    # (P, D) for the load of the first OPENING_S of the run: a part that opens on a burst (a day cut
+    # at a busy hour) would otherwise start every policy at a first-window mean far below it
+    opening: tuple[int, int] = (0, 0)
 
     @property
     def gpu_hours(self) -> float:
@@ -49,6 +53,12 @@ class OraclePlan:
             for w in self.windows
         )
         return gpu_s / 3600.0
+
+    @property
+    def warm_start(self) -> tuple[int, int]:
+        """Where every policy but static-peak starts: the first window's counts, raised to the opening's."""
+        first = self.windows[0]
+        return max(first.prefill, self.opening[0]), max(first.decode, self.opening[1])
 
     @property
     def peak(self) -> tuple[int, int]:
@@ -93,9 +103,14 @@ def _window_demands(load: ServiceLoad, window_s: float, horizon_s: float) -> tup
     return out, new / window_s
 
 
+OPENING_S = 60.0  # the controller's observation window: what a running cluster has just been sized on
+
+
 def oracle_plan(load: ServiceLoad, targets: Targets, horizon_s: float, window_s: float = 600.0) -> OraclePlan:
     spec = load.spec
     decode_demand, prefill_demand = _window_demands(load, window_s, horizon_s)
+    opening_d, opening_p = _window_demands(load, OPENING_S, horizon_s)
+    opening = counts_for_demand(spec, targets, float(opening_d[0]), float(opening_p[0]))
     windows = []
     for k, (dd, pd) in enumerate(zip(decode_demand, prefill_demand, strict=True)):
         p, d = counts_for_demand(spec, targets, float(dd), float(pd))
@@ -107,4 +122,5 @@ def oracle_plan(load: ServiceLoad, targets: Targets, horizon_s: float, window_s:
         gpus_per_prefill=spec.preferred_shape(Role.PREFILL).gpus,
         gpus_per_decode=spec.preferred_shape(Role.DECODE).gpus,
         horizon_s=horizon_s,
+        opening=opening,
     )

@@ -15,6 +15,7 @@ from heteroscale.experiments.study import direction_reversals
 from heteroscale.experiments.sweep import is_unimodal
 from heteroscale.policy.context import Targets
 from heteroscale.sim.engine import ServiceLoad
+from heteroscale.sim.request_trace import RequestTrace
 from heteroscale.sim.telemetry import RoleWindow, WindowRow
 from tests.support import builders as b
 
@@ -63,6 +64,25 @@ def test_oracle_plan_per_window_and_gpu_hours() -> None:
     assert second.decode == 1 and second.prefill == 1
     assert plan.gpu_hours == pytest.approx((first.prefill + first.decode + 2) * 4 * 600 / 3600)
     assert plan.peak == (first.prefill, first.decode)
+
+
+def _opening_load(first_minute: int, rest: int) -> ServiceLoad:
+    """``first_minute`` requests in [0, 60) s, then ``rest`` spread evenly over [60, 600) s."""
+    arrival = np.concatenate([np.linspace(0.0, 59.0, first_minute), np.linspace(60.0, 599.0, rest)])
+    n = len(arrival)
+    tokens = np.full(n, 100, dtype=np.int64)
+    tr = RequestTrace("opening", arrival, np.full(n, 1000, dtype=np.int64), tokens, None)
+    return ServiceLoad(b.service(), tr, np.zeros(n, dtype=np.int64), 120.0)
+
+
+def test_the_warm_start_is_raised_to_a_busy_first_minute_and_never_below_the_first_window() -> None:
+    # a burst: 1,000 decode tok/s in the first minute needs 20 instances at 50 tok/s; the window (110) 3
+    busy = oracle_plan(_opening_load(600, 60), targets(decode_tps=50.0), horizon_s=600.0)
+    assert busy.windows[0].decode == 3 and busy.opening[1] == 20
+    assert busy.warm_start == (max(busy.windows[0].prefill, busy.opening[0]), 20)
+    # a quiet opening (10 tok/s) keeps the first window's counts
+    quiet = oracle_plan(_opening_load(6, 594), targets(decode_tps=50.0), horizon_s=600.0)
+    assert quiet.opening[1] == 1 and quiet.warm_start == (quiet.windows[0].prefill, quiet.windows[0].decode) != (1, 1)
 
 
 def _row(t: float, p: int, d: int) -> WindowRow:

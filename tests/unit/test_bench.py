@@ -79,8 +79,12 @@ def test_the_runner_writes_json_markdown_and_a_plot_per_scenario(tmp_path: Path,
             assert figures["gpu_hours_vs_lower_bound"] >= 1.0  # no run beats the bound
         assert set(scenario["verdict"]) == {"as-shipped", "tuned"}
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+        # the ratio-oracle's GPU-hours beside the bound: a clairvoyant fleet at the 0.75-margin targets
+        bound = scenario["lower_bound"][part]
+        assert bound["ratio_oracle_gpu_hours"] > bound["gpu_hours"] > 0
     md = (out / "bench.md").read_text()
     assert "## tiny-chat" in md and "| heteroscale[tuned] | second-half |" in md
+    assert "Ratio-oracle (clairvoyant, the shared targets, no cold start): second-half " in md
 
 
 def test_tuned_rows_run_the_tuned_parameters_and_as_shipped_rows_the_defaults(scored: dict[str, Any]) -> None:

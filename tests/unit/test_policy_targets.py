@@ -100,3 +100,16 @@ def test_equal_differences_are_listed_by_name_whatever_the_hash_seed(targets: Mo
     theirs = {BY_SERVICE_ROLE: {"chat/prefill": 8.0, "chat/decode": 8.0}}
     shown = targets.where_hours_differ(ours, theirs)
     assert shown == "chat/decode +3.8 GPU-h (11.8 vs 8.0), chat/prefill +3.8 GPU-h (11.8 vs 8.0)"
+
+
+def test_the_lower_bound_reference_names_each_peer_and_the_ratio_oracle(targets: ModuleType) -> None:
+    data = bench()
+    assert targets.figures(data, tuned=False)["oracle_vs_lower_bound"] is None  # no oracle recorded: n/a
+    scenario = data["scenarios"]["suite-budget"]
+    scenario["lower_bound"] = {
+        "day1": {"gpu_hours": 10.0, "cost": 20.0, "ratio_oracle_gpu_hours": 18.0},
+        "day2": {"gpu_hours": 20.0, "cost": 40.0, "ratio_oracle_gpu_hours": 44.0},
+    }
+    f = targets.figures(data, tuned=False)
+    assert f["oracle_vs_lower_bound"] == pytest.approx((1.8 + 2.2) / 2)  # the mean over parts
+    assert f["peers_vs_lower_bound"]["kthena"] == pytest.approx(13.44) and f["peers_vs_lower_bound"]["hpa"] == 15.0

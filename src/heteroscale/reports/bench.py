@@ -113,6 +113,13 @@ def bench_markdown(result: Mapping[str, Any]) -> str:
             for p, b in scenario["lower_bound"].items()
         )
         lines += [f"Lower bound: {bounds}.", ""]
+        oracle = ", ".join(
+            f"{p} {_num(b['ratio_oracle_gpu_hours'], 1)} GPU-h"
+            for p, b in scenario["lower_bound"].items()
+            if "ratio_oracle_gpu_hours" in b
+        )
+        if oracle:  # a reference point between the bound and the policies, not a bound
+            lines += [f"Ratio-oracle (clairvoyant, the shared targets, no cold start): {oracle}.", ""]
         lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         for row_name, row in scenario["rows"].items():
             shown = [*(row["parts"].items()), *([("mean", row["mean"])] if len(parts) > 1 else [])]

@@ -38,6 +38,7 @@ OUT = ROOT / "results" / "benchmarks"
 
 # `make bench`, in this order (the policy benchmark itself is `make bench-policies`)
 SCRIPTS = (
+    "main_job",
     "perf_model_fidelity",
     "calibration_scorecard",
     "splitwise_mirror",

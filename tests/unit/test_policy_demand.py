@@ -115,13 +115,33 @@ def test_a_latency_tier_scale_out_is_never_held_by_a_cooldown() -> None:
     assert step(result, "cooldown").reason == "cooldown-passed-latency"
 
 
-def test_a_scale_out_the_latency_tier_does_not_add_still_waits_for_its_cooldown() -> None:
-    # decode TPS asks for 15P/30D, above the severe tier's 12P/24D: the tier adds nothing, the cooldown holds
+def test_a_scale_out_the_signal_asks_for_passes_the_cooldown_while_latency_is_past_half_its_slo() -> None:
+    # decode TPS asks for 15P/30D, above the severe tier's 12P/24D: the tier adds nothing, but with TBT p90
+    # at 1.6× its SLO (> 0.5×) the proportional scale-out does not wait out the 120 s of cooldown left
     recent = memory(last_scale_out_s=NOW - 60.0, last_direction=1)
-    result = decide(observation(decode_tps=30_000.0, tbt_p90_s=0.16), spec=spec(), counts=counts(), memory=recent)
+    obs = observation(decode_tps=30_000.0, tbt_p90_s=0.16)
+    result = decide(obs, spec=spec(), counts=counts(), memory=recent)
     assert (step(result, "latency").prefill, step(result, "latency").decode) == (15, 30)
-    assert step(result, "cooldown").reason is Reason.COOLDOWN_OUT
-    assert desired(result) == (10, 20)
+    assert step(result, "cooldown").reason is Reason.COOLDOWN_RISING
+    assert "latency-rising scale-out passes: prefill 10→15, decode 20→30" in step(result, "cooldown").detail
+    assert desired(result) == (15, 30)
+    # switched off, the cooldown holds it
+    off = decide(obs, params=HeteroScaleParams(rising_latency_factor=None), spec=spec(), counts=counts(), memory=recent)
+    assert step(off, "cooldown").reason is Reason.COOLDOWN_OUT and desired(off) == (10, 20)
+
+
+@pytest.mark.parametrize(
+    ("ttft_p90_s", "tbt_p90_s", "passes"), [(0.5, 0.05, False), (1.01, 0.05, True), (0.5, 0.051, True)]
+)
+def test_latency_exactly_at_half_its_slo_keeps_the_cooldown_and_above_it_passes(
+    ttft_p90_s: float, tbt_p90_s: float, passes: bool
+) -> None:
+    recent = memory(last_scale_out_s=NOW - 60.0, last_direction=1)
+    obs = observation(decode_tps=30_000.0, ttft_p90_s=ttft_p90_s, tbt_p90_s=tbt_p90_s)  # no tier reached
+    result = decide(obs, spec=spec(), counts=counts(), memory=recent)
+    assert step(result, "latency").reason is Reason.LATENCY_OK
+    assert step(result, "cooldown").reason is (Reason.COOLDOWN_RISING if passes else Reason.COOLDOWN_OUT)
+    assert desired(result) == ((15, 30) if passes else (10, 20))
 
 
 def test_a_demand_sized_scale_out_the_ordered_capacity_cannot_serve_passes_the_cooldown() -> None:
@@ -139,7 +159,8 @@ def test_a_demand_sized_scale_out_with_enough_capacity_ordered_waits_for_its_coo
     # is for the backlog only, which the ordered capacity will work off; the scale-out keeps its cooldown
     recent = memory(last_scale_out_s=NOW - 60.0, last_direction=1)
     ordered = counts(prefill=20, decode=20, prefill_starting=10, decode_starting=10)
-    result = decide(censored_obs(prefill_queue=1200.0), memory=recent, counts=ordered)
+    calm = {"ttft_p90_s": 0.9, "tbt_p90_s": 0.04}  # below half the SLOs: no latency passes the cooldown
+    result = decide(censored_obs(prefill_queue=1200.0, **calm), memory=recent, counts=ordered)
     assert (step(result, "hysteresis").prefill, step(result, "hysteresis").decode) == (34, 34)
     assert step(result, "demand").reason is Reason.SIGNAL_CENSORED
     assert step(result, "cooldown").reason is Reason.COOLDOWN_OUT
@@ -244,6 +265,7 @@ def test_docs_policy_lists_real_reasons_and_every_new_one() -> None:
         Reason.LATENCY_BACKLOG,
         Reason.COOLDOWN_LATENCY,
         Reason.COOLDOWN_DEMAND,
+        Reason.COOLDOWN_RISING,
         Reason.WARMING_UP,
         Reason.WINDOW_FULL,
     }

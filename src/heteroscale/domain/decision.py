@@ -72,6 +72,7 @@ class Reason(StrEnum):
     COOLDOWN_IN = "cooldown-scale-in"
     COOLDOWN_LATENCY = "cooldown-passed-latency"  # a latency tier is reached: no cooldown holds a scale-out
     COOLDOWN_DEMAND = "cooldown-passed-demand"  # sized from demand (censored signal): no cooldown holds it
+    COOLDOWN_RISING = "cooldown-passed-latency-rising"  # latency past a fraction of its SLO: scale-out passes
     # no scale-in until a full window of data since start-up or a restart (policy.stages.WarmUp)
     WARMING_UP = "warm-up-no-scale-in"
     WINDOW_FULL = "window-full"

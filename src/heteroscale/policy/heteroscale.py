@@ -25,7 +25,8 @@ raw recommendation; the wrapper (:mod:`.wrapper`) runs the others with the setti
 7. warm-up       no scale-in until the scale-in stabilisation window (300 s, at least one observation
                  window) has passed since start-up or a restart;
 8. cooldown      3 min between scale-outs, 10 min after any action before a scale-in; the latency
-                 tier's own scale-out (where it raises a pool) is never held;
+                 tier's own scale-out (where it raises a pool) is never held, nor any scale-out while
+                 TTFT p90 or TBT p90 is above half its SLO;
 9. damping       at most +100 % / −25 % per step;
 10. bounds       the service's [min, max] per role.
 
@@ -78,6 +79,9 @@ class HeteroScaleParams:
     demand: DemandParams | None = field(default_factory=DemandParams)
     # [ours] the latency floor also clears a pool's queue within this many seconds (None: tier steps only)
     backlog_drain_s: float | None = 60.0
+    # [ours] a scale-out the signal asks for passes the scale-out cooldown while TTFT p90 or TBT p90 is
+    # above this × its SLO (None: only the latency tiers and demand pass it)
+    rising_latency_factor: float | None = 0.5
 
     def __post_init__(self) -> None:
         if self.pd_ratio is not None and self.pd_ratio <= 0:
@@ -88,6 +92,8 @@ class HeteroScaleParams:
             raise ValueError(f"lead_s must be ≥ 0, got {self.lead_s}")
         if self.backlog_drain_s is not None and not self.backlog_drain_s > 0:
             raise ValueError(f"backlog_drain_s must be > 0, got {self.backlog_drain_s}")
+        if self.rising_latency_factor is not None and not self.rising_latency_factor > 0:
+            raise ValueError(f"rising_latency_factor must be > 0, got {self.rising_latency_factor}")
 
 
 def heteroscale_shaping(params: HeteroScaleParams) -> Shaping:
@@ -96,7 +102,11 @@ def heteroscale_shaping(params: HeteroScaleParams) -> Shaping:
         *stability_stages(params.stability, Role.DECODE),
         LatencyFloor(params.latency_tiers, params.backlog_drain_s),
         WarmUp(params.stability.scale_in_window_s),
-        *limit_stages(params.stability, passes_demand=params.demand is not None and params.demand.passes_cooldown),
+        *limit_stages(
+            params.stability,
+            passes_demand=params.demand is not None and params.demand.passes_cooldown,
+            passes_rising_latency=params.rising_latency_factor,
+        ),
     )
     return Shaping(stages, ("decode.tps",), ScaleIn(ScaleInMode.DRAIN, params.drain_grace_s))
 

@@ -71,13 +71,15 @@ class Cooldown:
     action; service-wide clocks, or one per role with ``per_role``. The scale-out an earlier
     :class:`LatencyFloor` adds (roles it raises) always passes (``cooldown-passed-latency``); with
     ``passes_demand``, so does a scale-out the policy sized from demand while its signal is censored
-    (``cooldown-passed-demand``)."""
+    (``cooldown-passed-demand``); with ``passes_rising_latency`` = f, so does any recommended scale-out
+    while TTFT p90 or TBT p90 is above f × its SLO (``cooldown-passed-latency-rising``)."""
 
     scale_out_s: float = SCALE_OUT_COOLDOWN_S
     scale_in_s: float = SCALE_IN_COOLDOWN_S
     per_role: bool = False
     passes_demand: bool = False
     scale_in_step_s: float | None = None  # after a scale-in, before the next (None: scale_in_s)
+    passes_rising_latency: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +189,12 @@ def warm_up_step(now_s: float, first_s: float, window_s: float, current: PD, des
 
 
 def limit_stages(
-    stability: Stability, *, per_role: bool = False, damping: bool = True, passes_demand: bool = False
+    stability: Stability,
+    *,
+    per_role: bool = False,
+    damping: bool = True,
+    passes_demand: bool = False,
+    passes_rising_latency: float | None = None,
 ) -> tuple[Stage, ...]:
     """Cooldown, damping (optional) and bounds: the stages that restrain a move."""
     cool = Cooldown(
@@ -196,6 +203,7 @@ def limit_stages(
         per_role,
         passes_demand,
         stability.scale_in_step_s,
+        passes_rising_latency,
     )
     if not damping:
         return (cool, Bounds())

@@ -205,6 +205,10 @@ class _Run:
                 return self._cooldown_passed(stage, desired, raised, Reason.COOLDOWN_DEMAND)
             if self.latency_floor is not None:
                 return self._cooldown_passed(stage, desired, self.latency_floor, Reason.COOLDOWN_LATENCY)
+            if stage.passes_rising_latency is not None and self._latency_rising(stage.passes_rising_latency):
+                # half-way to a breach, the scale-out the signal already asks for cannot wait out a cooldown
+                out = PD(*(desired.role(r) if desired.role(r) > current.role(r) else 0 for r in ROLES))
+                return self._cooldown_passed(stage, desired, out, Reason.COOLDOWN_RISING)
             return cooldown(
                 ctx.now_s,
                 self.memory,
@@ -259,9 +263,20 @@ class _Run:
         passed = ", ".join(
             f"{r.value} {self.current.role(r)}→{out.role(r)}" for r in ROLES if out.role(r) > held.role(r)
         )
-        what = "latency-tier" if reason is Reason.COOLDOWN_LATENCY else "demand-sized"
+        what = {Reason.COOLDOWN_LATENCY: "latency-tier", Reason.COOLDOWN_RISING: "latency-rising"}.get(
+            reason, "demand-sized"
+        )
         detail = f"{what} scale-out passes: {passed}; {would.detail}"
         return Step("cooldown", out.prefill, out.decode, reason, detail)
+
+    def _latency_rising(self, factor: float) -> bool:
+        """TTFT p90 or TBT p90 above ``factor`` × its SLO in this observation."""
+        if self.seen is None:
+            return False
+        obs, slo = self.seen.observation, self.ctx.spec.slo
+        return (obs.ttft_p90_s is not None and obs.ttft_p90_s > factor * slo.ttft_s) or (
+            obs.tbt_p90_s is not None and obs.tbt_p90_s > factor * slo.tbt_s
+        )
 
     def _panic(self, stage: Panic, desired: PD) -> Step:
         stored = dict(self.memory.values)

@@ -54,8 +54,8 @@ SCRIPTS = (
     "http_server",
     "policy_targets",
 )
-# recorded only when named: minutes each (the suite's every part; a real Prometheus per fault)
-ON_REQUEST = ("faults", "suite_workloads")
+# recorded only when named: minutes each (the suite's every part; a real Prometheus per fault; the demo)
+ON_REQUEST = ("faults", "suite_workloads", "demo_run")
 STDERR_TAIL_LINES = 20
 TIMEOUT_S = 1800.0
 

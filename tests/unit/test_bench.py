@@ -82,6 +82,10 @@ def test_the_runner_writes_json_markdown_and_a_plot_per_scenario(tmp_path: Path,
         # the ratio-oracle's GPU-hours beside the bound: a clairvoyant fleet at the 0.75-margin targets
         bound = scenario["lower_bound"][part]
         assert bound["ratio_oracle_gpu_hours"] > bound["gpu_hours"] > 0
+    # the whole suite's wall time, for the README block (no --retune here, none recorded before)
+    wall = result["wall"]
+    assert wall["scoring_s"] > 0 and wall["retune_s"] is None and wall["jobs"] == 1 and wall["load_avg"] >= 0
+    assert "Wall time of the whole suite with `--jobs 1`" in printed and "the last `--retune`" not in printed
     md = (out / "bench.md").read_text()
     assert "## tiny-chat" in md and "| heteroscale[tuned] | second-half |" in md
     assert "Ratio-oracle (clairvoyant, the shared targets, no cold start): second-half " in md
@@ -292,3 +296,13 @@ def test_an_unknown_scenario_or_contender_is_one_line(capsys: Any, tmp_path: Pat
     assert main([*base, "--contenders", "periodic", "--retune-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "contender 'periodic' has no search space" in err[0]
+
+
+def test_the_wall_record_keeps_the_last_retune_and_a_partial_run_keeps_the_whole_suites(suite: Any) -> None:
+    old = {"suite": "tiny", "schema_version": bench.SCHEMA_VERSION, "scenarios": {}, "wall": {"retune_s": 700.0}}
+    assert bench.wall_record(90.04, None, 2, 0.5, old)["retune_s"] == 700.0
+    assert bench.wall_record(90.04, 480.26, 2, 0.5, old) | {"cpus": 0} == {
+        "scoring_s": 90.0, "retune_s": 480.3, "jobs": 2, "load_avg": 0.5, "cpus": 0,
+    }  # fmt: skip
+    partial = bench.merged(old, {"suite": "tiny", "schema_version": bench.SCHEMA_VERSION, "scenarios": {}}, suite)
+    assert partial["wall"] == {"retune_s": 700.0}

@@ -12,6 +12,7 @@ and keeps the others' results and tuned parameters as they are in the files.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ def cmd_bench(args: argparse.Namespace, jobs: int) -> int:
         print(f"tuned parameters written to {tuned_path} (retune wall {retune_s:.1f} s, {jobs} job(s))", flush=True)
         if args.retune_only:
             return 0
+    load_avg = os.getloadavg()[0]
     start = time.perf_counter()
     result = bench.score(suite, calibration_for, read_tuned(tuned_path), tuned_source=str(tuned_path),
                          contenders=contenders, scenarios=scenarios, jobs=jobs, backend=args.backend,
@@ -122,6 +124,8 @@ def cmd_bench(args: argparse.Namespace, jobs: int) -> int:
     score_s = time.perf_counter() - start
     old_result = read_results(args.out / "bench.json") if (args.out / "bench.json").is_file() else None
     result = add_verdicts(bench.merged(old_result, result, suite))
+    if scenarios is None:  # the whole suite's wall times; a partial run keeps the last full run's
+        result["wall"] = bench.wall_record(score_s, retune_s, jobs, load_avg, old_result)
     for path in write_results(result, args.out):
         print(f"wrote {path}")
     print(readme_block(result))

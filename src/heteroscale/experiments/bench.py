@@ -26,6 +26,7 @@ fluid-vs-request agreement is established for its regime.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -404,10 +405,28 @@ def retune(
     return out
 
 
+def wall_record(
+    score_s: float, retune_s: float | None, jobs: int, load_avg: float, old: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The whole suite's wall times for the README: this scoring run's and the last ``--retune``'s (this
+    run's, else the one ``old`` recorded)."""
+    last = (old or {}).get("wall") or {}
+    return {
+        "scoring_s": round(score_s, 1),
+        "retune_s": round(retune_s, 1) if retune_s is not None else last.get("retune_s"),
+        "jobs": jobs,
+        "load_avg": round(load_avg, 2),
+        "cpus": os.cpu_count(),
+    }
+
+
 def merged(old: Mapping[str, Any] | None, new: Mapping[str, Any], suite: Suite) -> dict[str, Any]:
     """``new`` with the scenarios of ``old`` it did not run (a partial run keeps the rest), in suite order."""
     if old is None or old.get("suite") != new.get("suite") or old.get("schema_version") != new.get("schema_version"):
         return dict(new)
     scenarios = {**old.get("scenarios", {}), **new["scenarios"]}
     order = [entry.scenario.name for entry in suite.entries]
-    return {**new, "scenarios": {name: scenarios[name] for name in order if name in scenarios}}
+    out = {**new, "scenarios": {name: scenarios[name] for name in order if name in scenarios}}
+    if "wall" in old and "wall" not in new:
+        out["wall"] = old["wall"]
+    return out

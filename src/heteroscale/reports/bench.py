@@ -166,7 +166,16 @@ def readme_block(result: Mapping[str, Any]) -> str:
                 )
         lines.append(f"| `{name}` | {billed.replace('_', '-')} | " + " | ".join(cells) + " |")
     lines += ["", "Where heteroscale loses (another row dominates it):" if losses else
-              "No row dominates heteroscale on any scenario of the suite.", *losses, "", END]  # fmt: skip
+              "No row dominates heteroscale on any scenario of the suite.", *losses, ""]  # fmt: skip
+    wall = result.get("wall")
+    if wall:
+        retune = f", the last `--retune` {_num(wall['retune_s'], 0)} s" if wall.get("retune_s") is not None else ""
+        lines += [
+            f"Wall time of the whole suite with `--jobs {wall['jobs']}` on {wall['cpus']} CPUs (load average "
+            f"{wall['load_avg']:.2f} at the start of scoring): scoring {_num(wall['scoring_s'], 0)} s{retune}.",
+            "",
+        ]
+    lines.append(END)
     return "\n".join(lines)
 
 

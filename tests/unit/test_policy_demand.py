@@ -130,6 +130,19 @@ def test_a_scale_out_the_signal_asks_for_passes_the_cooldown_while_latency_is_pa
     assert step(off, "cooldown").reason is Reason.COOLDOWN_OUT and desired(off) == (10, 20)
 
 
+def test_a_latency_floor_on_one_pool_does_not_hold_the_other_pools_scale_out_while_latency_rises() -> None:
+    # TBT at 1.6× its SLO: the backlog floor raises prefill 12→14; decode TPS asks decode 24→27 (r = 0.4
+    # keeps prefill at 12). Within the cooldown both pass; without the rule only the floor's prefill does
+    recent = memory(last_scale_out_s=NOW - 60.0, last_direction=1)
+    obs = observation(tbt_p90_s=0.16, prefill_queue=1200.0, requests_per_s=50.0, decode_tps=27_000.0)
+    kw: dict[str, Any] = {"spec": spec(pd_ratio=0.4), "counts": counts(prefill_starting=2, decode_starting=4)}
+    result = decide(obs, memory=recent, **kw)
+    assert (step(result, "latency").prefill, step(result, "latency").decode) == (14, 27)
+    assert step(result, "cooldown").reason is Reason.COOLDOWN_RISING and desired(result) == (14, 27)
+    off = decide(obs, params=HeteroScaleParams(rising_latency_factor=None), memory=recent, **kw)
+    assert step(off, "cooldown").reason is Reason.COOLDOWN_LATENCY and desired(off) == (14, 24)
+
+
 @pytest.mark.parametrize(
     ("ttft_p90_s", "tbt_p90_s", "passes"), [(0.5, 0.05, False), (1.01, 0.05, True), (0.5, 0.051, True)]
 )

@@ -85,8 +85,12 @@ def counts_for_demand(spec: ServiceSpec, targets: Targets, decode_tps: float, pr
     return p, d
 
 
-def _window_demands(load: ServiceLoad, window_s: float, horizon_s: float) -> tuple[np.ndarray, np.ndarray]:
-    n = max(1, math.ceil(horizon_s / window_s))
+def _window_demands(
+    load: ServiceLoad, window_s: float, horizon_s: float, first_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(decode, cache-missed prefill) demand in tokens/s per window; ``first_only``: the first window alone
+    (arrivals after it are left out, not folded into it as late arrivals are into the last window)."""
+    n = 1 if first_only else max(1, math.ceil(horizon_s / window_s))
     if load.rate_curve is not None:
         new = (load.trace.input_tokens - load.cached_tokens).astype(np.float64)
         mean_new = float(new.mean()) if len(new) else 0.0
@@ -97,10 +101,12 @@ def _window_demands(load: ServiceLoad, window_s: float, horizon_s: float) -> tup
         )
         return rates * mean_out, rates * mean_new
     t = load.trace.arrival_s
-    idx = np.minimum((t / window_s).astype(np.int64), n - 1)
-    out = np.bincount(idx, weights=load.trace.output_tokens.astype(np.float64), minlength=n) / window_s
-    new = np.bincount(idx, weights=(load.trace.input_tokens - load.cached_tokens).astype(np.float64), minlength=n)
-    return out, new / window_s
+    keep = t < window_s if first_only else np.ones(len(t), dtype=bool)
+    idx = np.minimum((t[keep] / window_s).astype(np.int64), n - 1)
+    out_tokens = load.trace.output_tokens[keep].astype(np.float64)
+    new_tokens = (load.trace.input_tokens - load.cached_tokens)[keep].astype(np.float64)
+    out = np.bincount(idx, weights=out_tokens, minlength=n) / window_s
+    return out, np.bincount(idx, weights=new_tokens, minlength=n) / window_s
 
 
 OPENING_S = 60.0  # the controller's observation window: what a running cluster has just been sized on
@@ -109,7 +115,7 @@ OPENING_S = 60.0  # the controller's observation window: what a running cluster 
 def oracle_plan(load: ServiceLoad, targets: Targets, horizon_s: float, window_s: float = 600.0) -> OraclePlan:
     spec = load.spec
     decode_demand, prefill_demand = _window_demands(load, window_s, horizon_s)
-    opening_d, opening_p = _window_demands(load, OPENING_S, horizon_s)
+    opening_d, opening_p = _window_demands(load, OPENING_S, horizon_s, first_only=True)
     opening = counts_for_demand(spec, targets, float(opening_d[0]), float(opening_p[0]))
     windows = []
     for k, (dd, pd) in enumerate(zip(decode_demand, prefill_demand, strict=True)):

@@ -197,18 +197,14 @@ class _Run:
         if isinstance(stage, Cooldown):
             if stage.passes_demand and self.raw.urgent:
                 # demand counts starting capacity already: a scale-out now asks only for what nobody ordered
-                floor = self.latency_floor or PD(0, 0)
-                raised = PD(
-                    max(floor.prefill, desired.prefill if desired.prefill > self.current.prefill else 0),
-                    max(floor.decode, desired.decode if desired.decode > self.current.decode else 0),
-                )
-                return self._cooldown_passed(stage, desired, raised, Reason.COOLDOWN_DEMAND)
-            if self.latency_floor is not None:
-                return self._cooldown_passed(stage, desired, self.latency_floor, Reason.COOLDOWN_LATENCY)
+                return self._cooldown_passed(stage, desired, self._scale_outs(desired), Reason.COOLDOWN_DEMAND)
             if stage.passes_rising_latency is not None and self._latency_rising(stage.passes_rising_latency):
                 # half-way to a breach, the scale-out the signal already asks for cannot wait out a cooldown
-                out = PD(*(desired.role(r) if desired.role(r) > current.role(r) else 0 for r in ROLES))
-                return self._cooldown_passed(stage, desired, out, Reason.COOLDOWN_RISING)
+                raised = self._scale_outs(desired)
+                why = Reason.COOLDOWN_LATENCY if raised == self.latency_floor else Reason.COOLDOWN_RISING
+                return self._cooldown_passed(stage, desired, raised, why)
+            if self.latency_floor is not None:
+                return self._cooldown_passed(stage, desired, self.latency_floor, Reason.COOLDOWN_LATENCY)
             return cooldown(
                 ctx.now_s,
                 self.memory,
@@ -268,6 +264,12 @@ class _Run:
         )
         detail = f"{what} scale-out passes: {passed}; {would.detail}"
         return Step("cooldown", out.prefill, out.decode, reason, detail)
+
+    def _scale_outs(self, desired: PD) -> PD:
+        """Each role ``desired`` scales out (0 for the others), at least what the latency stage raised."""
+        floor = self.latency_floor or PD(0, 0)
+        out = (desired.role(r) if desired.role(r) > self.current.role(r) else 0 for r in ROLES)
+        return PD(*(max(floor.role(r), o) for r, o in zip(ROLES, out, strict=True)))
 
     def _latency_rising(self, factor: float) -> bool:
         """TTFT p90 or TBT p90 above ``factor`` × its SLO in this observation."""
